@@ -100,7 +100,7 @@ class Embedder:
             "model": self.model_name,
             "model_fingerprint": self.ref.fingerprint(),
             "pooling": self.pooling,
-            "max_length": self._max_length,
+            "max_length": self.max_length,
             "precision": self.precision,
             "normalize": self.normalize,
         }
@@ -136,7 +136,7 @@ class Embedder:
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
 
     def _cache_key(self) -> str:
-        settings = dict(self.settings(), max_length=self.max_length)
+        settings = self.settings()
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
     def _compute(self, texts: list[str]) -> np.ndarray:

@@ -260,3 +260,30 @@ def _encode_labels(values: list[Any]) -> tuple[np.ndarray, list[str]]:
         ordered = sorted(set(keys))
     index = {key: i for i, key in enumerate(ordered)}
     return np.array([index[k] for k in keys], dtype=np.int64), [str(k) for k in ordered]
+
+
+def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
+    """Texts to predict or embed: a .txt file (one per line) or a CSV/JSONL/Parquet file's text column."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise AdaptlabError(f"input file '{path}' does not exist; check the path")
+    suffix = path.suffix.lower()
+    if suffix in FILE_SUFFIXES:
+        if suffix in {".parquet", ".pq"}:
+            frame = pd.read_parquet(path)
+        else:
+            text = _read_utf8(path)
+            frame = _parse_csv(path, text) if suffix == ".csv" else _parse_json_records(path, text, suffix)[0]
+        if text_column not in frame.columns:
+            available = ", ".join(map(str, frame.columns))
+            raise AdaptlabError(f"input '{path}' has no column '{text_column}' (columns: {available}); pass --text-column NAME")
+        texts = frame[text_column].tolist()
+    else:
+        texts = _read_utf8(path).splitlines()
+        texts = [t for t in texts if t.strip()]
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise AdaptlabError(f"input '{path}' row {i + 1}: text is empty; fill it in or remove the row")
+    if not texts:
+        raise AdaptlabError(f"input file '{path}' has no texts")
+    return texts

@@ -1,0 +1,62 @@
+"""adaptlab: adapt a language model to your task in every way the field knows, and measure which is worth it.
+
+The Python API mirrors the CLI::
+
+    import adaptlab
+    splits = adaptlab.load_splits("rotten_tomatoes", train_size=2000, seed=0)
+    result = adaptlab.train("features", splits, "runs/rt", model="minilm", classifier="logreg")
+    print(result.metrics["accuracy"])
+    adaptlab.load_artifact("runs/rt").predict(["a gorgeous, moving film"])
+    vectors = adaptlab.embed(["some text"], model="minilm")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from adaptlab.data import LabeledTexts, Splits, load_data, split_data
+from adaptlab.embeddings import Embedder
+from adaptlab.errors import AdaptlabError
+from adaptlab.runner import Artifact, TrainResult, load_artifact, train
+
+__version__ = "0.1.0"
+
+
+def load_splits(
+    source: str | Path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    id_column: str | None = None,
+    seed: int = 0,
+    train_size: int | None = None,
+    val_size: int | None = None,
+    test_size: int | None = None,
+) -> Splits:
+    """Load and validate a dataset, then cut its deterministic stratified train/validation/test split."""
+    data = load_data(source, text_column=text_column, label_column=label_column, id_column=id_column)
+    return split_data(data, seed=seed, train_size=train_size, val_size=val_size, test_size=test_size)
+
+
+def embed(texts: Sequence[str], model: str = "minilm", pooling: str = "mean", **options) -> np.ndarray:
+    """Embed texts with a frozen model (cached on disk); see ``Embedder`` for the options."""
+    return Embedder(model, pooling, **options).embed(texts)
+
+
+__all__ = [
+    "AdaptlabError",
+    "Artifact",
+    "Embedder",
+    "LabeledTexts",
+    "Splits",
+    "TrainResult",
+    "embed",
+    "load_artifact",
+    "load_data",
+    "load_splits",
+    "split_data",
+    "train",
+]

@@ -1,0 +1,94 @@
+"""One artifact directory format for every strategy.
+
+An artifact is a directory holding ``manifest.json`` (strategy, base model, label map, data fingerprint,
+hyper-parameters, metrics, cost, library versions, and a SHA-256 of every other file) plus the weights:
+safetensors for tensors, PEFT's own format for adapters, skops for scikit-learn estimators. Nothing is
+pickled. Artifacts are written atomically, and loading checks the checksums before trusting any file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+
+from adaptlab._io import atomic_directory, write_json
+from adaptlab.errors import AdaptlabError
+
+FORMAT = "adaptlab-artifact"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_LIBRARIES = ("adaptlab", "torch", "transformers", "peft", "lightning", "scikit-learn", "skops", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path], None]) -> dict:
+    """Write the strategy's files and the manifest into ``directory``, replacing it only when complete."""
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        write_files(tmp)
+        files = {
+            str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **manifest,
+            "files": files,
+            "size_bytes": sum((tmp / name).stat().st_size for name in files),
+            "versions": library_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
+
+
+def read_manifest(directory: Path, verify: bool = True) -> dict:
+    """Read and check an artifact's manifest; every problem is a one-line ``AdaptlabError``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AdaptlabError(f"artifact '{directory}' does not exist or is not a directory; pass the --output of a train run")
+    path = directory / MANIFEST
+    if not path.exists():
+        raise AdaptlabError(f"'{directory}' is not an adaptlab artifact (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdaptlabError(f"artifact manifest '{path}' is not valid JSON ({exc}); re-run training") from None
+    if manifest.get("format") != FORMAT:
+        raise AdaptlabError(f"'{path}' is not an adaptlab artifact manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise AdaptlabError(f"artifact '{directory}' was written by a newer adaptlab; upgrade adaptlab to load it")
+    if verify:
+        for name, expected in manifest.get("files", {}).items():
+            file = directory / name
+            if not file.exists():
+                raise AdaptlabError(f"artifact '{directory}' is incomplete: '{name}' is missing")
+            if _sha256(file) != expected:
+                raise AdaptlabError(f"artifact '{directory}': '{name}' does not match its checksum; the file was changed or damaged")
+    return manifest
+
+
+def directory_size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())

@@ -1,0 +1,99 @@
+"""Typed run configurations, from YAML files or keyword arguments; unknown keys are errors.
+
+A training run in YAML::
+
+    strategy: features
+    data: {source: rotten_tomatoes, train_size: 2000, seed: 0}
+    params: {model: minilm, classifier: logreg, pooling: mean}
+    output: runs/rt-features
+
+Command-line options override the file, key by key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptlab.errors import AdaptlabError
+
+
+@dataclass
+class DataConfig:
+    source: str = "rotten_tomatoes"
+    text_column: str = "text"
+    label_column: str = "label"
+    id_column: str | None = None
+    seed: int = 0
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "train_size", "val_size", "test_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise AdaptlabError(f"data option '{name}' must be an integer, not {value!r}")
+            if name != "seed" and value is not None and value < 1:
+                raise AdaptlabError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+
+    def load(self):
+        from adaptlab import load_splits
+
+        return load_splits(self.source, **{k: v for k, v in dataclasses.asdict(self).items() if k != "source"})
+
+
+@dataclass
+class TrainConfig:
+    strategy: str
+    data: DataConfig = field(default_factory=DataConfig)
+    params: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
+
+
+def _check_keys(given: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise AdaptlabError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise AdaptlabError(f"config file '{path}' does not exist; check the path")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise AdaptlabError(f"config file '{path}' is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise AdaptlabError(f"config file '{path}' must be a mapping of keys to values")
+    return content
+
+
+def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params: dict, output: str | None) -> TrainConfig:
+    """Merge a YAML file (if any) with command-line values (``None`` = not given) into a checked config."""
+    from adaptlab.methods import get_strategy
+
+    base = read_yaml(yaml_path) if yaml_path else {}
+    where = f"config file '{yaml_path}'" if yaml_path else "options"
+    _check_keys(base, {"strategy", "data", "params", "output"}, where)
+    if base.get("strategy", strategy) != strategy:
+        raise AdaptlabError(f"{where} is for strategy '{base['strategy']}', not '{strategy}'")
+    data_values = dict(base.get("data") or {})
+    _check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
+    data_values.update({k: v for k, v in data.items() if v is not None})
+    param_values = dict(base.get("params") or {})
+    get_strategy(strategy).check_params(param_values, f"{where}, section params")
+    param_values.update({k: v for k, v in params.items() if v is not None})
+    return TrainConfig(
+        strategy=strategy,
+        data=DataConfig(**data_values),
+        params=param_values,
+        output=output or base.get("output"),
+    )

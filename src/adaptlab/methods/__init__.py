@@ -1,0 +1,16 @@
+"""Adaptation strategies, one module each, all following ``adaptlab.methods.base.Strategy``."""
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.methods.base import Strategy
+from adaptlab.methods.features import FeatureClassifier
+
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureClassifier,)}
+
+
+def get_strategy(name: str) -> type[Strategy]:
+    if name not in STRATEGIES:
+        raise AdaptlabError(f"unknown strategy '{name}' (available: {', '.join(STRATEGIES)})")
+    return STRATEGIES[name]
+
+
+__all__ = ["STRATEGIES", "FeatureClassifier", "Strategy", "get_strategy"]

@@ -1,0 +1,116 @@
+"""Train any strategy on a split, evaluate it, measure it, and write its artifact.
+
+This is the engineering around every strategy (Lightning's separation: the strategy holds the research
+code). The test split is touched exactly once, after ``fit``, for the reported metrics.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from adaptlab.artifacts import read_manifest, write_artifact
+from adaptlab.data import Splits
+from adaptlab.measure import measure
+from adaptlab.methods import Strategy, get_strategy
+from adaptlab.metrics import classification_metrics
+
+THROUGHPUT_SAMPLE = 256  # test texts timed for inference throughput, recomputed without any cache
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    artifact: Path
+    manifest: dict
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest["metrics"]["test"]
+
+
+def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params: Any) -> TrainResult:
+    """Fit ``strategy`` (a name plus keyword ``params``, or a ready instance) and save its artifact.
+
+    >>> splits = adaptlab.load_splits("rotten_tomatoes", train_size=2000)
+    >>> adaptlab.train("features", splits, "runs/rt", classifier="logreg").metrics["accuracy"]
+    """
+    if isinstance(strategy, str):
+        cls = get_strategy(strategy)
+        cls.check_params(params, "train")
+        if "seed" in inspect.signature(cls.__init__).parameters:
+            params.setdefault("seed", splits.seed)
+        strategy = cls(**params)
+    seed_everything(getattr(strategy, "seed", splits.seed))
+
+    with measure() as fit_cost:
+        strategy.fit(splits)
+    test_proba = strategy.predict_proba(splits.test.texts)
+    val_proba = strategy.predict_proba(splits.val.texts)
+    sample = splits.test.texts[:THROUGHPUT_SAMPLE]
+    with strategy.uncached(), measure() as inference:
+        strategy.predict_proba(sample)
+
+    manifest = {
+        "strategy": strategy.name,
+        "base_model": strategy.base_model(),
+        "labels": splits.label_names,
+        "data": splits.describe(),
+        "params": strategy.get_params(),
+        "metrics": {
+            "test": classification_metrics(splits.test.labels, test_proba, splits.label_names),
+            "val": classification_metrics(splits.val.labels, val_proba, splits.label_names),
+        },
+        "cost": {
+            **strategy.cost(),
+            "train_seconds": round(fit_cost.seconds, 3),
+            "train_samples_per_second": round(len(splits.train) / max(fit_cost.seconds, 1e-9), 1),
+            "peak_rss_mb": fit_cost.as_dict()["peak_rss_mb"],
+            "peak_cuda_mb": fit_cost.as_dict()["peak_cuda_mb"],
+            "inference_texts_per_second": round(len(sample) / max(inference.seconds, 1e-9), 1),
+        },
+        **strategy.extra_manifest(),
+    }
+    manifest = write_artifact(Path(output), manifest, strategy.save)
+    return TrainResult(Path(output), manifest)
+
+
+class Artifact:
+    """A trained artifact loaded for prediction: ``Artifact(path).predict(["a great film"])``."""
+
+    def __init__(self, path: str | Path, **runtime: Any) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self.strategy = get_strategy(self.manifest["strategy"]).load(self.path, self.manifest, **runtime)
+        self.label_names: list[str] = self.manifest["labels"]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self.strategy.predict_proba(list(texts))
+
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        """One ``{"label": ..., "probabilities": {label: p}}`` per text."""
+        proba = self.predict_proba(texts)
+        return [
+            {
+                "label": self.label_names[int(row.argmax())],
+                "probabilities": {name: float(p) for name, p in zip(self.label_names, row)},
+            }
+            for row in proba
+        ]
+
+
+def load_artifact(path: str | Path, **runtime: Any) -> Artifact:
+    """Load an artifact; ``runtime`` options (``device``, ``progress``, ``cache``) change how it runs, not what."""
+    return Artifact(path, **runtime)
