@@ -66,7 +66,7 @@ def _print_result(result) -> None:
     manifest = result.manifest
     test, cost, sizes = manifest["metrics"]["test"], manifest["cost"], manifest["data"]["sizes"]
     table = Table(title=f"{manifest['strategy']} on {manifest['data']['source']} ({manifest['base_model']['name']})")
-    for column in ("test accuracy", "macro-F1", "val accuracy", "trainable params", "train time", "peak RSS", "artifact"):
+    for column in ("test acc", "macro-F1", "val acc", "trainable params", "train time", "peak RSS", "size"):
         table.add_column(column, justify="right")
     table.add_row(
         f"{test['accuracy']:.4f}",
@@ -79,8 +79,8 @@ def _print_result(result) -> None:
     )
     out.print(table)
     labels = manifest["labels"]
-    confusion = Table(title="test confusion matrix (rows: true, columns: predicted)")
-    confusion.add_column("")
+    confusion = Table(title="test confusion (rows: true)")
+    confusion.add_column("true \\ predicted")
     for label in labels:
         confusion.add_column(label, justify="right")
     for label, row in zip(labels, test["confusion_matrix"]):
@@ -270,8 +270,8 @@ def main() -> None:
     try:
         app()
     except AdaptlabError as exc:
-        Console(stderr=True, highlight=False).print(f"adaptlab: error: {exc}", markup=False)
+        print(f"adaptlab: error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
     except KeyboardInterrupt:
-        Console(stderr=True).print("adaptlab: interrupted; nothing half-written was kept")
+        print("adaptlab: interrupted; nothing half-written was kept", file=sys.stderr)
         sys.exit(130)

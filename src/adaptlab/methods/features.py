@@ -148,11 +148,12 @@ class FeatureClassifier(Strategy):
 
     @contextlib.contextmanager
     def uncached(self) -> Iterator[None]:
-        previous, self.embedder.use_cache = self.embedder.use_cache, False
+        saved = self.embedder.use_cache, self.embedder.progress
+        self.embedder.use_cache, self.embedder.progress = False, False
         try:
             yield
         finally:
-            self.embedder.use_cache = previous
+            self.embedder.use_cache, self.embedder.progress = saved
 
 
 def _count_parameters(model_dir: str) -> int:

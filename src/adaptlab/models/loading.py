@@ -11,10 +11,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import transformers
+
 from adaptlab._io import atomic_directory
 from adaptlab.errors import AdaptlabError
 from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
 
+transformers.utils.logging.disable_progress_bar()  # adaptlab draws its own progress bars
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 
 

