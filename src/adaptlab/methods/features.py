@@ -28,7 +28,7 @@ from adaptlab.progress import stderr
 CLASSIFIERS = ("logreg", "random-forest")
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 _FILE = "classifier.skops"
-# skops refuses to load any type not listed here: the artifact cannot smuggle in code.
+# Types trusted on top of skops' own safe defaults when loading (skops never unpickles).
 _TRUSTED_TYPES = [
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
@@ -135,10 +135,17 @@ class FeatureClassifier(Strategy):
             params = dict(params, precision=manifest["embedding"]["precision"])
         strategy = cls(**params, **runtime)
         path = directory / _FILE
+        # skops refuses types outside its safe defaults unless trusted; we trust only the few listed above
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in _TRUSTED_TYPES]
         if untrusted:
             raise AdaptlabError(f"artifact '{directory}': {_FILE} contains types adaptlab does not trust: {untrusted}")
-        strategy.estimator_ = skops.io.load(path, trusted=_TRUSTED_TYPES)
+        estimator = skops.io.load(path, trusted=_TRUSTED_TYPES)
+        if not _is_expected_estimator(estimator):
+            raise AdaptlabError(
+                f"artifact '{directory}': {_FILE} holds an unexpected estimator ({type(estimator).__name__}); "
+                "features artifacts hold a scaled logistic regression or a random forest"
+            )
+        strategy.estimator_ = estimator
         strategy.label_names = manifest["labels"]
         strategy.selection_ = manifest.get("selection", {})
         return strategy
@@ -154,6 +161,15 @@ class FeatureClassifier(Strategy):
             yield
         finally:
             self.embedder.use_cache, self.embedder.progress = saved
+
+
+def _is_expected_estimator(estimator: Any) -> bool:
+    if isinstance(estimator, RandomForestClassifier):
+        return True
+    return (
+        isinstance(estimator, Pipeline)
+        and [type(step) for _, step in estimator.steps] == [StandardScaler, LogisticRegression]
+    )
 
 
 def _count_parameters(model_dir: str) -> int:
