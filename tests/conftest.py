@@ -33,18 +33,16 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch, request):
+def isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own embedding cache; the converted GGUF model is shared (it takes ~20 s to make)."""
-    if "real_cache" not in request.keywords:
-        cache = tmp_path / "cache"
-        (cache / "models").mkdir(parents=True)
-        from adaptlab.models import cache_root
+    from adaptlab.models import cache_root
 
-        shared_models = cache_root() / "models"
-        shared_models.mkdir(parents=True, exist_ok=True)
-        for entry in shared_models.iterdir():
-            (cache / "models" / entry.name).symlink_to(entry)
-        monkeypatch.setenv("ADAPTLAB_CACHE", str(cache))
+    shared_models = cache_root() / "models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(shared_models, target_is_directory=True)
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(cache))
     yield
 
 
