@@ -132,3 +132,28 @@ def test_gguf_decoder_is_converted_once_and_matches_the_gguf(monkeypatch, tmp_pa
     assert model_kind(ref) == "decoder"
     vectors = Embedder("smollm2-135m", "last", cache=False, progress=False).embed(["hello", "a longer sentence"])
     assert vectors.shape == (2, 576) and np.isfinite(vectors).all()
+
+
+def test_interrupted_embedding_resumes_from_the_cache(tiny_bert, monkeypatch):
+    import adaptlab.embeddings as embeddings
+
+    monkeypatch.setattr(embeddings, "FLUSH_EVERY", 4)
+    texts = [f"text number {i}" for i in range(12)]
+    reference = Embedder(str(tiny_bert), precision="fp32", cache=False, progress=False).embed(texts)
+    calls = {"n": 0}
+    original = embeddings._pool
+
+    def dies_on_third_batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(embeddings, "_pool", dies_on_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        Embedder(str(tiny_bert), precision="fp32", batch_size=4, progress=False).embed(texts)
+    monkeypatch.setattr(embeddings, "_pool", original)
+    resumed = Embedder(str(tiny_bert), precision="fp32", batch_size=4, progress=False)
+    with embeddings.EmbeddingCache.open(resumed._cache_key()) as cache:
+        assert len(cache.get(texts)) == 8  # two batches were stored before the interruption
+    np.testing.assert_allclose(resumed.embed(texts), reference, atol=1e-6)

@@ -12,17 +12,40 @@ The Python API mirrors the CLI::
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from adaptlab.data import LabeledTexts, Splits, load_data, split_data
-from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
-from adaptlab.runner import Artifact, TrainResult, load_artifact, train
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from adaptlab.data import LabeledTexts, Splits, load_data, split_data
+    from adaptlab.embeddings import Embedder
+    from adaptlab.runner import Artifact, TrainResult, load_artifact, train
 
 __version__ = "0.1.0"
+
+# Heavy modules (torch, transformers, pandas) load on first use, so `adaptlab --help` starts instantly.
+_LAZY = {
+    "LabeledTexts": "adaptlab.data",
+    "Splits": "adaptlab.data",
+    "load_data": "adaptlab.data",
+    "split_data": "adaptlab.data",
+    "Embedder": "adaptlab.embeddings",
+    "Artifact": "adaptlab.runner",
+    "TrainResult": "adaptlab.runner",
+    "load_artifact": "adaptlab.runner",
+    "train": "adaptlab.runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'adaptlab' has no attribute '{name}'")
 
 
 def load_splits(
@@ -35,14 +58,18 @@ def load_splits(
     train_size: int | None = None,
     val_size: int | None = None,
     test_size: int | None = None,
-) -> Splits:
+) -> "Splits":
     """Load and validate a dataset, then cut its deterministic stratified train/validation/test split."""
+    from adaptlab.data import load_data, split_data
+
     data = load_data(source, text_column=text_column, label_column=label_column, id_column=id_column)
     return split_data(data, seed=seed, train_size=train_size, val_size=val_size, test_size=test_size)
 
 
-def embed(texts: Sequence[str], model: str = "minilm", pooling: str = "mean", **options) -> np.ndarray:
+def embed(texts: Sequence[str], model: str = "minilm", pooling: str = "mean", **options: Any) -> "np.ndarray":
     """Embed texts with a frozen model (cached on disk); see ``Embedder`` for the options."""
+    from adaptlab.embeddings import Embedder
+
     return Embedder(model, pooling, **options).embed(texts)
 
 

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -188,6 +187,8 @@ def embed(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .npy (matrix) or .parquet (text + vector).")] = Path("embeddings.npy"),
 ) -> None:
     """Embed texts with a frozen model, using and filling the on-disk embedding cache."""
+    import numpy as np
+
     from adaptlab._io import atomic_file
     from adaptlab.data import read_texts
     from adaptlab.embeddings import Embedder

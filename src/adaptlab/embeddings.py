@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +29,7 @@ Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_DEFAULT_LENGTH = 512
+FLUSH_EVERY = 1024  # texts between writes to the embedding cache
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -130,8 +131,8 @@ class Embedder:
             found = cache.get(texts)
             missing = sorted({t for t in texts if t not in found})
             if missing:
-                vectors = self._compute(missing)
-                cache.put(missing, vectors)
+                # Stored every few batches, so an interrupted run resumes where it stopped.
+                vectors = self._compute(missing, flush=lambda idx, vecs: cache.put([missing[i] for i in idx], vecs))
                 found.update(zip(missing, vectors))
         return np.stack([found[t] for t in texts]).astype(np.float32, copy=False)
 
@@ -139,7 +140,8 @@ class Embedder:
         settings = self.settings()
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
-    def _compute(self, texts: list[str]) -> np.ndarray:
+    def _compute(self, texts: list[str], flush: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
+        """Embed ``texts``; ``flush(indices, vectors)`` receives finished rows every ~``FLUSH_EVERY`` texts."""
         tokenizer, model = self.tokenizer, self.model
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad_id is None:
@@ -153,6 +155,7 @@ class Embedder:
             else contextlib.nullcontext()
         )
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        pending: list[np.ndarray] = []
         with torch.inference_mode(), autocast, progress_bar(
             f"embedding {len(texts)} texts", total=len(texts), enabled=self.progress
         ) as advance:
@@ -166,7 +169,15 @@ class Embedder:
                     out = np.empty((len(texts), pooled.shape[-1]), dtype=np.float32)
                 out[batch] = pooled.cpu().numpy()
                 advance(len(batch))
+                pending.append(batch)
+                if flush and sum(map(len, pending)) >= FLUSH_EVERY:
+                    done = np.concatenate(pending)
+                    flush(done, out[done])
+                    pending = []
         assert out is not None
+        if flush and pending:
+            done = np.concatenate(pending)
+            flush(done, out[done])
         return out
 
 
