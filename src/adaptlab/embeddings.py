@@ -106,6 +106,16 @@ class Embedder:
             "normalize": self.normalize,
         }
 
+    @contextlib.contextmanager
+    def fresh(self):
+        """Within this block every vector is recomputed (no cache, no progress bar): for honest timings."""
+        saved = self.use_cache, self.progress
+        self.use_cache, self.progress = False, False
+        try:
+            yield
+        finally:
+            self.use_cache, self.progress = saved
+
     # -- model --------------------------------------------------------------------------------------------
     @property
     def tokenizer(self):

@@ -6,7 +6,6 @@ code). The test split is touched exactly once, after ``fit``, for the reported m
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,13 +49,13 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
     if isinstance(strategy, str):
         cls = get_strategy(strategy)
         cls.check_params(params, "train")
-        if "seed" in inspect.signature(cls.__init__).parameters:
+        if "seed" in cls.param_names():
             params.setdefault("seed", splits.seed)
         strategy = cls(**params)
     seed_everything(getattr(strategy, "seed", splits.seed))
 
     with measure() as fit_cost:
-        strategy.fit(splits)
+        strategy.fit(splits, Path(output))
     test_proba = strategy.predict_proba(splits.test.texts)
     val_proba = strategy.predict_proba(splits.val.texts)
     sample = splits.test.texts[:THROUGHPUT_SAMPLE]
@@ -84,6 +83,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
         **strategy.extra_manifest(),
     }
     manifest = write_artifact(Path(output), manifest, strategy.save)
+    strategy.finished(Path(output))
     return TrainResult(Path(output), manifest)
 
 

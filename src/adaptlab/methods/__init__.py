@@ -3,8 +3,9 @@
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
 from adaptlab.methods.features import FeatureClassifier
+from adaptlab.methods.finetune import GRADIENT_STRATEGIES
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureClassifier,)}
+STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureClassifier, *GRADIENT_STRATEGIES)}
 
 
 def get_strategy(name: str) -> type[Strategy]:

@@ -29,8 +29,11 @@ class Strategy(abc.ABC):
     label_names: list[str]
 
     @abc.abstractmethod
-    def fit(self, splits: Splits) -> "Strategy":
-        """Learn from ``splits.train`` (and ``splits.val`` for selection); return self."""
+    def fit(self, splits: Splits, output: Path | None = None) -> "Strategy":
+        """Learn from ``splits.train`` (and ``splits.val`` for selection); return self.
+
+        ``output`` is where the artifact will go; strategies that checkpoint keep their work beside it.
+        """
 
     @abc.abstractmethod
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -53,6 +56,9 @@ class Strategy(abc.ABC):
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "Strategy":
         """Rebuild a fitted strategy from an artifact directory."""
 
+    def finished(self, output: Path) -> None:
+        """Called once the artifact is safely written: drop temporary work (e.g. checkpoints)."""
+
     def extra_manifest(self) -> dict:
         """Strategy-specific facts for the manifest (e.g. embedding settings, what was selected)."""
         return {}
@@ -64,15 +70,19 @@ class Strategy(abc.ABC):
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Every keyword the constructor accepts."""
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
     def get_params(self) -> dict:
         """The constructor's parameters and current values (runtime-only ones left out)."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {p: getattr(self, p) for p in names if p not in self.runtime_params}
+        return {p: getattr(self, p) for p in self.param_names() if p not in self.runtime_params}
 
     @classmethod
     def check_params(cls, params: dict, where: str) -> None:
         """Reject unknown parameter names before anything runs (from YAML or the Python API)."""
-        known = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        known = cls.param_names()
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise AdaptlabError(

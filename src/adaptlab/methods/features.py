@@ -7,8 +7,7 @@ regularisation strength ``C`` is chosen on the validation split unless given.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +83,7 @@ class FeatureClassifier(Strategy):
             return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=self.seed))
         return RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.seed, n_jobs=-1)
 
-    def fit(self, splits: Splits) -> "FeatureClassifier":
+    def fit(self, splits: Splits, output: Path | None = None) -> "FeatureClassifier":
         self.label_names = splits.label_names
         x_train = self.embedder.embed(splits.train.texts)
         y_train = splits.train.labels
@@ -153,14 +152,8 @@ class FeatureClassifier(Strategy):
     def extra_manifest(self) -> dict:
         return {"embedding": self.embedder.settings(), "selection": self.selection_}
 
-    @contextlib.contextmanager
-    def uncached(self) -> Iterator[None]:
-        saved = self.embedder.use_cache, self.embedder.progress
-        self.embedder.use_cache, self.embedder.progress = False, False
-        try:
-            yield
-        finally:
-            self.embedder.use_cache, self.embedder.progress = saved
+    def uncached(self):
+        return self.embedder.fresh()
 
 
 def _is_expected_estimator(estimator: Any) -> bool:

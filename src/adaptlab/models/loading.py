@@ -18,6 +18,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
 
 transformers.utils.logging.disable_progress_bar()  # adaptlab draws its own progress bars
+transformers.utils.logging.set_verbosity_error()  # e.g. the expected "classifier newly initialised" report
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 
 

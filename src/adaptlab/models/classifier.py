@@ -1,0 +1,120 @@
+"""Sequence-classification models on any backbone, encoder or decoder, with the checks training needs.
+
+Encoders (BERT, RoBERTa, MiniLM...) and decoders (Llama/SmolLM2, GPT-2...) both go through
+``AutoModelForSequenceClassification``: encoders classify from their pooled first token, decoders from the
+last real token. Decoders are padded on the left so the last position is always a real token (this also
+keeps prompt-learning methods, which prepend virtual tokens, correct). A decoder without a pad token uses
+its end-of-text token for padding, as is standard; a model with neither is refused.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.models.loading import ModelRef, _hub_error, load_tokenizer, model_kind
+
+
+@dataclass
+class ClassifierBundle:
+    model: nn.Module
+    tokenizer: object
+    kind: str  # "encoder" or "decoder"
+    new_modules: list[str]  # top-level modules created fresh for the task (the head): always trained and saved
+
+
+def prepare_tokenizer(ref: ModelRef, kind: str):
+    tokenizer = load_tokenizer(ref)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise AdaptlabError(
+                f"model '{ref.name}' has neither a pad token nor an end-of-text token to pad batches with; "
+                "use a model whose tokenizer defines one"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left" if kind == "decoder" else "right"
+    return tokenizer
+
+
+def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
+    """A fresh classification model for ``label_names`` on top of the pretrained weights of ``ref``."""
+    from transformers import AutoModelForSequenceClassification
+
+    kind = model_kind(ref)
+    tokenizer = prepare_tokenizer(ref, kind)
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            ref.path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            output_loading_info=True,
+        )
+    except OSError as exc:
+        raise _hub_error(ref, exc) from None
+    except ValueError as exc:
+        raise AdaptlabError(f"model '{ref.name}' cannot be used for sequence classification ({exc})") from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    # Which modules did not come from the checkpoint? Those are the new head (e.g. DistilBERT's
+    # pre_classifier *and* classifier); PEFT must train and save all of them, or reloads silently differ.
+    new_modules = sorted({_owning_module(model, key) for key in info["missing_keys"]})
+    return ClassifierBundle(model=model, tokenizer=tokenizer, kind=kind, new_modules=new_modules)
+
+
+def _owning_module(model: nn.Module, parameter_name: str) -> str:
+    """The shortest module path that holds a newly initialised parameter (e.g. ``classifier``)."""
+    parts = parameter_name.split(".")
+    for depth in range(1, len(parts)):
+        name = ".".join(parts[:depth])
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if not any(True for _ in module.children()) or name.split(".")[-1] in {"classifier", "score", "pre_classifier"}:
+            return name
+    return ".".join(parts[:-1])
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers, found structurally (works for BERT, RoBERTa, Llama, GPT-2...)."""
+    count = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if not candidates:
+        raise AdaptlabError(f"cannot find the {count} transformer blocks of {type(model).__name__}")
+    return candidates[0]
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Short names of linear layers (what LoRA can target), e.g. query, value, q_proj."""
+    names = {
+        name.split(".")[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Linear, getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", nn.Linear)))
+    }
+    return sorted(names)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights counted once."""
+    seen, trainable, total = set(), 0, 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        if parameter.requires_grad:
+            trainable += parameter.numel()
+    return trainable, total
+
+
+def max_positions(model: nn.Module) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+
+
+def logits_of(output) -> torch.Tensor:
+    """HF models return an output object, plain heads a tensor."""
+    return output.logits if hasattr(output, "logits") else output

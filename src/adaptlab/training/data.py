@@ -1,0 +1,126 @@
+"""Datasets, batching and the LightningDataModule for classification training.
+
+Batches are grouped by length (as ``group_by_length`` in HF Trainer): shuffled indices are cut into
+mega-batches, each sorted by length and split into batches whose order is shuffled again. Padding then
+costs little, which is most of the speed on a CPU. The order depends only on (seed, epoch), so a run
+resumed from a checkpoint sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+MEGABATCH = 50  # batches per length-sorted group
+
+
+class TokenizedDataset(Dataset):
+    def __init__(self, input_ids: list[list[int]], labels: Sequence[int]) -> None:
+        self.input_ids, self.labels = input_ids, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+class FeatureDataset(Dataset):
+    """Pre-computed backbone features: what makes head-only training nearly free per epoch."""
+
+    def __init__(self, features: np.ndarray, labels: Sequence[int]) -> None:
+        self.features = torch.as_tensor(features, dtype=torch.float32)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.features[i], "labels": self.labels[i]}
+
+    def lengths(self) -> list[int]:
+        return [1] * len(self.labels)
+
+
+class PadCollator:
+    """Pads token ids to the longest sequence of the batch, on the side the model needs."""
+
+    def __init__(self, pad_id: int, side: str = "right") -> None:
+        self.pad_id, self.side = pad_id, side
+
+    def __call__(self, items: list[dict]) -> dict:
+        if "features" in items[0]:
+            return {
+                "features": torch.stack([it["features"] for it in items]),
+                "labels": torch.stack([it["labels"] for it in items]),
+            }
+        length = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, item in enumerate(items):
+            seq = torch.as_tensor(item["input_ids"], dtype=torch.long)
+            span = slice(length - len(seq), length) if self.side == "left" else slice(0, len(seq))
+            ids[row, span] = seq
+            mask[row, span] = 1
+        labels = torch.as_tensor([it["labels"] for it in items], dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class LengthGroupedBatchSampler:
+    """Length-grouped, shuffled batches; deterministic in (seed, epoch); shards batches across DDP ranks."""
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool = True) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def _batches(self) -> list[np.ndarray]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        if not self.group_by_length:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        span = self.batch_size * MEGABATCH
+        batches = []
+        for start in range(0, len(order), span):
+            group = order[start : start + span]
+            group = group[np.argsort(-self.lengths[group], kind="stable")]
+            batches += [group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        if dist.is_available() and dist.is_initialized():
+            batches = batches[dist.get_rank() :: dist.get_world_size()]
+        return iter([b.tolist() for b in batches])
+
+    def __len__(self) -> int:
+        n = -(-len(self.lengths) // self.batch_size)
+        if dist.is_available() and dist.is_initialized():
+            n = -(-n // dist.get_world_size())
+        return n
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    def __init__(self, train: Dataset, val: Dataset, collate: PadCollator, batch_size: int, seed: int,
+                 group_by_length: bool = True) -> None:
+        super().__init__()
+        self.train_set, self.val_set, self.collate = train, val, collate
+        self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = LengthGroupedBatchSampler(self.train_set.lengths(), self.batch_size, self.seed, self.group_by_length)
+        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size * 2, shuffle=False, collate_fn=self.collate)
