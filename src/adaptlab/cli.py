@@ -5,6 +5,7 @@ Bad input raises ``AdaptlabError`` anywhere below; ``main`` prints it as one lin
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -38,13 +39,6 @@ TestSize = Annotated[Optional[int], typer.Option(help="Sub-sample the test split
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file describing the run; options given here override it.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", "-o", help="Artifact directory to write.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
-
-
-def _data_values(data, text_column, label_column, id_column, seed, train_size, val_size, test_size) -> dict:
-    return {
-        "source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
-        "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size,
-    }
 
 
 def _run_training(strategy: str, config_path, data_values: dict, params: dict, output, as_json: bool) -> None:
@@ -95,36 +89,136 @@ def _params(cost: dict) -> str:
     return f"{trainable:,} ({100 * trainable / total:.3g}%)"
 
 
-@train_app.command("features")
-def train_features(
-    data: DataOpt = None,
-    text_column: TextCol = None,
-    label_column: LabelCol = None,
-    id_column: IdCol = None,
-    seed: Seed = None,
-    train_size: TrainSize = None,
-    val_size: ValSize = None,
-    test_size: TestSize = None,
-    model: Annotated[Optional[str], typer.Option(help="Frozen model: minilm, smollm2-135m, a Hub id or a local directory.")] = None,
-    pooling: Annotated[Optional[str], typer.Option(help="mean, cls or last (last real token; for decoders).")] = None,
-    classifier: Annotated[Optional[str], typer.Option(help="logreg or random-forest.")] = None,
-    c: Annotated[Optional[float], typer.Option("--C", help="Logistic regression C; chosen on the validation split if omitted.")] = None,
-    n_estimators: Annotated[Optional[int], typer.Option(help="Trees in the random forest.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Texts per embedding batch.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Truncate texts to this many tokens (default: the model's).")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 where the hardware has it), fp32 or bf16.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    config: ConfigOpt = None,
-    output: OutputOpt = None,
-    as_json: JsonOpt = False,
+def _opt(kind, help: str, *flags: str):
+    return Annotated[Optional[kind], typer.Option(*flags, help=help)]
+
+
+# name -> (annotation, strategy parameter name); options are None unless given, so YAML values survive.
+DATA_OPTIONS = {
+    "data": (DataOpt, "source"), "text_column": (TextCol, "text_column"), "label_column": (LabelCol, "label_column"),
+    "id_column": (IdCol, "id_column"), "seed": (Seed, "seed"), "train_size": (TrainSize, "train_size"),
+    "val_size": (ValSize, "val_size"), "test_size": (TestSize, "test_size"),
+}
+MODEL_OPTION = _opt(str, "Model: minilm, smollm2-135m, a Hub id or a local directory.")
+MAX_LENGTH = _opt(int, "Truncate texts to this many tokens (default: the model's, at most 256).")
+DEVICE = _opt(str, "cpu, cuda, cuda:1 ... (default: cuda if available).")
+TRAINING_OPTIONS = {
+    "epochs": _opt(int, "Training epochs."),
+    "batch_size": _opt(int, "Examples per optimiser step (before accumulation)."),
+    "lr": _opt(float, "Peak learning rate (default depends on the strategy)."),
+    "weight_decay": _opt(float, "AdamW weight decay (not applied to biases and norms)."),
+    "warmup_ratio": _opt(float, "Fraction of steps spent warming up the learning rate."),
+    "schedule": _opt(str, "Learning-rate schedule: linear, cosine, constant, constant_with_warmup."),
+    "grad_accum": _opt(int, "Accumulate gradients over this many batches."),
+    "grad_clip": _opt(float, "Clip gradient norm to this value."),
+    "precision": _opt(str, "Lightning precision: 32, bf16-mixed, 16-mixed (GPU), bf16-true."),
+    "patience": _opt(int, "Stop early after this many epochs without validation-accuracy gain."),
+    "group_by_length": _opt(bool, "Batch texts of similar length together (less padding).", "--group-by-length/--no-group-by-length"),
+    "accelerator": _opt(str, "Lightning accelerator: auto, cpu, gpu."),
+    "devices": _opt(str, "Lightning devices: auto, a count, or a list such as 0,1."),
+    "strategy": _opt(str, "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ..."),
+    "num_nodes": _opt(int, "Machines for multi-node training."),
+    "logger": _opt(str, "Training log: csv (kept in the artifact), tensorboard, none."),
+    "resume": Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of an interrupted run.")],
+}
+STRATEGY_OPTIONS: dict[str, tuple[str, dict]] = {
+    "features": ("Frozen model embeddings -> scikit-learn classifier (logistic regression or random forest).", {
+        "model": MODEL_OPTION,
+        "pooling": _opt(str, "mean, cls or last (last real token; for decoders)."),
+        "classifier": _opt(str, "logreg or random-forest."),
+        "C": _opt(float, "Logistic regression C; chosen on the validation split if omitted.", "--C"),
+        "n_estimators": _opt(int, "Trees in the random forest."),
+        "batch_size": _opt(int, "Texts per embedding batch."),
+        "max_length": MAX_LENGTH,
+        "precision": _opt(str, "auto (bf16 where the hardware has it), fp32 or bf16."),
+        "device": DEVICE,
+    }),
+    "head": ("Frozen backbone, new linear head trained on cached features.", {
+        "model": MODEL_OPTION,
+        "pooling": _opt(str, "mean, cls or last (default: mean for encoders, last for decoders)."),
+        "dropout": _opt(float, "Dropout before the head."),
+        "cache_features": _opt(bool, "Run the backbone once and train on cached features (--no-cache-features: naive loop).", "--cache-features/--no-cache-features"),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+    "last-k": ("Train the last k transformer blocks and the head; the rest stays frozen.", {
+        "model": MODEL_OPTION, "layers": _opt(int, "How many of the last blocks to train."), "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+    "full": ("Fine-tune every parameter.", {"model": MODEL_OPTION, "max_length": MAX_LENGTH, "device": DEVICE}),
+    "lora": ("LoRA adapters (Hugging Face PEFT); `adaptlab merge` folds them into the base weights.", {
+        "model": MODEL_OPTION,
+        "r": _opt(int, "LoRA rank."),
+        "alpha": _opt(int, "LoRA scaling alpha."),
+        "dropout": _opt(float, "LoRA dropout."),
+        "target_modules": _opt(str, "Comma-separated module names (default: PEFT's per-architecture choice, e.g. query,value)."),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+    "prefix-tuning": ("Prefix tuning (PEFT): trainable key/value prefixes in every layer.", {
+        "model": MODEL_OPTION,
+        "num_virtual_tokens": _opt(int, "Prefix length."),
+        "prefix_projection": _opt(bool, "Reparameterise the prefix through an MLP.", "--prefix-projection/--no-prefix-projection"),
+        "encoder_hidden_size": _opt(int, "Hidden size of that MLP."),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+    "p-tuning": ("P-tuning (PEFT): virtual tokens produced by a small prompt encoder.", {
+        "model": MODEL_OPTION,
+        "num_virtual_tokens": _opt(int, "Virtual tokens."),
+        "encoder_hidden_size": _opt(int, "Prompt encoder hidden size."),
+        "encoder_type": _opt(str, "Prompt encoder: MLP or LSTM."),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+    "prompt-tuning": ("Prompt tuning (PEFT): learned virtual-token embeddings.", {
+        "model": MODEL_OPTION,
+        "num_virtual_tokens": _opt(int, "Virtual tokens."),
+        "init_text": _opt(str, "Initialise the virtual tokens from this text (default: random)."),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
+}
+
+
+def _make_train_command(strategy: str, help_text: str, options: dict) -> None:
+    """Build `adaptlab train STRATEGY` from the shared data options, the strategy's own and the training ones."""
+    own = dict(options)
+    if strategy != "features":
+        own = {**own, **{k: v for k, v in TRAINING_OPTIONS.items() if k not in own}}
+    tail = {"config": ConfigOpt, "output": OutputOpt, "as_json": JsonOpt}
+    annotations = {**{k: a for k, (a, _) in DATA_OPTIONS.items()}, **own, **tail}
+    parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                          default=False if name in ("as_json", "resume") else None)
+        for name, annotation in annotations.items()
+    ]
+
+    def command(**values) -> None:
+        data_values = {target: values.pop(name) for name, (_, target) in DATA_OPTIONS.items()}
+        config, output, as_json = values.pop("config"), values.pop("output"), values.pop("as_json")
+        if not values.get("resume"):
+            values.pop("resume", None)
+        if values.get("devices") is not None and str(values["devices"]).replace(",", "").isdigit():
+            devices = [int(d) for d in str(values["devices"]).split(",")]
+            values["devices"] = devices[0] if len(devices) == 1 else devices
+        _run_training(strategy, config, data_values, values, output, as_json)
+
+    command.__signature__ = inspect.Signature(parameters)
+    command.__annotations__ = annotations
+    command.__doc__ = help_text
+    command.__name__ = f"train_{strategy.replace('-', '_')}"
+    train_app.command(strategy)(command)
+
+
+for _strategy, (_help, _options) in STRATEGY_OPTIONS.items():
+    _make_train_command(_strategy, _help, _options)
+
+
+@app.command()
+def merge(
+    artifact: Annotated[Path, typer.Argument(help="A LoRA artifact.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged (full) artifact.")],
 ) -> None:
-    """Frozen model embeddings -> scikit-learn classifier (logistic regression or random forest)."""
-    params = {
-        "model": model, "pooling": pooling, "classifier": classifier, "C": c, "n_estimators": n_estimators,
-        "batch_size": batch_size, "max_length": max_length, "precision": precision, "device": device,
-    }
-    values = _data_values(data, text_column, label_column, id_column, seed, train_size, val_size, test_size)
-    _run_training("features", config, values, params, output, as_json)
+    """Fold a LoRA adapter into the base weights: a plain fine-tuned model, no PEFT needed to run it."""
+    from adaptlab.merge import merge_lora
+
+    manifest = merge_lora(artifact, output)
+    out.print(f"merged {artifact} into {output} ({manifest['size_bytes'] / 2**20:.1f} MiB, strategy 'full')")
 
 
 def _input_texts(texts: list[str] | None, file: Path | None, text_column: str) -> list[str]:
@@ -254,7 +348,10 @@ def describe_data(
     """Validate a dataset and show its labels and the train/validation/test split adaptlab would use."""
     from adaptlab.config import DataConfig
 
-    values = _data_values(data, text_column, label_column, id_column, seed, train_size, val_size, test_size)
+    values = {
+        "source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
+        "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size,
+    }
     splits = DataConfig(**{k: v for k, v in values.items() if v is not None}).load()
     table = Table(title=f"{splits.train.source}: stratified split, seed {splits.seed}")
     table.add_column("split")

@@ -77,7 +77,7 @@ class GradientStrategy(Strategy):
 
     # -- parameters (sklearn style) ----------------------------------------------------------------------
     def get_params(self) -> dict:
-        own = {p: getattr(self, p) for p in self._own_params()}
+        own = {p: getattr(self, p) for p in self._own_params() if p not in self.runtime_params}
         training = {k: v for k, v in dataclasses.asdict(self.options).items() if k not in self.runtime_params}
         training.pop("callbacks", None)
         return {**own, **training}
@@ -169,16 +169,18 @@ class HeadOnly(GradientStrategy):
         torch.manual_seed(self.options.seed)  # the head's initial weights: identical for cached and naive runs
         dim = self._dim()
         self.head_ = FeatureHead(dim, len(self.label_names), self.dropout)
+        tokenizer = self.embedder.tokenizer
+        ids = lambda texts: tokenizer(texts, truncation=True, max_length=self.embedder.max_length)["input_ids"]
+        train_ids, val_ids = ids(splits.train.texts), ids(splits.val.texts)
         if self.cache_features:
-            train = FeatureDataset(self.embedder.embed(splits.train.texts), splits.train.labels)
-            val = FeatureDataset(self.embedder.embed(splits.val.texts), splits.val.labels)
+            lengths = lambda token_ids: [len(x) for x in token_ids]  # same batches as the naive loop
+            train = FeatureDataset(self.embedder.embed(splits.train.texts), splits.train.labels, lengths(train_ids))
+            val = FeatureDataset(self.embedder.embed(splits.val.texts), splits.val.labels, lengths(val_ids))
             module: nn.Module = self.head_
             collate = PadCollator(0)
         else:
-            tokenizer = self.embedder.tokenizer
-            ids = lambda texts: tokenizer(texts, truncation=True, max_length=self.embedder.max_length)["input_ids"]
-            train = TokenizedDataset(ids(splits.train.texts), splits.train.labels)
-            val = TokenizedDataset(ids(splits.val.texts), splits.val.labels)
+            train = TokenizedDataset(train_ids, splits.train.labels)
+            val = TokenizedDataset(val_ids, splits.val.labels)
             module = FrozenBackboneHead(self.embedder.model, self.pooling, self.head_)
             collate = PadCollator(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
         data = ClassificationDataModule(train, val, collate, self.options.batch_size, self.options.seed, self.options.group_by_length)
@@ -398,6 +400,14 @@ class PeftStrategy(TokenClassifierStrategy):
         base = load_classifier(self.ref, self.label_names).model
         return PeftModel.from_pretrained(base, directory / "adapter")
 
+    @staticmethod
+    def _model_dims(model: nn.Module) -> dict:
+        """PEFT reads dimensions from the config's raw keys; configs with other names (DistilBERT's ``dim``,
+        ``n_layers``) need them spelled out. Only missing ones are given, so PEFT's own handling stays."""
+        raw, config = model.config.to_dict(), model.config
+        wanted = {"token_dim": "hidden_size", "num_layers": "num_hidden_layers", "num_attention_heads": "num_attention_heads"}
+        return {ours: getattr(config, theirs) for ours, theirs in wanted.items() if theirs not in raw}
+
     def _check_virtual_tokens(self, model: nn.Module, num_virtual_tokens: int) -> None:
         if num_virtual_tokens < 1:
             raise AdaptlabError(f"--num-virtual-tokens must be at least 1, not {num_virtual_tokens}")
@@ -434,9 +444,19 @@ class Lora(PeftStrategy):
                     f"--target-modules {', '.join(missing)} not found in model '{self.model}'; "
                     f"its linear layers are: {', '.join(available)}"
                 )
-        # None lets PEFT pick its per-architecture default (query/value for BERT, q_proj/v_proj for Llama).
         return LoraConfig(task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules)
+                          target_modules=self.target_modules or default_lora_targets(model))
+
+
+def default_lora_targets(model: nn.Module) -> list[str] | str:
+    """The attention query/value projections where PEFT or we know their names, else every linear layer."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    model_type = model.config.model_type
+    return _LORA_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type) or "all-linear"
+
+
+_LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}
 
 
 class PrefixTuning(PeftStrategy):
@@ -453,8 +473,15 @@ class PrefixTuning(PeftStrategy):
         from peft import PrefixTuningConfig, TaskType
 
         self._check_virtual_tokens(model, self.num_virtual_tokens)
+        backbone = getattr(model, model.base_model_prefix, model)
+        if not any("past_key_values" in inspect.signature(m.forward).parameters for m in (model, backbone)):
+            raise AdaptlabError(
+                f"model '{self.model}' ({model.config.model_type}) takes no key/value cache, which prefix tuning "
+                "injects its prefixes into; use p-tuning or prompt-tuning with this model"
+            )
         return PrefixTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens,
-                                  prefix_projection=self.prefix_projection, encoder_hidden_size=self.encoder_hidden_size)
+                                  prefix_projection=self.prefix_projection, encoder_hidden_size=self.encoder_hidden_size,
+                                  **self._model_dims(model))
 
 
 class PTuning(PeftStrategy):
@@ -475,7 +502,7 @@ class PTuning(PeftStrategy):
         self._check_virtual_tokens(model, self.num_virtual_tokens)
         return PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens,
                                    encoder_hidden_size=self.encoder_hidden_size,
-                                   encoder_reparameterization_type=self.encoder_type)
+                                   encoder_reparameterization_type=self.encoder_type, **self._model_dims(model))
 
 
 class PromptTuning(PeftStrategy):
@@ -494,8 +521,9 @@ class PromptTuning(PeftStrategy):
         if self.init_text:  # initialise the virtual tokens from a text's embeddings
             return PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens,
                                       prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=self.init_text,
-                                      tokenizer_name_or_path=self.ref.path)
-        return PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens)
+                                      tokenizer_name_or_path=self.ref.path, **self._model_dims(model))
+        return PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=self.num_virtual_tokens,
+                                  **self._model_dims(model))
 
 
 def _output(output: Path | None) -> Path:

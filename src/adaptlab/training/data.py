@@ -36,9 +36,11 @@ class TokenizedDataset(Dataset):
 class FeatureDataset(Dataset):
     """Pre-computed backbone features: what makes head-only training nearly free per epoch."""
 
-    def __init__(self, features: np.ndarray, labels: Sequence[int]) -> None:
+    def __init__(self, features: np.ndarray, labels: Sequence[int], lengths: Sequence[int] | None = None) -> None:
         self.features = torch.as_tensor(features, dtype=torch.float32)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        # token lengths of the texts, so batches are grouped exactly as they would be for the texts themselves
+        self._lengths = list(lengths) if lengths is not None else [1] * len(self.labels)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,7 +49,7 @@ class FeatureDataset(Dataset):
         return {"features": self.features[i], "labels": self.labels[i]}
 
     def lengths(self) -> list[int]:
-        return [1] * len(self.labels)
+        return self._lengths
 
 
 class PadCollator:

@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.progress import stderr
@@ -125,6 +125,7 @@ def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: 
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
     if not options.resume and workdir.exists():
         shutil.rmtree(workdir)
+    model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it is given
     module = ClassificationModule(
         model, lr=options.lr, weight_decay=options.weight_decay, warmup_ratio=options.warmup_ratio,
         schedule=options.schedule, seed=options.seed,
@@ -138,7 +139,7 @@ def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: 
     if options.patience:
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
     if options.progress:
-        callbacks.append(RichProgressBar(leave=True) if stderr.is_terminal else TQDMProgressBar(refresh_rate=50))
+        callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))  # stdout stays clean for --json
     logger: Any = False
     if options.logger == "csv":
         logger = L.pytorch.loggers.CSVLogger(workdir, name="logs", version="")

@@ -1,0 +1,237 @@
+"""Gradient-based strategies on the Lightning engine: every strategy, reloads, PEFT format, resume, merge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import adaptlab
+from adaptlab import AdaptlabError
+from adaptlab.data import load_data, split_data
+from conftest import read_json_lines, sentiment_rows, write_csv
+
+GRADIENT = ["head", "last-k", "full", "lora", "prefix-tuning", "p-tuning", "prompt-tuning"]
+FAST = {"epochs": 2, "batch_size": 8, "progress": False}
+
+
+@pytest.fixture
+def toy_splits(tmp_path):
+    return split_data(load_data(write_csv(tmp_path / "toy.csv", sentiment_rows(20))), seed=0)
+
+
+@pytest.mark.parametrize("strategy", GRADIENT)
+def test_every_strategy_trains_and_reloads_identically_on_an_encoder(strategy, tiny_bert, toy_splits, tmp_path):
+    result = adaptlab.train(strategy, toy_splits, tmp_path / "art", model=str(tiny_bert), **FAST)
+    manifest = result.manifest
+    cost = manifest["cost"]
+    assert 0 < cost["trainable_params"] <= cost["total_params"]
+    if strategy != "full":
+        assert cost["trainable_params"] < cost["total_params"] / 2
+    assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["best_epoch"] in (0, 1)
+    assert (tmp_path / "art" / "training_log.csv").exists()
+    assert not (tmp_path / "art.work").exists()  # checkpoints are dropped once the artifact is written
+    texts = toy_splits.test.texts + ["an unseen text"]
+    first = adaptlab.load_artifact(tmp_path / "art", progress=False, cache=False).predict_proba(texts)
+    second = adaptlab.load_artifact(tmp_path / "art", progress=False, cache=False).predict_proba(texts)
+    np.testing.assert_array_equal(first, second)
+    # what the artifact predicts is what the manifest reports
+    assert (first[:-1].argmax(1) == toy_splits.test.labels).mean() == pytest.approx(manifest["metrics"]["test"]["accuracy"])
+
+
+@pytest.mark.parametrize("strategy", ["lora", "prefix-tuning", "p-tuning", "prompt-tuning"])
+def test_adapters_load_with_plain_peft_including_the_head(strategy, tiny_bert, tiny_distilbert, toy_splits, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    for backbone in (tiny_bert, tiny_distilbert):
+        if strategy == "prefix-tuning" and backbone == tiny_distilbert:
+            with pytest.raises(AdaptlabError, match="prefix tuning"):  # DistilBERT has no KV cache to prefix
+                adaptlab.train(strategy, toy_splits, tmp_path / "x", model=str(backbone), **FAST)
+            continue
+        out = tmp_path / f"{strategy}-{backbone.name}"
+        adaptlab.train(strategy, toy_splits, out, model=str(backbone), **FAST)
+        ours = adaptlab.load_artifact(out, progress=False)
+        base = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)
+        plain = PeftModel.from_pretrained(base, out / "adapter").eval()
+        tokenizer = AutoTokenizer.from_pretrained(out / "tokenizer")
+        texts = toy_splits.test.texts[:4]
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            expected = torch.softmax(plain(**batch).logits, -1).numpy()
+        np.testing.assert_allclose(ours.predict_proba(texts), expected, atol=1e-5)
+
+
+def test_distilbert_head_layers_are_trained_and_saved(tiny_distilbert, toy_splits, tmp_path):
+    from adaptlab.models import resolve_model
+    from adaptlab.models.classifier import load_classifier
+
+    bundle = load_classifier(resolve_model(str(tiny_distilbert)), ["neg", "pos"])
+    assert bundle.new_modules == ["classifier", "pre_classifier"]
+    adaptlab.train("lora", toy_splits, tmp_path / "art", model=str(tiny_distilbert), **FAST)
+    config = json.loads((tmp_path / "art" / "adapter" / "adapter_config.json").read_text())
+    assert set(config["modules_to_save"]) >= {"classifier", "pre_classifier"}
+
+
+@pytest.mark.parametrize("strategy", ["head", "last-k", "lora", "prompt-tuning", "prefix-tuning"])
+def test_decoder_backbones_train_and_reload(strategy, tiny_llama, toy_splits, tmp_path):
+    adaptlab.train(strategy, toy_splits, tmp_path / "art", model=str(tiny_llama), **FAST)
+    texts = toy_splits.test.texts
+    a = adaptlab.load_artifact(tmp_path / "art", progress=False, cache=False).predict_proba(texts)
+    b = adaptlab.load_artifact(tmp_path / "art", progress=False, cache=False).predict_proba(texts)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_decoder_padding_side_does_not_change_the_prediction(tiny_llama, toy_splits, tmp_path):
+    """Left padding: a text's probabilities do not depend on the other texts in its batch."""
+    adaptlab.train("lora", toy_splits, tmp_path / "art", model=str(tiny_llama), **FAST)
+    model = adaptlab.load_artifact(tmp_path / "art", progress=False)
+    alone = model.predict_proba(["short"])
+    batched = model.predict_proba(["short", "a much longer text that forces padding of the short one"])
+    np.testing.assert_allclose(alone[0], batched[0], atol=1e-5)
+
+
+def test_cached_head_equals_the_naive_loop(tiny_bert, toy_splits, tmp_path):
+    cached = adaptlab.train("head", toy_splits, tmp_path / "cached", model=str(tiny_bert), epochs=3, batch_size=8, progress=False)
+    naive = adaptlab.train("head", toy_splits, tmp_path / "naive", model=str(tiny_bert), epochs=3, batch_size=8,
+                           progress=False, cache_features=False)
+    assert cached.metrics["accuracy"] == naive.metrics["accuracy"]
+    from safetensors.torch import load_file
+
+    a, b = load_file(tmp_path / "cached" / "head.safetensors"), load_file(tmp_path / "naive" / "head.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+
+
+def test_early_stopping_and_bf16_mixed(tiny_bert, toy_splits, tmp_path):
+    result = adaptlab.train("full", toy_splits, tmp_path / "es", model=str(tiny_bert), epochs=10, batch_size=8,
+                            lr=1e-12, patience=1, progress=False)
+    assert result.manifest["training"]["epochs_run"] < 10  # flat validation accuracy stops the run
+    bf16 = adaptlab.train("lora", toy_splits, tmp_path / "bf16", model=str(tiny_bert), precision="bf16-mixed", **FAST)
+    assert bf16.manifest["params"]["precision"] == "bf16-mixed"
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import adaptlab
+    from lightning.pytorch.callbacks import Callback
+    from adaptlab.data import load_data, split_data
+
+    class KillMidEpoch(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 1:
+                os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no clean-up runs
+
+    model, data, out, mode = sys.argv[1:5]
+    splits = split_data(load_data(data), seed=0)
+    callbacks = [KillMidEpoch()] if mode == "kill" else []
+    adaptlab.train("full", splits, out, model=model, epochs=3, batch_size=8, progress=False,
+                   callbacks=callbacks, resume=(mode == "resume"))
+    """
+)
+
+
+def test_kill_9_then_resume_reaches_the_uninterrupted_result(tiny_bert, tmp_path):
+    data = write_csv(tmp_path / "toy.csv", sentiment_rows(20))
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT)
+    run = lambda out, mode: subprocess.run([sys.executable, str(script), str(tiny_bert), str(data), str(out), mode],
+                                           capture_output=True, text=True, timeout=300)
+    assert run(tmp_path / "straight", "plain").returncode == 0
+    killed = run(tmp_path / "resumed", "kill")
+    assert killed.returncode == -9
+    assert (tmp_path / "resumed.work" / "checkpoints" / "last.ckpt").exists()
+    assert not (tmp_path / "resumed").exists()  # no half-written artifact
+    resumed = run(tmp_path / "resumed", "resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = json.loads((tmp_path / "resumed" / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from_epoch"] == 1
+    texts = [f"probe text {i}" for i in range(6)] + sentiment_rows(3)[0]["text"].split()
+    a = adaptlab.load_artifact(tmp_path / "straight", progress=False).predict_proba(texts)
+    b = adaptlab.load_artifact(tmp_path / "resumed", progress=False).predict_proba(texts)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    straight = json.loads((tmp_path / "straight" / "manifest.json").read_text())
+    assert straight["metrics"]["test"] == manifest["metrics"]["test"]
+
+
+def test_merge_folds_lora_into_a_plain_model(tiny_bert, toy_splits, tmp_path, cli):
+    adaptlab.train("lora", toy_splits, tmp_path / "lora", model=str(tiny_bert), lr=1e-2, **FAST)
+    code, out, err = cli("merge", tmp_path / "lora", "-o", tmp_path / "merged")
+    assert code == 0, err
+    merged = adaptlab.load_artifact(tmp_path / "merged", progress=False)
+    assert merged.manifest["strategy"] == "full" and merged.manifest["merged_from"]["strategy"] == "lora"
+    texts = toy_splits.test.texts
+    np.testing.assert_allclose(
+        merged.predict_proba(texts), adaptlab.load_artifact(tmp_path / "lora", progress=False).predict_proba(texts), atol=1e-5
+    )
+    from transformers import AutoModelForSequenceClassification
+
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged" / "model")  # loads without PEFT
+    code, _, err = cli("merge", tmp_path / "merged", "-o", tmp_path / "again")
+    assert code == 2 and "only LoRA adapters can be merged" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["last-k", "--layers", "5"], "--layers 5 is more than the 2 blocks"),
+        (["lora", "--target-modules", "q_proj"], "--target-modules q_proj not found"),
+        (["prompt-tuning", "--num-virtual-tokens", "100", "--max-length", "64"], "overflows the 128 positions"),
+        (["full", "--lr", "-1"], "--lr must be positive"),
+        (["full", "--precision", "fp8"], "--precision must be one of"),
+        (["full", "--max-length", "4096"], "exceeds the 128 positions"),
+        (["head", "--epochs", "0"], "--epochs must be a positive integer"),
+    ],
+)
+def test_incompatible_options_fail_before_training(args, message, tiny_bert, tmp_path, cli):
+    data = write_csv(tmp_path / "toy.csv", sentiment_rows(20))
+    strategy, *rest = args
+    code, _, err = cli("train", strategy, "--data", data, "--model", tiny_bert, "-o", tmp_path / "o", *rest)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_decoder_without_pad_or_eos_token_is_refused(tiny_llama, tmp_path, toy_splits):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    broken = tmp_path / "no-pad"
+    shutil.copytree(tiny_llama, broken)
+    tokenizer = AutoTokenizer.from_pretrained(broken)
+    tokenizer.pad_token = None
+    tokenizer.eos_token = None
+    tokenizer.save_pretrained(broken)
+    with pytest.raises(AdaptlabError, match="neither a pad token nor an end-of-text token"):
+        adaptlab.train("lora", toy_splits, tmp_path / "o", model=str(broken), **FAST)
+
+
+@pytest.mark.slow
+def test_real_minilm_lora_and_head_from_the_cli(tmp_path, cli):
+    common = ["--data", "rotten_tomatoes", "--train-size", "600", "--test-size", "200", "--json"]
+    code, out, err = cli("train", "lora", *common, "--epochs", "2", "--lr", "2e-3", "-o", tmp_path / "lora")
+    assert code == 0, err[-2000:]
+    assert json.loads(out)["metrics"]["test"]["accuracy"] > 0.65  # measured ~0.78 with 600 examples
+    code, out, err = cli("train", "head", *common, "-o", tmp_path / "head")
+    assert code == 0 and json.loads(out)["metrics"]["test"]["accuracy"] > 0.65
+    code, out, _ = cli("predict", tmp_path / "lora", "a gorgeous, funny and moving film", "a dull, tedious mess", "--json")
+    assert [r["label"] for r in read_json_lines(out)] == ["positive", "negative"]
+
+
+@pytest.mark.slow
+def test_real_smollm2_decoder_lora_short_run(tmp_path):
+    splits = adaptlab.load_splits("rotten_tomatoes", train_size=64, val_size=20, test_size=40)
+    result = adaptlab.train("lora", splits, tmp_path / "smol", model="smollm2-135m", epochs=1, batch_size=16, progress=False)
+    cost = result.manifest["cost"]
+    assert cost["total_params"] > 100e6 and cost["trainable_params"] < 0.01 * cost["total_params"]
+    texts = splits.test.texts[:5]
+    a = adaptlab.load_artifact(tmp_path / "smol", progress=False).predict_proba(texts)
+    b = adaptlab.load_artifact(tmp_path / "smol", progress=False).predict_proba(texts)
+    np.testing.assert_array_equal(a, b)
