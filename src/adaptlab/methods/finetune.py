@@ -8,7 +8,9 @@
   in PEFT's own format (``PeftModel.from_pretrained`` loads them) together with the new head.
 
 Default learning rates differ by orders of magnitude on purpose: a head or a soft prompt starts from
-scratch and needs large steps; pretrained weights need small ones.
+scratch and needs large steps; pretrained weights need small ones. The defaults were picked on validation
+accuracy (1,000 Rotten Tomatoes sentences, minilm, 3 epochs): full 5e-5, last-k 1e-4, LoRA 1e-3,
+P-tuning 1e-2 (vs 3e-3), prefix tuning 2e-2 (vs 5e-3), prompt tuning 1e-1 (vs 3e-3, 3e-2), head 1e-3.
 """
 
 from __future__ import annotations
@@ -421,7 +423,7 @@ class PeftStrategy(TokenClassifierStrategy):
 
 class Lora(PeftStrategy):
     name = "lora"
-    default_lr = 5e-4
+    default_lr = 1e-3
 
     def __init__(self, model: str = "minilm", *, r: int = 8, alpha: int = 16, dropout: float = 0.1,
                  target_modules: list[str] | None = None, max_length: int | None = None,
@@ -461,7 +463,7 @@ _LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}
 
 class PrefixTuning(PeftStrategy):
     name = "prefix-tuning"
-    default_lr = 5e-3
+    default_lr = 2e-2
 
     def __init__(self, model: str = "minilm", *, num_virtual_tokens: int = 20, prefix_projection: bool = False,
                  encoder_hidden_size: int = 256, max_length: int | None = None, device: str | None = None,
@@ -486,7 +488,7 @@ class PrefixTuning(PeftStrategy):
 
 class PTuning(PeftStrategy):
     name = "p-tuning"
-    default_lr = 3e-3
+    default_lr = 1e-2
 
     def __init__(self, model: str = "minilm", *, num_virtual_tokens: int = 20, encoder_hidden_size: int = 128,
                  encoder_type: str = "MLP", max_length: int | None = None, device: str | None = None,
@@ -507,7 +509,7 @@ class PTuning(PeftStrategy):
 
 class PromptTuning(PeftStrategy):
     name = "prompt-tuning"
-    default_lr = 3e-2
+    default_lr = 1e-1
 
     def __init__(self, model: str = "minilm", *, num_virtual_tokens: int = 20, init_text: str | None = None,
                  max_length: int | None = None, device: str | None = None, **training: Any) -> None:
