@@ -25,6 +25,9 @@ test: install
 
 bench: install
 	$(PY) benchmarks/embedding_throughput.py
+	$(PY) benchmarks/lora_vs_hf_trainer.py
+	$(PY) benchmarks/head_cached_vs_naive.py
+	$(PY) benchmarks/ladder.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -48,7 +48,7 @@ def plain_hf_trainer(splits, workdir: str) -> dict:
     args = TrainingArguments(
         output_dir=workdir, num_train_epochs=HP["epochs"], per_device_train_batch_size=HP["batch_size"],
         per_device_eval_batch_size=64, learning_rate=HP["lr"], weight_decay=HP["weight_decay"],
-        warmup_ratio=HP["warmup_ratio"], lr_scheduler_type="linear", max_grad_norm=HP["grad_clip"],
+        warmup_steps=HP["warmup_ratio"], lr_scheduler_type="linear", max_grad_norm=HP["grad_clip"],
         eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="accuracy",
         save_total_limit=1, logging_steps=50, report_to=[], seed=splits.seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
     )
