@@ -80,6 +80,14 @@ def _print_result(result) -> None:
         confusion.add_row(label, *map(str, row))
     out.print(confusion)
     out.print(f"split train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']}; artifact: {result.artifact}")
+    training = manifest.get("training")
+    if training:
+        best = "" if training["best_epoch"] is None else f", best epoch {training['best_epoch'] + 1} (val acc {training['best_val_acc']:.4f})"
+        resumed = "" if training["resumed_from_epoch"] is None else f", resumed at epoch {training['resumed_from_epoch'] + 1}"
+        out.print(
+            f"trained {manifest['strategy']}: {training['epochs_run']} epochs, {training['steps']} steps{best}{resumed}, "
+            f"{training['samples_per_second']:.0f} samples/s, {training['seconds']:.1f} s"
+        )
 
 
 def _params(cost: dict) -> str:

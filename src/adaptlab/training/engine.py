@@ -96,18 +96,23 @@ class FitReport:
 
 
 class _EpochTimer(Callback):
-    """Counts the samples actually trained on, for an honest throughput figure."""
+    """Counts the samples actually trained on, for an honest throughput figure (also shown in the bar)."""
 
     def __init__(self) -> None:
         self.samples = 0
         self.seconds = 0.0
         self._start = 0.0
+        self._epoch_samples = 0
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._start = time.perf_counter()
+        self._epoch_samples = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         self.samples += len(batch["labels"])
+        self._epoch_samples += len(batch["labels"])
+        elapsed = time.perf_counter() - self._start
+        module.log("samples_per_s", self._epoch_samples / max(elapsed, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.seconds += time.perf_counter() - self._start
