@@ -130,6 +130,21 @@ TRAINING_OPTIONS = {
     "resume": Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint of an interrupted run.")],
 }
 STRATEGY_OPTIONS: dict[str, tuple[str, dict]] = {
+    "icl": ("In-context learning: a causal LM, a hand-written prompt and k demonstrations; labels scored by likelihood.", {
+        "model": _opt(str, "Causal LM: smollm2-135m, a Hub id or a local directory."),
+        "k": _opt(int, "Demonstrations per prompt (0 = zero-shot)."),
+        "selection": _opt(str, "How demonstrations are picked from the training split: random, balanced, knn."),
+        "template": _opt(str, "Example format with {text} and {label}, e.g. 'Review: {text}\nSentiment: {label}'."),
+        "instruction": _opt(str, "Instruction placed before the demonstrations."),
+        "label_words": _opt(str, "Words the model should say per label, e.g. 'negative=terrible,positive=great'."),
+        "chat": _opt(str, "auto (chat template if the model has one), turns, inline, off."),
+        "calibrate": _opt(bool, "Contextual calibration against content-free inputs.", "--calibrate/--no-calibrate"),
+        "normalize_length": _opt(bool, "Average label log-likelihood per token (multi-token labels).", "--normalize-length/--no-normalize-length"),
+        "draws": _opt(int, "Demonstration samples tried; the best on validation is kept, test reported over all."),
+        "mode": _opt(str, "score (label likelihoods) or generate (generate text, parse the label)."),
+        "batch_size": _opt(int, "Prompt x label pairs per forward pass."),
+        "device": DEVICE,
+    }),
     "features": ("Frozen model embeddings -> scikit-learn classifier (logistic regression or random forest).", {
         "model": MODEL_OPTION,
         "pooling": _opt(str, "mean, cls or last (last real token; for decoders)."),
@@ -215,6 +230,57 @@ def _make_train_command(strategy: str, help_text: str, options: dict) -> None:
 
 for _strategy, (_help, _options) in STRATEGY_OPTIONS.items():
     _make_train_command(_strategy, _help, _options)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to ask (or a template's text, see --template).")],
+    model: Annotated[str, typer.Option(help="Causal LM: smollm2-135m, a Hub id or a local directory.")] = "smollm2-135m",
+    system: Annotated[Optional[str], typer.Option(help="System message / instruction.")] = None,
+    template: Annotated[Optional[str], typer.Option(help="Format string with {text}; the prompt argument fills it.")] = None,
+    examples: Annotated[Optional[Path], typer.Option(help="JSONL of few-shot examples: {\"input\": ..., \"output\": ...}.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt as is, without the chat template.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.")] = True,
+    device: DEVICE = None,
+) -> None:
+    """Generate text with a causal LM, streamed to the terminal."""
+    from adaptlab.generation import Generator, SamplingOptions
+
+    if template is not None:
+        if "{text}" not in template:
+            raise AdaptlabError("--template must contain the {text} placeholder")
+        prompt = template.replace("{text}", prompt)
+    shots = _read_examples(examples) if examples else []
+    options = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
+    options.check()
+    generator = Generator(model, device)
+    text = prompt if raw else generator.render_chat(prompt, system, shots)
+    if stream:
+        for piece in generator.stream(text, options):
+            print(piece, end="", flush=True)
+        print()
+    else:
+        print(generator.generate(text, options))
+
+
+def _read_examples(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        raise AdaptlabError(f"--examples file '{path}' does not exist")
+    shots = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            shots.append((str(record["input"]), str(record["output"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output'") from None
+    return shots
 
 
 @app.command()

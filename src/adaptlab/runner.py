@@ -56,6 +56,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
 
     with measure() as fit_cost:
         strategy.fit(splits, Path(output))
+    over_draws = _evaluate_draws(strategy, splits)
     test_proba = strategy.predict_proba(splits.test.texts)
     val_proba = strategy.predict_proba(splits.val.texts)
     sample = splits.test.texts[:THROUGHPUT_SAMPLE]
@@ -71,6 +72,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
         "metrics": {
             "test": classification_metrics(splits.test.labels, test_proba, splits.label_names),
             "val": classification_metrics(splits.val.labels, val_proba, splits.label_names),
+            **({"test_over_draws": over_draws} if over_draws else {}),
         },
         "cost": {
             **strategy.cost(),
@@ -85,6 +87,21 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
     manifest = write_artifact(Path(output), manifest, strategy.save)
     strategy.finished(Path(output))
     return TrainResult(Path(output), manifest)
+
+
+def _evaluate_draws(strategy: Strategy, splits: Splits) -> dict | None:
+    """Strategies with several variants (k-shot demonstration draws) are scored on test for each one, so the
+    report shows how much the choice of examples matters; the variant kept was chosen on validation."""
+    count = getattr(strategy, "variant_count", lambda: 1)()
+    if count < 2:
+        return None
+    chosen = strategy.current_
+    accuracies = []
+    for index in range(count):
+        strategy.use_variant(index)
+        accuracies.append(float((strategy.predict_proba(splits.test.texts).argmax(1) == splits.test.labels).mean()))
+    strategy.use_variant(chosen)
+    return {"accuracy": accuracies, "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies, ddof=1)), "chosen": chosen}
 
 
 class Artifact:

@@ -4,8 +4,11 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
 from adaptlab.methods.features import FeatureClassifier
 from adaptlab.methods.finetune import GRADIENT_STRATEGIES
+from adaptlab.methods.icl import InContextClassifier
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (FeatureClassifier, *GRADIENT_STRATEGIES)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (InContextClassifier, FeatureClassifier, *GRADIENT_STRATEGIES)
+}
 
 
 def get_strategy(name: str) -> type[Strategy]:

@@ -1,0 +1,116 @@
+"""Free-form generation with a causal LM, in one place (used by `adaptlab generate`, prompting, RAG, RLHF).
+
+``Generator`` loads the model once; ``generate`` returns the completion, ``stream`` yields text pieces as the
+model produces them (a background thread runs ``model.generate`` with transformers' text streamer).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from adaptlab.embeddings import pick_device
+from adaptlab.errors import AdaptlabError
+from adaptlab.models import resolve_model
+from adaptlab.models.loading import _hub_error, load_tokenizer, model_kind
+
+
+@dataclass
+class SamplingOptions:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0 = greedy decoding
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise AdaptlabError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise AdaptlabError(f"--temperature must be >= 0, not {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise AdaptlabError(f"--top-p must be in (0, 1], not {self.top_p}")
+
+    def generate_kwargs(self) -> dict:
+        if self.temperature == 0:
+            return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        return {
+            "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k or None,
+            "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+        }
+
+
+def load_causal_lm(name: str, device: str | None = None):
+    """(model, tokenizer) for a decoder; refuses encoders with a clear message."""
+    from transformers import AutoModelForCausalLM
+
+    ref = resolve_model(name)
+    if model_kind(ref) != "decoder":
+        raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
+    tokenizer = load_tokenizer(ref)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        model = AutoModelForCausalLM.from_pretrained(ref.path).to(pick_device(device)).eval()
+    except OSError as exc:
+        raise _hub_error(ref, exc) from None
+    return model, tokenizer, ref
+
+
+class Generator:
+    def __init__(self, model: str = "smollm2-135m", device: str | None = None) -> None:
+        self.model, self.tokenizer, self.ref = load_causal_lm(model, device)
+
+    def render_chat(self, user: str, system: str | None = None, examples: list[tuple[str, str]] = ()) -> str:
+        """The prompt as the model was trained to see it: its chat template if it has one, else plain text.
+
+        ``examples`` are few-shot (input, output) pairs, given as earlier user/assistant turns.
+        """
+        if not self.tokenizer.chat_template:
+            shots = [f"Input: {i}\nOutput: {o}" for i, o in examples]
+            return "\n\n".join(([system] if system else []) + shots + [f"Input: {user}\nOutput:" if examples else user])
+        messages = [{"role": "system", "content": system}] if system else []
+        for given, answer in examples:
+            messages += [{"role": "user", "content": given}, {"role": "assistant", "content": answer}]
+        messages.append({"role": "user", "content": user})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _inputs(self, prompt: str) -> dict:
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and inputs["input_ids"].shape[1] >= limit:
+            raise AdaptlabError(f"the prompt has {inputs['input_ids'].shape[1]} tokens; model '{self.ref.name}' reads at most {limit}")
+        return {k: v.to(self.model.device) for k, v in inputs.items()}
+
+    def generate(self, prompt: str, options: SamplingOptions | None = None) -> str:
+        return "".join(self.stream(prompt, options))
+
+    def stream(self, prompt: str, options: SamplingOptions | None = None) -> Iterator[str]:
+        from transformers import TextIteratorStreamer
+
+        options = options or SamplingOptions()
+        options.check()
+        inputs = self._inputs(prompt)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        torch.manual_seed(options.seed)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, **options.generate_kwargs(), streamer=streamer,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+            except BaseException as exc:  # surfaced in the caller's thread below
+                errors.append(exc)
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if errors:
+            raise errors[0]

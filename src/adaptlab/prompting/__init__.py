@@ -1,0 +1,1 @@
+"""Prompting: templates, label words, demonstration selection and label scoring with a causal LM."""

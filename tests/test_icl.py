@@ -1,0 +1,172 @@
+"""In-context learning: templates, label scoring (with and without the shared KV cache), demonstrations,
+calibration, draws, artifacts, generation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import adaptlab
+from adaptlab import AdaptlabError
+from adaptlab.data import load_data, split_data
+from adaptlab.prompting.scoring import LabelScorer
+from adaptlab.prompting.template import Demonstration, PromptTemplate
+from conftest import read_json_lines, sentiment_rows, write_csv
+
+
+@pytest.fixture
+def toy_splits(tmp_path):
+    return split_data(load_data(write_csv(tmp_path / "toy.csv", sentiment_rows(20))), seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tiny_llama):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(tiny_llama).eval(), AutoTokenizer.from_pretrained(tiny_llama)
+
+
+@pytest.mark.parametrize(
+    "example, message",
+    [
+        ("Review: {label}", "{text} placeholder"),
+        ("Review: {text}", "{label} placeholder"),
+        ("{text} {label} {extra}", "only use {text} and {label}"),
+        ("{label}: {text}", "put {label} after {text}"),
+    ],
+)
+def test_bad_templates(example, message):
+    with pytest.raises(AdaptlabError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        PromptTemplate("Classify.", example)
+
+
+def test_plain_and_chat_rendering_share_a_prefix(tiny_lm):
+    _, tokenizer = tiny_lm
+    demos = [Demonstration("great film", 1), Demonstration("bad film", 0)]
+    plain = PromptTemplate("Classify.", "Review: {text}\nSentiment: {label}", chat="off")
+    prefix, query, lead = plain.render(tokenizer, demos, ["negative", "positive"], "fine acting")
+    assert prefix == "Classify.\n\nReview: great film\nSentiment: positive\n\nReview: bad film\nSentiment: negative\n\nReview:"
+    assert query == " fine acting\nSentiment:" and lead == " "
+    chat = PromptTemplate("Classify.", "Review: {text}\nSentiment: {label}", chat="turns")
+    p1, q1, lead = chat.render(tokenizer, demos, ["negative", "positive"], "fine acting")
+    p2, _, _ = chat.render(tokenizer, demos, ["negative", "positive"], "another text")
+    assert p1 == p2 and "<|im_start|>assistant\npositive<|im_end|>" in p1
+    assert q1.startswith(" fine acting") and q1.endswith("<|im_start|>assistant\n") and lead == ""
+
+
+def _reference_scores(model, tokenizer, items, continuations):
+    """Straightforward: score every full sequence from scratch, reading all logits."""
+    out = np.zeros((len(items), len(continuations)))
+    for i, (prefix, query) in enumerate(items):
+        context = tokenizer(prefix, add_special_tokens=False)["input_ids"] + tokenizer(query, add_special_tokens=False)["input_ids"]
+        for k, cont in enumerate(continuations):
+            label = tokenizer(cont, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([context + label])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(ids).logits[0].float(), -1)
+            out[i, k] = sum(logprobs[len(context) - 1 + j, t].item() for j, t in enumerate(label))
+    return out
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_scorer_matches_full_recomputation_including_multi_token_labels(tiny_lm, reuse_prefix):
+    model, tokenizer = tiny_lm
+    items = [("Shared instruction and demos:", " first query text"), ("Shared instruction and demos:", " a much longer second query with words"),
+             ("Another prefix", " third")]
+    continuations = [" positive", " extremely negative indeed"]  # one and several tokens
+    scorer = LabelScorer(model, tokenizer, batch_size=3, reuse_prefix=reuse_prefix)
+    np.testing.assert_allclose(scorer.score(items, continuations), _reference_scores(model, tokenizer, items, continuations), atol=1e-4)
+    normalized = LabelScorer(model, tokenizer, normalize_length=True).score(items, continuations)
+    lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
+    np.testing.assert_allclose(normalized, scorer.score(items, continuations) / lengths, atol=1e-4)
+
+
+def test_empty_label_word_is_refused(tiny_lm):
+    with pytest.raises(AdaptlabError, match="tokenizes to nothing"):
+        LabelScorer(*tiny_lm).score([("p", "q")], ["", " yes"])
+
+
+@pytest.mark.parametrize("selection", ["random", "balanced", "knn"])
+def test_icl_strategy_artifact_reloads_to_identical_scores(selection, tiny_llama, tiny_bert, toy_splits, tmp_path):
+    result = adaptlab.train("icl", toy_splits, tmp_path / "icl", model=str(tiny_llama), k=2, selection=selection,
+                            draws=3, calibrate=True, embedding_model=str(tiny_bert), progress=False)
+    manifest = result.manifest
+    assert manifest["cost"]["trainable_params"] == 0
+    if selection == "knn":
+        assert "test_over_draws" not in manifest["metrics"]
+    else:
+        draws = manifest["metrics"]["test_over_draws"]
+        assert len(draws["accuracy"]) == 3 and draws["chosen"] == int(np.argmax(manifest["prompting"]["val_accuracy_by_draw"]))
+    prompt = json.loads((tmp_path / "icl" / "prompt.json").read_text())
+    assert prompt["calibration"] is not None and len(prompt["calibration"]) == 2
+    train_texts = set(toy_splits.train.texts)
+    assert all(d["text"] in train_texts for d in prompt["demonstrations"])  # never from the test split
+    texts = toy_splits.test.texts
+    a = adaptlab.load_artifact(tmp_path / "icl", progress=False).predict_proba(texts)
+    b = adaptlab.load_artifact(tmp_path / "icl", progress=False).predict_proba(texts)
+    np.testing.assert_array_equal(a, b)
+    assert (a.argmax(1) == toy_splits.test.labels).mean() == pytest.approx(manifest["metrics"]["test"]["accuracy"])
+
+
+def test_balanced_draws_hold_each_class(tiny_llama, toy_splits, tmp_path):
+    adaptlab.train("icl", toy_splits, tmp_path / "icl", model=str(tiny_llama), k=4, selection="balanced", draws=1, progress=False)
+    labels = [d["label"] for d in json.loads((tmp_path / "icl" / "prompt.json").read_text())["demonstrations"]]
+    assert sorted(labels) == [0, 0, 1, 1]
+
+
+def test_generate_mode_and_label_words(tiny_llama, toy_splits, tmp_path):
+    result = adaptlab.train("icl", toy_splits, tmp_path / "gen", model=str(tiny_llama), k=0, mode="generate",
+                            label_words="neg=terrible,pos=great", progress=False)
+    assert result.manifest["prompting"]["label_words"] == ["terrible", "great"]
+    proba = adaptlab.load_artifact(tmp_path / "gen", progress=False).predict_proba(["x"])
+    assert proba.shape == (1, 2) and proba.sum() == pytest.approx(1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k", "30", "--selection", "balanced"], "needs 15 'neg' demonstrations but the training split has"),
+        (["--template", "Review: {label}"], "{text} placeholder"),
+        (["--label-words", "happy=yes"], "unknown label(s) happy"),
+        (["--k", "25", "--selection", "random"], "reads at most 256"),
+        (["--selection", "nearest"], "--selection must be one of"),
+    ],
+)
+def test_icl_bad_options_exit_2(args, message, tiny_llama, tmp_path, cli):
+    rows = sentiment_rows(20)
+    for row in rows:
+        row["text"] = row["text"] + " with plenty of extra words to make every demonstration long enough"
+    data = write_csv(tmp_path / "toy.csv", rows)
+    code, _, err = cli("train", "icl", "--data", data, "--model", tiny_llama, "-o", tmp_path / "o", *args)
+    assert code == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_generate_command_streams_and_validates(tiny_llama, tmp_path, cli):
+    code, out, err = cli("generate", "Say hello", "--model", tiny_llama, "--max-new-tokens", "5")
+    assert code == 0, err
+    assert out.endswith("\n")
+    examples = tmp_path / "shots.jsonl"
+    examples.write_text('{"input": "2+2", "output": "4"}\n{"question": "x"}\n')
+    code, _, err = cli("generate", "3+3", "--model", tiny_llama, "--examples", examples)
+    assert code == 2 and "line 2" in err
+    code, _, err = cli("generate", "x", "--model", tiny_llama, "--template", "no placeholder")
+    assert code == 2 and "{text}" in err
+
+
+@pytest.mark.slow
+def test_real_smollm2_zero_and_few_shot_on_rotten_tomatoes(tmp_path, cli):
+    common = ["--data", "rotten_tomatoes", "--train-size", "200", "--val-size", "40", "--test-size", "100", "--json"]
+    code, out, err = cli("train", "icl", *common, "--k", "0", "-o", tmp_path / "zero")
+    assert code == 0, err[-2000:]
+    zero = json.loads(out)["metrics"]["test"]["accuracy"]
+    code, out, err = cli("train", "icl", *common, "--k", "4", "--draws", "2", "--calibrate", "-o", tmp_path / "four")
+    assert code == 0, err[-2000:]
+    four = json.loads(out)["metrics"]
+    assert len(four["test_over_draws"]["accuracy"]) == 2
+    assert zero > 0.55 and four["test"]["accuracy"] > 0.55  # better than chance (measured: see benchmarks)
+    code, out, _ = cli("predict", tmp_path / "four", "a gorgeous, funny and moving film", "--json")
+    assert read_json_lines(out)[0]["label"] == "positive"
