@@ -1,0 +1,209 @@
+"""Strategy "soft-prompt": prompt tuning (PEFT) of a causal LM used as a classifier through label words.
+
+The same template and label words as in-context learning, scored the same way (label log-likelihoods),
+but with learned virtual-token embeddings in front of the prompt: hard prompt vs soft prompt vs few-shot is
+then a like-for-like comparison on the same model. Only the virtual tokens train (the LM is frozen); they
+start from a text's embeddings (``init_text``) or at random. Class logits are the label words' summed
+(or per-token averaged) log-likelihoods, trained with cross-entropy.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptlab.data import Splits
+from adaptlab.errors import AdaptlabError
+from adaptlab.generation import load_causal_lm
+from adaptlab.methods.finetune import GradientStrategy, _output
+from adaptlab.methods.icl import SENTIMENT_EXAMPLE, parse_label_words
+from adaptlab.models.classifier import count_parameters
+from adaptlab.prompting.template import PromptTemplate
+from adaptlab.training.data import ClassificationDataModule, TokenizedDataset
+from adaptlab.training.engine import fit_module
+
+PREDICT_BATCH = 16
+
+
+class VerbalizerModel(nn.Module):
+    """PEFT prompt-tuned LM -> per-label log-likelihood of each label word after the prompt (class logits)."""
+
+    def __init__(self, peft_model, label_ids: list[list[int]], normalize_length: bool) -> None:
+        super().__init__()
+        self.peft = peft_model
+        base = peft_model.get_base_model()
+        self.decoder, self.lm_head, self.embed = base.get_decoder(), base.get_output_embeddings(), base.get_input_embeddings()
+        self.label_ids, self.normalize_length = label_ids, normalize_length
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``input_ids``: right-padded prompts (B, T). Returns (B, K) label log-likelihoods."""
+        device, k = input_ids.device, len(self.label_ids)
+        lengths = attention_mask.sum(1)
+        rows, ids, masks, spans = [], [], [], []
+        for b in range(len(input_ids)):  # one sequence per (prompt, label word)
+            prompt = input_ids[b, : lengths[b]]
+            for label in self.label_ids:
+                rows.append(torch.cat([prompt, torch.tensor(label, device=device)]))
+                spans.append((int(lengths[b]), len(label)))
+        width = max(len(r) for r in rows)
+        ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        prompts = self.peft.get_prompt(batch_size=len(rows))
+        virtual = prompts.shape[1]
+        embeds = torch.cat([prompts.to(self.embed.weight.dtype), self.embed(ids)], dim=1)
+        full_mask = torch.cat([torch.ones((len(rows), virtual), dtype=mask.dtype, device=device), mask], dim=1)
+        hidden = self.decoder(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
+        index_rows, positions, targets, owners = [], [], [], []
+        for i, ((start, length), label) in enumerate(zip(spans, [l for _ in range(len(input_ids)) for l in self.label_ids])):
+            for j, token in enumerate(label):
+                index_rows.append(i)
+                positions.append(virtual + start - 1 + j)
+                targets.append(token)
+                owners.append(i)
+        picked = hidden[torch.tensor(index_rows, device=device), torch.tensor(positions, device=device)]
+        logprobs = torch.log_softmax(self.lm_head(picked).float(), dim=-1)
+        token_scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+        totals = torch.zeros(len(rows), device=device).index_add(0, torch.tensor(owners, device=device), token_scores)
+        if self.normalize_length:
+            totals = totals / torch.tensor([len(l) for _, l in zip(rows, [l for _ in range(len(input_ids)) for l in self.label_ids])], device=device)
+        return totals.view(len(input_ids), k)
+
+
+class SoftPromptClassifier(GradientStrategy):
+    name = "soft-prompt"
+    default_lr = 3e-2
+    default_epochs = 3
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        *,
+        num_virtual_tokens: int = 20,
+        init_text: str | None = None,
+        template: str | None = None,
+        instruction: str | None = None,
+        label_words: str | dict | None = None,
+        chat: str = "auto",
+        normalize_length: bool = False,
+        max_length: int | None = None,
+        device: str | None = None,
+        **training: Any,
+    ) -> None:
+        super().__init__(model, max_length, device, training)
+        if num_virtual_tokens < 1:
+            raise AdaptlabError(f"--num-virtual-tokens must be at least 1, not {num_virtual_tokens}")
+        self.num_virtual_tokens, self.init_text, self.template, self.instruction = num_virtual_tokens, init_text, template, instruction
+        self.label_words, self.chat, self.normalize_length = label_words, chat, normalize_length
+
+    def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
+        self.words_ = parse_label_words(self.label_words, label_names)
+        sentiment = sorted(n.lower() for n in label_names) == ["negative", "positive"]
+        example = self.template or (SENTIMENT_EXAMPLE if sentiment else "Text: {text}\nLabel: {label}")
+        instruction = self.instruction if self.instruction is not None else f"Answer with one of: {', '.join(self.words_)}."
+        self.prompt_ = PromptTemplate(instruction=instruction, example=example, chat=self.chat)
+        _, _, lead = self.prompt_.render(tokenizer, [], self.words_, "x")
+        self.label_ids_ = []
+        for word in self.words_:
+            ids = tokenizer(lead + word, add_special_tokens=False)["input_ids"]
+            if not ids:
+                raise AdaptlabError(f"label word {word!r} tokenizes to nothing; choose a visible word")
+            self.label_ids_.append(ids)
+
+    def _encode(self, tokenizer, texts: Sequence[str]) -> list[list[int]]:
+        encoded = []
+        for text in texts:
+            prefix, query, _ = self.prompt_.render(tokenizer, [], self.words_, text)
+            ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] + tokenizer(query, add_special_tokens=False)["input_ids"]
+            encoded.append(ids[-self.max_length_ :] if len(ids) > self.max_length_ else ids)
+        return encoded
+
+    def fit(self, splits: Splits, output: Path | None = None) -> "SoftPromptClassifier":
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+        self.label_names = splits.label_names
+        lm, self.tokenizer_, _ = load_causal_lm(self.model)
+        self._setup_prompt(self.tokenizer_, self.label_names)
+        limit = getattr(lm.config, "max_position_embeddings", None) or 2048
+        room = limit - self.num_virtual_tokens - max(len(i) for i in self.label_ids_)
+        if self.max_length is not None and self.max_length > room:
+            raise AdaptlabError(
+                f"--num-virtual-tokens {self.num_virtual_tokens} plus --max-length {self.max_length} overflows the "
+                f"{limit} positions of model '{self.model}'; lower one of them"
+            )
+        self.max_length_ = min(self.max_length or 512, room)
+        init = ({"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": self.init_text,
+                 "tokenizer_name_or_path": self.ref.path} if self.init_text else {})
+        peft_model = get_peft_model(lm, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.num_virtual_tokens, **init))
+        self.model_ = VerbalizerModel(peft_model, self.label_ids_, self.normalize_length)
+        pad = self.tokenizer_.pad_token_id
+        train = TokenizedDataset(self._encode(self.tokenizer_, splits.train.texts), splits.train.labels)
+        val = TokenizedDataset(self._encode(self.tokenizer_, splits.val.texts), splits.val.labels)
+        from adaptlab.training.data import PadCollator
+
+        data = ClassificationDataModule(train, val, PadCollator(pad, "right"), self.options.batch_size, self.options.seed, self.options.group_by_length)
+        self.report_ = fit_module(self.model_, data, self.options, _output(output))
+        self.output_ = output
+        self.model_.eval()
+        self.counts_ = count_parameters(self.model_)
+        return self
+
+    @torch.inference_mode()
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        from adaptlab.embeddings import pick_device
+        from adaptlab.training.data import PadCollator
+
+        model = self.model_.to(pick_device(self.device)).eval()
+        device = next(model.parameters()).device
+        encoded = self._encode(self.tokenizer_, list(texts))
+        collate = PadCollator(self.tokenizer_.pad_token_id, "right")
+        out = []
+        for start in range(0, len(encoded), PREDICT_BATCH):
+            batch = collate([{"input_ids": ids, "labels": 0} for ids in encoded[start : start + PREDICT_BATCH]])
+            scores = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+            out.append(torch.softmax(scores, dim=-1).cpu().numpy())
+        return np.concatenate(out)
+
+    def cost(self) -> dict:
+        trainable, total = self.counts_
+        return {"trainable_params": trainable, "total_params": total}
+
+    def base_model(self) -> dict:
+        return {"name": self.model, "fingerprint": self.ref.fingerprint()}
+
+    def save(self, directory: Path) -> None:
+        self.model_.peft.save_pretrained(directory / "adapter")
+        self.tokenizer_.save_pretrained(directory / "tokenizer")
+        payload = {"instruction": self.prompt_.instruction, "example": self.prompt_.example, "chat": self.prompt_.chat,
+                   "label_words": self.words_, "max_length": self.max_length_}
+        (directory / "prompt.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        self.save_training_log(directory, getattr(self, "output_", None))
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "SoftPromptClassifier":
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        from adaptlab.methods.finetune import _rebuild
+
+        strategy = _rebuild(cls, manifest, runtime)
+        strategy.label_names = manifest["labels"]
+        lm, _, _ = load_causal_lm(strategy.model)
+        strategy.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
+        payload = json.loads((directory / "prompt.json").read_text(encoding="utf-8"))
+        strategy.label_words = dict(zip(strategy.label_names, payload["label_words"]))
+        strategy._setup_prompt(strategy.tokenizer_, strategy.label_names)
+        strategy.prompt_ = PromptTemplate(payload["instruction"], payload["example"], chat=payload["chat"])
+        strategy.max_length_ = payload["max_length"]
+        peft_model = PeftModel.from_pretrained(lm, directory / "adapter")
+        strategy.model_ = VerbalizerModel(peft_model, strategy.label_ids_, strategy.normalize_length).eval()
+        strategy.counts_ = (manifest["cost"]["trainable_params"], manifest["cost"]["total_params"])
+        return strategy
