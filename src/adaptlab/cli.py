@@ -145,6 +145,17 @@ STRATEGY_OPTIONS: dict[str, tuple[str, dict]] = {
         "batch_size": _opt(int, "Prompt x label pairs per forward pass."),
         "device": DEVICE,
     }),
+    "soft-prompt": ("Prompt tuning of a causal LM scored through label words (like icl, with learned virtual tokens).", {
+        "model": _opt(str, "Causal LM: smollm2-135m, a Hub id or a local directory."),
+        "num_virtual_tokens": _opt(int, "Learned virtual tokens in front of the prompt."),
+        "init_text": _opt(str, "Initialise them from this text, e.g. 'Classify the sentiment of this review' (default: random)."),
+        "template": _opt(str, "Example format with {text} and {label}."),
+        "instruction": _opt(str, "Instruction in the prompt."),
+        "label_words": _opt(str, "Words per label, e.g. 'negative=terrible,positive=great'."),
+        "chat": _opt(str, "auto, turns, inline, off."),
+        "normalize_length": _opt(bool, "Average label log-likelihood per token.", "--normalize-length/--no-normalize-length"),
+        "max_length": MAX_LENGTH, "device": DEVICE,
+    }),
     "features": ("Frozen model embeddings -> scikit-learn classifier (logistic regression or random forest).", {
         "model": MODEL_OPTION,
         "pooling": _opt(str, "mean, cls or last (last real token; for decoders)."),

@@ -5,9 +5,10 @@ from adaptlab.methods.base import Strategy
 from adaptlab.methods.features import FeatureClassifier
 from adaptlab.methods.finetune import GRADIENT_STRATEGIES
 from adaptlab.methods.icl import InContextClassifier
+from adaptlab.methods.soft_prompt import SoftPromptClassifier
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (InContextClassifier, FeatureClassifier, *GRADIENT_STRATEGIES)
+    cls.name: cls for cls in (InContextClassifier, SoftPromptClassifier, FeatureClassifier, *GRADIENT_STRATEGIES)
 }
 
 

@@ -25,7 +25,8 @@ from adaptlab.methods.finetune import GradientStrategy, _output
 from adaptlab.methods.icl import SENTIMENT_EXAMPLE, parse_label_words
 from adaptlab.models.classifier import count_parameters
 from adaptlab.prompting.template import PromptTemplate
-from adaptlab.training.data import ClassificationDataModule, TokenizedDataset
+from adaptlab.embeddings import pick_device
+from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
 from adaptlab.training.engine import fit_module
 
 PREDICT_BATCH = 16
@@ -44,13 +45,13 @@ class VerbalizerModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``input_ids``: right-padded prompts (B, T). Returns (B, K) label log-likelihoods."""
         device, k = input_ids.device, len(self.label_ids)
-        lengths = attention_mask.sum(1)
-        rows, ids, masks, spans = [], [], [], []
+        lengths = attention_mask.sum(1).tolist()
+        rows, starts, labels = [], [], []
         for b in range(len(input_ids)):  # one sequence per (prompt, label word)
-            prompt = input_ids[b, : lengths[b]]
             for label in self.label_ids:
-                rows.append(torch.cat([prompt, torch.tensor(label, device=device)]))
-                spans.append((int(lengths[b]), len(label)))
+                rows.append(torch.cat([input_ids[b, : lengths[b]], torch.tensor(label, device=device)]))
+                starts.append(lengths[b])
+                labels.append(label)
         width = max(len(r) for r in rows)
         ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
         mask = torch.zeros_like(ids)
@@ -62,19 +63,18 @@ class VerbalizerModel(nn.Module):
         embeds = torch.cat([prompts.to(self.embed.weight.dtype), self.embed(ids)], dim=1)
         full_mask = torch.cat([torch.ones((len(rows), virtual), dtype=mask.dtype, device=device), mask], dim=1)
         hidden = self.decoder(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
-        index_rows, positions, targets, owners = [], [], [], []
-        for i, ((start, length), label) in enumerate(zip(spans, [l for _ in range(len(input_ids)) for l in self.label_ids])):
+        owners, positions, targets = [], [], []
+        for i, (start, label) in enumerate(zip(starts, labels)):
             for j, token in enumerate(label):
-                index_rows.append(i)
-                positions.append(virtual + start - 1 + j)
-                targets.append(token)
                 owners.append(i)
-        picked = hidden[torch.tensor(index_rows, device=device), torch.tensor(positions, device=device)]
+                positions.append(virtual + start - 1 + j)  # the output that predicts this label token
+                targets.append(token)
+        picked = hidden[torch.tensor(owners, device=device), torch.tensor(positions, device=device)]
         logprobs = torch.log_softmax(self.lm_head(picked).float(), dim=-1)
         token_scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
         totals = torch.zeros(len(rows), device=device).index_add(0, torch.tensor(owners, device=device), token_scores)
         if self.normalize_length:
-            totals = totals / torch.tensor([len(l) for _, l in zip(rows, [l for _ in range(len(input_ids)) for l in self.label_ids])], device=device)
+            totals = totals / torch.tensor([len(label) for label in labels], device=device)
         return totals.view(len(input_ids), k)
 
 
@@ -147,8 +147,6 @@ class SoftPromptClassifier(GradientStrategy):
         pad = self.tokenizer_.pad_token_id
         train = TokenizedDataset(self._encode(self.tokenizer_, splits.train.texts), splits.train.labels)
         val = TokenizedDataset(self._encode(self.tokenizer_, splits.val.texts), splits.val.labels)
-        from adaptlab.training.data import PadCollator
-
         data = ClassificationDataModule(train, val, PadCollator(pad, "right"), self.options.batch_size, self.options.seed, self.options.group_by_length)
         self.report_ = fit_module(self.model_, data, self.options, _output(output))
         self.output_ = output
@@ -158,9 +156,6 @@ class SoftPromptClassifier(GradientStrategy):
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        from adaptlab.embeddings import pick_device
-        from adaptlab.training.data import PadCollator
-
         model = self.model_.to(pick_device(self.device)).eval()
         device = next(model.parameters()).device
         encoded = self._encode(self.tokenizer_, list(texts))
