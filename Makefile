@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/lora_vs_hf_trainer.py
 	$(PY) benchmarks/head_cached_vs_naive.py
 	$(PY) benchmarks/ladder.py
+	$(PY) benchmarks/prompting.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -9,7 +9,6 @@ its end-of-text token for padding, as is standard; a model with neither is refus
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -90,12 +89,9 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Short names of linear layers (what LoRA can target), e.g. query, value, q_proj."""
-    names = {
-        name.split(".")[-1]
-        for name, module in model.named_modules()
-        if isinstance(module, (nn.Linear, getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", nn.Linear)))
-    }
-    return sorted(names)
+    from transformers.pytorch_utils import Conv1D  # GPT-2 style linear layers
+
+    return sorted({name.split(".")[-1] for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))})
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
