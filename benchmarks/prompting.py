@@ -18,16 +18,38 @@ import numpy as np
 from _common import save
 
 
+def soft_prompt_row(adaptlab, splits) -> dict:
+    with tempfile.TemporaryDirectory() as workdir:
+        start = time.perf_counter()
+        soft = adaptlab.train("soft-prompt", splits, f"{workdir}/soft", epochs=2, batch_size=8,
+                              init_text="Classify the sentiment of this review", progress=False)
+        soft_seconds = time.perf_counter() - start
+        model = adaptlab.load_artifact(f"{workdir}/soft", progress=False)
+        start = time.perf_counter()
+        model.predict_proba(splits.test.texts)
+        row = {
+            "method": "soft prompt (20 virtual tokens, 2 epochs on the 500-sentence pool)",
+            "test_accuracy_mean": round(soft.metrics["accuracy"], 4), "test_accuracy_std": None, "draws": 1,
+            "chosen_draw_test_accuracy": round(soft.metrics["accuracy"], 4),
+            "queries_per_second": round(len(splits.test) / (time.perf_counter() - start), 1),
+            "train_seconds": round(soft_seconds, 1),
+            "trainable_params": soft.manifest["cost"]["trainable_params"],
+        }
+        print(row, flush=True)
+        return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--train-size", type=int, default=500)
     parser.add_argument("--test-size", type=int, default=200)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--part", choices=["all", "speed"], default="all",
+                        help="speed: only the scoring / prefix-cache / generate comparison, merged into the saved JSON")
     args = parser.parse_args()
 
     import adaptlab
     from adaptlab.methods.icl import InContextClassifier
-    from adaptlab.prompting.scoring import LabelScorer
 
     splits = adaptlab.load_splits("rotten_tomatoes", train_size=args.train_size, val_size=50, test_size=args.test_size, seed=0)
     test = splits.test
@@ -39,7 +61,7 @@ def main() -> None:
     }
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name, params in configs.items():
+        for name, params in (configs.items() if args.part == "all" else []):
             result = adaptlab.train("icl", splits, f"{workdir}/{len(rows)}", progress=False, **params)
             model = adaptlab.load_artifact(f"{workdir}/{len(rows)}", progress=False)
             start = time.perf_counter()
@@ -55,22 +77,8 @@ def main() -> None:
                 "queries_per_second": round(rate, 1),
             })
             print(rows[-1], flush=True)
-        start = time.perf_counter()
-        soft = adaptlab.train("soft-prompt", splits, f"{workdir}/soft", epochs=2, batch_size=8,
-                              init_text="Classify the sentiment of this review", progress=False)
-        soft_seconds = time.perf_counter() - start
-        model = adaptlab.load_artifact(f"{workdir}/soft", progress=False)
-        start = time.perf_counter()
-        model.predict_proba(test.texts)
-        rows.append({
-            "method": "soft prompt (20 virtual tokens, 2 epochs on the 500-sentence pool)",
-            "test_accuracy_mean": round(soft.metrics["accuracy"], 4), "test_accuracy_std": None, "draws": 1,
-            "chosen_draw_test_accuracy": round(soft.metrics["accuracy"], 4),
-            "queries_per_second": round(len(test) / (time.perf_counter() - start), 1),
-            "train_seconds": round(soft_seconds, 1),
-            "trainable_params": soft.manifest["cost"]["trainable_params"],
-        })
-        print(rows[-1], flush=True)
+    if args.part == "all":
+        rows.append(soft_prompt_row(adaptlab, splits))
 
     # The same 4-shot prompts (draw 0), three ways.
     sample = test.texts[:100]
@@ -87,6 +95,11 @@ def main() -> None:
                           "accuracy": round(float((proba.argmax(1) == labels).mean()), 4)}
         print(label, timings[label], flush=True)
     base = timings["score, shared-prefix KV cache"]["queries_per_second"]
+    if args.part == "speed":
+        import json
+        from _common import RESULTS
+
+        rows = json.loads((RESULTS / "prompting_smollm2_rotten_tomatoes.json").read_text())["results"]
     save("prompting_smollm2_rotten_tomatoes", {
         "setup": {"model": "smollm2-135m", "train_pool": len(splits.train), "val": len(splits.val), "test": len(test),
                   "template": "chat turns, 'Review: {text} / Sentiment: {label}'", "label_words": ["negative", "positive"]},

@@ -72,11 +72,12 @@ def _reference_scores(model, tokenizer, items, continuations):
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
-def test_scorer_matches_full_recomputation_including_multi_token_labels(tiny_lm, reuse_prefix):
+@pytest.mark.parametrize("continuations", [[" positive", " extremely negative indeed"], [" positive", " negative"]])
+def test_scorer_matches_full_recomputation_including_multi_token_labels(tiny_lm, reuse_prefix, continuations):
+    """Mixed-length label words (one sequence per label) and single-token ones (one pass per query)."""
     model, tokenizer = tiny_lm
     items = [("Shared instruction and demos:", " first query text"), ("Shared instruction and demos:", " a much longer second query with words"),
              ("Another prefix", " third")]
-    continuations = [" positive", " extremely negative indeed"]  # one and several tokens
     scorer = LabelScorer(model, tokenizer, batch_size=3, reuse_prefix=reuse_prefix)
     np.testing.assert_allclose(scorer.score(items, continuations), _reference_scores(model, tokenizer, items, continuations), atol=1e-4)
     normalized = LabelScorer(model, tokenizer, normalize_length=True).score(items, continuations)

@@ -65,6 +65,13 @@ class Generator:
     def __init__(self, model: str = "smollm2-135m", device: str | None = None) -> None:
         self.model, self.tokenizer, self.ref = load_causal_lm(model, device)
 
+    @classmethod
+    def from_loaded(cls, model, tokenizer, ref) -> "Generator":
+        """Wrap a model another component already holds (e.g. the ICL strategy's), without reloading it."""
+        generator = cls.__new__(cls)
+        generator.model, generator.tokenizer, generator.ref = model, tokenizer, ref
+        return generator
+
     def render_chat(self, user: str, system: str | None = None, examples: list[tuple[str, str]] = ()) -> str:
         """The prompt as the model was trained to see it: its chat template if it has one, else plain text.
 
@@ -87,7 +94,14 @@ class Generator:
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     def generate(self, prompt: str, options: SamplingOptions | None = None) -> str:
-        return "".join(self.stream(prompt, options))
+        """The completion of ``prompt`` (special tokens removed), without streaming."""
+        options = options or SamplingOptions()
+        options.check()
+        inputs = self._inputs(prompt)
+        torch.manual_seed(options.seed)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **options.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id)
+        return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def stream(self, prompt: str, options: SamplingOptions | None = None) -> Iterator[str]:
         from transformers import TextIteratorStreamer

@@ -62,9 +62,7 @@ class GradientStrategy(Strategy):
         unknown = set(training) - set(_TRAINING_FIELDS)
         if unknown:
             raise AdaptlabError(f"unknown training option(s) {', '.join(sorted(unknown))} for strategy '{self.name}'")
-        training.setdefault("lr", self.default_lr)
-        training.setdefault("epochs", self.default_epochs)
-        if training.get("lr") is None:
+        if training.get("lr") is None:  # None (e.g. an option not given on the CLI) means the strategy's default
             training["lr"] = self.default_lr
         if training.get("epochs") is None:
             training["epochs"] = self.default_epochs

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from adaptlab.data import Splits
 from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
-from adaptlab.generation import load_causal_lm
+from adaptlab.generation import Generator, SamplingOptions, load_causal_lm
 from adaptlab.methods.base import Strategy
 from adaptlab.prompting.scoring import LabelScorer
 from adaptlab.prompting.template import Demonstration, PromptTemplate
@@ -190,15 +189,13 @@ class InContextClassifier(Strategy):
         finally:
             self.calibrate = saved
 
-    @torch.inference_mode()
     def _generate_and_parse(self, items: list[tuple[str, str]]) -> np.ndarray:
         """Generate a few tokens greedily and take the first label word that appears (uniform if none)."""
+        generator = Generator.from_loaded(self.lm, self.tokenizer, self.ref)
+        options = SamplingOptions(max_new_tokens=5)
         proba = np.full((len(items), len(self.words_)), 1 / len(self.words_))
         for row, (prefix, query) in enumerate(items):
-            ids = torch.tensor([self.scorer.encode(prefix) + self.scorer.encode(query)], device=self.lm.device)
-            generated = self.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, do_sample=False,
-                                         pad_token_id=self.scorer.pad_id)
-            text = self.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True).lower()
+            text = generator.generate(prefix + query, options).lower()
             found = [(text.find(w.lower()), i) for i, w in enumerate(self.words_) if w.lower() in text]
             if found:
                 proba[row] = 0

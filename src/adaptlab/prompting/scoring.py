@@ -49,8 +49,13 @@ class LabelScorer:
 
     @torch.inference_mode()
     def score(self, items: Sequence[tuple[str, str]], continuations: Sequence[str]) -> np.ndarray:
-        """Log-likelihoods, shape (len(items), len(continuations)); ``items`` are (prefix, query) pairs."""
+        """Log-likelihoods, shape (len(items), len(continuations)); ``items`` are (prefix, query) pairs.
+
+        When every label word is a single token (the usual case), one forward pass per query scores all
+        labels from the same next-token distribution; otherwise each (query, label) pair is its own sequence.
+        """
         labels = self.label_ids(continuations)
+        single_token = all(len(label) == 1 for label in labels)
         out = np.zeros((len(items), len(labels)), dtype=np.float64)
         groups: dict[str, list[int]] = defaultdict(list)
         for i, (prefix, _) in enumerate(items):
@@ -59,50 +64,53 @@ class LabelScorer:
             for prefix, members in groups.items():
                 prefix_ids = self.encode(prefix)
                 cache = self._prefix_cache(prefix_ids) if self.reuse_prefix and prefix_ids else None
-                pairs = [(i, k) for i in members for k in range(len(labels))]
-                queries = {i: self.encode(items[i][1]) for i in members}
-                for start in range(0, len(pairs), self.batch_size):
-                    batch = pairs[start : start + self.batch_size]
-                    lead = [] if cache is not None else prefix_ids
-                    sequences = [(lead + queries[i], labels[k]) for i, k in batch]
-                    scores = self._score_batch(sequences, cache, len(prefix_ids) if cache is not None else 0)
-                    for (i, k), value in zip(batch, scores):
-                        out[i, k] = value
-                    advance(len({i for i, _ in batch}))
+                lead = [] if cache is not None else prefix_ids
+                rows = []  # (item, token ids, [(position, target token, label index)])
+                for i in members:
+                    query = lead + self.encode(items[i][1])
+                    if single_token:
+                        rows.append((i, query, [(len(query) - 1, label[0], k) for k, label in enumerate(labels)]))
+                    else:
+                        for k, label in enumerate(labels):
+                            rows.append((i, query + label, [(len(query) - 1 + j, t, k) for j, t in enumerate(label)]))
+                for start in range(0, len(rows), self.batch_size):
+                    batch = rows[start : start + self.batch_size]
+                    self._score_batch(batch, cache, len(prefix_ids) if cache is not None else 0, out)
+                    advance(len({i for i, _, _ in batch}))
+        if self.normalize_length:
+            out /= np.array([len(label) for label in labels])
         return out
 
     def _prefix_cache(self, prefix_ids: list[int]):
         ids = torch.tensor([prefix_ids], device=self.model.device)
         return self.model(input_ids=ids, use_cache=True).past_key_values
 
-    def _score_batch(self, sequences: list[tuple[list[int], list[int]]], cache, cached_length: int) -> list[float]:
+    def _score_batch(self, batch: list, cache, cached_length: int, out: np.ndarray) -> None:
+        """Run one right-padded batch (after a copy of the prefix cache) and add each target's log-prob to ``out``."""
         device = self.model.device
-        lengths = [len(q) + len(l) for q, l in sequences]
-        width = max(lengths)
-        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(sequences), cached_length + width), dtype=torch.long)
+        width = max(len(ids) for _, ids, _ in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), cached_length + width), dtype=torch.long)
         mask[:, :cached_length] = 1
-        for row, ((query, label), length) in enumerate(zip(sequences, lengths)):
-            ids[row, :length] = torch.tensor(query + label)
-            mask[row, cached_length : cached_length + length] = 1
+        for row, (_, ids, _) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, cached_length : cached_length + len(ids)] = 1
         kwargs = {}
         if cache is not None:
             batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(sequences))
+            batch_cache.batch_repeat_interleave(len(batch))
             kwargs["past_key_values"] = batch_cache
-        hidden = self.model.get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=cache is not None, **kwargs).last_hidden_state
-        rows, positions, targets, owners = [], [], [], []
-        for row, (query, label) in enumerate(sequences):
-            for j, token in enumerate(label):
+        hidden = self.model.get_decoder()(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                          use_cache=cache is not None, **kwargs).last_hidden_state
+        rows, positions, targets, cells = [], [], [], []
+        for row, (item, _, wanted) in enumerate(batch):
+            for position, token, k in wanted:
                 rows.append(row)
-                positions.append(len(query) - 1 + j)  # the position whose output predicts this label token
+                positions.append(position)  # the position whose output predicts this label token
                 targets.append(token)
-                owners.append(row)
+                cells.append((item, k))
         picked = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
         logprobs = torch.log_softmax(self.model.get_output_embeddings()(picked).float(), dim=-1)
-        token_scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)].cpu().numpy()
-        totals = np.zeros(len(sequences))
-        np.add.at(totals, owners, token_scores)
-        if self.normalize_length:
-            totals /= np.array([len(label) for _, label in sequences])
-        return totals.tolist()
+        scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)].cpu().numpy()
+        for (item, k), value in zip(cells, scores):
+            out[item, k] += value
