@@ -13,7 +13,6 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 
 from _common import save
 

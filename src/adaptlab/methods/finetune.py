@@ -38,11 +38,9 @@ from adaptlab.models.classifier import (
     load_classifier,
     logits_of,
     max_positions,
-    prepare_tokenizer,
     transformer_blocks,
 )
-from adaptlab.models.loading import load_backbone, model_kind
-from adaptlab.progress import stderr
+from adaptlab.models.loading import model_kind
 from adaptlab.training.data import ClassificationDataModule, FeatureDataset, PadCollator, TokenizedDataset
 from adaptlab.training.engine import FitReport, TrainingOptions, fit_module, work_dir
 
