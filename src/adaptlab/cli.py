@@ -49,6 +49,8 @@ def _run_training(strategy: str, config_path, data_values: dict, params: dict, o
     output = config.output or f"runs/{Path(str(config.data.source)).stem}-{strategy}"
     splits = config.data.load()
     result = train(strategy, splits, output, **config.params)
+    if not result.manifest:  # a secondary process of multi-process training: rank 0 reports
+        return
     if as_json:
         print(json.dumps({"artifact": str(result.artifact), **{k: result.manifest[k] for k in ("metrics", "cost")}}, indent=2))
         return

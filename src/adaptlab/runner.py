@@ -40,7 +40,7 @@ class TrainResult:
         return self.manifest["metrics"]["test"]
 
 
-def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params: Any) -> TrainResult:
+def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **params: Any) -> TrainResult:
     """Fit ``strategy`` (a name plus keyword ``params``, or a ready instance) and save its artifact.
 
     >>> splits = adaptlab.load_splits("rotten_tomatoes", train_size=2000)
@@ -56,6 +56,8 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
 
     with measure() as fit_cost:
         strategy.fit(splits, Path(output))
+    if _secondary_rank():  # multi-process training (DDP...): only rank 0 evaluates and writes the artifact
+        return TrainResult(Path(output), {})
     over_draws = _evaluate_draws(strategy, splits)
     test_proba = strategy.predict_proba(splits.test.texts)
     val_proba = strategy.predict_proba(splits.val.texts)
@@ -87,6 +89,10 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, **params
     manifest = write_artifact(Path(output), manifest, strategy.save)
     strategy.finished(Path(output))
     return TrainResult(Path(output), manifest)
+
+
+def _secondary_rank() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
 
 
 def _evaluate_draws(strategy: Strategy, splits: Splits) -> dict | None:

@@ -103,7 +103,10 @@ class LengthGroupedBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches()
         if dist.is_available() and dist.is_initialized():
-            batches = batches[dist.get_rank() :: dist.get_world_size()]
+            # every rank must run the same number of steps, or DDP's collectives mismatch: wrap around to pad
+            world = dist.get_world_size()
+            batches += batches[: (-len(batches)) % world]
+            batches = batches[dist.get_rank() :: world]
         return iter([b.tolist() for b in batches])
 
     def __len__(self) -> int:
