@@ -58,8 +58,9 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **par
         strategy.fit(splits, Path(output))
     if _secondary_rank():  # multi-process training (DDP...): only rank 0 evaluates and writes the artifact
         return TrainResult(Path(output), {})
-    over_draws = _evaluate_draws(strategy, splits)
-    test_proba = strategy.predict_proba(splits.test.texts)
+    over_draws, test_proba = _evaluate_draws(strategy, splits)
+    if test_proba is None:
+        test_proba = strategy.predict_proba(splits.test.texts)
     val_proba = strategy.predict_proba(splits.val.texts)
     sample = splits.test.texts[:THROUGHPUT_SAMPLE]
     with strategy.uncached(), measure() as inference:
@@ -95,19 +96,23 @@ def _secondary_rank() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
 
 
-def _evaluate_draws(strategy: Strategy, splits: Splits) -> dict | None:
+def _evaluate_draws(strategy: Strategy, splits: Splits) -> tuple[dict | None, np.ndarray | None]:
     """Strategies with several variants (k-shot demonstration draws) are scored on test for each one, so the
-    report shows how much the choice of examples matters; the variant kept was chosen on validation."""
+    report shows how much the choice of examples matters; the variant kept was chosen on validation.
+    Returns the summary and the kept variant's test probabilities (None, None for single-variant strategies)."""
     count = getattr(strategy, "variant_count", lambda: 1)()
     if count < 2:
-        return None
+        return None, None
     chosen = strategy.current_
-    accuracies = []
+    accuracies, kept = [], None
     for index in range(count):
         strategy.use_variant(index)
-        accuracies.append(float((strategy.predict_proba(splits.test.texts).argmax(1) == splits.test.labels).mean()))
+        proba = strategy.predict_proba(splits.test.texts)
+        accuracies.append(float((proba.argmax(1) == splits.test.labels).mean()))
+        kept = proba if index == chosen else kept
     strategy.use_variant(chosen)
-    return {"accuracy": accuracies, "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies, ddof=1)), "chosen": chosen}
+    summary = {"accuracy": accuracies, "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies, ddof=1)), "chosen": chosen}
+    return summary, kept
 
 
 class Artifact:

@@ -22,6 +22,7 @@ from adaptlab.data import Splits
 from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
+from adaptlab.models.loading import count_checkpoint_parameters
 from adaptlab.progress import stderr
 
 CLASSIFIERS = ("logreg", "random-forest")
@@ -113,7 +114,7 @@ class FeatureClassifier(Strategy):
         return int(sum(tree.tree_.node_count for tree in self.estimator_.estimators_))
 
     def cost(self) -> dict:
-        backbone = _count_parameters(self.embedder.ref.path) if self.embedder.ref.local else None
+        backbone = count_checkpoint_parameters(self.embedder.ref.path) if self.embedder.ref.local else None
         head = self._head_params()
         return {
             "trainable_params": head,
@@ -163,15 +164,3 @@ def _is_expected_estimator(estimator: Any) -> bool:
         isinstance(estimator, Pipeline)
         and [type(step) for _, step in estimator.steps] == [StandardScaler, LogisticRegression]
     )
-
-
-def _count_parameters(model_dir: str) -> int:
-    """Parameter count from the safetensors headers, without loading the weights."""
-    from safetensors import safe_open
-
-    total = 0
-    for file in Path(model_dir).glob("*.safetensors"):
-        with safe_open(file, "pt") as handle:
-            for key in handle.keys():
-                total += int(np.prod(handle.get_slice(key).get_shape()))
-    return total

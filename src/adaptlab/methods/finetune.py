@@ -40,7 +40,7 @@ from adaptlab.models.classifier import (
     max_positions,
     transformer_blocks,
 )
-from adaptlab.models.loading import model_kind
+from adaptlab.models.loading import count_checkpoint_parameters, model_kind
 from adaptlab.training.data import ClassificationDataModule, FeatureDataset, PadCollator, TokenizedDataset
 from adaptlab.training.engine import FitReport, TrainingOptions, fit_module, work_dir
 
@@ -201,10 +201,8 @@ class HeadOnly(GradientStrategy):
         return self.embedder.fresh()
 
     def cost(self) -> dict:
-        from adaptlab.methods.features import _count_parameters
-
         head = sum(p.numel() for p in self.head_.parameters())
-        backbone = _count_parameters(self.ref.path) if self.ref.local else None
+        backbone = count_checkpoint_parameters(self.ref.path) if self.ref.local else None
         return {"trainable_params": head, "total_params": None if backbone is None else backbone + head}
 
     def base_model(self) -> dict:

@@ -88,6 +88,22 @@ def converted_gguf_dir(spec: PackagedModel, package_dir: Path) -> Path:
     return target
 
 
+def count_checkpoint_parameters(model_dir: str) -> int:
+    """Parameter count read from the safetensors headers, without loading any weights."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in Path(model_dir).glob("*.safetensors"):
+        with safe_open(file, "pt") as handle:
+            for key in handle.keys():
+                shape = handle.get_slice(key).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= dim
+                total += count
+    return total
+
+
 def _hub_error(ref: ModelRef, exc: Exception) -> AdaptlabError:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return AdaptlabError(
