@@ -15,7 +15,8 @@ import torch
 from adaptlab.embeddings import pick_device
 from adaptlab.errors import AdaptlabError
 from adaptlab.models import resolve_model
-from adaptlab.models.loading import _hub_error, load_tokenizer, model_kind
+from adaptlab.models.classifier import prepare_tokenizer
+from adaptlab.models.loading import _hub_error, model_kind
 
 
 @dataclass
@@ -51,9 +52,7 @@ def load_causal_lm(name: str, device: str | None = None):
     ref = resolve_model(name)
     if model_kind(ref) != "decoder":
         raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
-    tokenizer = load_tokenizer(ref)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = prepare_tokenizer(ref, "decoder")
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path).to(pick_device(device)).eval()
     except OSError as exc:

@@ -24,12 +24,11 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.generation import Generator, SamplingOptions, load_causal_lm
 from adaptlab.methods.base import Strategy
 from adaptlab.prompting.scoring import LabelScorer
-from adaptlab.prompting.template import Demonstration, PromptTemplate
+from adaptlab.prompting.template import Demonstration, PromptTemplate, default_example, is_sentiment
 
 SELECTIONS = ("random", "balanced", "knn")
 MODES = ("score", "generate")
 CONTENT_FREE = ("N/A", "", "[MASK]")
-SENTIMENT_EXAMPLE = "Review: {text}\nSentiment: {label}"
 
 
 def parse_label_words(value: str | dict | None, label_names: list[str]) -> list[str]:
@@ -91,9 +90,8 @@ class InContextClassifier(Strategy):
     # -- set-up -------------------------------------------------------------------------------------------
     def _prompt(self, label_names: list[str]) -> PromptTemplate:
         words = self.words_
-        sentiment = sorted(n.lower() for n in label_names) == ["negative", "positive"]
-        example = self.template or (SENTIMENT_EXAMPLE if sentiment else "Text: {text}\nLabel: {label}")
-        what = "the sentiment of the review" if sentiment and not self.template else "the text"
+        example = self.template or default_example(label_names)
+        what = "the sentiment of the review" if is_sentiment(label_names) and not self.template else "the text"
         instruction = self.instruction if self.instruction is not None else f"Classify {what} as one of: {', '.join(words)}. Answer with one word."
         return PromptTemplate(instruction=instruction, example=example, chat=self.chat)
 
@@ -119,7 +117,7 @@ class InContextClassifier(Strategy):
         self.label_names = splits.label_names
         self.words_ = parse_label_words(self.label_words, self.label_names)
         self.prompt_ = self._prompt(self.label_names)
-        self.continuations_ = self._continuations()
+        self.continuations_ = self.prompt_.label_continuations(self.tokenizer, self.words_)
         if self.selection == "knn":
             if self.k > len(splits.train):
                 raise AdaptlabError(f"--k {self.k} is larger than the {len(splits.train)} training examples")
@@ -144,10 +142,6 @@ class InContextClassifier(Strategy):
         self.val_by_draw_ = scores
         self.use_variant(self.chosen_)
         return self
-
-    def _continuations(self) -> list[str]:
-        _, _, lead = self.prompt_.render(self.tokenizer, [], self.words_, "x")
-        return [lead + w for w in self.words_]
 
     def _embedder(self) -> Embedder:
         return Embedder(self.embedding_model, "mean", normalize=True, progress=False, device=self.device)
@@ -235,7 +229,7 @@ class InContextClassifier(Strategy):
         strategy.label_names = manifest["labels"]
         strategy.words_ = payload["label_words"]
         strategy.prompt_ = PromptTemplate(payload["instruction"], payload["example"], chat=payload["chat"])
-        strategy.continuations_ = strategy._continuations()
+        strategy.continuations_ = strategy.prompt_.label_continuations(strategy.tokenizer, strategy.words_)
         demos = [Demonstration(d["text"], d["label"]) for d in payload["demonstrations"]]
         if strategy.selection == "knn":
             from safetensors.numpy import load_file

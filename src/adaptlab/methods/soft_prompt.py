@@ -22,9 +22,10 @@ from adaptlab.data import Splits
 from adaptlab.errors import AdaptlabError
 from adaptlab.generation import load_causal_lm
 from adaptlab.methods.finetune import GradientStrategy, _output
-from adaptlab.methods.icl import SENTIMENT_EXAMPLE, parse_label_words
+from adaptlab.methods.icl import parse_label_words
 from adaptlab.models.classifier import count_parameters
-from adaptlab.prompting.template import PromptTemplate
+from adaptlab.prompting.scoring import encode_label_words
+from adaptlab.prompting.template import PromptTemplate, default_example
 from adaptlab.embeddings import pick_device
 from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
 from adaptlab.training.engine import fit_module
@@ -106,17 +107,10 @@ class SoftPromptClassifier(GradientStrategy):
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
         self.words_ = parse_label_words(self.label_words, label_names)
-        sentiment = sorted(n.lower() for n in label_names) == ["negative", "positive"]
-        example = self.template or (SENTIMENT_EXAMPLE if sentiment else "Text: {text}\nLabel: {label}")
+        example = self.template or default_example(label_names)
         instruction = self.instruction if self.instruction is not None else f"Answer with one of: {', '.join(self.words_)}."
         self.prompt_ = PromptTemplate(instruction=instruction, example=example, chat=self.chat)
-        _, _, lead = self.prompt_.render(tokenizer, [], self.words_, "x")
-        self.label_ids_ = []
-        for word in self.words_:
-            ids = tokenizer(lead + word, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise AdaptlabError(f"label word {word!r} tokenizes to nothing; choose a visible word")
-            self.label_ids_.append(ids)
+        self.label_ids_ = encode_label_words(tokenizer, self.prompt_.label_continuations(tokenizer, self.words_))
 
     def _encode(self, tokenizer, texts: Sequence[str]) -> list[list[int]]:
         encoded = []

@@ -20,6 +20,15 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.progress import progress_bar
 
 
+def encode_label_words(tokenizer, continuations: Sequence[str]) -> list[list[int]]:
+    """Token ids of each label continuation; a word that tokenizes to nothing is refused."""
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    for word, tokens in zip(continuations, ids):
+        if not tokens:
+            raise AdaptlabError(f"label word {word.strip()!r} tokenizes to nothing; choose a visible word")
+    return ids
+
+
 class LabelScorer:
     def __init__(self, model, tokenizer, *, batch_size: int = 16, reuse_prefix: bool = True,
                  normalize_length: bool = False, progress: bool = False) -> None:
@@ -33,11 +42,7 @@ class LabelScorer:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def label_ids(self, continuations: Sequence[str]) -> list[list[int]]:
-        ids = [self.encode(c) for c in continuations]
-        for word, tokens in zip(continuations, ids):
-            if not tokens:
-                raise AdaptlabError(f"label word {word.strip()!r} tokenizes to nothing; choose a visible word")
-        return ids
+        return encode_label_words(self.tokenizer, continuations)
 
     def check_length(self, prefix: str, query: str, continuations: Sequence[str]) -> None:
         total = len(self.encode(prefix)) + len(self.encode(query)) + max(len(i) for i in self.label_ids(continuations))

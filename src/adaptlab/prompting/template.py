@@ -16,7 +16,18 @@ from adaptlab.errors import AdaptlabError
 
 CHAT_MODES = ("auto", "turns", "inline", "off")
 DEFAULT_EXAMPLE = "Text: {text}\nAnswer: {label}"
+SENTIMENT_EXAMPLE = "Review: {text}\nSentiment: {label}"
+GENERIC_EXAMPLE = "Text: {text}\nLabel: {label}"
 SENTINEL = "\u2063QUERY\u2063"  # invisible separator around a marker that never occurs in real text
+
+
+def is_sentiment(label_names: list[str]) -> bool:
+    return sorted(n.lower() for n in label_names) == ["negative", "positive"]
+
+
+def default_example(label_names: list[str]) -> str:
+    """The task's default example format: review/sentiment for negative/positive labels, else generic."""
+    return SENTIMENT_EXAMPLE if is_sentiment(label_names) else GENERIC_EXAMPLE
 
 
 @dataclass(frozen=True)
@@ -89,3 +100,8 @@ class PromptTemplate:
         prefix = full[:cut].rstrip(" ")  # the space before the text travels with the text: natural tokens
         query = full[len(prefix) : cut] + text + full[cut + len(SENTINEL) :]
         return prefix, query, lead
+
+    def label_continuations(self, tokenizer, words: list[str]) -> list[str]:
+        """Each label word as the prompt continues with it (with the leading space a plain template needs)."""
+        _, _, lead = self.render(tokenizer, [], words, "x")
+        return [lead + word for word in words]

@@ -177,13 +177,12 @@ def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: 
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     seconds = time.perf_counter() - start
-    if best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state, strict=False)
-    best_score = None if best.best_model_score is None else float(best.best_model_score)
     best_epoch = None
     if best.best_model_path:
-        best_epoch = int(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["epoch"])
+        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(checkpoint["state_dict"], strict=False)
+        best_epoch = int(checkpoint["epoch"])
+    best_score = None if best.best_model_score is None else float(best.best_model_score)
     return FitReport(
         epochs_run=trainer.current_epoch,
         steps=trainer.global_step,
