@@ -34,6 +34,8 @@ def seed_everything(seed: int) -> None:
 class TrainResult:
     artifact: Path
     manifest: dict
+    #: the kept model's test-set class probabilities (for paired comparisons); not stored in the artifact
+    test_proba: np.ndarray | None = None
 
     @property
     def metrics(self) -> dict:
@@ -52,7 +54,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **par
         if "seed" in cls.param_names():
             params.setdefault("seed", splits.seed)
         strategy = cls(**params)
-    seed_everything(getattr(strategy, "seed", splits.seed))
+    seed_everything(strategy.get_params().get("seed", splits.seed))
 
     with measure() as fit_cost:
         strategy.fit(splits, Path(output))
@@ -89,7 +91,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **par
     }
     manifest = write_artifact(Path(output), manifest, strategy.save)
     strategy.finished(Path(output))
-    return TrainResult(Path(output), manifest)
+    return TrainResult(Path(output), manifest, test_proba)
 
 
 def _secondary_rank() -> bool:

@@ -1,0 +1,252 @@
+"""What a comparison runs: the ladder of entries, the presets, and the plan built from options or YAML.
+
+An *entry* is one rung of the ladder: a strategy with the parameters that make it that rung (``few-shot`` is
+``icl`` with ``k=4``; ``features-rf`` is ``features`` with a random forest). A *run* is one entry on one
+model with one training seed. Every run of a comparison uses the same data split (the data seed is fixed);
+``--seeds`` varies only the training seed, so differences between runs are the strategies', not the split's.
+
+Default hyper-parameters are each strategy's own (documented in ``adaptlab.methods.finetune``: learning rates
+from 1e-1 for prompt tuning down to 5e-5 for full fine-tuning, picked on validation accuracy). The on-disk embedding cache is off for every run, so no entry's time
+benefits from another's work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptlab.config import DataConfig, _check_keys, parse_yaml, read_yaml
+from adaptlab.errors import AdaptlabError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    strategy: str
+    params: dict
+    description: str
+    #: "decoder": needs a causal LM (prompting); "any": runs on any model
+    needs: str = "any"
+    #: False when the result cannot depend on the training seed (then it runs once and counts for every seed)
+    seeded: bool = True
+    #: whether the entry takes training epochs
+    epochs: bool = True
+    in_default_ladder: bool = True
+
+
+ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    Entry("zero-shot", "icl", {"k": 0, "draws": 1}, "hand-written prompt, label words scored, no examples",
+          needs="decoder", seeded=False, epochs=False),
+    Entry("few-shot", "icl", {"k": 4, "selection": "balanced"}, "4 class-balanced demonstrations in the prompt",
+          needs="decoder", epochs=False),
+    Entry("features-logreg", "features", {"classifier": "logreg", "cache": False}, "frozen embeddings + logistic regression (C on val)",
+          seeded=False, epochs=False),
+    Entry("features-rf", "features", {"classifier": "random-forest", "cache": False}, "frozen embeddings + random forest", epochs=False),
+    Entry("head", "head", {"cache": False}, "new linear head on the frozen backbone (cached features)"),
+    Entry("last-k", "last-k", {"layers": 2}, "last 2 transformer blocks + head trained"),
+    Entry("full", "full", {}, "every weight trained"),
+    Entry("lora", "lora", {}, "LoRA adapters (r=8) + head"),
+    Entry("prefix-tuning", "prefix-tuning", {}, "20 trained key/value prefixes per layer + head"),
+    Entry("p-tuning", "p-tuning", {}, "20 virtual tokens from a prompt encoder + head"),
+    Entry("prompt-tuning", "prompt-tuning", {}, "20 trained input embeddings + head"),
+    Entry("soft-prompt", "soft-prompt", {}, "prompt tuning of the causal LM through its label words",
+          needs="decoder", in_default_ladder=False),
+)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Data sizes and the few knobs that set a comparison's cost. Every value can be overridden."""
+
+    train_size: int | None
+    val_size: int | None
+    test_size: int | None
+    epochs: int  # gradient entries; `head` trains on cached features and gets head_epochs
+    head_epochs: int
+    draws: int  # few-shot demonstration draws (best on validation kept)
+    max_length: int | None  # token cap for every model (None: the model's, at most 256)
+
+
+PRESETS = {
+    # Measured: the whole default ladder on Rotten Tomatoes in under 15 minutes on a 2-core CPU (README).
+    "quick": Preset(train_size=1000, val_size=250, test_size=500, epochs=3, head_epochs=10, draws=1, max_length=128),
+    "standard": Preset(train_size=4000, val_size=500, test_size=1000, epochs=3, head_epochs=10, draws=3, max_length=256),
+    "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None),
+}
+DEFAULT_MODELS = ("minilm", "smollm2-135m")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    kind: str  # "encoder" or "decoder"
+    positions: int | None  # the longest input the model reads, in tokens
+
+
+@dataclass(frozen=True)
+class Run:
+    """One entry on one model with one training seed; ``key`` names its directory in the comparison."""
+
+    entry: str
+    strategy: str
+    model: str
+    seed: int
+    params: dict
+
+    @property
+    def key(self) -> str:
+        return f"{_slug(self.model)}/{self.entry}/seed-{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.entry} · {short_model(self.model)}"
+
+    def spec(self, data: DataConfig) -> dict:
+        """Everything that determines the run's result: a stored result is reused only if this is unchanged."""
+        return {"entry": self.entry, "strategy": self.strategy, "model": self.model, "seed": self.seed,
+                "params": self.params, "data": dataclasses.asdict(data)}
+
+
+@dataclass
+class ComparePlan:
+    data: DataConfig
+    preset: str = "quick"
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    strategies: list[str] | None = None  # entry names; None = the default ladder
+    seeds: int = 1
+    epochs: int | None = None
+    params: dict[str, dict] = field(default_factory=dict)  # entry name (or "all") -> parameter overrides
+    output: str | None = None
+    device: str | None = None
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise AdaptlabError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise AdaptlabError(f"--seeds must be a positive integer, not {self.seeds!r}")
+        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
+            raise AdaptlabError(f"--epochs must be a positive integer, not {self.epochs!r}")
+        if not self.models:
+            raise AdaptlabError("--models needs at least one model")
+        for name in self.strategies or []:
+            if name not in ENTRIES:
+                raise AdaptlabError(f"--strategies: unknown entry '{name}' (available: {', '.join(ENTRIES)})")
+        for name, overrides in self.params.items():
+            if name != "all" and name not in ENTRIES:
+                raise AdaptlabError(f"parameter overrides for unknown entry '{name}' (available: all, {', '.join(ENTRIES)})")
+            if not isinstance(overrides, dict):
+                raise AdaptlabError(f"parameter overrides for '{name}' must be a mapping, not {overrides!r}")
+
+    def data_config(self) -> DataConfig:
+        """The data options with the preset's sizes filled in where the user gave none."""
+        preset = PRESETS[self.preset]
+        sizes = {k: getattr(preset, k) for k in ("train_size", "val_size", "test_size")}
+        return dataclasses.replace(self.data, **{k: v for k, v in sizes.items() if getattr(self.data, k) is None})
+
+    def runs(self, models: dict[str, ModelInfo]) -> list[Run]:
+        """Every run, in ladder order. Classifier entries run on each encoder in ``models`` (on the decoders
+        only when no encoder is listed); prompting entries run on each causal LM."""
+        from adaptlab.methods import get_strategy
+
+        preset = PRESETS[self.preset]
+        names = self.strategies or [e.name for e in ENTRIES.values() if e.in_default_ladder]
+        encoders = [m for m in self.models if models[m].kind == "encoder"]
+        decoders = [m for m in self.models if models[m].kind == "decoder"]
+        runs = []
+        for name in sorted(names, key=list(ENTRIES).index):
+            entry = ENTRIES[name]
+            targets = decoders if entry.needs == "decoder" else (encoders or decoders)
+            for model in targets:
+                params = {**entry.params, "model": model, "progress": True}
+                if entry.epochs:
+                    params["epochs"] = self.epochs or (preset.head_epochs if entry.strategy == "head" else preset.epochs)
+                if entry.strategy == "icl" and entry.params.get("k"):
+                    params["draws"] = preset.draws
+                strategy = get_strategy(entry.strategy)
+                if preset.max_length and "max_length" in strategy.param_names():
+                    params["max_length"] = _length_cap(preset.max_length, models[model].positions, strategy)
+                if self.device:
+                    params["device"] = self.device
+                params.update(self.params.get("all", {}))
+                params.update(self.params.get(name, {}))
+                get_strategy(entry.strategy).check_params(params, f"entry '{name}'")
+                for seed in range(self.seeds) if entry.seeded else [0]:
+                    runs.append(Run(name, entry.strategy, model, seed, params))
+        if not runs:
+            wanted = ", ".join(names)
+            raise AdaptlabError(f"no run matches: entries {wanted} need a model kind missing from --models {','.join(self.models)}")
+        return runs
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+PLAN_KEYS = {"data", "preset", "models", "strategies", "seeds", "epochs", "params", "output", "device"}
+
+
+def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> ComparePlan:
+    """Merge a comparison YAML file (if any) with command-line values (``None`` = not given).
+
+    ::
+
+        data: {source: rotten_tomatoes, seed: 0}
+        preset: standard
+        models: [minilm, smollm2-135m]
+        strategies: [zero-shot, features-logreg, head, lora, full]
+        seeds: 3
+        params: {all: {batch_size: 16}, lora: {r: 16}}
+        output: runs/compare-rt
+    """
+    base = read_yaml(yaml_path) if yaml_path else {}
+    where = f"config file '{yaml_path}'" if yaml_path else "options"
+    _check_keys(base, PLAN_KEYS, where)
+    data_values = dict(base.pop("data", None) or {})
+    _check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
+    data_values.update({k: v for k, v in data.items() if v is not None})
+    values = {**base, **{k: v for k, v in options.items() if v is not None}}
+    for key in ("models", "strategies"):
+        if isinstance(values.get(key), str):
+            values[key] = [part.strip() for part in values[key].split(",") if part.strip()]
+    overrides = {name: dict(p) if isinstance(p, dict) else p for name, p in (base.get("params") or {}).items()}
+    for name, extra in (options.get("params") or {}).items():
+        overrides.setdefault(name, {}).update(extra)
+    values["params"] = overrides
+    plan = ComparePlan(data=DataConfig(**data_values), **values)
+    plan.check()
+    return plan
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """``--set lora.r=16 --set all.batch_size=16`` -> ``{"lora": {"r": 16}, "all": {"batch_size": 16}}``
+    (values parsed as YAML scalars, so numbers and booleans get their types)."""
+    overrides: dict[str, dict] = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        key, eq, raw = rest.partition("=")
+        if not (dot and eq and name and key):
+            raise AdaptlabError(f"--set '{item}' must look like ENTRY.PARAM=VALUE, e.g. lora.r=16 or all.batch_size=16")
+        overrides.setdefault(name, {})[key.replace("-", "_")] = parse_yaml(raw)
+    return overrides
+
+
+def _length_cap(cap: int, positions: int | None, strategy) -> int:
+    """The preset's token cap, lowered where the model's position table is shorter (virtual tokens of the
+    prompt-learning methods take positions too)."""
+    import inspect
+
+    if positions is None:
+        return cap
+    virtual = inspect.signature(strategy.__init__).parameters.get("num_virtual_tokens")
+    return max(1, min(cap, positions - (virtual.default if virtual is not None else 0)))
+
+
+def short_model(model: str) -> str:
+    """``/home/me/models/tiny-bert`` -> ``tiny-bert``; ``org/name`` -> ``name``: table cells stay narrow."""
+    return model.rstrip("/").split("/")[-1] or model
+
+
+def _slug(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name or model)

@@ -1,0 +1,107 @@
+"""Run a comparison: every run in its own process, finished runs skipped, then the summary and the report.
+
+Layout of the output directory::
+
+    plan.json                     the resolved plan
+    runs/<model>/<entry>/seed-<s>/spec.json, artifact/, result.json (or failed.json)
+    results.json                  per-run and per-entry numbers, bootstrap intervals, the recommendation
+    report.html                   self-contained: tables, plots, confusion matrices, recommendation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptlab._io import write_json
+from adaptlab.compare.plan import ComparePlan, ModelInfo, Run
+from adaptlab.progress import stderr
+
+
+@dataclass
+class Comparison:
+    output: Path
+    results: dict  # the content of results.json
+
+    @property
+    def report(self) -> Path:
+        return self.output / "report.html"
+
+
+def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Comparison:
+    """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html``."""
+    from adaptlab.compare.report import write_report
+    from adaptlab.compare.summary import summarise
+
+    plan.check()
+    data = plan.data_config()
+    splits = data.load()  # validates the data (one-line errors) before any process starts
+    output = Path(plan.output or f"runs/compare-{Path(str(data.source)).stem}")
+    runs = plan.runs(_model_info(plan.models))
+    write_json(output / "plan.json", {"plan": _plain(plan), "data": dataclasses.asdict(data), "runs": [r.key for r in runs]})
+    stderr.print(f"comparing {len(runs)} runs on {data.source} (train/val/test {len(splits.train)}/{len(splits.val)}/"
+                 f"{len(splits.test)}) into {output}")
+    started = time.perf_counter()
+    for number, run in enumerate(runs, start=1):
+        _execute(run, output / "runs" / run.key, data, f"[{number}/{len(runs)}]", rerun_failed)
+    results = summarise(plan, data, runs, output, wall_seconds=time.perf_counter() - started)
+    write_json(output / "results.json", results)
+    write_report(results, output / "report.html")
+    return Comparison(output, results)
+
+
+def _execute(run: Run, run_dir: Path, data, prefix: str, rerun_failed: bool) -> None:
+    spec = run.spec(data)
+    spec_file, result_file, failed_file = run_dir / "spec.json", run_dir / "result.json", run_dir / "failed.json"
+    if spec_file.exists() and json.loads(spec_file.read_text(encoding="utf-8")) != spec:
+        stderr.print(f"{prefix} {run.label} seed {run.seed}: settings changed since the stored run; running it again")
+        shutil.rmtree(run_dir)
+    if result_file.exists():
+        stderr.print(f"{prefix} {run.label} seed {run.seed}: done earlier, skipped")
+        return
+    if failed_file.exists() and not rerun_failed:
+        return
+    failed_file.unlink(missing_ok=True)
+    write_json(spec_file, spec)
+    stderr.print(f"{prefix} [bold]{run.label}[/] seed {run.seed}")
+    process = subprocess.Popen([sys.executable, "-m", "adaptlab.compare.worker", str(run_dir)], env=_worker_env())
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:
+        process.wait()  # the worker got the same Ctrl-C; let it stop cleanly (its checkpoints stay)
+        stderr.print(f"interrupted during {run.label} seed {run.seed}; run the same command again to resume")
+        raise
+    if code != 0 and not failed_file.exists():
+        write_json(failed_file, {"status": "failed", "error": f"worker process exited with code {code}"})
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def _model_info(models: list[str]) -> dict[str, ModelInfo]:
+    from transformers import AutoConfig
+
+    from adaptlab.models import resolve_model
+    from adaptlab.models.loading import model_kind
+
+    info = {}
+    for model in models:
+        ref = resolve_model(model)
+        config = AutoConfig.from_pretrained(ref.path)
+        positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        info[model] = ModelInfo(model_kind(ref), positions)
+    return info
+
+
+def _plain(plan: ComparePlan) -> dict:
+    return {k: v for k, v in dataclasses.asdict(plan).items() if k != "data"}

@@ -1,0 +1,188 @@
+"""Turn per-run results into the comparison: per-entry means, intervals, Pareto fronts, a recommendation.
+
+Uncertainty has two sources and both are reported: training seeds (mean ± std over ``--seeds`` runs) and the
+finite test set (a 95% bootstrap interval: test examples resampled with replacement, each example's
+correctness averaged over seeds). Two entries are called *tied* when a paired bootstrap on the same resampled
+examples shows the better one ahead in fewer than 95% of resamples.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from adaptlab.compare.plan import ENTRIES, ComparePlan, Run, short_model
+
+BOOTSTRAP_SAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_seconds: float) -> dict:
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.entry, run.model), []).append(run)
+    entries, failures, labels = [], [], None
+    for (entry, model), members in groups.items():
+        done, failed, artifacts = [], [], []
+        for run in members:
+            run_dir = output / "runs" / run.key
+            if (run_dir / "result.json").exists():
+                done.append(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
+                artifacts.append(str(run_dir / "artifact"))
+            elif (run_dir / "failed.json").exists():
+                failed.append(json.loads((run_dir / "failed.json").read_text(encoding="utf-8"))["error"])
+        if failed:
+            failures.append({"entry": entry, "model": model, "errors": failed})
+        if done:
+            labels = labels or done[0]["labels"]
+            entries.append(_entry_summary(entry, model, done, artifacts))
+    entries.sort(key=lambda e: -e["accuracy"]["mean"])
+    rng = np.random.default_rng(0)
+    resamples = None
+    if entries:
+        n = len(entries[0]["_correct"])
+        resamples = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+        for entry in entries:
+            scores = entry["_correct"][resamples].mean(axis=1)
+            low, high = np.quantile(scores, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+            entry["accuracy"]["ci95"] = [round(float(low), 4), round(float(high), 4)]
+        best = entries[0]
+        for entry in entries:
+            ahead = (best["_correct"][resamples].mean(1) > entry["_correct"][resamples].mean(1)).mean()
+            entry["p_best_ahead"] = round(float(ahead), 4)
+            entry["tied_with_best"] = entry is best or bool(ahead < CONFIDENCE)
+        _mark_pareto(entries)
+    for entry in entries:
+        del entry["_correct"]
+    from adaptlab import __version__
+
+    return {
+        "adaptlab_version": __version__,
+        "preset": plan.preset,
+        "data": {"source": str(data.source), "seed": data.seed, **_sizes(entries)},
+        "labels": labels,
+        "seeds": plan.seeds,
+        "models": plan.models,
+        "hardware": _hardware(),
+        "wall_seconds": round(wall_seconds, 1),
+        "entries": entries,
+        "failures": failures,
+        "recommendation": recommend(entries),
+    }
+
+
+def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str]) -> dict:
+    accuracy = np.array([r["metrics"]["test"]["accuracy"] for r in done])
+    macro_f1 = np.array([r["metrics"]["test"]["macro_f1"] for r in done])
+    labels = np.array(done[0]["test_labels"])
+    correct = np.mean([np.array(r["test_predictions"]) == labels for r in done], axis=0)
+    cost = [r["cost"] for r in done]
+    trainable = int(np.mean([c["trainable_params"] for c in cost]))
+    total = cost[0].get("total_params")
+    first = done[0]
+    return {
+        "entry": entry,
+        "model": model,
+        "strategy": first["spec"]["strategy"],
+        "description": ENTRIES[entry].description,
+        "runs": len(done),
+        "seeded": ENTRIES[entry].seeded,
+        "accuracy": {"mean": round(float(accuracy.mean()), 4), "std": _std(accuracy), "per_run": accuracy.round(4).tolist()},
+        "macro_f1": {"mean": round(float(macro_f1.mean()), 4), "std": _std(macro_f1)},
+        "val_accuracy": round(float(np.mean([r["metrics"]["val"]["accuracy"] for r in done])), 4),
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_fraction": None if not total else trainable / total,
+        "train_seconds": round(float(np.mean([c["train_seconds"] for c in cost])), 2),
+        "inference_texts_per_second": round(float(np.mean([c["inference_texts_per_second"] for c in cost])), 1),
+        "peak_rss_mb": round(float(max(c["peak_rss_mb"] for c in cost)), 1),
+        "peak_cuda_mb": max((c.get("peak_cuda_mb") or 0) for c in cost) or None,
+        "artifact_mb": float(np.mean([r["artifact_bytes"] for r in done])) / 2**20,
+        "confusion_matrix": np.sum([r["metrics"]["test"]["confusion_matrix"] for r in done], axis=0).tolist(),
+        "test_over_draws": first["metrics"].get("test_over_draws"),
+        "params": first["params"],
+        "artifacts": artifacts,
+        "sizes": first["data"]["sizes"],
+        "_correct": correct,
+    }
+
+
+def _std(values: np.ndarray) -> float | None:
+    return round(float(values.std(ddof=1)), 4) if len(values) > 1 else None
+
+
+def _sizes(entries: list[dict]) -> dict:
+    return {"sizes": entries[0]["sizes"]} if entries else {}
+
+
+def _mark_pareto(entries: list[dict]) -> None:
+    """An entry is on a front when no other entry is at least as accurate and at least as cheap (and better in
+    one). Two fronts: accuracy vs training time, accuracy vs trainable parameters."""
+    for cost, flag in (("train_seconds", "pareto_time"), ("trainable_params", "pareto_params")):
+        for entry in entries:
+            entry[flag] = not any(
+                other is not entry
+                and other["accuracy"]["mean"] >= entry["accuracy"]["mean"]
+                and other[cost] <= entry[cost]
+                and (other["accuracy"]["mean"] > entry["accuracy"]["mean"] or other[cost] < entry[cost])
+                for other in entries
+            )
+
+
+def recommend(entries: list[dict]) -> list[str]:
+    """A few sentences, each derived from the numbers in the table."""
+    if not entries:
+        return ["No run finished, so there is nothing to recommend yet."]
+    best = entries[0]
+    name = lambda e: f"{e['entry']} ({short_model(e['model'])})"
+    pct = lambda x: f"{100 * x:.1f}%"
+    lines = [f"Most accurate: {name(best)} at {pct(best['accuracy']['mean'])} test accuracy "
+             f"(95% CI {pct(best['accuracy']['ci95'][0])}-{pct(best['accuracy']['ci95'][1])})."]
+    tied = [e for e in entries[1:] if e["tied_with_best"]]
+    if tied:
+        lines.append(f"Within noise of it (paired bootstrap, {CONFIDENCE:.0%}): " + ", ".join(name(e) for e in tied) + ".")
+    contenders = [best, *tied]
+    cheapest = min(contenders, key=lambda e: e["train_seconds"])
+    if cheapest is not best and best["train_seconds"] > 0:
+        lines.append(f"Recommended: {name(cheapest)}: statistically tied with the best and trains in "
+                     f"{cheapest['train_seconds']:.0f} s instead of {best['train_seconds']:.0f} s "
+                     f"({best['train_seconds'] / max(cheapest['train_seconds'], 1e-9):.1f}x faster).")
+    else:
+        lines.append(f"Recommended: {name(best)}; no cheaper strategy is statistically tied with it.")
+    by_entry = {}
+    for e in entries:
+        by_entry.setdefault(e["entry"], e)
+    lora, full = by_entry.get("lora"), by_entry.get("full")
+    if lora and full and full["accuracy"]["mean"] > 0 and full["trainable_params"] and full["train_seconds"]:
+        lines.append(
+            f"LoRA reaches {lora['accuracy']['mean'] / full['accuracy']['mean']:.1%} of full fine-tuning's accuracy "
+            f"with {lora['trainable_params'] / full['trainable_params']:.2%} of its trainable parameters and "
+            f"{lora['train_seconds'] / full['train_seconds']:.0%} of its training time "
+            f"({lora['artifact_mb']:.1f} MB artifact vs {full['artifact_mb']:.1f} MB)."
+        )
+    untrained = [e for e in entries if e["trainable_params"] == 0]
+    if untrained:
+        top = untrained[0]
+        gap = best["accuracy"]["mean"] - top["accuracy"]["mean"]
+        lines.append(f"Without any training, {name(top)} gets {pct(top['accuracy']['mean'])} "
+                     f"({100 * gap:.1f} points below the best).")
+    fastest = max((e for e in entries if best["accuracy"]["mean"] - e["accuracy"]["mean"] <= 0.01),
+                  key=lambda e: e["inference_texts_per_second"])
+    lines.append(f"Fastest at inference within 1 point of the best: {name(fastest)} "
+                 f"({fastest['inference_texts_per_second']:.0f} texts/s).")
+    return lines
+
+
+def _hardware() -> dict:
+    import torch
+
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }

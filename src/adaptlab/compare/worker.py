@@ -1,0 +1,69 @@
+"""One comparison run in its own process: ``python -m adaptlab.compare.worker RUN_DIR``.
+
+A fresh process per run makes the peak memory it reports that run's own (a strategy run earlier in the same
+process would leave allocations behind) and lets an interrupted comparison resume run by run. The worker
+reads ``RUN_DIR/spec.json``, trains into ``RUN_DIR/artifact`` (resuming from its checkpoints if an earlier
+attempt was interrupted), and writes ``RUN_DIR/result.json`` last, atomically: its presence means done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from adaptlab._io import write_json
+from adaptlab.errors import AdaptlabError
+
+
+def run(run_dir: Path) -> dict:
+    from adaptlab.config import DataConfig
+    from adaptlab.methods import get_strategy
+    from adaptlab.runner import train
+    from adaptlab.training.engine import work_dir
+
+    spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    started = time.perf_counter()
+    splits = DataConfig(**spec["data"]).load()
+    params = dict(spec["params"], seed=spec["seed"])
+    artifact = run_dir / "artifact"
+    if "resume" in get_strategy(spec["strategy"]).param_names() and (work_dir(artifact) / "checkpoints" / "last.ckpt").exists():
+        params["resume"] = True
+    result = train(spec["strategy"], splits, artifact, **params)
+    manifest = result.manifest
+    return {
+        "status": "done",
+        "spec": spec,
+        "metrics": {"test": manifest["metrics"]["test"], "val": manifest["metrics"]["val"],
+                    **({"test_over_draws": manifest["metrics"]["test_over_draws"]} if "test_over_draws" in manifest["metrics"] else {})},
+        "cost": manifest["cost"],
+        "artifact_bytes": manifest["size_bytes"],
+        "params": manifest["params"],
+        "base_model": manifest["base_model"],
+        "data": manifest["data"],
+        "labels": manifest["labels"],
+        "test_predictions": result.test_proba.argmax(axis=1).tolist(),
+        "test_labels": splits.test.labels.tolist(),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "resumed_from_epoch": (manifest.get("training") or {}).get("resumed_from_epoch"),
+    }
+
+
+def main() -> None:
+    run_dir = Path(sys.argv[1])
+    try:
+        result = run(run_dir)
+    except KeyboardInterrupt:
+        sys.exit(130)  # no result: the next comparison resumes this run
+    except Exception as exc:  # recorded, so the comparison goes on with the other runs and reports this one
+        message = str(exc) if isinstance(exc, AdaptlabError) else f"{type(exc).__name__}: {exc}"
+        write_json(run_dir / "failed.json", {"status": "failed", "error": message, "traceback": traceback.format_exc()})
+        print(f"adaptlab: run failed: {message}", file=sys.stderr)
+        sys.exit(1)
+    write_json(run_dir / "result.json", result)
+
+
+if __name__ == "__main__":
+    main()
