@@ -17,7 +17,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from adaptlab.config import DataConfig, _check_keys, parse_yaml, read_yaml
 from adaptlab.errors import AdaptlabError
