@@ -1,0 +1,7 @@
+"""Retrieval-augmented generation: chunk documents, embed them into a vector store, retrieve, answer, cite."""
+
+from adaptlab.rag.answer import Answer, Answerer
+from adaptlab.rag.index import IndexReport, RagIndex
+from adaptlab.rag.store import Hit, open_store
+
+__all__ = ["Answer", "Answerer", "Hit", "IndexReport", "RagIndex", "open_store"]

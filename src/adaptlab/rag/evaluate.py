@@ -1,0 +1,215 @@
+"""Measure an index: retrieval quality (hit@k, recall@k, MRR, nDCG@10) and answer quality (exact match and
+token F1, with retrieval vs closed-book on the same questions).
+
+Relevance is judged per *document*, not per chunk: hits are collapsed to their document (a SQuAD paragraph,
+a JSONL record, a file) keeping the best rank, so a long document split into chunks is not counted twice.
+Queries: a SQuAD-format file (each question's gold document is its paragraph) or a JSONL file of
+``{"question": ..., "relevant": [ids], "answers": [optional gold answers]}``, where an id is a JSONL
+record's ``id``, a file path, or a file name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from adaptlab._io import write_json
+from adaptlab.errors import AdaptlabError
+
+KS = (1, 3, 5, 10)
+DEPTH = 50  # chunks retrieved per query before collapsing to documents
+
+
+@dataclass(frozen=True)
+class Query:
+    question: str
+    relevant: frozenset[str]
+    answers: tuple[str, ...] = ()
+
+
+def load_squad(path: Path) -> tuple[list[dict], list[Query]]:
+    """SQuAD v1.1 JSON -> (paragraph records for indexing, queries). Paragraph ids: ``<title>#<n>``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise AdaptlabError(f"--squad '{path}' is not a readable SQuAD JSON file ({type(exc).__name__})") from None
+    records, queries = [], []
+    for article in data:
+        for number, paragraph in enumerate(article["paragraphs"]):
+            pid = f"{article['title']}#{number}"
+            records.append({"id": pid, "title": article["title"].replace("_", " "), "text": paragraph["context"]})
+            for qa in paragraph["qas"]:
+                queries.append(Query(qa["question"], frozenset([pid]), tuple(a["text"] for a in qa["answers"])))
+    return records, queries
+
+
+def load_queries(path: Path) -> list[Query]:
+    queries = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdaptlabError(f"--queries '{path}' cannot be read ({type(exc).__name__})") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            relevant = row["relevant"] if isinstance(row["relevant"], list) else [row["relevant"]]
+            queries.append(Query(str(row["question"]), frozenset(map(str, relevant)), tuple(map(str, row.get("answers", [])))))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise AdaptlabError(f"--queries '{path}' line {number}: needs {{\"question\": ..., \"relevant\": [ids]}}") from None
+    if not queries:
+        raise AdaptlabError(f"--queries '{path}' holds no queries")
+    return queries
+
+
+def document_ids(hit) -> set[str]:
+    chunk = hit.chunk
+    ids = {chunk.source, Path(chunk.source).name}
+    if chunk.locator:
+        ids.add(chunk.locator)
+    return ids
+
+
+def ranked_documents(hits) -> list[set[str]]:
+    """Hits collapsed to documents in rank order (each document once, at its best rank)."""
+    seen, ranked = set(), []
+    for hit in hits:
+        key = (hit.chunk.source, hit.chunk.locator)
+        if key not in seen:
+            seen.add(key)
+            ranked.append(document_ids(hit))
+    return ranked
+
+
+def retrieval_metrics(ranked: list[list[set[str]]], queries: list[Query]) -> dict:
+    metrics = {f"hit@{k}": [] for k in KS} | {f"recall@{k}": [] for k in KS} | {"mrr": [], "ndcg@10": []}
+    for documents, query in zip(ranked, queries):
+        relevant = [bool(ids & query.relevant) for ids in documents]
+        found = lambda k: sum(relevant[:k])
+        for k in KS:
+            metrics[f"hit@{k}"].append(float(found(k) > 0))
+            metrics[f"recall@{k}"].append(found(k) / len(query.relevant))
+        first = next((rank for rank, r in enumerate(relevant, start=1) if r), None)
+        metrics["mrr"].append(0.0 if first is None else 1.0 / first)
+        dcg = sum(1.0 / math.log2(rank + 1) for rank, r in enumerate(relevant[:10], start=1) if r)
+        ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(query.relevant), 10) + 1))
+        metrics["ndcg@10"].append(dcg / ideal)
+    return {name: round(float(np.mean(values)), 4) for name, values in metrics.items()}
+
+
+# -- answers (SQuAD's official normalisation) ------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, golds: tuple[str, ...]) -> float:
+    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
+
+
+def token_f1(prediction: str, golds: tuple[str, ...]) -> float:
+    def f1(gold: str) -> float:
+        pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
+        if common == 0:
+            return 0.0
+        precision, recall = common / len(pred_tokens), common / len(gold_tokens)
+        return 2 * precision * recall / (precision + recall)
+
+    return max((f1(g) for g in golds), default=0.0)
+
+
+def clean_answer(text: str) -> str:
+    """Strip citations and a trailing period: '[1] Denver Broncos.' -> 'Denver Broncos'."""
+    return re.sub(r"\s*\[\d+\]\s*", " ", text).strip().splitlines()[0].strip().rstrip(".") if text.strip() else ""
+
+
+def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str = "smollm2-135m",
+             max_new_tokens: int = 32, seed: int = 0, device: str | None = None, progress: bool = True) -> dict:
+    """Retrieval metrics on every query; on ``answers`` sampled queries with gold answers, EM/F1 with the
+    top-``k`` chunks as context and closed-book."""
+    from adaptlab.progress import progress_bar
+
+    started = time.perf_counter()
+    vectors = index.embedder.embed([q.question for q in queries])
+    embed_seconds = time.perf_counter() - started
+    ranked, latencies = [], []
+    with progress_bar("retrieving", len(queries), progress) as advance:
+        for vector in vectors:
+            tick = time.perf_counter()
+            ranked.append(ranked_documents(index.search_vector(vector, DEPTH)))
+            latencies.append(time.perf_counter() - tick)
+            advance(1)
+    result = {
+        "embedding_model": index.meta["embedding"]["model"],
+        "store": index.store.location,
+        "chunks": index.store.count(),
+        "queries": len(queries),
+        "retrieval": retrieval_metrics(ranked, queries),
+        "search_ms": {"p50": round(1000 * float(np.percentile(latencies, 50)), 2),
+                      "p95": round(1000 * float(np.percentile(latencies, 95)), 2)},
+        "query_embedding_ms": round(1000 * embed_seconds / len(queries), 2),
+    }
+    answerable = [q for q in queries if q.answers]
+    if answers and answerable:
+        result["answers"] = _answer_quality(index, answerable, answers, k, model, max_new_tokens, seed, device, progress)
+    return result
+
+
+def _answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress) -> dict:
+    from adaptlab.generation import SamplingOptions
+    from adaptlab.progress import progress_bar
+    from adaptlab.rag.answer import Answerer
+
+    rng = np.random.default_rng(seed)
+    sample = [queries[i] for i in sorted(rng.choice(len(queries), min(n, len(queries)), replace=False))]
+    answerer = Answerer(index, model, device)
+    options = SamplingOptions(max_new_tokens=max_new_tokens)
+    scores = {"rag": {"em": [], "f1": []}, "closed_book": {"em": [], "f1": []}}
+    samples = []
+    with progress_bar("answering (RAG and closed-book)", len(sample), progress) as advance:
+        for query in sample:
+            rag = answerer.ask(query.question, k, options, short=True)
+            closed = answerer.ask(query.question, 0, options, short=True, hits=[])
+            for mode, answer in (("rag", rag), ("closed_book", closed)):
+                text = clean_answer(answer.text)
+                scores[mode]["em"].append(exact_match(text, query.answers))
+                scores[mode]["f1"].append(token_f1(text, query.answers))
+            if len(samples) < 8:
+                samples.append({"question": query.question, "gold": list(query.answers),
+                                "rag": clean_answer(rag.text), "closed_book": clean_answer(closed.text)})
+            advance(1)
+    summary = {mode: {m: round(float(np.mean(v)), 4) for m, v in values.items()} for mode, values in scores.items()}
+    return {"n": len(sample), "k": k, "generator": model, **summary,
+            "f1_gain_from_retrieval": round(summary["rag"]["f1"] - summary["closed_book"]["f1"], 4), "samples": samples}
+
+
+def write_results(result: dict, directory: Path) -> None:
+    """results.json and results.md side by side."""
+    write_json(directory / "results.json", result)
+    r = result["retrieval"]
+    lines = [f"# Retrieval evaluation: {result['queries']} queries, {result['chunks']} chunks, embedder {result['embedding_model']}",
+             "", "| " + " | ".join(r) + " |", "|" + "---|" * len(r), "| " + " | ".join(f"{v:.4f}" for v in r.values()) + " |",
+             "", f"Search latency p50 {result['search_ms']['p50']} ms, p95 {result['search_ms']['p95']} ms (store only).", ""]
+    if "answers" in result:
+        a = result["answers"]
+        lines += [f"## Answers ({a['n']} questions, top-{a['k']} chunks, generator {a['generator']})", "",
+                  "| mode | exact match | token F1 |", "|---|---|---|",
+                  f"| RAG | {a['rag']['em']:.4f} | {a['rag']['f1']:.4f} |",
+                  f"| closed-book | {a['closed_book']['em']:.4f} | {a['closed_book']['f1']:.4f} |", "",
+                  "| question | gold | RAG | closed-book |", "|---|---|---|---|"]
+        lines += [f"| {s['question']} | {s['gold'][0]} | {s['rag']} | {s['closed_book']} |".replace("\n", " ") for s in a["samples"]]
+    from adaptlab._io import atomic_file
+
+    with atomic_file(directory / "results.md") as handle:
+        handle.write("\n".join(lines) + "\n")

@@ -1,0 +1,147 @@
+"""An index: documents chunked and embedded into a vector store, updated incrementally, searched by meaning.
+
+The store remembers how it was built (embedding model and fingerprint, pooling, chunk size and overlap);
+adding to it or querying it with a different embedding model is refused, because vectors from two models
+live in unrelated spaces and the scores would silently mean nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.progress import progress_bar
+from adaptlab.rag.chunking import Chunker
+from adaptlab.rag.documents import find_sources, iter_records, under_roots
+from adaptlab.rag.store import ChunkRow, Hit, VectorStore, open_store
+
+FLUSH_CHUNKS = 512  # chunks embedded and written per store transaction
+
+
+@dataclass
+class IndexReport:
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks_written: int = 0
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+    store_seconds: float = 0.0
+
+
+class RagIndex:
+    def __init__(self, store: str | Path | VectorStore, *, model: str | None = None, chunk_size: int | None = None,
+                 chunk_overlap: int | None = None, device: str | None = None, progress: bool = True) -> None:
+        from adaptlab.embeddings import Embedder
+
+        self.store = open_store(store) if isinstance(store, (str, Path)) else store
+        self.meta = self.store.read_meta()
+        self.progress = progress
+        if self.meta is None:
+            self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
+            self.meta = {
+                "format": 1, "embedding": self._identity(), "dim": None,
+                "chunk_size": chunk_size or 200, "chunk_overlap": 40 if chunk_overlap is None else chunk_overlap,
+            }
+        else:
+            built = self.meta["embedding"]
+            self.embedder = Embedder(model or built["model"], "mean", normalize=True, device=device, progress=False)
+            if self._identity()["fingerprint"] != built["fingerprint"]:
+                raise AdaptlabError(
+                    f"store '{self.store.location}' was built with embedding model '{built['model']}'; it cannot be "
+                    f"used with '{model}' (vectors of different models are not comparable): drop --model or use a new --store"
+                )
+            for name, value in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap)):
+                if value is not None and value != self.meta[name]:
+                    raise AdaptlabError(f"store '{self.store.location}' uses --{name.replace('_', '-')} {self.meta[name]}; "
+                                        f"re-chunking needs a new --store")
+        self.chunker = Chunker(self.embedder.tokenizer, self.meta["chunk_size"], self.meta["chunk_overlap"],
+                               max_tokens=self.embedder.max_length)
+
+    def _identity(self) -> dict:
+        return {"model": self.embedder.model_name, "fingerprint": self.embedder.ref.fingerprint(), "pooling": "mean",
+                "normalize": True, "max_length": self.embedder.max_length}
+
+    # -- indexing -----------------------------------------------------------------------------------------
+    def update(self, paths: list[str]) -> IndexReport:
+        """Bring the store in line with ``paths``: new files added, changed ones replaced, files that
+        disappeared from under these paths removed; unchanged files cost one hash each."""
+        started = time.perf_counter()
+        report = IndexReport()
+        files, roots = find_sources(paths)
+        known = self.store.documents()
+        present = {f.source for f in files}
+        report.removed = sorted(s for s in known if under_roots(s, roots) and s not in present)
+        self.store.forget(report.removed)
+        todo = []
+        for file in files:
+            digest = file.content_hash()
+            if known.get(file.source) == digest:
+                report.unchanged += 1
+            else:
+                todo.append((file, digest))
+        if self.meta.get("dim") is None:
+            self.meta["dim"] = int(self.embedder.embed(["dimension probe"]).shape[1])
+        self.store.write_meta(self.meta)
+        digests = {file.source: digest for file, digest in todo}
+        pending: list[tuple[str, str, list[ChunkRow]]] = []
+        with progress_bar("indexing documents", len(todo), self.progress and bool(todo)) as advance:
+            for file, records, error in iter_records([f for f, _ in todo]):
+                digest = digests[file.source]
+                if error is not None:
+                    report.failed.append((file.source, error))
+                else:
+                    (report.replaced if file.source in known else report.added).append(file.source)
+                    pending.append((file.source, digest, self._chunk(file.source, records)))
+                if sum(len(rows) for _, _, rows in pending) >= FLUSH_CHUNKS:
+                    self._flush(pending, known, report)
+                    pending = []
+                advance(1)
+            self._flush(pending, known, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _chunk(self, source: str, records) -> list[ChunkRow]:
+        rows = []
+        for record in records:
+            for position, chunk in enumerate(self.chunker.split(record.text)):
+                key = hashlib.sha256(f"{source}\0{record.locator}\0{position}\0{chunk.text}".encode()).hexdigest()[:32]
+                rows.append(ChunkRow(key, source, record.locator, record.title, position, chunk.start, chunk.end, chunk.text))
+        return rows
+
+    def _flush(self, pending, known: dict[str, str], report: IndexReport) -> None:
+        if not pending:
+            return
+        rows = [row for _, _, chunk_rows in pending for row in chunk_rows]
+        embed_started = time.perf_counter()
+        vectors = self.embedder.embed([row.text for row in rows]) if rows else np.zeros((0, self.meta["dim"]), np.float32)
+        store_started = time.perf_counter()
+        self.store.forget([source for source, _, _ in pending if source in known])
+        self.store.add(rows, vectors)
+        self.store.record({source: digest for source, digest, _ in pending})
+        report.embed_seconds += store_started - embed_started
+        report.store_seconds += time.perf_counter() - store_started
+        report.chunks_written += len(rows)
+
+    # -- querying -----------------------------------------------------------------------------------------
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embedder.embed([text])[0]
+
+    def search(self, query: str, k: int = 5) -> list[Hit]:
+        if not query.strip():
+            raise AdaptlabError("the query is empty")
+        return self.search_vector(self.embed_query(query), k)
+
+    def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
+        if k < 1:
+            raise AdaptlabError(f"-k must be at least 1, not {k}")
+        if self.meta.get("dim") is None or self.store.count() == 0:
+            raise AdaptlabError(f"store '{self.store.location}' is empty; run `adaptlab rag index PATH --store {self.store.location}` first")
+        return self.store.search(vector, k)

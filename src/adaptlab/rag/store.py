@@ -1,0 +1,191 @@
+"""Vector stores behind one small interface: LanceDB in a local directory (default), PostgreSQL + pgvector.
+
+Both keep two collections: ``chunks`` (text, metadata, unit-length vector) and ``documents`` (source ->
+content hash, written *after* a document's chunks). Updating a document first forgets its record, then its
+chunks, then adds the new chunks, then the record: a run killed at any point leaves documents without a
+record, and the next run redoes exactly those. Searches return a similarity score in [0, 1]:
+``(1 + cosine) / 2``, the same in every store (1 = same direction, 0.5 = orthogonal, 0 = opposite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from adaptlab._io import write_json
+from adaptlab.errors import AdaptlabError
+
+META_FILE = "adaptlab-index.json"
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: str
+    source: str
+    locator: str
+    title: str
+    position: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    chunk: ChunkRow
+
+
+def score_from_cosine_distance(distance: float) -> float:
+    return float(min(1.0, max(0.0, 1.0 - distance / 2.0)))
+
+
+class VectorStore(Protocol):
+    location: str
+
+    def read_meta(self) -> dict | None: ...
+    def write_meta(self, meta: dict) -> None: ...
+    def documents(self) -> dict[str, str]: ...
+    def forget(self, sources: list[str]) -> None: ...
+    def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None: ...
+    def record(self, documents: dict[str, str]) -> None: ...
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]: ...
+    def count(self) -> int: ...
+
+
+def open_store(location: str | Path) -> VectorStore:
+    """``postgresql://...`` -> PostgreSQL + pgvector; anything else is a LanceDB directory."""
+    location = str(location)
+    if location.startswith(("postgresql://", "postgres://")):
+        from adaptlab.rag.pgvector_store import PgVectorStore
+
+        return PgVectorStore(location)
+    return LanceStore(Path(location))
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class LanceStore:
+    """An embedded LanceDB database in a directory: persistent, versioned, no server."""
+
+    def __init__(self, directory: Path) -> None:
+        os.environ.setdefault("LANCE_LOG", "error")  # lance's Rust logger warns on every new table otherwise
+        import lancedb
+
+        if directory.exists() and not directory.is_dir():
+            raise AdaptlabError(f"--store '{directory}' is a file; give a directory (or a postgresql:// URL)")
+        self.directory, self.location = directory, str(directory)
+        self.db = lancedb.connect(str(directory))
+        self._chunks = self._documents = None
+
+    # -- metadata -----------------------------------------------------------------------------------------
+    def read_meta(self) -> dict | None:
+        path = self.directory / META_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+    def write_meta(self, meta: dict) -> None:
+        write_json(self.directory / META_FILE, meta)
+
+    # -- tables -------------------------------------------------------------------------------------------
+    def _table(self, name: str, schema=None):
+        if name in self.db.list_tables().tables:
+            return self.db.open_table(name)
+        if schema is None:
+            return None
+        return self.db.create_table(name, schema=schema)
+
+    def _chunk_table(self, dim: int | None = None):
+        import pyarrow as pa
+
+        if self._chunks is None:
+            schema = None if dim is None else pa.schema([
+                ("id", pa.string()), ("source", pa.string()), ("locator", pa.string()), ("title", pa.string()),
+                ("position", pa.int32()), ("start", pa.int32()), ("end", pa.int32()), ("text", pa.string()),
+                ("vector", pa.list_(pa.float32(), dim)),
+            ])
+            self._chunks = self._table("chunks", schema)
+        return self._chunks
+
+    def _document_table(self, create: bool = False):
+        import pyarrow as pa
+
+        if self._documents is None:
+            schema = pa.schema([("source", pa.string()), ("content_hash", pa.string())]) if create else None
+            self._documents = self._table("documents", schema)
+        return self._documents
+
+    # -- the interface ------------------------------------------------------------------------------------
+    def documents(self) -> dict[str, str]:
+        table = self._document_table()
+        if table is None:
+            return {}
+        data = table.to_arrow()
+        return dict(zip(data.column("source").to_pylist(), data.column("content_hash").to_pylist()))
+
+    def forget(self, sources: list[str]) -> None:
+        for start in range(0, len(sources), 500):  # keep the SQL predicate short
+            predicate = f"source IN ({', '.join(map(_quote, sources[start:start + 500]))})"
+            for table in (self._document_table(), self._chunk_table()):
+                if table is not None:
+                    table.delete(predicate)
+
+    def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
+        import pyarrow as pa
+
+        if not rows:
+            return
+        table = self._chunk_table(vectors.shape[1])
+        columns = {field: [getattr(row, field) for row in rows] for field in ChunkRow.__dataclass_fields__}
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
+        table.add(pa.table(columns, schema=table.schema))
+
+    def record(self, documents: dict[str, str]) -> None:
+        import pyarrow as pa
+
+        if documents:
+            table = self._document_table(create=True)
+            table.add(pa.table({"source": list(documents), "content_hash": list(documents.values())}, schema=table.schema))
+
+    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+        table = self._chunk_table()
+        if table is None:
+            return []
+        query = table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine").limit(k)
+        if table.list_indices():
+            query = query.nprobes(32).refine_factor(5)  # ANN index: probe widely, re-rank exactly
+        fields = list(ChunkRow.__dataclass_fields__)
+        return [Hit(score_from_cosine_distance(row["_distance"]), ChunkRow(**{f: row[f] for f in fields}))
+                for row in query.select([*fields, "_distance"]).to_list()]
+
+    def count(self) -> int:
+        table = self._chunk_table()
+        return 0 if table is None else table.count_rows()
+
+    def build_ann_index(self) -> None:
+        """An IVF-PQ index for large stores (exact search is used until one is built)."""
+        table = self._chunk_table()
+        rows = self.count()
+        if table is None or rows < 256:
+            raise AdaptlabError(f"an approximate index needs at least 256 chunks; this store has {rows}")
+        dim = table.schema.field("vector").type.list_size
+        table.create_index(metric="cosine", vector_column_name="vector", num_partitions=max(1, int(rows ** 0.5) // 2),
+                           num_sub_vectors=max(1, dim // 8), replace=True)
+
+    def compact(self) -> None:
+        """Merge the small files that incremental updates leave behind, and drop superseded versions."""
+        from datetime import timedelta
+
+        for table in (self._chunk_table(), self._document_table()):
+            if table is not None:
+                table.optimize(cleanup_older_than=timedelta(0))
+
+
+def describe(hit: Hit) -> dict:
+    return {"score": round(hit.score, 4), **asdict(hit.chunk)}
