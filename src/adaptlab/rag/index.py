@@ -46,9 +46,10 @@ class RagIndex:
         self.progress = progress
         if self.meta is None:
             self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
+            size = chunk_size or 200
             self.meta = {
                 "format": 1, "embedding": self._identity(), "dim": None,
-                "chunk_size": chunk_size or 200, "chunk_overlap": 40 if chunk_overlap is None else chunk_overlap,
+                "chunk_size": size, "chunk_overlap": min(40, size // 5) if chunk_overlap is None else chunk_overlap,
             }
         else:
             built = self.meta["embedding"]
@@ -101,10 +102,10 @@ class RagIndex:
                     (report.replaced if file.source in known else report.added).append(file.source)
                     pending.append((file.source, digest, self._chunk(file.source, records)))
                 if sum(len(rows) for _, _, rows in pending) >= FLUSH_CHUNKS:
-                    self._flush(pending, known, report)
+                    self._flush(pending, report)
                     pending = []
                 advance(1)
-            self._flush(pending, known, report)
+            self._flush(pending, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -116,14 +117,15 @@ class RagIndex:
                 rows.append(ChunkRow(key, source, record.locator, record.title, position, chunk.start, chunk.end, chunk.text))
         return rows
 
-    def _flush(self, pending, known: dict[str, str], report: IndexReport) -> None:
+    def _flush(self, pending, report: IndexReport) -> None:
         if not pending:
             return
         rows = [row for _, _, chunk_rows in pending for row in chunk_rows]
         embed_started = time.perf_counter()
         vectors = self.embedder.embed([row.text for row in rows]) if rows else np.zeros((0, self.meta["dim"]), np.float32)
         store_started = time.perf_counter()
-        self.store.forget([source for source, _, _ in pending if source in known])
+        # New sources too: a run killed after writing their chunks but before their record left chunks behind.
+        self.store.forget([source for source, _, _ in pending])
         self.store.add(rows, vectors)
         self.store.record({source: digest for source, digest, _ in pending})
         report.embed_seconds += store_started - embed_started
