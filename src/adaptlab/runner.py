@@ -126,6 +126,10 @@ class Artifact:
         self.strategy = get_strategy(self.manifest["strategy"]).load(self.path, self.manifest, **runtime)
         self.label_names: list[str] = self.manifest["labels"]
 
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return self.strategy.predict_proba(list(texts))
 

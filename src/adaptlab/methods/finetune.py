@@ -294,7 +294,9 @@ class TokenClassifierStrategy(GradientStrategy):
         raise NotImplementedError
 
     @classmethod
-    def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "TokenClassifierStrategy":
+    def load(cls, directory: Path, manifest: dict, *, network: nn.Module | None = None, **runtime: Any) -> "TokenClassifierStrategy":
+        """``network``: an already loaded model to predict with instead of this artifact's weights (the server
+        passes one shared base model with this artifact's LoRA adapter selected)."""
         from transformers import AutoTokenizer
 
         strategy = _rebuild(cls, manifest, runtime)
@@ -302,7 +304,7 @@ class TokenClassifierStrategy(GradientStrategy):
         strategy.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
         strategy.tokenizer_.padding_side = manifest["tokenization"]["padding_side"]
         strategy.max_length_ = manifest["tokenization"]["max_length"]
-        strategy.model_ = strategy.load_weights(directory).eval()
+        strategy.model_ = (strategy.load_weights(directory) if network is None else network).eval()
         strategy.counts_ = (manifest["cost"]["trainable_params"], manifest["cost"]["total_params"])
         return strategy
 

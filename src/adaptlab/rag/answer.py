@@ -42,10 +42,10 @@ def build_prompt(question: str, hits: list[Hit], short: bool = False) -> tuple[s
 class Answerer:
     """Retrieval (optional) + a causal LM. ``index=None`` answers closed-book."""
 
-    def __init__(self, index, model: str = "smollm2-135m", device: str | None = None) -> None:
+    def __init__(self, index, model: str = "smollm2-135m", device: str | None = None, generator=None) -> None:
         from adaptlab.generation import Generator
 
-        self.index, self.generator = index, Generator(model, device)
+        self.index, self.generator = index, generator or Generator(model, device)
 
     def retrieve(self, question: str, k: int) -> list[Hit]:
         return [] if self.index is None or k == 0 else self.index.search(question, k)

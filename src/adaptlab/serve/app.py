@@ -1,0 +1,235 @@
+"""The HTTP API: classify with any artifact, generate with a causal LM, answer from a RAG store.
+
+Errors are JSON, ``{"error": {"type": ..., "message": ...}}`` with a 4xx status for bad requests (422 invalid
+body, 404 unknown model, 413 too large) and 500 for a failure inside a model; the server keeps running.
+Model work runs on one compute thread (PyTorch parallelises inside each forward pass), fed by the
+micro-batchers, so the event loop stays free to accept requests.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from adaptlab.serve.batching import MicroBatcher
+from adaptlab.serve.registry import Registry
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    max_batch: int = 32  # texts per forward pass
+    batch_window_ms: float = 5.0
+    batching: bool = True
+    max_texts: int = 256  # per request
+    max_chars: int = 20_000  # per text
+    max_body_bytes: int = 2 * 2**20
+    max_new_tokens: int = 1024
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassifyRequest(_Strict):
+    texts: list[StrictStr] = Field(min_length=1, description="Texts to classify.")
+    model: StrictStr | None = Field(None, description="Served model name (optional when one is served).")
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+
+
+class GenerateRequest(_Strict):
+    prompt: StrictStr = Field(min_length=1)
+    model: StrictStr | None = None
+    system: StrictStr | None = None
+    raw: bool = Field(False, description="Send the prompt as is, without the chat template.")
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+    stream: bool = Field(False, description="Server-sent events: one `data: {\"text\": ...}` per piece, then `data: [DONE]`.")
+
+
+class AskRequest(_Strict):
+    question: StrictStr = Field(min_length=1)
+    k: int = Field(3, ge=0, le=20, description="Chunks of context (0 = closed-book).")
+    model: StrictStr | None = Field(None, description="Generator name.")
+    max_new_tokens: int = Field(160, ge=1)
+    stream: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413) before they are parsed, declared length or not."""
+
+    class _TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyLimit._TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyLimit._TooLarge:
+            await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+
+
+def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> FastAPI:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptlab-compute")
+    batchers = {
+        name: MicroBatcher(artifact.predict_proba, executor, max_batch=options.max_batch,
+                           window=options.batch_window_ms / 1000, enabled=options.batching)
+        for name, artifact in registry.artifacts.items()
+    }
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        for batcher in batchers.values():
+            await batcher.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="adaptlab", description="Serve trained adaptlab artifacts.", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return _error(422, "invalid_request", f"{where}: {first['msg']}")
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return _error(exc.status, exc.kind, exc.message)
+
+    @app.exception_handler(Exception)
+    async def internal(_request: Request, exc: Exception):
+        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def lookup(function, name):
+        try:
+            return function(name)
+        except LookupError as exc:
+            raise ApiError(404, "unknown_model", str(exc.args[0])) from None
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "models": list(registry.artifacts), "generators": list(registry.generators),
+                "rag": registry.rag is not None,
+                "batches": {name: {"forward_passes": b.batches, "texts": b.texts} for name, b in batchers.items()}}
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {
+            "models": [{
+                "name": name, "strategy": a.manifest["strategy"], "base_model": a.manifest["base_model"]["name"],
+                "labels": a.label_names, "test_accuracy": a.manifest["metrics"]["test"]["accuracy"],
+                "shares_base_with": registry.shared_bases.get(name),
+            } for name, a in registry.artifacts.items()],
+            "generators": list(registry.generators),
+            "rag": None if registry.rag is None else {"store": registry.rag.store.location, "chunks": registry.rag.store.count()},
+        }
+
+    @app.post("/v1/classify", response_model=ClassifyResponse)
+    async def classify(request: ClassifyRequest) -> dict:
+        artifact = lookup(registry.artifact, request.model)
+        if len(request.texts) > options.max_texts:
+            raise ApiError(413, "too_large", f"{len(request.texts)} texts; at most {options.max_texts} per request")
+        for number, text in enumerate(request.texts):
+            if len(text) > options.max_chars:
+                raise ApiError(413, "too_large", f"texts[{number}] has {len(text)} characters; at most {options.max_chars}")
+        name = request.model or next(n for n, a in registry.artifacts.items() if a is artifact)
+        proba = await batchers[name].submit(request.texts)
+        labels = artifact.label_names
+        return {"model": name, "predictions": [
+            {"label": labels[int(row.argmax())], "probabilities": {label: float(p) for label, p in zip(labels, row)}}
+            for row in proba]}
+
+    def sse(pieces, final=None):
+        for piece in pieces:
+            yield f"data: {json.dumps({'text': piece}, ensure_ascii=False)}\n\n"
+        if final is not None:
+            yield f"data: {json.dumps(final(), ensure_ascii=False)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    @app.post("/v1/generate")
+    async def generate(request: GenerateRequest):
+        from adaptlab.generation import SamplingOptions
+
+        name, generator = lookup(registry.generator, request.model)
+        if request.max_new_tokens > options.max_new_tokens:
+            raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")
+        sampling = SamplingOptions(request.max_new_tokens, request.temperature, request.top_p, seed=request.seed)
+        prompt = request.prompt if request.raw else generator.render_chat(request.prompt, request.system)
+        if request.stream:
+            return StreamingResponse(sse(generator.stream(prompt, sampling)), media_type="text/event-stream")
+        text = await _in_thread(executor, generator.generate, prompt, sampling)
+        return {"model": name, "text": text}
+
+    @app.post("/v1/rag/ask")
+    async def rag_ask(request: AskRequest):
+        from adaptlab.generation import SamplingOptions
+        from adaptlab.rag.answer import Answerer
+        from adaptlab.rag.store import describe
+
+        if registry.rag is None:
+            raise ApiError(404, "no_rag_store", "no RAG store is served; start the server with --rag-store DIR")
+        name, generator = lookup(registry.generator, request.model)
+        if request.max_new_tokens > options.max_new_tokens:
+            raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")
+        answerer = Answerer(registry.rag, generator=generator)
+        sampling = SamplingOptions(max_new_tokens=request.max_new_tokens)
+        answer, pieces = await _in_thread(executor, answerer.stream, request.question, request.k, sampling)
+        summary = lambda: {"model": name, "answer": answer.text, "cited": answer.cited,
+                           "sources": [describe(hit) for hit in answer.sources]}
+        if request.stream:
+            return StreamingResponse(sse(pieces, summary), media_type="text/event-stream")
+        await _in_thread(executor, lambda: [None for _ in pieces])
+        return summary()
+
+    return app
+
+
+async def _in_thread(executor, function, *args):
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)

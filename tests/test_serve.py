@@ -1,0 +1,228 @@
+"""`adaptlab serve`: every route and error, artifacts of every strategy, shared LoRA bases, micro-batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+STRATEGIES = {
+    "features": {"classifier": "logreg", "cache": False},
+    "head": {"epochs": 2, "cache": False},
+    "full": {"epochs": 1},
+    "lora": {"epochs": 1},
+    "prefix-tuning": {"epochs": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, tiny_bert, tiny_llama) -> dict[str, Path]:
+    """One small artifact per strategy family on tiny random-weight models (plus a second LoRA, and ICL)."""
+    import adaptlab
+
+    root = tmp_path_factory.mktemp("artifacts")
+    splits = adaptlab.load_splits("rotten_tomatoes", train_size=60, val_size=20, test_size=20)
+    paths = {}
+    for name, params in STRATEGIES.items():
+        adaptlab.train(name, splits, root / name, model=str(tiny_bert), progress=False, **params)
+        paths[name] = root / name
+    adaptlab.train("lora", splits, root / "lora-b", model=str(tiny_bert), progress=False, epochs=1, seed=7, lr=5e-2)
+    paths["lora-b"] = root / "lora-b"
+    adaptlab.train("icl", splits, root / "icl", model=str(tiny_llama), k=0, draws=1, progress=False)
+    paths["icl"] = root / "icl"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(artifacts):
+    from adaptlab.serve import create_app, load_registry
+
+    registry = load_registry(dict(artifacts), [], None, "cpu")
+    with TestClient(create_app(registry)) as test_client:
+        yield test_client, registry
+
+
+def classify(client, model, texts):
+    response = client.post("/v1/classify", json={"texts": texts, "model": model})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+TEXTS = ["a wonderful, moving film", "a dull and lifeless mess", "it was fine, i guess", "x" * 300]
+
+
+def test_every_strategy_serves_the_predictions_of_its_artifact(client, artifacts):
+    from adaptlab.runner import load_artifact
+
+    test_client, _ = client
+    for name, path in artifacts.items():
+        reply = classify(test_client, name, TEXTS)
+        expected = load_artifact(path, device="cpu", progress=False).predict_proba(TEXTS)
+        served = np.array([[p["probabilities"][label] for label in ("negative", "positive")] for p in reply["predictions"]])
+        np.testing.assert_allclose(served, expected, atol=1e-5, err_msg=name)
+        assert reply["model"] == name and reply["predictions"][0]["label"] in ("negative", "positive")
+
+
+def test_lora_adapters_share_one_base_and_keep_their_own_predictions(client, artifacts):
+    test_client, registry = client
+    assert registry.shared_bases == {"lora-b": "lora"}
+    models = {m["name"]: m for m in test_client.get("/v1/models").json()["models"]}
+    assert models["lora-b"]["shares_base_with"] == "lora" and models["full"]["shares_base_with"] is None
+    base_a = registry.artifacts["lora"].strategy.model_.peft
+    assert registry.artifacts["lora-b"].strategy.model_.peft is base_a  # one base model in memory
+    a, b = (np.array([list(p["probabilities"].values()) for p in classify(test_client, n, TEXTS)["predictions"]])
+            for n in ("lora", "lora-b"))
+    assert not np.allclose(a, b)  # different adapters, different answers (each checked against its artifact above)
+    again = np.array([list(p["probabilities"].values()) for p in classify(test_client, "lora", TEXTS)["predictions"]])
+    np.testing.assert_allclose(again, a, atol=1e-6)
+
+
+def test_concurrent_requests_are_micro_batched_with_identical_results(artifacts):
+    from adaptlab.serve import ServeOptions, create_app, load_registry
+
+    async def run(batching: bool):
+        registry = load_registry({"full": artifacts["full"]}, [], None, "cpu")
+        app = create_app(registry, ServeOptions(batching=batching, batch_window_ms=20))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+            replies = await asyncio.gather(*[http.post("/v1/classify", json={"texts": [f"review number {i}", "great"]})
+                                             for i in range(24)])
+            health = (await http.get("/health")).json()
+        return [r.json()["predictions"] for r in replies], health["batches"]["full"]
+
+    batched, stats = asyncio.run(run(True))
+    single, single_stats = asyncio.run(run(False))
+    assert stats["texts"] == single_stats["texts"] == 48
+    assert single_stats["forward_passes"] == 24 and stats["forward_passes"] <= 4
+    for a, b in zip(batched, single):
+        assert [p["label"] for p in a] == [p["label"] for p in b]
+        np.testing.assert_allclose([list(p["probabilities"].values()) for p in a],
+                                   [list(p["probabilities"].values()) for p in b], atol=1e-5)
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"texts": []}, 422, "texts"),
+    ({"texts": ["ok", 3]}, 422, "texts.1"),
+    ({"texts": "not a list"}, 422, "texts"),
+    ({"texts": ["ok"], "model": "nope"}, 404, "unknown model 'nope'"),
+    ({"texts": ["ok"]}, 404, "several models are served"),
+    ({"texts": ["ok"], "model": "full", "extra": 1}, 422, "extra"),
+    ({"texts": ["ok"] * 300, "model": "full"}, 413, "at most 256"),
+    ({"texts": ["y" * 30_000], "model": "full"}, 413, "texts[0]"),
+])
+def test_bad_classify_requests_get_clear_json_errors(client, body, status, needle):
+    test_client, _ = client
+    response = test_client.post("/v1/classify", json=body)
+    assert response.status_code == status and needle in response.json()["error"]["message"], response.text
+
+
+def test_malformed_and_oversized_bodies(client):
+    test_client, _ = client
+    response = test_client.post("/v1/classify", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["type"] == "invalid_request"
+    response = test_client.post("/v1/classify", content=b"x" * (3 * 2**20), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["type"] == "too_large"
+
+
+def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
+    from adaptlab.serve import create_app, load_registry
+
+    registry = load_registry({"head": artifacts["head"]}, [], None, "cpu")
+    artifact, calls = registry.artifacts["head"], []
+    original = artifact.predict_proba
+
+    def flaky(texts):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("simulated out-of-memory")
+        return original(texts)
+
+    artifact.predict_proba = flaky
+    with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
+        failed = test_client.post("/v1/classify", json={"texts": ["boom"]})
+        assert failed.status_code == 500 and "simulated out-of-memory" in failed.json()["error"]["message"]
+        assert "Traceback" not in failed.text
+        assert test_client.post("/v1/classify", json={"texts": ["fine"]}).status_code == 200
+
+
+def test_health_models_and_docs(client):
+    test_client, _ = client
+    health = test_client.get("/health").json()
+    assert health["status"] == "ok" and set(health["models"]) >= {"features", "lora", "icl"}
+    listed = test_client.get("/v1/models").json()
+    assert {m["strategy"] for m in listed["models"]} == {"features", "head", "full", "lora", "prefix-tuning", "icl"}
+    assert listed["generators"] == ["icl"] and listed["rag"] is None
+    assert test_client.get("/docs").status_code == 200
+    assert "/v1/classify" in test_client.get("/openapi.json").json()["paths"]
+
+
+def test_generate_plain_and_streaming(client):
+    test_client, _ = client
+    reply = test_client.post("/v1/generate", json={"prompt": "Hello", "max_new_tokens": 5})
+    assert reply.status_code == 200 and reply.json()["model"] == "icl" and isinstance(reply.json()["text"], str)
+    with test_client.stream("POST", "/v1/generate", json={"prompt": "Hello", "max_new_tokens": 5, "stream": True}) as stream:
+        events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and all("text" in json.loads(e[6:]) for e in events[:-1])
+    assert "".join(json.loads(e[6:])["text"] for e in events[:-1]).strip() == reply.json()["text"].strip()
+    assert test_client.post("/v1/generate", json={"prompt": "Hi", "model": "full"}).status_code == 404
+    assert test_client.post("/v1/generate", json={"prompt": "Hi", "max_new_tokens": 5000}).status_code == 413
+    assert test_client.post("/v1/rag/ask", json={"question": "why?"}).status_code == 404
+
+
+def test_rag_ask_route(tmp_path, tiny_bert, tiny_llama):
+    from adaptlab.rag import RagIndex
+    from adaptlab.serve import create_app, load_registry
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "eiffel.txt").write_text("The Eiffel Tower was completed in 1889.")
+    RagIndex(tmp_path / "store", model=str(tiny_bert), progress=False).update([str(tmp_path / "docs")])
+    registry = load_registry({}, [str(tiny_llama)], str(tmp_path / "store"), "cpu")
+    with TestClient(create_app(registry)) as test_client:
+        reply = test_client.post("/v1/rag/ask", json={"question": "When was it completed?", "k": 1, "max_new_tokens": 5}).json()
+        assert Path(reply["sources"][0]["source"]).name == "eiffel.txt" and 0 <= reply["sources"][0]["score"] <= 1
+        with test_client.stream("POST", "/v1/rag/ask", json={"question": "When?", "k": 1, "max_new_tokens": 4, "stream": True}) as stream:
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "data: [DONE]" and "sources" in json.loads(events[-2][6:])
+
+
+def test_serve_command_errors_exit_2(cli, tmp_path):
+    for args, needle in ((("serve", tmp_path), "not an adaptlab artifact"), (("serve",), "nothing to serve"),
+                         (("serve", "--rag-store", tmp_path / "none"), "does not exist")):
+        code, _, err = cli(*args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_serve_command_on_a_real_artifact_over_loopback(tmp_path):
+    """`adaptlab serve` as users start it: a features artifact on the packaged minilm, real HTTP on loopback."""
+    import adaptlab
+
+    splits = adaptlab.load_splits("rotten_tomatoes", train_size=300, val_size=100, test_size=100)
+    adaptlab.train("features", splits, tmp_path / "rt", model="minilm", progress=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "adaptlab", "serve", f"sentiment={tmp_path / 'rt'}", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify",
+                           json={"texts": ["a wonderful, moving film", "a dull, tedious mess"]}, timeout=30).json()
+        assert [p["label"] for p in reply["predictions"]] == ["positive", "negative"] and reply["model"] == "sentiment"
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
