@@ -59,6 +59,16 @@ def test_overrides_apply_to_one_entry_or_all_and_are_checked():
         plan(strategies=["lora"], params={"lora": {"rank": 4}}).runs(KINDS)
     with pytest.raises(AdaptlabError, match="ENTRY.PARAM=VALUE"):
         parse_overrides(["lora-r=4"])
+    mixed = {r.entry: r.params for r in plan(strategies=["zero-shot", "lora"], params={"all": {"lr": 1e-3}}).runs(KINDS)}
+    assert mixed["lora"]["lr"] == 1e-3 and "lr" not in mixed["zero-shot"]  # icl takes no learning rate
+    with pytest.raises(AdaptlabError, match="no selected strategy takes"):
+        plan(strategies=["lora"], params={"all": {"rank": 4}}).runs(KINDS)
+
+
+def test_models_with_the_same_name_get_separate_run_directories():
+    runs = plan(models=["org1/bert", "org2/bert"], strategies=["full"]).runs(
+        {"org1/bert": ModelInfo("encoder", 512), "org2/bert": ModelInfo("encoder", 512)})
+    assert len({r.key for r in runs}) == 2 and all(r.key.startswith("bert-") for r in runs)
 
 
 def test_preset_token_cap_respects_short_position_tables():
@@ -81,7 +91,7 @@ def test_yaml_plan_with_command_line_overrides(tmp_path):
 
 @pytest.mark.parametrize("values, message", [
     ({"preset": "fast"}, "--preset"), ({"seeds": 0}, "--seeds"), ({"strategies": ["lora", "adapters"]}, "unknown entry"),
-    ({"params": {"qlora": {}}}, "unknown entry"),
+    ({"params": {"qlora": {}}}, "unknown entry"), ({"models": ["enc", "enc"]}, "more than once"),
 ])
 def test_bad_plans_are_refused(values, message):
     with pytest.raises(AdaptlabError, match=message):
@@ -89,7 +99,8 @@ def test_bad_plans_are_refused(values, message):
 
 
 # -- statistics and recommendation -------------------------------------------------------------------
-def fake_results(output: Path, entries: dict[str, tuple[float, list[float], int, float]], n: int = 400) -> list:
+def fake_results(output: Path, entries: dict[str, tuple[float, list[float], int, float]], n: int = 400,
+                 data: DataConfig | None = None) -> list:
     """Write result.json files as the worker does: per entry (test accuracy per seed via planted mistakes,
     trainable params, train seconds)."""
     from adaptlab.compare.plan import Run
@@ -105,7 +116,7 @@ def fake_results(output: Path, entries: dict[str, tuple[float, list[float], int,
             predictions[wrong] = 1 - predictions[wrong]
             confusion = [[int(((labels == t) & (predictions == p)).sum()) for p in (0, 1)] for t in (0, 1)]
             result = {
-                "spec": {"strategy": run.strategy, "model": "enc"}, "labels": ["neg", "pos"],
+                "spec": run.spec(data or DataConfig()), "labels": ["neg", "pos"],
                 "metrics": {"test": {"accuracy": float((predictions == labels).mean()), "macro_f1": 0.5,
                                      "confusion_matrix": confusion}, "val": {"accuracy": 0.5}},
                 "cost": {"trainable_params": trainable, "total_params": 1_000_000, "train_seconds": seconds,
@@ -159,8 +170,9 @@ def test_report_escapes_text_and_has_no_python_reprs(tmp_path):
     from adaptlab.compare.report import render_html
     from adaptlab.compare.summary import summarise
 
-    runs = fake_results(tmp_path, {"lora": (0, [0.8, 0.82], 100, 3.0), "zero-shot": (0, [0.7], 0, 1.0)})
-    results = summarise(plan(seeds=2), DataConfig(source="<script>alert(1)</script>.csv"), runs, tmp_path, 60.0)
+    data = DataConfig(source="<script>alert(1)</script>.csv")
+    runs = fake_results(tmp_path, {"lora": (0, [0.8, 0.82], 100, 3.0), "zero-shot": (0, [0.7], 0, 1.0)}, data=data)
+    results = summarise(plan(seeds=2), data, runs, tmp_path, 60.0)
     page = render_html(results)
     assert "<script>" not in page and "&lt;script&gt;" in page
     for repr_marker in ("{'", "[{", "None", "<class", "array("):

@@ -221,6 +221,8 @@ def test_retrieval_metrics_match_hand_computed_values():
     assert m["mrr"] == pytest.approx((1 + 1 / 3 + 0) / 3, abs=1e-4)
     ndcg_2 = (1 / 2) / (1 + 1 / 1.5849625)  # relevant at rank 3; ideal has two relevant at ranks 1, 2
     assert m["ndcg@10"] == pytest.approx((1 + ndcg_2 + 0) / 3, abs=1e-4)
+    pages = retrieval_metrics([[{"manual.pdf"}, {"manual.pdf"}, {"other"}]], [Query("q", frozenset({"manual.pdf"}))])
+    assert pages["recall@3"] == 1.0 and pages["ndcg@10"] == 1.0  # three pages of one relevant file count once
 
 
 def test_squad_answer_normalisation_exact_match_and_f1():
@@ -230,6 +232,7 @@ def test_squad_answer_normalisation_exact_match_and_f1():
     assert token_f1("Denver Broncos team", ("Denver Broncos",)) == pytest.approx(0.8)
     assert token_f1("Carolina", ("Denver Broncos", "Broncos")) == 0.0
     assert clean_answer("Denver Broncos [1].\nMore text") == "Denver Broncos"
+    assert clean_answer("[1]") == "" and clean_answer("   ") == ""
 
 
 def tiny_squad(path: Path) -> Path:

@@ -130,6 +130,10 @@ def test_malformed_and_oversized_bodies(client):
     assert response.status_code == 422 and response.json()["error"]["type"] == "invalid_request"
     response = test_client.post("/v1/classify", content=b"x" * (3 * 2**20), headers={"content-type": "application/json"})
     assert response.status_code == 413 and response.json()["error"]["type"] == "too_large"
+    chunked = test_client.post("/v1/classify", content=iter([b"x" * 2**20] * 3), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["type"] == "too_large"  # no declared length
+    missing = test_client.get("/v2/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
 
 
 def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
@@ -174,6 +178,8 @@ def test_generate_plain_and_streaming(client):
     assert "".join(json.loads(e[6:])["text"] for e in events[:-1]).strip() == reply.json()["text"].strip()
     assert test_client.post("/v1/generate", json={"prompt": "Hi", "model": "full"}).status_code == 404
     assert test_client.post("/v1/generate", json={"prompt": "Hi", "max_new_tokens": 5000}).status_code == 413
+    too_long = test_client.post("/v1/generate", json={"prompt": "word " * 400, "max_new_tokens": 5, "stream": True})
+    assert too_long.status_code == 400 and "reads at most" in too_long.json()["error"]["message"]
     assert test_client.post("/v1/rag/ask", json={"question": "why?"}).status_code == 404
 
 

@@ -27,6 +27,8 @@ train_app = typer.Typer(help="Train one adaptation strategy and save its artifac
 app.add_typer(train_app, name="train")
 rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
 app.add_typer(rag_app, name="rag")
+rlhf_app = typer.Typer(help="Learning from human preferences: reward models (PPO and DPO are on the way).", no_args_is_help=True)
+app.add_typer(rlhf_app, name="rlhf")
 out = Console()
 
 # Options shared by every strategy's `train` command and by `data`.
@@ -403,7 +405,7 @@ def rag_ask(
 
 @rag_app.command("eval")
 def rag_eval(
-    store: StoreOpt = "rag-store",
+    store: Annotated[Optional[str], typer.Option("--store", help="Store to evaluate (with --queries; default rag-store). With --squad: where its paragraphs are indexed (default OUTPUT/store).")] = None,
     squad: Annotated[Optional[Path], typer.Option(help="SQuAD-format JSON: its paragraphs are indexed into --store, its questions asked.")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="JSONL of {question, relevant: [ids], answers?} against an existing --store.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
@@ -427,11 +429,11 @@ def rag_eval(
         with atomic_file(corpus) as handle:
             for record in records:
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        index = RagIndex(store, device=device)
+        index = RagIndex(store or str(output / "store"), device=device)
         index.update([str(corpus)])
     else:
         query_list = load_queries(queries)
-        index = RagIndex(_existing_store(store), device=device)
+        index = RagIndex(_existing_store(store or "rag-store"), device=device)
     if limit is not None:
         query_list = query_list[:limit]
     result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device)
@@ -439,6 +441,43 @@ def rag_eval(
     out.print(json.dumps({key: result[key] for key in ("retrieval", "search_ms")} | ({"answers": {m: result["answers"][m] for m in ("rag", "closed_book")}} if "answers" in result else {})))
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
 
+
+
+@rlhf_app.command("reward")
+def rlhf_reward(
+    data: Annotated[str, typer.Option("--data", help="Preference data: pairs, rankings or HH-RLHF dialogues (.jsonl[.gz], .json, .csv) or a Hub id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Artifact directory to write.")],
+    model: Annotated[str, typer.Option(help="Backbone: minilm, smollm2-135m, a Hub id or a local directory.")] = "minilm",
+    method: Annotated[str, typer.Option(help="lora (default) or full.")] = "lora",
+    r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    max_length: Annotated[int, typer.Option(help="Tokens per (prompt, response); the prompt is cut from the left.")] = 256,
+    train_size: Annotated[Optional[int], typer.Option(help="Sub-sample the training pairs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the prompt-level split and for training.")] = 0,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Drop invalid rows (counted) instead of stopping at the first.")] = False,
+    epochs: _opt(int, "Training epochs (default 2).") = None,
+    lr: _opt(float, "Learning rate (default 5e-4 for LoRA, 3e-5 full).") = None,
+    batch_size: _opt(int, "Pairs per step.") = None,
+    precision: _opt(str, "Lightning precision: 32, bf16-mixed ...") = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    device: DEVICE = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a reward model on human preferences (Bradley-Terry); reports held-out pairwise accuracy."""
+    from adaptlab.rlhf import read_preferences, split_preferences, train_reward_model
+
+    pairs, kind = read_preferences(data, skip_invalid)
+    split = split_preferences(pairs, data, seed=seed, train_size=train_size)
+    training = {k: v for k, v in {"epochs": epochs, "lr": lr, "batch_size": batch_size, "precision": precision}.items() if v is not None}
+    manifest = train_reward_model(split, output, model=model, method=method, r=r, max_length=max_length, device=device,
+                                  seed=seed, resume=resume, **training)
+    if as_json:
+        print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
+        return
+    test = manifest["metrics"]["test"]
+    out.print(f"reward model ({kind}, {split.describe()['pairs']['train']} training pairs) -> {output}")
+    out.print(f"held-out pairwise accuracy {test['pairwise_accuracy']:.4f} on {test['pairs']} pairs "
+              f"(val {manifest['metrics']['val']['pairwise_accuracy']:.4f}); mean margin {test['mean_margin']:.3f}; "
+              f"{_params(manifest['cost'])} trainable parameters; {manifest['cost']['train_seconds']:.0f} s")
 
 
 @app.command()

@@ -103,12 +103,19 @@ class Generator:
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def stream(self, prompt: str, options: SamplingOptions | None = None) -> Iterator[str]:
-        from transformers import TextIteratorStreamer
-
+        """Pieces of the completion as they are generated. Bad options or an over-long prompt raise here, before
+        the first piece; closing the iterator early (a client that went away) stops the generation."""
         options = options or SamplingOptions()
         options.check()
-        inputs = self._inputs(prompt)
+        return self._pieces(self._inputs(prompt), options)
+
+    def _pieces(self, inputs: dict, options: SamplingOptions) -> Iterator[str]:
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()
+        halt = lambda input_ids, scores, **_: torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool,
+                                                         device=input_ids.device)
         torch.manual_seed(options.seed)
         errors: list[BaseException] = []
 
@@ -116,6 +123,7 @@ class Generator:
             try:
                 with torch.inference_mode():
                     self.model.generate(**inputs, **options.generate_kwargs(), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([halt]),
                                         pad_token_id=self.tokenizer.pad_token_id)
             except BaseException as exc:  # surfaced in the caller's thread below
                 errors.append(exc)
@@ -123,7 +131,10 @@ class Generator:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from streamer
-        thread.join()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            thread.join()
         if errors:
             raise errors[0]

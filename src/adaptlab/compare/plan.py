@@ -130,6 +130,10 @@ class ComparePlan:
             raise AdaptlabError(f"--epochs must be a positive integer, not {self.epochs!r}")
         if not self.models:
             raise AdaptlabError("--models needs at least one model")
+        for option, values in (("--models", self.models), ("--strategies", self.strategies or [])):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                raise AdaptlabError(f"{option} lists {', '.join(repeated)} more than once")
         for name in self.strategies or []:
             if name not in ENTRIES:
                 raise AdaptlabError(f"--strategies: unknown entry '{name}' (available: {', '.join(ENTRIES)})")
@@ -169,11 +173,15 @@ class ComparePlan:
                     params["max_length"] = _length_cap(preset.max_length, models[model].positions, strategy)
                 if self.device:
                     params["device"] = self.device
-                params.update(self.params.get("all", {}))
+                known = strategy.param_names()  # `all.` keys reach the entries whose strategy takes them
+                params.update({k: v for k, v in self.params.get("all", {}).items() if k in known})
                 params.update(self.params.get(name, {}))
                 get_strategy(entry.strategy).check_params(params, f"entry '{name}'")
                 for seed in range(self.seeds) if entry.seeded else [0]:
                     runs.append(Run(name, entry.strategy, model, seed, params))
+        for key in self.params.get("all", {}):
+            if not any(key in get_strategy(ENTRIES[n].strategy).param_names() for n in names):
+                raise AdaptlabError(f"--set all.{key}: no selected strategy takes a parameter '{key}'")
         if not runs:
             wanted = ", ".join(names)
             raise AdaptlabError(f"no run matches: entries {wanted} need a model kind missing from --models {','.join(self.models)}")
@@ -248,4 +256,6 @@ def short_model(model: str) -> str:
 
 
 def _slug(model: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(model).name or model)
+    """A readable, collision-free directory name: ``org1/bert`` and ``org2/bert`` must not share runs."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in short_model(model))
+    return f"{readable}-{hashlib.sha256(model.encode()).hexdigest()[:8]}"

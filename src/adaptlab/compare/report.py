@@ -119,13 +119,10 @@ def _scatter(entries: list[dict], x_key: str, pareto_key: str, title: str, xlabe
 
 
 def _accuracy_vs_fraction(entries: list[dict]) -> str:
-    for e in entries:
-        e["_percent"] = None if e["trainable_fraction"] is None else 100 * e["trainable_fraction"]
-    image = _scatter(entries, "_percent", "pareto_params", "Accuracy vs trainable parameters",
-                     "trainable parameters (% of the model, log scale)", "0 (none)")
-    for e in entries:
-        del e["_percent"]
-    return image
+    """Entries whose model size is unknown (a Hub model not on disk) have no fraction and are left out."""
+    known = [dict(e, _percent=100 * e["trainable_fraction"]) for e in entries if e["trainable_fraction"] is not None]
+    return _scatter(known, "_percent", "pareto_params", "Accuracy vs trainable parameters",
+                    "trainable parameters (% of the model, log scale)", "0 (none)")
 
 
 def _confusions(entries: list[dict], labels: list[str]) -> str:

@@ -30,7 +30,10 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
         for run in members:
             run_dir = output / "runs" / run.key
             if (run_dir / "result.json").exists():
-                done.append(json.loads((run_dir / "result.json").read_text(encoding="utf-8")))
+                result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+                if result["spec"] != run.spec(data):  # stale: from other settings
+                    continue
+                done.append(result)
                 artifacts.append(str(run_dir / "artifact"))
             elif (run_dir / "failed.json").exists():
                 failed.append(json.loads((run_dir / "failed.json").read_text(encoding="utf-8"))["error"])
@@ -152,10 +155,8 @@ def recommend(entries: list[dict]) -> list[str]:
                      f"({best['train_seconds'] / max(cheapest['train_seconds'], 1e-9):.1f}x faster).")
     else:
         lines.append(f"Recommended: {name(best)}; no cheaper strategy is statistically tied with it.")
-    by_entry = {}
-    for e in entries:
-        by_entry.setdefault(e["entry"], e)
-    lora, full = by_entry.get("lora"), by_entry.get("full")
+    full = next((e for e in entries if e["entry"] == "full"), None)  # the most accurate full fine-tune
+    lora = next((e for e in entries if full and e["entry"] == "lora" and e["model"] == full["model"]), None)
     if lora and full and full["accuracy"]["mean"] > 0 and full["trainable_params"] and full["train_seconds"]:
         lines.append(
             f"LoRA reaches {lora['accuracy']['mean'] / full['accuracy']['mean']:.1%} of full fine-tuning's accuracy "

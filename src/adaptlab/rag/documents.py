@@ -81,7 +81,7 @@ def find_sources(paths: list[str]) -> tuple[list[SourceFile], list[str]]:
             files.append(SourceFile(str(path), path))
         else:
             raise AdaptlabError(f"'{given}': unsupported file type '{path.suffix}' (supported: {', '.join(sorted(SUFFIXES))})")
-    return files, roots
+    return list({f.source: f for f in files}.values()), roots  # overlapping paths name a file once
 
 
 def under_roots(source: str, roots: list[str]) -> bool:

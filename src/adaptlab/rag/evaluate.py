@@ -91,16 +91,21 @@ def ranked_documents(hits) -> list[set[str]]:
 
 
 def retrieval_metrics(ranked: list[list[set[str]]], queries: list[Query]) -> dict:
+    """Binary relevance per relevant id: a document matching an id already found adds nothing (several pages
+    of one PDF named by its file name count once), so recall and nDCG stay within [0, 1]."""
     metrics = {f"hit@{k}": [] for k in KS} | {f"recall@{k}": [] for k in KS} | {"mrr": [], "ndcg@10": []}
     for documents, query in zip(ranked, queries):
-        relevant = [bool(ids & query.relevant) for ids in documents]
-        found = lambda k: sum(relevant[:k])
+        found, gains = set(), []  # gains[i] = 1 when rank i+1 finds a new relevant id
+        for ids in documents:
+            new = (ids & query.relevant) - found
+            gains.append(1.0 if new else 0.0)
+            found |= new
         for k in KS:
-            metrics[f"hit@{k}"].append(float(found(k) > 0))
-            metrics[f"recall@{k}"].append(found(k) / len(query.relevant))
-        first = next((rank for rank, r in enumerate(relevant, start=1) if r), None)
+            metrics[f"hit@{k}"].append(float(any(gains[:k])))
+            metrics[f"recall@{k}"].append(len(set().union(*(ids & query.relevant for ids in documents[:k]))) / len(query.relevant))
+        first = next((rank for rank, gain in enumerate(gains, start=1) if gain), None)
         metrics["mrr"].append(0.0 if first is None else 1.0 / first)
-        dcg = sum(1.0 / math.log2(rank + 1) for rank, r in enumerate(relevant[:10], start=1) if r)
+        dcg = sum(gain / math.log2(rank + 1) for rank, gain in enumerate(gains[:10], start=1))
         ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(query.relevant), 10) + 1))
         metrics["ndcg@10"].append(dcg / ideal)
     return {name: round(float(np.mean(values)), 4) for name, values in metrics.items()}
@@ -133,8 +138,8 @@ def clean_answer(text: str) -> str:
     """Strip citations and a trailing period: '[1] Denver Broncos.' -> 'Denver Broncos'."""
     if not text.strip():
         return ""
-    first_line = re.sub(r"\s*\[\d+\]\s*", " ", text).strip().splitlines()[0]
-    return first_line.strip().rstrip(".").strip()
+    lines = re.sub(r"\s*\[\d+\]\s*", " ", text).strip().splitlines()
+    return lines[0].strip().rstrip(".").strip() if lines else ""
 
 
 def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str = "smollm2-135m",

@@ -57,7 +57,7 @@ class RagIndex:
             if self._identity()["fingerprint"] != built["fingerprint"]:
                 raise AdaptlabError(
                     f"store '{self.store.location}' was built with embedding model '{built['model']}'; it cannot be "
-                    f"used with '{model}' (vectors of different models are not comparable): drop --model or use a new --store"
+                    f"used with '{model or built['model']}' as it is now (vectors of different models are not comparable): drop --model or use a new --store"
                 )
             for name, value in (("chunk_size", chunk_size), ("chunk_overlap", chunk_overlap)):
                 if value is not None and value != self.meta[name]:
@@ -83,7 +83,11 @@ class RagIndex:
         self.store.forget(report.removed)
         todo = []
         for file in files:
-            digest = file.content_hash()
+            try:
+                digest = file.content_hash()
+            except OSError as exc:  # unreadable or vanished since listing: reported, the run goes on
+                report.failed.append((file.source, f"cannot read ({type(exc).__name__})"))
+                continue
             if known.get(file.source) == digest:
                 report.unchanged += 1
             else:

@@ -17,6 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adaptlab.errors import AdaptlabError
 
 from adaptlab.serve.batching import MicroBatcher
 from adaptlab.serve.registry import Registry
@@ -83,34 +86,38 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (413) before they are parsed, declared length or not."""
-
-    class _TooLarge(Exception):
-        pass
+    """Refuse request bodies over ``limit`` bytes (413) before they are parsed, declared length or not: the body
+    is read here (stopping at the limit) and replayed to the app."""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
             return await self.app(scope, receive, send)
+        too_large = _error(413, "too_large", f"request body over {self.limit} bytes")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
-        received = 0
-
-        async def limited():
-            nonlocal received
+            return await too_large(scope, receive, send)
+        body, more = b"", True
+        while more:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise BodyLimit._TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await too_large(scope, receive, send)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyLimit._TooLarge:
-            await _error(413, "too_large", f"request body over {self.limit} bytes")(scope, receive, send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> FastAPI:
@@ -140,6 +147,15 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
         return _error(exc.status, exc.kind, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        kinds = {404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(AdaptlabError)
+    async def user_error(_request: Request, exc: AdaptlabError):  # e.g. a prompt longer than the model reads
+        return _error(400, "invalid_request", str(exc))
 
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception):
@@ -200,7 +216,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")
         sampling = SamplingOptions(request.max_new_tokens, request.temperature, request.top_p, seed=request.seed)
         prompt = request.prompt if request.raw else generator.render_chat(request.prompt, request.system)
-        if request.stream:
+        if request.stream:  # stream() checks the prompt before returning: errors come as JSON, not a cut stream
             return StreamingResponse(sse(generator.stream(prompt, sampling)), media_type="text/event-stream")
         text = await _in_thread(executor, generator.generate, prompt, sampling)
         return {"model": name, "text": text}

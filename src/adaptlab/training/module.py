@@ -1,7 +1,8 @@
 """The LightningModule shared by every gradient-based strategy: the research code, nothing else.
 
 It wraps any ``nn.Module`` that maps a batch to class logits (an HF classification model, a PEFT model,
-or a head over features), trains it with cross-entropy, and reports validation loss and accuracy.
+a head over features, or a reward model's (rejected, chosen) score pair, for which cross-entropy is the
+Bradley-Terry loss), trains it with cross-entropy, and reports validation loss and accuracy.
 Checkpoints hold only trainable weights: frozen ones are reloaded from the base model.
 """
 
@@ -36,7 +37,7 @@ class ClassificationModule(L.LightningModule):
         self.strict_loading = False  # checkpoints carry trainable weights only
 
     def forward(self, batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
         return logits_of(self.model(**inputs)).float()
 
     def on_train_epoch_start(self) -> None:
@@ -44,7 +45,11 @@ class ClassificationModule(L.LightningModule):
         torch.manual_seed(self.seed * 100_003 + self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = F.cross_entropy(self(batch), batch["labels"])
+        if "weights" in batch:  # per-example weights (e.g. the pairs of one ranked prompt share one unit)
+            losses = F.cross_entropy(self(batch), batch["labels"], reduction="none")
+            loss = (losses * batch["weights"]).sum() / batch["weights"].sum()
+        else:
+            loss = F.cross_entropy(self(batch), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 

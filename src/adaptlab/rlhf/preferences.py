@@ -1,0 +1,197 @@
+"""Human preference data: pairs, full rankings and Anthropic HH-RLHF dialogues, validated and split by prompt.
+
+Accepted rows (JSONL, optionally gzipped, JSON arrays, CSV, or a Hugging Face dataset id):
+
+- pairs: ``{"prompt", "chosen", "rejected"}``
+- rankings: ``{"prompt", "responses": [best, ..., worst]}``, expanded into every ordered pair
+  (InstructGPT). Each pair of a K-response ranking weighs ``1 / C(K, 2)``, so one prompt counts as much as one
+  pair-labelled prompt instead of K(K-1)/2 of them.
+- HH-RLHF: ``{"chosen", "rejected"}`` full dialogues sharing their history; the prompt is the shared text up
+  to and including the last ``Assistant:`` turn, the responses are what follows.
+
+The split holds out whole prompts: no prompt of the test pairs is seen in training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from adaptlab.errors import AdaptlabError
+
+ASSISTANT = "\n\nAssistant:"
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: str
+    chosen: str
+    rejected: str
+    group: int  # index of the prompt (ranking) the pair came from
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class PreferenceSplit:
+    train: list[Pair]
+    val: list[Pair]
+    test: list[Pair]
+    source: str
+
+    def describe(self) -> dict:
+        return {"source": self.source, "pairs": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+                "prompts": {name: len({p.group for p in getattr(self, name)}) for name in ("train", "val", "test")}}
+
+
+def _rows(source: str) -> list[dict]:
+    path = Path(source)
+    if not path.exists():
+        if "/" in source and not source.startswith((".", "/")):
+            return _hub_rows(source)
+        raise AdaptlabError(f"preference data '{source}' does not exist; give a .jsonl(.gz)/.json/.csv file or a Hub dataset id")
+    if (path / "feedback.sqlite").exists():
+        raise AdaptlabError(f"'{source}' is a feedback project; export it first with `adaptlab feedback export`")
+    opener = gzip.open if path.suffix == ".gz" else open
+    name = path.name[:-3] if path.suffix == ".gz" else path.name
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            if name.endswith(".csv"):
+                import pandas as pd
+
+                return pd.read_csv(handle, keep_default_na=False).to_dict("records")
+            if name.endswith(".json"):
+                rows = json.load(handle)
+                if not isinstance(rows, list):
+                    raise AdaptlabError(f"'{source}': a .json file must hold a list of objects")
+                return rows
+            rows = []
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        raise AdaptlabError(f"'{source}' line {number} is not valid JSON") from None
+            return rows
+    except (UnicodeDecodeError, OSError, EOFError) as exc:
+        raise AdaptlabError(f"'{source}' cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _hub_rows(name: str) -> list[dict]:
+    try:
+        import datasets
+
+        loaded = datasets.load_dataset(name, split="train")
+    except Exception as exc:  # offline, unknown id, gated...
+        raise AdaptlabError(f"cannot load Hub dataset '{name}' ({type(exc).__name__}); offline, use a local file") from None
+    return list(loaded)
+
+
+def split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str] | None:
+    """HH-RLHF: (prompt, chosen response, rejected response) from two dialogues with a shared history."""
+    common = 0
+    for a, b in zip(chosen, rejected):
+        if a != b:
+            break
+        common += 1
+    cut = chosen.rfind(ASSISTANT, 0, common + 1)
+    if cut < 0:
+        return None
+    cut += len(ASSISTANT)
+    return chosen[:cut].strip(), chosen[cut:].strip(), rejected[cut:].strip()
+
+
+def read_preferences(source: str, skip_invalid: bool = False) -> tuple[list[Pair], str]:
+    """All pairs in ``source`` and the detected format, with one-line errors naming the row.
+    ``skip_invalid`` drops bad rows instead (real data has a few: HH-RLHF has empty responses)."""
+    rows = _rows(source)
+    if not rows:
+        raise AdaptlabError(f"'{source}' holds no rows")
+    pairs: list[Pair] = []
+    formats: set[str] = set()
+    skipped = 0
+    for number, row in enumerate(rows, start=1):
+        try:
+            pairs += _row_pairs(row, number, f"'{source}' row {number}", formats)
+        except AdaptlabError:
+            if not skip_invalid:
+                raise
+            skipped += 1
+    if not pairs:
+        raise AdaptlabError(f"'{source}': no valid rows ({skipped} skipped)")
+    if skipped:
+        from adaptlab.progress import stderr
+
+        stderr.print(f"skipped {skipped} invalid row(s) of {source}")
+    return pairs, "+".join(sorted(formats))
+
+
+def _row_pairs(row, number: int, where: str, formats: set[str]) -> list[Pair]:
+    """The pairs one row contributes (a ranking gives several); adds the row's format to ``formats``."""
+    if not isinstance(row, dict):
+        raise AdaptlabError(f"{where}: expected an object with prompt/chosen/rejected or prompt/responses")
+    if "responses" in row:
+        formats.add("rankings")
+        responses = row["responses"]
+        if isinstance(responses, str):
+            responses = json.loads(responses)
+        _need_prompt(row, where)
+        if not isinstance(responses, list) or len(responses) < 2:
+            raise AdaptlabError(f"{where}: a ranking needs at least two responses, best first")
+        for response in responses:
+            _need_text(response, where, "responses")
+        if len(set(responses)) < len(responses):
+            raise AdaptlabError(f"{where}: the ranking lists the same response twice")
+        k = len(responses)
+        weight = 1.0 / (k * (k - 1) / 2)
+        return [Pair(row["prompt"], responses[better], responses[worse], number, weight)
+                for better, worse in combinations(range(k), 2)]
+    for key in ("chosen", "rejected"):
+        if key not in row:
+            raise AdaptlabError(f"{where}: missing '{key}' (columns: {', '.join(row)})")
+        _need_text(row[key], where, key)
+    if "prompt" in row:
+        formats.add("pairs")
+        _need_prompt(row, where)
+        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+    else:
+        formats.add("hh-rlhf dialogues")
+        parts = split_dialogue(row["chosen"], row["rejected"])
+        if parts is None:
+            raise AdaptlabError(f"{where}: missing 'prompt', and the dialogues have no shared '{ASSISTANT.strip()}' turn")
+        prompt, chosen, rejected = parts
+    if chosen.strip() == rejected.strip():
+        raise AdaptlabError(f"{where}: chosen and rejected are identical; drop the row")
+    if not chosen.strip() or not rejected.strip():
+        raise AdaptlabError(f"{where}: empty response")
+    return [Pair(prompt, chosen, rejected, number)]
+
+
+def _need_prompt(row: dict, where: str) -> None:
+    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        raise AdaptlabError(f"{where}: missing or empty 'prompt'")
+
+
+def _need_text(value, where: str, key: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise AdaptlabError(f"{where}: empty or non-text '{key}'")
+
+
+def split_preferences(pairs: list[Pair], source: str, *, seed: int = 0, test: float = 0.2, val: float = 0.1,
+                      train_size: int | None = None) -> PreferenceSplit:
+    """Hold out whole prompts (groups) for test and validation."""
+    groups = sorted({p.group for p in pairs})
+    if len(groups) < 5:
+        raise AdaptlabError(f"'{source}' has {len(groups)} prompts; at least 5 are needed to hold some out")
+    order = np.random.default_rng(seed).permutation(groups)
+    n_test, n_val = max(1, round(test * len(groups))), max(1, round(val * len(groups)))
+    test_ids, val_ids = set(order[:n_test].tolist()), set(order[n_test:n_test + n_val].tolist())
+    train = [p for p in pairs if p.group not in test_ids | val_ids]
+    if train_size is not None:
+        keep = set(np.random.default_rng([seed, 1]).permutation(len(train))[:train_size].tolist())
+        train = [p for i, p in enumerate(train) if i in keep]
+    return PreferenceSplit(train, [p for p in pairs if p.group in val_ids], [p for p in pairs if p.group in test_ids], source)

@@ -1,0 +1,163 @@
+"""RLHF foundations: preference data formats and validation, the Bradley-Terry reward model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaptlab.errors import AdaptlabError
+from conftest import SHARED_DATA
+
+GOOD = ["great", "wonderful", "helpful", "kind", "clear"]
+BAD = ["awful", "rude", "useless", "wrong", "mean"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def learnable_pairs(n: int = 80) -> list[dict]:
+    return [{"prompt": f"Question {i}", "chosen": f"a {GOOD[i % 5]} answer", "rejected": f"a {BAD[i % 5]} answer"} for i in range(n)]
+
+
+def test_rankings_expand_to_weighted_pairs_and_hh_dialogues_split_at_the_last_turn(tmp_path):
+    from adaptlab.rlhf import read_preferences
+
+    rows = [{"prompt": "p", "responses": ["best", "middle", "worst"]}]
+    pairs, kind = read_preferences(str(write_jsonl(tmp_path / "r.jsonl", rows)))
+    assert kind == "rankings" and [(p.chosen, p.rejected) for p in pairs] == [("best", "middle"), ("best", "worst"), ("middle", "worst")]
+    assert sum(p.weight for p in pairs) == pytest.approx(1.0)  # one prompt counts once
+    dialogue = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: help me\n\nAssistant:"
+    hh = tmp_path / "hh.jsonl.gz"
+    with gzip.open(hh, "wt") as handle:
+        handle.write(json.dumps({"chosen": dialogue + " Sure, here is how.", "rejected": dialogue + " No."}) + "\n")
+    (pair,), kind = read_preferences(str(hh))
+    assert kind == "hh-rlhf dialogues" and pair.prompt.endswith("Human: help me\n\nAssistant:")
+    assert (pair.chosen, pair.rejected) == ("Sure, here is how.", "No.")
+
+
+@pytest.mark.parametrize("row, needle", [
+    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "identical"),
+    ({"prompt": "p", "chosen": "", "rejected": "x"}, "empty or non-text 'chosen'"),
+    ({"prompt": "", "chosen": "a", "rejected": "b"}, "missing or empty 'prompt'"),
+    ({"prompt": "p", "responses": ["only one"]}, "at least two responses"),
+    ({"prompt": "p", "chosen": "a"}, "missing 'rejected'"),
+    ({"chosen": "no dialogue a", "rejected": "no dialogue b"}, "missing 'prompt'"),
+])
+def test_bad_preference_rows_name_the_row(tmp_path, row, needle):
+    from adaptlab.rlhf import read_preferences
+
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok", "chosen": "a", "rejected": "b"}, row])
+    with pytest.raises(AdaptlabError, match=needle) as error:
+        read_preferences(str(path))
+    assert "row 2" in str(error.value)
+
+
+def test_split_holds_out_whole_prompts(tmp_path):
+    from adaptlab.rlhf import read_preferences, split_preferences
+
+    rows = [{"prompt": f"p{i}", "responses": ["a", "b", "c"]} for i in range(30)]
+    pairs, _ = read_preferences(str(write_jsonl(tmp_path / "r.jsonl", rows)))
+    split = split_preferences(pairs, "r", seed=0)
+    groups = [{p.group for p in part} for part in (split.train, split.val, split.test)]
+    assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
+    assert len(split.train) + len(split.val) + len(split.test) == 90 and split.describe()["prompts"]["test"] == 6
+
+
+def test_encoding_keeps_the_prompt_tail_and_the_response_head():
+    from transformers import AutoTokenizer
+
+    from adaptlab.models import resolve_model
+    from adaptlab.rlhf.reward import encode, special_template
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm").path)
+    before, between, after = special_template(tokenizer)
+    assert (before, between, after) == ([tokenizer.cls_token_id], [tokenizer.sep_token_id], [tokenizer.sep_token_id])
+    ids = encode(tokenizer, "early words " * 50 + "LATEST QUESTION", "first reply words " + "more " * 50, 40)
+    text = tokenizer.decode(ids)
+    assert len(ids) == 40 and "latest question" in text and "first reply" in text and text.count("early") < 50
+
+
+def test_bradley_terry_is_the_cross_entropy_the_engine_minimises():
+    from torch.nn import functional as F
+
+    from adaptlab.rlhf.reward import PairwiseScores
+
+    class Fixed(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return input_ids[:, :1].float()  # the "reward" is the first token id
+
+    logits = PairwiseScores(Fixed())(torch.tensor([[3], [5], [1], [6]]), torch.ones(4, 2))
+    chosen, rejected = torch.tensor([3.0, 5.0]), torch.tensor([1.0, 6.0])
+    expected = -F.logsigmoid(chosen - rejected).mean()
+    assert torch.allclose(F.cross_entropy(logits, torch.ones(2, dtype=torch.long)), expected)
+
+
+def test_reward_model_learns_a_trivial_preference_and_reloads_identically(tmp_path, tiny_bert, cli):
+    from adaptlab.rlhf import RewardModel
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", learnable_pairs(120))
+    code, out, err = cli("rlhf", "reward", "--data", data, "-o", tmp_path / "rm", "--model", tiny_bert, "--method", "full",
+                         "--epochs", "8", "--lr", "3e-3", "--batch-size", "16", "--json")
+    assert code == 0, err
+    metrics = json.loads(out)["metrics"]
+    assert metrics["test"]["pairwise_accuracy"] >= 0.9 and metrics["test"]["mean_margin"] > 0
+    model = RewardModel.load(tmp_path / "rm")
+    rewards = model.score(["Question 1", "Question 1"], ["a wonderful answer", "a useless answer"])
+    assert rewards[0] > rewards[1]
+    manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
+    again = model.pairwise_accuracy  # reloaded weights give the recorded held-out accuracy
+    from adaptlab.rlhf import read_preferences, split_preferences
+
+    split = split_preferences(read_preferences(str(data))[0], str(data), seed=0)
+    assert again(split.test)["pairwise_accuracy"] == pytest.approx(manifest["metrics"]["test"]["pairwise_accuracy"])
+
+
+def test_lora_reward_model_adapter_loads_with_plain_peft(tmp_path, tiny_bert):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from adaptlab.rlhf import RewardModel, read_preferences, split_preferences, train_reward_model
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", learnable_pairs(60))
+    split = split_preferences(read_preferences(str(data))[0], str(data))
+    train_reward_model(split, tmp_path / "rm", model=str(tiny_bert), epochs=1, progress=False)
+    ours = RewardModel.load(tmp_path / "rm")
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1)
+    plain = PeftModel.from_pretrained(base, tmp_path / "rm" / "adapter").eval()
+    from adaptlab.rlhf.reward import encode
+
+    ids = torch.tensor([encode(ours.tokenizer_, "Question 1", "a kind answer", ours.max_length)])
+    with torch.inference_mode():
+        expected = plain(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.squeeze().item()
+    assert ours.score(["Question 1"], ["a kind answer"])[0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_bad_reward_input_exits_2(cli, tmp_path):
+    code, _, err = cli("rlhf", "reward", "--data", tmp_path / "none.jsonl", "-o", tmp_path / "rm")
+    assert code == 2 and "does not exist" in err
+    few = write_jsonl(tmp_path / "few.jsonl", learnable_pairs(3))
+    code, _, err = cli("rlhf", "reward", "--data", few, "-o", tmp_path / "rm")
+    assert code == 2 and "at least 5 are needed" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "hh_rlhf_harmless_test.jsonl.gz").exists(), reason="../shared/data HH-RLHF pairs are not here")
+def test_reward_model_on_hh_rlhf_beats_chance(tmp_path):
+    from adaptlab.rlhf import read_preferences, split_preferences, train_reward_model
+
+    source = str(SHARED_DATA / "hh_rlhf_harmless_test.jsonl.gz")
+    with pytest.raises(AdaptlabError, match="empty response"):
+        read_preferences(source)  # the real file has a few rows with an empty response
+    pairs, kind = read_preferences(source, skip_invalid=True)
+    assert kind == "hh-rlhf dialogues" and 2250 < len(pairs) < 2312
+    split = split_preferences(pairs, source, train_size=600)
+    manifest = train_reward_model(split, tmp_path / "rm", epochs=1, max_length=128, progress=False)
+    assert manifest["metrics"]["test"]["pairs"] > 400 and manifest["metrics"]["test"]["pairwise_accuracy"] > 0.5
+    assert np.isfinite(manifest["metrics"]["test"]["mean_margin"])
