@@ -31,6 +31,10 @@ bench: install
 	$(PY) benchmarks/head_cached_vs_naive.py
 	$(PY) benchmarks/ladder.py
 	$(PY) benchmarks/prompting.py
+	$(PY) benchmarks/compare_presets.py
+	$(PY) benchmarks/rag.py
+	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/reward_hh.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
