@@ -161,3 +161,65 @@ def test_reward_model_on_hh_rlhf_beats_chance(tmp_path):
     manifest = train_reward_model(split, tmp_path / "rm", epochs=1, max_length=128, progress=False)
     assert manifest["metrics"]["test"]["pairs"] > 400 and manifest["metrics"]["test"]["pairwise_accuracy"] > 0.5
     assert np.isfinite(manifest["metrics"]["test"]["mean_margin"])
+
+
+# -- PPO arithmetic, against values computed by hand ------------------------------------------------------
+def test_token_rewards_put_the_score_on_the_last_real_token():
+    from adaptlab.rlhf.ppo_core import token_rewards
+
+    logprobs = torch.tensor([[-1.0, -2.0, -1.0], [-0.5, -0.5, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0], [-0.5, -1.5, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    rewards, kl = token_rewards(torch.tensor([2.0, -1.0]), logprobs, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, -1.0, 0.0], [0.0, 1.0, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.1, 2.0], [0.0, -0.1 - 1.0, 0.0]]))
+
+
+def test_gae_matches_the_recursion_by_hand():
+    from adaptlab.rlhf.ppo_core import gae
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, 1.0, 0.0]])
+    values = torch.tensor([[0.2, 0.4, 0.6], [0.1, 0.3, 9.0]])  # 9.0 is padding: must be ignored
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    advantages, returns = gae(rewards, values, mask, gamma=0.9, lam=0.5)
+    # row 0: d2 = 1 - .6 = .4; d1 = 0 + .9*.6 - .4 = .14; d0 = .9*.4 - .2 = .16
+    #        A2 = .4; A1 = .14 + .45*.4 = .32; A0 = .16 + .45*.32 = .304
+    # row 1: d1 = 1 - .3 = .7 (value after the end = 0); d0 = .5 + .9*.3 - .1 = .67; A1 = .7; A0 = .67 + .45*.7 = .985
+    assert torch.allclose(advantages, torch.tensor([[0.304, 0.32, 0.4], [0.985, 0.7, 0.0]]), atol=1e-6)
+    assert torch.allclose(returns, torch.tensor([[0.504, 0.72, 1.0], [1.085, 1.0, 0.0]]), atol=1e-6)
+
+
+def test_whitening_uses_only_real_tokens():
+    from adaptlab.rlhf.ppo_core import whiten
+
+    x, mask = torch.tensor([[1.0, 2.0, 3.0, 100.0]]), torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    out = whiten(x, mask)
+    assert torch.allclose(out, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-4)  # mean 2, unbiased std 1
+    assert torch.allclose(whiten(x, mask, shift_mean=False), torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-4)
+
+
+def test_clipped_policy_and_value_losses():
+    from adaptlab.rlhf.ppo_core import policy_loss, value_loss
+
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))  # ratios 1.5, 0.5, 1.1
+    advantages = torch.tensor([[1.0, -1.0, 2.0]])
+    loss, stats = policy_loss(new, old, advantages, torch.ones(1, 3), cliprange=0.2)
+    # max(-A r, -A clip(r)): token 1: max(-1.5, -1.2) = -1.2 (clipped); token 2: max(.5, .8) = .8 (clipped);
+    # token 3: max(-2.2, -2.2) = -2.2; mean = -2.6 / 3
+    assert loss.item() == pytest.approx(-2.6 / 3, abs=1e-6) and stats["clipfrac"] == pytest.approx(2 / 3)
+    assert stats["approx_kl"] == pytest.approx(float((0.5 * new ** 2).mean()), abs=1e-6)
+    v_loss, _ = value_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.0]]), torch.tensor([[2.0, 0.3]]),
+                           torch.ones(1, 2), cliprange_value=0.2)
+    # token 1: clipped to .7: max((1-2)^2, (.7-2)^2) = 1.69; token 2: .09; 0.5 * (1.69 + .09) / 2 = 0.445
+    assert v_loss.item() == pytest.approx(0.445, abs=1e-6)
+
+
+def test_adaptive_kl_controller_moves_toward_the_target():
+    from adaptlab.rlhf.ppo_core import AdaptiveKLController
+
+    controller = AdaptiveKLController(0.2, target=6.0, horizon=10_000)
+    assert controller.update(12.0, 256) == pytest.approx(0.2 * (1 + 0.2 * 256 / 10_000))  # error clipped at +0.2
+    before = controller.value
+    assert controller.update(3.0, 256) == pytest.approx(before * (1 - 0.2 * 256 / 10_000))
+    assert controller.update(6.0, 256) == pytest.approx(before * (1 - 0.2 * 256 / 10_000))  # on target: unchanged
