@@ -480,6 +480,46 @@ def rlhf_reward(
               f"{_params(manifest['cost'])} trainable parameters; {manifest['cost']['train_seconds']:.0f} s")
 
 
+@rlhf_app.command("ppo")
+def rlhf_ppo(
+    reward: Annotated[str, typer.Option(help="A reward-model artifact, a classifier artifact (with --reward-label), or module:function.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Policy artifact directory to write.")],
+    prompts: Annotated[str, typer.Option(help="'imdb' (first words of IMDB reviews), or a .txt / .jsonl / .csv file of prompts.")] = "imdb",
+    prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
+    reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
+    model: Annotated[str, typer.Option(help="Policy: a causal LM.")] = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="lora (reference = adapter disabled) or full.")] = "lora",
+    steps: Annotated[int, typer.Option(help="PPO steps (one batch of rollouts each).")] = 20,
+    batch_size: Annotated[int, typer.Option(help="Prompts per step.")] = 8,
+    mini_batch_size: Annotated[int, typer.Option(help="Rollouts per gradient step.")] = 4,
+    ppo_epochs: Annotated[int, typer.Option(help="Passes over each batch of rollouts.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
+    init_kl_coef: Annotated[float, typer.Option(help="Initial KL penalty coefficient.")] = 0.2,
+    target_kl: Annotated[Optional[float], typer.Option(help="Adaptive KL target (nats per response); 0 = fixed coefficient.")] = 6.0,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+    device: DEVICE = None,
+) -> None:
+    """Optimise a causal LM with PPO against a reward, with a KL penalty to the reference policy."""
+    from adaptlab.rlhf.ppo import PPOConfig, load_reward, review_prompts, train_ppo
+
+    if prompts in ("imdb", "rotten_tomatoes"):
+        prompt_list = review_prompts(seed=seed, source=prompts)
+    else:
+        from adaptlab.data import read_texts
+
+        prompt_list = read_texts(prompts, prompt_column)
+    config = PPOConfig(steps=steps, batch_size=batch_size, mini_batch_size=mini_batch_size, ppo_epochs=ppo_epochs,
+                       max_new_tokens=max_new_tokens, lr=lr, method=method, init_kl_coef=init_kl_coef,
+                       target_kl=target_kl or None, seed=seed)
+    manifest = train_ppo(model, prompt_list, load_reward(reward, reward_label, device), config, output,
+                         reward_spec=reward, resume=resume, device=device)
+    metrics = manifest["metrics"]
+    out.print(f"{metrics['steps']} PPO steps: mean reward {metrics['reward_first_steps']:.3f} (first 3) -> "
+              f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")
+
+
 @app.command()
 def serve(
     artifacts: Annotated[Optional[list[str]], typer.Argument(help="Artifact directories, as PATH or NAME=PATH.")] = None,

@@ -1,0 +1,344 @@
+"""PPO for a causal LM against a reward, with a KL leash to the reference policy (Ziegler et al. 2019).
+
+One step: sample responses for a batch of prompts (batched, KV cache), score them, compute per-token
+rewards (score on the last token, ``-kl_coef * (log pi - log pi_ref)`` on every token), values and GAE
+advantages (whitened), then several epochs of clipped policy and value updates over minibatches. With LoRA
+(the default) the reference policy is the same network with the adapter disabled: no second copy.
+The arithmetic lives in ``ppo_core`` and is unit-tested there; this module is the loop around it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.rlhf import ppo_core as core
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+
+
+@dataclass
+class PPOConfig:
+    steps: int = 20
+    batch_size: int = 8
+    mini_batch_size: int = 4
+    ppo_epochs: int = 4
+    max_new_tokens: int = 24
+    temperature: float = 1.0
+    top_k: int = 0
+    lr: float = 1e-4
+    method: str = "lora"  # or "full"
+    lora_r: int = 16
+    init_kl_coef: float = 0.2
+    target_kl: float | None = 6.0  # None: fixed coefficient
+    kl_horizon: int = 10_000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    max_grad_norm: float = 1.0
+    score_clip: float | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise AdaptlabError(f"--method must be lora or full, not '{self.method}'")
+        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise AdaptlabError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.batch_size % self.mini_batch_size:
+            raise AdaptlabError("--batch-size must be a multiple of --mini-batch-size")
+
+
+class PolicyWithValue(nn.Module):
+    """A causal LM plus a scalar value head on its last hidden state."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+        hidden = lm.config.hidden_size if hasattr(lm, "config") else lm.get_base_model().config.hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids, attention_mask):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return out.logits, self.value_head(out.hidden_states[-1].float()).squeeze(-1)
+
+
+def load_reward(spec: str, label: str | None = None, device: str | None = None) -> RewardFn:
+    """``module:function``, a reward-model artifact, or a classifier artifact with ``label`` (its log-odds)."""
+    path = Path(spec)
+    if not path.exists() and ":" in spec:
+        module, _, name = spec.partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            raise AdaptlabError(f"--reward '{spec}': cannot import ({exc})") from None
+    if not (path / "manifest.json").exists():
+        raise AdaptlabError(f"--reward '{spec}' is neither an artifact directory nor module:function")
+    from adaptlab.artifacts import read_manifest
+
+    if read_manifest(path)["strategy"] == "reward-model":
+        from adaptlab.rlhf.reward import RewardModel
+
+        model = RewardModel.load(path, device=device)
+        return lambda prompts, responses: model.score(list(prompts), list(responses)).tolist()
+    from adaptlab.runner import load_artifact
+
+    classifier = load_artifact(path, device=device, progress=False)
+    if label not in classifier.label_names:
+        raise AdaptlabError(f"--reward-label must be one of {', '.join(classifier.label_names)} for classifier '{spec}'")
+    column = classifier.label_names.index(label)
+
+    def log_odds(prompts, responses):  # judged on prompt + response, as the text a reader sees
+        proba = np.clip(classifier.predict_proba([p + r for p, r in zip(prompts, responses)]), 1e-6, 1 - 1e-6)
+        return (np.log(proba[:, column]) - np.log1p(-proba[:, column])).tolist()
+
+    return log_odds
+
+
+class PPOTrainer:
+    def __init__(self, model: str, reward: RewardFn, config: PPOConfig, device: str | None = None) -> None:
+        from adaptlab.embeddings import pick_device
+        from adaptlab.generation import load_causal_lm
+
+        config.check()
+        self.config, self.reward = config, reward
+        self.device = pick_device(device)
+        torch.manual_seed(config.seed)
+        lm, self.tokenizer, self.ref_info = load_causal_lm(model, str(self.device))
+        self.tokenizer.padding_side = "left"
+        if config.method == "lora":
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            lm = get_peft_model(lm, LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=2 * config.lora_r,
+                                               lora_dropout=0.0, target_modules="all-linear"))
+            self.reference = None  # the same network with the adapter disabled
+        else:
+            import copy
+
+            self.reference = copy.deepcopy(lm).eval().requires_grad_(False)
+        self.policy = PolicyWithValue(lm).to(self.device)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=config.lr)
+        self.kl = (core.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.kl_horizon)
+                   if config.target_kl else core.FixedKLController(config.init_kl_coef))
+        self.step_count = 0
+
+    # -- pieces -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(sequences, attention mask, prompt length): left-padded prompts followed by sampled responses."""
+        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        lm = self.policy.lm
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": self.config.temperature,
+                                                          "top_k": self.config.top_k or None, "top_p": 1.0}
+        sequences = lm.generate(**batch, max_new_tokens=self.config.max_new_tokens, min_new_tokens=1, use_cache=True,
+                                pad_token_id=self.tokenizer.pad_token_id, **sampling)
+        prompt_length = batch["input_ids"].shape[1]
+        response = sequences[:, prompt_length:]
+        eos = self.tokenizer.eos_token_id
+        ended = (response == eos).int().cumsum(1)
+        response_mask = ((ended == 0) | ((ended == 1) & (response == eos))).long()  # up to and including EOS
+        mask = torch.cat([batch["attention_mask"], response_mask], dim=1)
+        return sequences, mask, prompt_length
+
+    def _forward(self, sequences, mask, prompt_length, reference: bool = False):
+        """Log-probabilities of the response tokens, values, and entropies; on the reference when asked."""
+        if reference:
+            context = self.policy.lm.disable_adapter() if self.reference is None else nullcontext()
+            with context:
+                lm = self.policy.lm if self.reference is None else self.reference
+                logits = lm(input_ids=sequences, attention_mask=mask).logits
+            values = None
+        else:
+            logits, values = self.policy(sequences, mask)
+        logits = logits[:, prompt_length - 1:-1]
+        tokens = sequences[:, prompt_length:]
+        logprobs = core.logprobs_from_logits(logits, tokens)
+        entropy = core.entropy_from_logits(logits)
+        return logprobs, (None if values is None else values[:, prompt_length - 1:-1]), entropy
+
+    def decode(self, sequences, mask, prompt_length) -> list[str]:
+        return [self.tokenizer.decode(seq[prompt_length:][m[prompt_length:].bool()], skip_special_tokens=True)
+                for seq, m in zip(sequences, mask)]
+
+    # -- one PPO step -------------------------------------------------------------------------------------
+    def step(self, prompts: Sequence[str]) -> dict:
+        config, started = self.config, time.perf_counter()
+        self.policy.eval()
+        sequences, mask, prompt_length = self.generate(prompts)
+        generated = time.perf_counter()
+        responses = self.decode(sequences, mask, prompt_length)
+        scores = torch.tensor(self.reward(prompts, responses), dtype=torch.float32, device=self.device)
+        if config.score_clip:
+            scores = scores.clamp(-config.score_clip, config.score_clip)
+        scored = time.perf_counter()
+        response_mask = mask[:, prompt_length:].float()
+        with torch.no_grad():
+            old_logprobs, old_values, _ = self._forward(sequences, mask, prompt_length)
+            ref_logprobs, _, _ = self._forward(sequences, mask, prompt_length, reference=True)
+            rewards, kl = core.token_rewards(scores, old_logprobs, ref_logprobs, response_mask, self.kl.value)
+            advantages, returns = core.gae(rewards, old_values, response_mask, config.gamma, config.lam)
+            advantages = core.whiten(advantages, response_mask)
+        self.policy.train()
+        stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": [], "entropy": []}
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step_count)
+        for _ in range(config.ppo_epochs):
+            for index in torch.randperm(len(prompts), generator=generator).split(config.mini_batch_size):
+                index = index.to(self.device)
+                logprobs, values, entropy = self._forward(sequences[index], mask[index], prompt_length)
+                m = response_mask[index]
+                p_loss, p_stats = core.policy_loss(logprobs, old_logprobs[index], advantages[index], m, config.cliprange)
+                v_loss, _ = core.value_loss(values, old_values[index], returns[index], m, config.cliprange_value)
+                loss = p_loss + config.vf_coef * v_loss
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad], config.max_grad_norm)
+                self.optimizer.step()
+                for key, value in (("policy_loss", p_loss.item()), ("value_loss", v_loss.item()),
+                                   ("clipfrac", p_stats["clipfrac"]), ("approx_kl", p_stats["approx_kl"]),
+                                   ("entropy", core.masked_mean(entropy, m).item())):
+                    stats[key].append(value)
+        mean_kl = float(kl.sum(1).mean())
+        kl_coef = self.kl.value
+        self.kl.update(mean_kl, config.batch_size)
+        self.step_count += 1
+        optimised = time.perf_counter()
+        return {"step": self.step_count, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
+                "kl": mean_kl, "kl_coef": kl_coef, **{k: float(np.mean(v)) for k, v in stats.items()},
+                "response_tokens": float(response_mask.sum(1).mean()),
+                "seconds_generation": generated - started, "seconds_scoring": scored - generated,
+                "seconds_optimisation": optimised - scored, "samples": responses[:2]}
+
+    def train(self, prompts: Sequence[str], workdir: Path | None = None, progress: bool = True,
+              checkpoint_every: int = 5) -> list[dict]:
+        """Run the remaining steps; with ``workdir``, log every step to ``log.csv`` and checkpoint every
+        ``checkpoint_every`` steps (``resume`` continues from there, with the same prompt batches)."""
+        from adaptlab.progress import progress_bar
+
+        history = []
+        with progress_bar("PPO steps", self.config.steps - self.step_count, progress) as advance:
+            while self.step_count < self.config.steps:
+                rng = np.random.default_rng([self.config.seed, self.step_count])  # batch depends on the step only
+                batch = [prompts[i] for i in rng.choice(len(prompts), self.config.batch_size, replace=len(prompts) < self.config.batch_size)]
+                history.append(self.step(batch))
+                if workdir is not None:
+                    _append_csv(workdir / "log.csv", {k: v for k, v in history[-1].items() if k != "samples"})
+                    if self.step_count % checkpoint_every == 0 or self.step_count == self.config.steps:
+                        self.save_checkpoint(workdir / "checkpoint.pt")
+                advance(1)
+        return history
+
+    # -- checkpoints and artifacts ------------------------------------------------------------------------
+    def _trainable_state(self) -> dict:
+        return {n: p.detach().cpu() for n, p in self.policy.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self, path: Path) -> None:
+        from adaptlab._io import atomic_file
+
+        state = {"policy": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
+                 "kl_coef": self.kl.value, "step": self.step_count, "torch_rng": torch.get_rng_state()}
+        with atomic_file(path, "wb") as handle:
+            torch.save(state, handle)
+
+    def resume(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written above
+        self.policy.load_state_dict(state["policy"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl.value, self.step_count = state["kl_coef"], state["step"]
+        torch.set_rng_state(state["torch_rng"])
+
+    def save(self, directory: Path) -> None:
+        """LoRA: a PEFT adapter (loadable with ``PeftModel.from_pretrained``); full: the model's safetensors.
+        The value head is saved beside it (only needed to continue training)."""
+        from safetensors.torch import save_file
+
+        self.policy.lm.save_pretrained(directory / ("adapter" if self.config.method == "lora" else "model"))
+        self.tokenizer.save_pretrained(directory / "tokenizer")
+        save_file({k: v.contiguous() for k, v in self.policy.value_head.state_dict().items()}, directory / "value_head.safetensors")
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def config_dict(config: PPOConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def review_prompts(n: int = 512, seed: int = 0, source: str = "imdb") -> list[str]:
+    """The classic demonstration's prompts: the first 2-8 words of movie reviews (line breaks removed)."""
+    from adaptlab.data import load_data
+
+    texts = load_data(source).texts
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(texts), min(n, len(texts)), replace=False)
+    return [" ".join(texts[i].replace("<br />", " ").split()[: int(rng.integers(2, 9))]) for i in chosen]
+
+
+def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOConfig, output: str | Path, *,
+              reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
+    """Train and write the policy artifact (adapter or weights, value head, log, manifest)."""
+    from adaptlab.artifacts import write_artifact
+    from adaptlab.measure import measure
+    from adaptlab.training.engine import work_dir
+
+    output = Path(output)
+    workdir = work_dir(output)
+    trainer = PPOTrainer(model, reward, config, device)
+    if resume and (workdir / "checkpoint.pt").exists():
+        trainer.resume(workdir / "checkpoint.pt")
+    elif workdir.exists():
+        import shutil
+
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with measure() as cost:
+        history = trainer.train(list(prompts), workdir, progress)
+    log = list(csv.DictReader((workdir / "log.csv").open())) if (workdir / "log.csv").exists() else []
+    rewards = [float(row["reward_mean"]) for row in log]
+    manifest = {
+        "strategy": "ppo-policy",
+        "base_model": {"name": model, "fingerprint": trainer.ref_info.fingerprint()},
+        "labels": [],
+        "params": {**config_dict(config), "reward": reward_spec},
+        "metrics": {"steps": trainer.step_count, "reward_first_steps": float(np.mean(rewards[:3])) if rewards else None,
+                    "reward_last_steps": float(np.mean(rewards[-3:])) if rewards else None,
+                    "kl_last": float(log[-1]["kl"]) if log else None},
+        "cost": {"train_seconds": round(cost.seconds, 2), "peak_rss_mb": cost.as_dict()["peak_rss_mb"],
+                 "trainable_params": sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)},
+        "samples": history[-1]["samples"] if history else [],
+    }
+
+    def save(directory: Path) -> None:
+        trainer.save(directory)
+        import shutil
+
+        if (workdir / "log.csv").exists():
+            shutil.copy(workdir / "log.csv", directory / "log.csv")
+
+    manifest = write_artifact(output, manifest, save)
+    import shutil
+
+    shutil.rmtree(workdir, ignore_errors=True)
+    return manifest
