@@ -282,5 +282,12 @@ def test_ppo_command_writes_a_peft_loadable_policy(cli, tiny_llama, tmp_path, mo
     assert code == 0, err
     assert "2 PPO steps" in out and (tmp_path / "policy" / "log.csv").exists()
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "policy" / "adapter")
+    code, out, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", prompts,
+                         "--n", "6", "--max-new-tokens", "5", "-o", tmp_path / "eval")
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert result["prompts"] == 6 and 0 <= result["win_rate"] <= 1 and len(result["samples"]) == 6
+    assert result["reward_gain"] == pytest.approx(result["reward_tuned"] - result["reward_base"])
+    assert "| prompt | base |" in (tmp_path / "eval" / "results.md").read_text()
     code, _, err = cli("rlhf", "ppo", "--reward", "nowhere:nothing", "--prompts", prompts, "--model", tiny_llama, "-o", tmp_path / "p2")
     assert code == 2 and "cannot import" in err

@@ -520,6 +520,36 @@ def rlhf_ppo(
               f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")
 
 
+@rlhf_app.command("eval")
+def rlhf_eval(
+    policy: Annotated[Path, typer.Argument(help="A policy artifact from `adaptlab rlhf ppo`.")],
+    reward: Annotated[str, typer.Option(help="Reward to score with: reward-model or classifier artifact, or module:function.")],
+    reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
+    prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file.")] = "imdb",
+    prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
+    n: Annotated[int, typer.Option(help="How many prompts.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
+    seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for results.json and results.md.")] = Path("runs/rlhf-eval"),
+    device: DEVICE = None,
+) -> None:
+    """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
+    from adaptlab.rlhf.evaluate import evaluate_policy, write_report
+    from adaptlab.rlhf.ppo import load_reward, review_prompts
+
+    if prompts in ("imdb", "rotten_tomatoes"):
+        prompt_list = review_prompts(n, seed=10_000 + seed, source=prompts)  # another sample than training's seed 0
+    else:
+        from adaptlab.data import read_texts
+
+        prompt_list = read_texts(prompts, prompt_column)[:n]
+    result = evaluate_policy(policy, prompt_list, load_reward(reward, reward_label, device), max_new_tokens=max_new_tokens,
+                             seed=seed, device=device)
+    write_report(result, output)
+    out.print(f"reward {result['reward_base']:.3f} (base) -> {result['reward_tuned']:.3f} (tuned), win rate "
+              f"{result['win_rate']:.3f}, KL to base {result['kl_to_base']:.2f}; {output / 'results.md'}")
+
+
 @app.command()
 def serve(
     artifacts: Annotated[Optional[list[str]], typer.Argument(help="Artifact directories, as PATH or NAME=PATH.")] = None,
