@@ -291,3 +291,17 @@ def test_ppo_command_writes_a_peft_loadable_policy(cli, tiny_llama, tmp_path, mo
     assert "| prompt | base |" in (tmp_path / "eval" / "results.md").read_text()
     code, _, err = cli("rlhf", "ppo", "--reward", "nowhere:nothing", "--prompts", prompts, "--model", tiny_llama, "-o", tmp_path / "p2")
     assert code == 2 and "cannot import" in err
+
+
+def test_dpo_prefers_the_chosen_responses_on_held_out_prompts(cli, tiny_llama, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    rows = [{"prompt": f"Question {i}", "chosen": "a wonderful helpful answer", "rejected": "an awful rude answer"} for i in range(30)]
+    data = write_jsonl(tmp_path / "prefs.jsonl", rows)
+    code, out, err = cli("rlhf", "dpo", "--data", data, "-o", tmp_path / "dpo", "--model", tiny_llama, "--epochs", "2",
+                         "--lr", "1e-3", "--max-length", "64")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "dpo" / "manifest.json").read_text())["metrics"]["test"]
+    assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "dpo" / "adapter")

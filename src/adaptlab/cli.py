@@ -550,6 +550,35 @@ def rlhf_eval(
               f"{result['win_rate']:.3f}, KL to base {result['kl_to_base']:.2f}; {output / 'results.md'}")
 
 
+@rlhf_app.command("dpo")
+def rlhf_dpo(
+    data: Annotated[str, typer.Option("--data", help="Preference data, as for `rlhf reward`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Policy artifact directory to write.")],
+    model: Annotated[str, typer.Option(help="Policy: a causal LM.")] = "smollm2-135m",
+    method: Annotated[str, typer.Option(help="lora (default) or full.")] = "lora",
+    beta: Annotated[float, typer.Option(help="DPO temperature: how far from the reference the policy may move.")] = 0.1,
+    lr: _opt(float, "Learning rate (default 5e-5 LoRA, 5e-7 full).") = None,
+    epochs: Annotated[int, typer.Option(help="Epochs.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 4,
+    max_length: Annotated[int, typer.Option(help="Tokens per prompt + response.")] = 512,
+    train_size: Annotated[Optional[int], typer.Option(help="Sub-sample the training pairs.")] = None,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Drop invalid rows instead of stopping.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    device: DEVICE = None,
+) -> None:
+    """Direct preference optimisation (TRL's DPOTrainer) on the same preference data; no reward model."""
+    from adaptlab.rlhf import read_preferences, split_preferences
+    from adaptlab.rlhf.dpo import train_dpo
+
+    pairs, _ = read_preferences(data, skip_invalid)
+    split = split_preferences(pairs, data, seed=seed, train_size=train_size)
+    manifest = train_dpo(split, output, model=model, method=method, beta=beta, lr=lr, epochs=epochs, batch_size=batch_size,
+                         max_length=max_length, seed=seed, device=device)
+    test = manifest["metrics"]["test"]
+    out.print(f"DPO on {split.describe()['pairs']['train']} pairs -> {output}; held-out preference accuracy "
+              f"{test.get('rewards/accuracies', float('nan')):.3f}, margin {test.get('rewards/margins', float('nan')):.3f}")
+
+
 @app.command()
 def serve(
     artifacts: Annotated[Optional[list[str]], typer.Argument(help="Artifact directories, as PATH or NAME=PATH.")] = None,
