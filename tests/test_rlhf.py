@@ -305,3 +305,13 @@ def test_dpo_prefers_the_chosen_responses_on_held_out_prompts(cli, tiny_llama, t
     metrics = json.loads((tmp_path / "dpo" / "manifest.json").read_text())["metrics"]["test"]
     assert metrics["rewards/accuracies"] == 1.0 and metrics["rewards/margins"] > 0
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "dpo" / "adapter")
+
+
+def test_running_moments_match_numpy_over_batches():
+    from adaptlab.rlhf.ppo_core import RunningMoments
+
+    values = np.random.default_rng(0).normal(3.0, 2.0, size=50)
+    moments = RunningMoments()
+    for chunk in np.array_split(values, 7):
+        moments.update(torch.tensor(chunk))
+    assert moments.mean == pytest.approx(values.mean()) and moments.std == pytest.approx(values.std(ddof=1))

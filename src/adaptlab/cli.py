@@ -497,6 +497,8 @@ def rlhf_ppo(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-4,
     init_kl_coef: Annotated[float, typer.Option(help="Initial KL penalty coefficient.")] = 0.2,
     target_kl: Annotated[Optional[float], typer.Option(help="Adaptive KL target (nats per response); 0 = fixed coefficient.")] = 6.0,
+    score_norm: Annotated[bool, typer.Option("--score-norm", help="Normalise scores by their running mean and std.")] = False,
+    score_clip: Annotated[Optional[float], typer.Option(help="Clip (normalised) scores to +-this value.")] = None,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
     device: DEVICE = None,
@@ -512,7 +514,7 @@ def rlhf_ppo(
         prompt_list = read_texts(prompts, prompt_column)
     config = PPOConfig(steps=steps, batch_size=batch_size, mini_batch_size=mini_batch_size, ppo_epochs=ppo_epochs,
                        max_new_tokens=max_new_tokens, lr=lr, method=method, init_kl_coef=init_kl_coef,
-                       target_kl=target_kl or None, seed=seed)
+                       target_kl=target_kl or None, score_norm=score_norm, score_clip=score_clip, seed=seed)
     manifest = train_ppo(model, prompt_list, load_reward(reward, reward_label, device), config, output,
                          reward_spec=reward, resume=resume, device=device)
     metrics = manifest["metrics"]

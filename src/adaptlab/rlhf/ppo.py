@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -50,6 +51,7 @@ class PPOConfig:
     vf_coef: float = 0.1
     max_grad_norm: float = 1.0
     score_clip: float | None = None
+    score_norm: bool = False  # scale scores by a running mean/std of all scores seen (reward models drift in scale)
     seed: int = 0
 
     def check(self) -> None:
@@ -137,6 +139,7 @@ class PPOTrainer:
         self.kl = (core.AdaptiveKLController(config.init_kl_coef, config.target_kl, config.kl_horizon)
                    if config.target_kl else core.FixedKLController(config.init_kl_coef))
         self.step_count = 0
+        self.score_stats = core.RunningMoments()
 
     # -- pieces -------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -184,6 +187,10 @@ class PPOTrainer:
         generated = time.perf_counter()
         responses = self.decode(sequences, mask, prompt_length)
         scores = torch.tensor(self.reward(prompts, responses), dtype=torch.float32, device=self.device)
+        raw_scores = scores.clone()
+        if config.score_norm:
+            self.score_stats.update(scores)
+            scores = (scores - self.score_stats.mean) / max(self.score_stats.std, 1e-6)
         if config.score_clip:
             scores = scores.clamp(-config.score_clip, config.score_clip)
         scored = time.perf_counter()
@@ -218,7 +225,7 @@ class PPOTrainer:
         self.kl.update(mean_kl, config.batch_size)
         self.step_count += 1
         optimised = time.perf_counter()
-        return {"step": self.step_count, "reward_mean": float(scores.mean()), "reward_std": float(scores.std()),
+        return {"step": self.step_count, "reward_mean": float(raw_scores.mean()), "reward_std": float(raw_scores.std()),
                 "kl": mean_kl, "kl_coef": kl_coef, **{k: float(np.mean(v)) for k, v in stats.items()},
                 "response_tokens": float(response_mask.sum(1).mean()),
                 "seconds_generation": generated - started, "seconds_scoring": scored - generated,
@@ -238,6 +245,8 @@ class PPOTrainer:
                 history.append(self.step(batch))
                 if workdir is not None:
                     _append_csv(workdir / "log.csv", {k: v for k, v in history[-1].items() if k != "samples"})
+                    with (workdir / "samples.jsonl").open("a") as handle:  # what the policy writes, step by step
+                        handle.write(json.dumps({"step": self.step_count, "prompts": batch[:2], "responses": history[-1]["samples"]}) + "\n")
                     if self.step_count % checkpoint_every == 0 or self.step_count == self.config.steps:
                         self.save_checkpoint(workdir / "checkpoint.pt")
                 advance(1)
@@ -250,8 +259,8 @@ class PPOTrainer:
     def save_checkpoint(self, path: Path) -> None:
         from adaptlab._io import atomic_file
 
-        state = {"policy": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
-                 "kl_coef": self.kl.value, "step": self.step_count, "torch_rng": torch.get_rng_state()}
+        state = {"policy": self._trainable_state(), "optimizer": self.optimizer.state_dict(), "kl_coef": self.kl.value,
+                 "step": self.step_count, "torch_rng": torch.get_rng_state(), "score_stats": dataclasses.asdict(self.score_stats)}
         with atomic_file(path, "wb") as handle:
             torch.save(state, handle)
 
@@ -260,6 +269,7 @@ class PPOTrainer:
         self.policy.load_state_dict(state["policy"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl.value, self.step_count = state["kl_coef"], state["step"]
+        self.score_stats = core.RunningMoments(**state["score_stats"])
         torch.set_rng_state(state["torch_rng"])
 
     def save(self, directory: Path) -> None:
@@ -334,8 +344,9 @@ def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOC
         trainer.save(directory)
         import shutil
 
-        if (workdir / "log.csv").exists():
-            shutil.copy(workdir / "log.csv", directory / "log.csv")
+        for name in ("log.csv", "samples.jsonl"):
+            if (workdir / name).exists():
+                shutil.copy(workdir / name, directory / name)
 
     manifest = write_artifact(output, manifest, save)
     import shutil

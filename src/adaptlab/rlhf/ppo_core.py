@@ -7,6 +7,8 @@ after the end of a response. A response's reward is the reward model's score on 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.nn import functional as F
 
@@ -108,3 +110,24 @@ def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Te
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     log_p = F.log_softmax(logits.float(), dim=-1)
     return -(log_p.exp() * log_p).sum(-1)
+
+
+@dataclass
+class RunningMoments:
+    """Mean and standard deviation of every value seen so far (Chan et al.'s parallel update)."""
+
+    count: float = 0.0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    @property
+    def std(self) -> float:
+        return (self.m2 / (self.count - 1)) ** 0.5 if self.count > 1 else 1.0
+
+    def update(self, values: torch.Tensor) -> None:
+        n, batch_mean = float(values.numel()), float(values.float().mean())
+        batch_m2 = float(((values.float() - batch_mean) ** 2).sum())
+        delta, total = batch_mean - self.mean, self.count + n
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta ** 2 * self.count * n / total
+        self.count = total
