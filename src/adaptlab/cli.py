@@ -27,6 +27,9 @@ train_app = typer.Typer(help="Train one adaptation strategy and save its artifac
 app.add_typer(train_app, name="train")
 rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
 app.add_typer(rag_app, name="rag")
+from adaptlab.feedback.cli import feedback_app  # noqa: E402 - light: imports nothing heavy at module level
+
+app.add_typer(feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
 rlhf_app = typer.Typer(help="Learning from human preferences: reward models (PPO and DPO are on the way).", no_args_is_help=True)
 app.add_typer(rlhf_app, name="rlhf")
 out = Console()

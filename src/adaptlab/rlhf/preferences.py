@@ -1,6 +1,7 @@
 """Human preference data: pairs, full rankings and Anthropic HH-RLHF dialogues, validated and split by prompt.
 
-Accepted rows (JSONL, optionally gzipped, JSON arrays, CSV, or a Hugging Face dataset id):
+Accepted rows (JSONL, optionally gzipped, JSON arrays, CSV, a Hugging Face dataset id, or an ``adaptlab
+feedback`` project directory, read as its exported pairs):
 
 - pairs: ``{"prompt", "chosen", "rejected"}``
 - rankings: ``{"prompt", "responses": [best, ..., worst]}``, expanded into every ordered pair
@@ -14,6 +15,7 @@ The split holds out whole prompts: no prompt of the test pairs is seen in traini
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ class Pair:
     prompt: str
     chosen: str
     rejected: str
-    group: int  # index of the prompt (ranking) the pair came from
+    group: int  # index of the prompt the pair is about (the unit of the train/val/test split)
     weight: float = 1.0
 
 
@@ -54,8 +56,10 @@ def _rows(source: str) -> list[dict]:
         if "/" in source and not source.startswith((".", "/")):
             return _hub_rows(source)
         raise AdaptlabError(f"preference data '{source}' does not exist; give a .jsonl(.gz)/.json/.csv file or a Hub dataset id")
-    if (path / "feedback.sqlite").exists():
-        raise AdaptlabError(f"'{source}' is a feedback project; export it first with `adaptlab feedback export`")
+    if (path / "feedback.sqlite").exists():  # a ranking project of `adaptlab feedback`: its pairs, as exported
+        from adaptlab.feedback.project import export
+
+        return export(path, "pairs")
     opener = gzip.open if path.suffix == ".gz" else open
     name = path.name[:-3] if path.suffix == ".gz" else path.name
     try:
@@ -123,6 +127,9 @@ def read_preferences(source: str, skip_invalid: bool = False) -> tuple[list[Pair
             skipped += 1
     if not pairs:
         raise AdaptlabError(f"'{source}': no valid rows ({skipped} skipped)")
+    # Group by prompt text, so every pair about one prompt (from one ranking or several rows) is held out together.
+    groups: dict[str, int] = {}
+    pairs = [dataclasses.replace(p, group=groups.setdefault(p.prompt, len(groups))) for p in pairs]
     if skipped:
         from adaptlab.progress import stderr
 

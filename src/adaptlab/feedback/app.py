@@ -1,0 +1,324 @@
+"""The ranking web app: server-rendered pages, a little inline JavaScript, JSON endpoints for writes.
+
+Prompts and candidates are model output, i.e. untrusted: every one goes through ``html.escape`` and is shown
+as text, and a nonce-based Content-Security-Policy blocks any script that slipped through anyway. The
+session cookie is HttpOnly and SameSite=Strict; writes also need the session's CSRF token in a header or
+form field. Endpoints are plain (sync) functions, so each runs in the server's thread pool with its own
+SQLite connection: concurrent submissions are serialised by SQLite's write lock, not by the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from html import escape
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from adaptlab.feedback import db
+from adaptlab.feedback.project import FORMATS, agreement, export_rows
+
+COOKIE = "adaptlab_session"
+ACTIONS = {"rank": "ranked", "skip": "skipped", "flag": "flagged"}
+
+STYLE = """
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 62rem; margin: 1rem auto; padding: 0 1rem; color: #1a1a1a; }
+header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; flex-wrap: wrap; }
+.prompt, .text { white-space: pre-wrap; overflow-wrap: anywhere; }
+.prompt { background: #f3f4f6; padding: .75rem; border-radius: .4rem; }
+ol#ranking { list-style: none; padding: 0; }
+ol#ranking li { display: grid; grid-template-columns: 2.5rem 1fr auto; gap: .75rem; align-items: start; border: 1px solid #9ca3af;
+  border-radius: .4rem; padding: .6rem; margin: .4rem 0; background: #fff; cursor: grab; }
+ol#ranking li:focus { outline: 3px solid #2563eb; outline-offset: 2px; }
+ol#ranking li.tied { border-left: 6px solid #d97706; }
+.rank { font-weight: 700; font-size: 1.2rem; }
+.controls { display: flex; flex-direction: column; gap: .25rem; font-size: .9rem; }
+.actions { display: flex; gap: .5rem; flex-wrap: wrap; align-items: end; margin-top: 1rem; }
+button { font: inherit; padding: .35rem .8rem; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
+#message { min-height: 1.5rem; color: #b91c1c; }
+table { border-collapse: collapse; } td, th { border: 1px solid #9ca3af; padding: .25rem .6rem; text-align: right; }
+"""
+
+# Reorders the list (HTML5 drag and drop, Alt+ArrowUp/Down, move buttons), reads ties, posts JSON.
+SCRIPT = """
+const list = document.getElementById('ranking');
+const main = document.querySelector('main');
+const csrf = document.querySelector('meta[name=csrf-token]').content;
+const say = (text) => { document.getElementById('message').textContent = text; };
+function renumber() {
+  const items = [...list.children];
+  items.forEach((li, i) => {
+    li.querySelector('.rank').textContent = i + 1;
+    li.setAttribute('aria-label', 'Rank ' + (i + 1) + ' of ' + items.length);
+    const tie = li.querySelector('input.tie');
+    tie.disabled = i === 0; if (i === 0) tie.checked = false;
+    li.classList.toggle('tied', tie.checked);
+  });
+}
+function move(li, delta) {
+  const target = delta < 0 ? li.previousElementSibling : li.nextElementSibling;
+  if (!target) return;
+  list.insertBefore(li, delta < 0 ? target : target.nextElementSibling);
+  renumber(); li.focus();
+  document.getElementById('status').textContent = 'Moved to rank ' + ([...list.children].indexOf(li) + 1);
+}
+function ranking() {
+  const groups = [];
+  for (const li of list.children) {
+    const id = Number(li.dataset.id);
+    if (li.querySelector('input.tie').checked && groups.length) groups[groups.length - 1].push(id); else groups.push([id]);
+  }
+  return groups;
+}
+async function post(url, body) {
+  for (let attempt = 0; ; attempt++) {  // a lost response is retried with the same submission id
+    try {
+      const r = await fetch(url, {method: 'POST', headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf},
+                                  body: JSON.stringify(body || {}), credentials: 'same-origin'});
+      const data = await r.json().catch(() => ({}));
+      if (!r.ok) { say(data.error ? data.error.message : 'Error ' + r.status); return null; }
+      return data;
+    } catch (e) { if (attempt >= 2) { say('Network error; please try again.'); return null; } }
+  }
+}
+async function send(action) {
+  const reason = document.getElementById('reason');
+  if (action === 'flag' && !reason.value.trim()) { say('Please give a reason for the flag.'); reason.focus(); return; }
+  const data = await post('/api/submit', {submission_id: main.dataset.submission, prompt_id: Number(main.dataset.prompt),
+                                          action: action, ranking: action === 'rank' ? ranking() : null, reason: reason.value});
+  if (data) location.assign('/');
+}
+async function undo() {
+  const data = await post('/api/undo');
+  if (data && data.prompt_id !== null) location.assign('/?prompt=' + data.prompt_id);
+  else if (data) say('Nothing to undo.');
+}
+if (list) {
+  let dragged = null;
+  for (const li of list.children) {
+    li.addEventListener('dragstart', (e) => { dragged = li; e.dataTransfer.effectAllowed = 'move'; e.dataTransfer.setData('text/plain', li.dataset.id); });
+    li.addEventListener('dragover', (e) => { e.preventDefault(); e.dataTransfer.dropEffect = 'move'; });
+    li.addEventListener('drop', (e) => {
+      e.preventDefault();
+      if (!dragged || dragged === li) return;
+      const items = [...list.children];
+      list.insertBefore(dragged, items.indexOf(dragged) < items.indexOf(li) ? li.nextElementSibling : li);
+      renumber(); dragged.focus(); dragged = null;
+    });
+    li.addEventListener('keydown', (e) => {
+      if (e.target === li && e.altKey && (e.key === 'ArrowUp' || e.key === 'ArrowDown')) { e.preventDefault(); move(li, e.key === 'ArrowUp' ? -1 : 1); }
+    });
+    li.querySelector('.up').addEventListener('click', () => move(li, -1));
+    li.querySelector('.down').addEventListener('click', () => move(li, 1));
+    li.querySelector('input.tie').addEventListener('change', renumber);
+  }
+  renumber();
+  for (const action of ['rank', 'skip', 'flag']) document.getElementById(action).addEventListener('click', () => send(action));
+}
+document.getElementById('undo').addEventListener('click', undo);
+"""
+
+
+def _html(title: str, body: str, request: Request, status: int = 200, csrf: str = "") -> HTMLResponse:
+    nonce = request.state.nonce
+    return HTMLResponse(
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="csrf-token" content="{escape(csrf)}">'
+        f'<title>{escape(title)} · adaptlab feedback</title><style nonce="{nonce}">{STYLE}</style></head>'
+        f'<body>{body}</body></html>', status_code=status)
+
+
+def _script(request: Request) -> str:
+    return f'<script nonce="{request.state.nonce}">{SCRIPT}</script>'
+
+
+def _header(user: db.Annotator, csrf: str, title: str = "Rank the responses") -> str:
+    admin = ' · <a href="/admin">Admin</a>' if user.is_admin else ""
+    return (f'<header><h1>{title}</h1><div>Signed in as <strong>{escape(user.name)}</strong>{admin}'
+            f'<form method="post" action="/logout"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+            f'<button type="submit">Sign out</button></form></div></header>')
+
+
+def _candidate(index: int, cid: int, text: str, total: int) -> str:
+    return (f'<li draggable="true" tabindex="0" data-id="{cid}" aria-describedby="help" aria-label="Rank {index} of {total}">'
+            f'<span class="rank" aria-hidden="true">{index}</span><div class="text">{escape(text)}</div>'
+            f'<div class="controls"><button type="button" class="up" aria-label="Move up">↑ Up</button>'
+            f'<button type="button" class="down" aria-label="Move down">↓ Down</button>'
+            f'<label><input type="checkbox" class="tie"> Tie with the one above</label></div></li>')
+
+
+def create_app(directory: Path) -> FastAPI:
+    """The app for one project directory (which must already hold a project)."""
+    db.connect(directory).close()  # fails early, with a clear message, if it is not a project
+    local = threading.local()
+
+    def conn() -> sqlite3.Connection:
+        if not hasattr(local, "conn"):
+            local.conn = db.connect(directory)
+        return local.conn
+
+    app = FastAPI(title="adaptlab feedback", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        request.state.nonce = secrets.token_urlsafe(16)
+        response = await call_next(request)
+        nonce = request.state.nonce
+        response.headers["Content-Security-Policy"] = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    def error(request: Request, status: int, message: str) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+        hint = ' Open the login link you were given.' if status == 401 else ""
+        return _html("Error", f'<main><h1>{status}</h1><p role="alert">{escape(message)}.{hint}</p></main>', request, status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(request, exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(request, 422, "invalid request: " + "; ".join(str(e.get("msg")) for e in exc.errors()))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return error(request, 500, "internal error")
+
+    def auth(request: Request, admin: bool = False, csrf: str | None = None) -> tuple[db.Annotator, str]:
+        """The signed-in annotator and CSRF token; 401 without a live session, 403 for a bad CSRF token or a
+        non-admin on an admin route. ``csrf`` is the token the request carries (checked when not None)."""
+        found = db.session(conn(), request.cookies.get(COOKIE, ""))
+        if found is None:
+            raise HTTPException(401, "not signed in, or the session expired")
+        user, token = found
+        if csrf is not None and not secrets.compare_digest(csrf.encode(), token.encode()):
+            raise HTTPException(403, "missing or wrong CSRF token")
+        if admin and not user.is_admin:
+            raise HTTPException(403, "admins only")
+        return user, token
+
+    @app.get("/login")
+    def login(request: Request, token: str = "") -> Response:
+        started = db.login(conn(), token) if token else None
+        if started is None:
+            raise HTTPException(401, "unknown login token")
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, started[0], max_age=db.SESSION_SECONDS, httponly=True, samesite="strict",
+                            secure=request.url.scheme == "https")
+        return response
+
+    @app.get("/", response_class=HTMLResponse)
+    def ranking_page(request: Request, prompt: int | None = None) -> Response:
+        user, csrf = auth(request)
+        c = conn()
+        prompt_id = prompt if prompt is not None and db.may_redo(c, user.id, prompt) else db.next_prompt(c, user.id)
+        done, total = db.progress(c, user.id)
+        status = (f'<p><label for="progress">Progress: {done} of {total} done</label> '
+                  f'<progress id="progress" max="{max(total, 1)}" value="{done}">{done} of {total}</progress></p>')
+        undo = '<button type="button" id="undo">Undo last submission</button>'
+        tail = '<p id="message" role="alert"></p><p id="status" class="visually-hidden" aria-live="polite"></p>'
+        if prompt_id is None:
+            body = f'<main>{status}<h2>All done</h2><p>No items are left for you. Thank you!</p>{undo}{tail}</main>'
+            return _html("All done", _header(user, csrf) + body + _script(request), request, csrf=csrf)
+        text, candidates = db.item(c, prompt_id)
+        items = "".join(_candidate(i, row["id"], row["text"], len(candidates)) for i, row in enumerate(candidates, start=1))
+        body = (f'<main data-prompt="{prompt_id}" data-submission="{secrets.token_urlsafe(16)}">{status}'
+                f'<h2 id="prompt-label">Prompt</h2><div class="prompt" aria-labelledby="prompt-label">{escape(text)}</div>'
+                f'<h2 id="list-label">Responses, best first</h2>'
+                f'<p id="help">Drag a response, or focus it and press Alt+Arrow Up/Down (or use its Up/Down buttons), '
+                f'to order them best to worst. Tick “Tie” to rank a response equal to the one above it.</p>'
+                f'<ol id="ranking" aria-labelledby="list-label">{items}</ol>'
+                f'<div class="actions"><button type="button" id="rank">Submit ranking</button>'
+                f'<button type="button" id="skip">Skip</button>'
+                f'<label>Reason for flagging <input id="reason" maxlength="500"></label>'
+                f'<button type="button" id="flag">Flag as problematic</button>{undo}</div>{tail}</main>')
+        return _html("Rank", _header(user, csrf) + body + _script(request), request, csrf=csrf)
+
+    @app.post("/api/submit")
+    async def submit(request: Request) -> Response:
+        return await run_in_threadpool(store, request, await request.body())
+
+    def store(request: Request, raw: bytes) -> Response:
+        user, _ = auth(request, csrf=request.headers.get("X-CSRF-Token", ""))
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise HTTPException(422, "the body must be JSON") from None
+        sid, prompt_id, action = (body.get(k) if isinstance(body, dict) else None for k in ("submission_id", "prompt_id", "action"))
+        if not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or action not in ACTIONS:
+            raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (an integer) and action (rank, skip or flag)")
+        reason = body.get("reason")
+        try:
+            stored = db.submit(conn(), user.id, sid, prompt_id, ACTIONS[action], body.get("ranking"),
+                               reason if isinstance(reason, str) else None)
+        except db.Conflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except db.Invalid as exc:
+            raise HTTPException(422, str(exc)) from None
+        return JSONResponse({"submission_id": sid, "stored": stored})
+
+    @app.post("/api/undo")
+    def undo(request: Request) -> Response:
+        user, _ = auth(request, csrf=request.headers.get("X-CSRF-Token", ""))
+        return JSONResponse({"prompt_id": db.undo(conn(), user.id)})
+
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin(request: Request) -> Response:
+        user, csrf = auth(request, admin=True)
+        c = conn()
+        rows = "".join(f'<tr><th scope="row">{escape(r["name"])}{" (admin)" if r["is_admin"] else ""}</th>'
+                       f'<td>{r["ranked"]}</td><td>{r["skipped"]}</td><td>{r["flagged"]}</td><td>{r["undone"]}</td></tr>'
+                       for r in db.annotator_progress(c))
+        agree = agreement(c)
+        pairs = "".join(f'<tr><th scope="row">{escape(p["annotators"][0])} / {escape(p["annotators"][1])}</th>'
+                        f'<td>{p["tau"]:.3f}</td><td>{p["items"]}</td></tr>' for p in agree["pairs"])
+        mean = "n/a" if agree["mean_tau"] is None else f'{agree["mean_tau"]:.3f}'
+        prompts = c.execute("SELECT COUNT(*) FROM prompts").fetchone()[0]
+        body = (f'<main><p>{prompts} items, overlap {db.settings(c)["overlap"]}.</p>'
+                f'<h2>Progress per annotator</h2><table><thead><tr><th scope="col">Annotator</th><th scope="col">Ranked</th>'
+                f'<th scope="col">Skipped</th><th scope="col">Flagged</th><th scope="col">Undone</th></tr></thead><tbody>{rows}</tbody></table>'
+                f'<h2>Agreement</h2><p>Mean Kendall’s tau-b: <strong id="mean-tau">{mean}</strong> over {agree["comparisons"]} '
+                f'comparisons on {agree["items"]} items ranked by several annotators.</p>'
+                f'<table><thead><tr><th scope="col">Annotators</th><th scope="col">tau-b</th><th scope="col">Items</th></tr></thead>'
+                f'<tbody>{pairs}</tbody></table><h2>Export</h2><ul>'
+                + "".join(f'<li><a href="/admin/export?format={f}" download>{f} (JSONL)</a></li>' for f in FORMATS)
+                + '</ul></main>')
+        return _html("Admin", _header(user, csrf, "Feedback project") + body, request, csrf=csrf)
+
+    @app.get("/admin/export")
+    def export(request: Request, format: str = "pairs") -> Response:
+        auth(request, admin=True)
+        if format not in FORMATS:
+            raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in export_rows(conn(), format))
+        return Response(text, media_type="application/x-ndjson",
+                        headers={"Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"'})
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        return await run_in_threadpool(sign_out, request, await request.body())
+
+    def sign_out(request: Request, raw: bytes) -> Response:
+        form = parse_qs(raw.decode("utf-8", "replace"))
+        auth(request, csrf=request.headers.get("X-CSRF-Token") or form.get("csrf", [""])[0])
+        db.logout(conn(), request.cookies[COOKIE])
+        response = _html("Signed out", "<main><h1>Signed out</h1><p>Open your login link to sign in again.</p></main>", request)
+        response.delete_cookie(COOKIE, httponly=True, samesite="strict")
+        return response
+
+    return app

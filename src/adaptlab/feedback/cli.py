@@ -1,0 +1,89 @@
+"""``adaptlab feedback ...``: create a ranking project, add annotators, serve the app, export preferences.
+
+Wired into the main CLI as a sub-app, so ``AdaptlabError`` raised here becomes the usual one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from adaptlab.errors import AdaptlabError
+
+feedback_app = typer.Typer(help="Human feedback: people rank model outputs in a browser; export pairs for `rlhf reward`.",
+                           no_args_is_help=True)
+Project = Annotated[Path, typer.Argument(help="Project directory (holds feedback.sqlite).")]
+
+
+@feedback_app.command("new")
+def new(
+    project: Project,
+    prompts: Annotated[Path | None, typer.Option(help="JSONL of prompts: {\"prompt\": ...} per line.")] = None,
+    candidates: Annotated[Path | None, typer.Option(help="Import candidates instead of sampling: JSONL of {\"prompt\", \"responses\": [...]} or {\"prompt\", \"response\", \"source\"}.")] = None,
+    model: Annotated[str, typer.Option(help="Causal LM that samples the candidates.")] = "smollm2-135m",
+    n: Annotated[int, typer.Option("-n", help="Candidates sampled per prompt.")] = 4,
+    overlap: Annotated[int, typer.Option(help="How many annotators rank each item (above 1 measures agreement).")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per candidate.")] = 128,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 would give identical candidates).")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the first candidate; candidate i uses seed + i.")] = 0,
+) -> None:
+    """Create a ranking project with sampled (or imported) candidates for each prompt."""
+    from adaptlab.feedback.project import new_project
+    from adaptlab.generation import SamplingOptions
+
+    summary = new_project(project, prompts, model, n, SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed),
+                          candidates, overlap)
+    print(json.dumps(summary))
+
+
+@feedback_app.command("add-annotator")
+def add_annotator(
+    project: Project,
+    name: Annotated[str, typer.Argument(help="The annotator's name (unique in the project).")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see progress and agreement and export.")] = False,
+    base_url: Annotated[str, typer.Option(help="Where the app is served, for the printed link.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Add an annotator and print their login link (shown once; only a hash of the token is stored)."""
+    from adaptlab.feedback.project import add_annotator as add
+
+    token = add(project, name, admin)
+    print(f"{base_url.rstrip('/')}/login?token={token}")
+
+
+@feedback_app.command("serve")
+def serve(
+    project: Project,
+    host: Annotated[str, typer.Option(help="Interface to bind; the default is reachable from this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve the ranking app for the annotators."""
+    import uvicorn
+
+    from adaptlab.feedback.app import create_app
+
+    app = create_app(project)
+    typer.echo(f"serving {project} on http://{host}:{port} (annotators open their login link)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@feedback_app.command("export")
+def export(
+    project: Project,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    format: Annotated[str, typer.Option("--format", help="pairs (ties give no pair) or rankings (tie-free submissions only).")] = "pairs",
+) -> None:
+    """Write the ranked submissions as preference JSONL that `adaptlab rlhf reward --data` reads."""
+    from adaptlab._io import atomic_file
+    from adaptlab.feedback.project import export as rows_of
+
+    rows = rows_of(project, format)
+    if not rows:
+        raise AdaptlabError(f"'{project}' has no ranked submissions to export as {format} yet")
+    with atomic_file(output) as handle:
+        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    print(json.dumps({"output": str(output), "format": format, "rows": len(rows)}))

@@ -1,0 +1,231 @@
+"""The ranking project's SQLite store: one file, WAL mode, one short transaction per write.
+
+WAL lets the web server's readers run while one writer commits; ``BEGIN IMMEDIATE`` takes the write lock
+up front so a submission's checks and insert are atomic. Submissions are keyed by a client-generated id,
+so a retried request (lost response, double click) finds its own row instead of storing a second one.
+A partial unique index keeps one live submission per (annotator, prompt): nobody annotates an item twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptlab.errors import AdaptlabError
+
+DB_NAME = "feedback.sqlite"  # adaptlab.rlhf.preferences recognises a project by this file
+SCHEMA_VERSION = 1
+STATUSES = ("ranked", "skipped", "flagged")
+SESSION_SECONDS = 7 * 24 * 3600
+
+SCHEMA = """
+CREATE TABLE project (id INTEGER PRIMARY KEY CHECK (id = 1), overlap INTEGER NOT NULL, k INTEGER NOT NULL,
+                      model TEXT, created REAL NOT NULL);
+CREATE TABLE prompts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
+CREATE TABLE candidates (id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+                         text TEXT NOT NULL, source TEXT, UNIQUE (prompt_id, text));
+CREATE TABLE annotators (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
+                         is_admin INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+                       csrf TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE submissions (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+                          prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+                          status TEXT NOT NULL CHECK (status IN ('ranked', 'skipped', 'flagged')),
+                          ranking TEXT, reason TEXT, created REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX one_live_per_item ON submissions (annotator_id, prompt_id) WHERE undone = 0;
+CREATE INDEX live_by_prompt ON submissions (prompt_id) WHERE undone = 0;
+"""
+
+# Items open to annotator ?: fewer live annotators than the overlap, and none of them is this annotator.
+_OPEN = ("SELECT p.id, COUNT(s.id) AS live FROM prompts p LEFT JOIN submissions s ON s.prompt_id = p.id AND s.undone = 0 "
+         "GROUP BY p.id HAVING COUNT(DISTINCT s.annotator_id) < (SELECT overlap FROM project) "
+         "AND SUM(s.annotator_id = ?) IS NOT 1")
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Conflict(Exception):
+    """The request clashes with stored data (HTTP 409)."""
+
+
+class Invalid(Exception):
+    """The request is malformed for this item (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class Annotator:
+    id: int
+    name: str
+    is_admin: bool
+
+
+def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
+    """An autocommit connection to the project's database (created, with the schema, when ``create``)."""
+    path = Path(directory) / DB_NAME
+    if create and path.exists():
+        raise AdaptlabError(f"'{directory}' already holds a feedback project")
+    if not create and not path.exists():
+        raise AdaptlabError(f"'{directory}' is not a feedback project (no {DB_NAME}); create one with `adaptlab feedback new`")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    if create:
+        conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def settings(conn: sqlite3.Connection) -> sqlite3.Row:
+    return conn.execute("SELECT overlap, k, model FROM project").fetchone()
+
+
+def add_annotator(conn: sqlite3.Connection, name: str, admin: bool) -> str:
+    """Register ``name`` and return its login token; only the token's hash is stored."""
+    token = secrets.token_urlsafe(32)
+    try:
+        with transaction(conn):
+            conn.execute("INSERT INTO annotators (name, token_hash, is_admin) VALUES (?, ?, ?)", (name, sha256(token), int(admin)))
+    except sqlite3.IntegrityError:
+        raise AdaptlabError(f"an annotator named '{name}' already exists") from None
+    return token
+
+
+def login(conn: sqlite3.Connection, token: str) -> tuple[str, str] | None:
+    """(session id, CSRF token) for a valid login token, else None. Expired sessions are purged here."""
+    row = conn.execute("SELECT id FROM annotators WHERE token_hash = ?", (sha256(token),)).fetchone()
+    if row is None:
+        return None
+    session, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE expires < ?", (time.time(),))
+        conn.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (sha256(session), row["id"], csrf, time.time() + SESSION_SECONDS))
+    return session, csrf
+
+
+def session(conn: sqlite3.Connection, session_id: str) -> tuple[Annotator, str] | None:
+    """The annotator and CSRF token of a live session, else None."""
+    row = conn.execute(
+        "SELECT a.id, a.name, a.is_admin, s.csrf FROM sessions s JOIN annotators a ON a.id = s.annotator_id "
+        "WHERE s.id_hash = ? AND s.expires > ?", (sha256(session_id), time.time())).fetchone()
+    return None if row is None else (Annotator(row["id"], row["name"], bool(row["is_admin"])), row["csrf"])
+
+
+def logout(conn: sqlite3.Connection, session_id: str) -> None:
+    with transaction(conn):
+        conn.execute("DELETE FROM sessions WHERE id_hash = ?", (sha256(session_id),))
+
+
+def next_prompt(conn: sqlite3.Connection, annotator_id: int) -> int | None:
+    """An item the annotator has no live submission for and that still needs annotators, least-covered first."""
+    row = conn.execute(f"{_OPEN} ORDER BY live, p.id LIMIT 1", (annotator_id,)).fetchone()
+    return None if row is None else row["id"]
+
+
+def may_redo(conn: sqlite3.Connection, annotator_id: int, prompt_id: int) -> bool:
+    """Whether the annotator undid a submission for this item and has not redone it (they may see it again)."""
+    rows = conn.execute("SELECT undone FROM submissions WHERE annotator_id = ? AND prompt_id = ?", (annotator_id, prompt_id)).fetchall()
+    return any(r["undone"] for r in rows) and not any(not r["undone"] for r in rows)
+
+
+def item(conn: sqlite3.Connection, prompt_id: int) -> tuple[str, list[sqlite3.Row]]:
+    """The prompt's text and its candidates (id, text) in a fixed order."""
+    prompt = conn.execute("SELECT text FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
+    if prompt is None:
+        raise Invalid(f"unknown prompt {prompt_id}")
+    return prompt["text"], conn.execute("SELECT id, text FROM candidates WHERE prompt_id = ? ORDER BY id", (prompt_id,)).fetchall()
+
+
+def progress(conn: sqlite3.Connection, annotator_id: int) -> tuple[int, int]:
+    """(items this annotator has done, items done + still available to them)."""
+    done = conn.execute("SELECT COUNT(*) FROM submissions WHERE annotator_id = ? AND undone = 0", (annotator_id,)).fetchone()[0]
+    open_ = conn.execute(f"SELECT COUNT(*) FROM ({_OPEN})", (annotator_id,)).fetchone()[0]
+    return done, done + open_
+
+
+def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prompt_id: int, status: str,
+           ranking: list[list[int]] | None, reason: str | None) -> bool:
+    """Store one submission in one transaction; False when this exact id was already stored (a retry)."""
+    if status not in STATUSES:
+        raise Invalid(f"action must be one of {', '.join(STATUSES)}")
+    if status == "flagged" and not (reason or "").strip():
+        raise Invalid("a flag needs a reason")
+    with transaction(conn):
+        existing = conn.execute("SELECT annotator_id, prompt_id FROM submissions WHERE id = ?", (submission_id,)).fetchone()
+        if existing is not None:
+            if existing["annotator_id"] != annotator_id or existing["prompt_id"] != prompt_id:
+                raise Conflict("this submission id is already used")
+            return False
+        _, candidates = item(conn, prompt_id)
+        if status == "ranked":
+            _check_ranking(ranking, {c["id"] for c in candidates})
+        try:
+            conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, reason, created) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (submission_id, annotator_id, prompt_id, status,
+                          json.dumps(ranking) if status == "ranked" else None, (reason or "").strip() or None, time.time()))
+        except sqlite3.IntegrityError:
+            raise Conflict("you already submitted this item; undo it first") from None
+    return True
+
+
+def _check_ranking(ranking, candidate_ids: set[int]) -> None:
+    if (not isinstance(ranking, list) or not ranking
+            or not all(isinstance(g, list) and g and all(type(c) is int for c in g) for g in ranking)):
+        raise Invalid("ranking must be a non-empty list of non-empty lists of candidate ids, best first")
+    flat = [c for group in ranking for c in group]
+    if len(flat) != len(set(flat)) or set(flat) != candidate_ids:
+        raise Invalid("ranking must list each of this item's candidates exactly once")
+
+
+def undo(conn: sqlite3.Connection, annotator_id: int) -> int | None:
+    """Mark the annotator's latest live submission undone; returns its prompt id (None if nothing to undo)."""
+    with transaction(conn):
+        row = conn.execute("SELECT id, prompt_id FROM submissions WHERE annotator_id = ? AND undone = 0 "
+                           "ORDER BY created DESC, rowid DESC LIMIT 1", (annotator_id,)).fetchone()
+        if row is None:
+            return None
+        conn.execute("UPDATE submissions SET undone = 1 WHERE id = ?", (row["id"],))
+    return row["prompt_id"]
+
+
+def live_submissions(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Every live submission with its annotator's name, oldest first."""
+    return conn.execute("SELECT s.*, a.name AS annotator FROM submissions s JOIN annotators a ON a.id = s.annotator_id "
+                        "WHERE s.undone = 0 ORDER BY s.created, s.rowid").fetchall()
+
+
+def annotator_progress(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """Per annotator: live ranked/skipped/flagged counts and undone count."""
+    return conn.execute(
+        "SELECT a.name, a.is_admin, "
+        "COALESCE(SUM(s.undone = 0 AND s.status = 'ranked'), 0) AS ranked, "
+        "COALESCE(SUM(s.undone = 0 AND s.status = 'skipped'), 0) AS skipped, "
+        "COALESCE(SUM(s.undone = 0 AND s.status = 'flagged'), 0) AS flagged, "
+        "COALESCE(SUM(s.undone), 0) AS undone "
+        "FROM annotators a LEFT JOIN submissions s ON s.annotator_id = a.id GROUP BY a.id ORDER BY a.name").fetchall()

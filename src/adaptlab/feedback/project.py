@@ -1,0 +1,184 @@
+"""Ranking projects: create one (sampled or imported candidates), add annotators, export, measure agreement.
+
+The export rows are the pair and ranking formats ``adaptlab.rlhf.read_preferences`` reads, so the result
+goes straight into ``adaptlab rlhf reward``: the collection loop needs no conversion step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.feedback import db
+
+if TYPE_CHECKING:  # generation imports torch: the web app and export do not need it
+    from adaptlab.generation import SamplingOptions
+
+FORMATS = ("pairs", "rankings")
+
+
+def _jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-empty line, with one-line errors naming the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdaptlabError(f"'{path}' does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise AdaptlabError(f"'{path}' line {number} is not valid JSON") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+                raise AdaptlabError(f"'{path}' line {number}: expected an object with a non-empty 'prompt'")
+            rows.append((number, row))
+    if not rows:
+        raise AdaptlabError(f"'{path}' holds no rows")
+    return rows
+
+
+def read_prompts(path: Path) -> list[str]:
+    return list(dict.fromkeys(row["prompt"] for _, row in _jsonl(path)))
+
+
+def read_candidates(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """prompt -> [(response, source)] from ``{"prompt", "responses": [...]}`` or ``{"prompt", "response", "source"}`` rows."""
+    found: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for number, row in _jsonl(path):
+        responses = row.get("responses", [row["response"]] if "response" in row else None)
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise AdaptlabError(f"'{path}' line {number}: expected 'responses' (a list of strings) or 'response' (a string)")
+        found[row["prompt"]] += [(r, str(row.get("source", "import"))) for r in responses]
+    return found
+
+
+def _sample(prompts: list[str], model: str, n: int, options: SamplingOptions) -> dict[str, list[tuple[str, str]]]:
+    """n completions per prompt, each with its own seed so sampled candidates differ."""
+    from dataclasses import replace
+
+    from adaptlab.generation import Generator
+
+    options.check()
+    generator = Generator(model)
+    return {prompt: [(generator.generate(generator.render_chat(prompt), replace(options, seed=options.seed + i)), model)
+                     for i in range(n)] for prompt in prompts}
+
+
+def _distinct(responses: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Non-blank responses, first occurrence of each text kept (with its source)."""
+    seen: dict[str, str] = {}
+    for text, source in responses:
+        if text.strip():
+            seen.setdefault(text, source)
+    return list(seen.items())
+
+
+def new_project(directory: Path, prompts_path: Path | None = None, model: str = "smollm2-135m", n: int = 4,
+                options: SamplingOptions | None = None, candidates_path: Path | None = None, overlap: int = 1) -> dict:
+    """Create the project; returns a summary. Duplicate or blank candidates are dropped (a pair of identical
+    responses teaches nothing and ``read_preferences`` rejects it); prompts left with fewer than two are skipped."""
+    if overlap < 1:
+        raise AdaptlabError(f"--overlap must be at least 1, not {overlap}")
+    if (Path(directory) / db.DB_NAME).exists():  # checked before sampling, which can take a while
+        raise AdaptlabError(f"'{directory}' already holds a feedback project")
+    if candidates_path is None and prompts_path is None:
+        raise AdaptlabError("give --prompts (to sample candidates) or --candidates (to import them)")
+    if candidates_path is not None:
+        candidates = read_candidates(candidates_path)
+        if prompts_path is not None:
+            wanted = read_prompts(prompts_path)
+            unknown = set(candidates) - set(wanted)
+            if unknown:
+                raise AdaptlabError(f"'{candidates_path}' has candidates for a prompt not in '{prompts_path}': {min(unknown)!r}")
+            candidates = {p: candidates.get(p, []) for p in wanted}
+        model_name = None
+    else:
+        if n < 2:
+            raise AdaptlabError(f"-n must be at least 2 candidates to rank, not {n}")
+        from adaptlab.generation import SamplingOptions
+
+        candidates, model_name = _sample(read_prompts(prompts_path), model, n, options or SamplingOptions(temperature=1.0)), model
+    kept = {p: c for p, c in ((p, _distinct(c)) for p, c in candidates.items()) if len(c) >= 2}
+    if not kept:
+        raise AdaptlabError("no prompt has two distinct, non-empty candidates to rank")
+    conn = db.connect(directory, create=True)
+    try:
+        with db.transaction(conn):
+            conn.execute("INSERT INTO project VALUES (1, ?, ?, ?, ?)", (overlap, max(map(len, kept.values())), model_name, time.time()))
+            for prompt, responses in kept.items():
+                prompt_id = conn.execute("INSERT INTO prompts (text) VALUES (?)", (prompt,)).lastrowid
+                conn.executemany("INSERT INTO candidates (prompt_id, text, source) VALUES (?, ?, ?)",
+                                 [(prompt_id, text, source) for text, source in responses])
+    finally:
+        conn.close()
+    return {"project": str(directory), "prompts": len(kept), "skipped_prompts": len(candidates) - len(kept),
+            "candidates": sum(map(len, kept.values())), "overlap": overlap}
+
+
+def add_annotator(directory: Path, name: str, admin: bool = False) -> str:
+    """The new annotator's login token (shown once: only its SHA-256 is stored)."""
+    if not name.strip():
+        raise AdaptlabError("the annotator name is empty")
+    conn = db.connect(directory)
+    try:
+        return db.add_annotator(conn, name.strip(), admin)
+    finally:
+        conn.close()
+
+
+def _ranked(conn) -> list[tuple[str, str, list[list[str]]]]:
+    """(annotator, prompt, ranking as groups of candidate texts, best first) for live ranked submissions."""
+    texts = {r["id"]: r["text"] for r in conn.execute("SELECT id, text FROM candidates")}
+    prompts = {r["id"]: r["text"] for r in conn.execute("SELECT id, text FROM prompts")}
+    return [(s["annotator"], prompts[s["prompt_id"]], [[texts[c] for c in group] for group in json.loads(s["ranking"])])
+            for s in db.live_submissions(conn) if s["status"] == "ranked"]
+
+
+def export_rows(conn, fmt: str) -> list[dict]:
+    if fmt not in FORMATS:
+        raise AdaptlabError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    rows = []
+    for _, prompt, groups in _ranked(conn):
+        if fmt == "rankings":
+            if all(len(g) == 1 for g in groups):
+                rows.append({"prompt": prompt, "responses": [g[0] for g in groups]})
+            continue
+        for better, worse in combinations(groups, 2):  # ties (same group) give no pair
+            rows += [{"prompt": prompt, "chosen": c, "rejected": r} for c in better for r in worse]
+    return rows
+
+
+def export(directory: Path, fmt: str = "pairs") -> list[dict]:
+    """Preference rows from every live ranked submission: all strictly ordered pairs, or tie-free rankings."""
+    conn = db.connect(directory)
+    try:
+        return export_rows(conn, fmt)
+    finally:
+        conn.close()
+
+
+def agreement(conn) -> dict:
+    """Kendall's tau-b between every two annotators who ranked the same item, averaged (ties count as ties).
+    Comparisons where tau is undefined (a ranking that ties everything) are left out."""
+    from scipy.stats import kendalltau
+
+    by_prompt: dict[str, list[tuple[str, dict[str, int]]]] = defaultdict(list)
+    for annotator, prompt, groups in _ranked(conn):
+        by_prompt[prompt].append((annotator, {t: rank for rank, g in enumerate(groups) for t in g}))
+    per_pair: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for rankings in by_prompt.values():
+        for (a, ra), (b, rb) in combinations(sorted(rankings), 2):
+            keys = sorted(ra)
+            tau = kendalltau([ra[k] for k in keys], [rb[k] for k in keys]).statistic
+            if not math.isnan(tau):
+                per_pair[(a, b)].append(float(tau))
+    taus = [t for values in per_pair.values() for t in values]
+    return {"mean_tau": sum(taus) / len(taus) if taus else None, "comparisons": len(taus),
+            "items": sum(len(r) > 1 for r in by_prompt.values()),
+            "pairs": [{"annotators": list(k), "tau": sum(v) / len(v), "items": len(v)} for k, v in sorted(per_pair.items())]}

@@ -1,0 +1,421 @@
+"""The human-feedback ranking app: store, assignment, export, agreement, every route, concurrency, a browser."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.feedback import project
+from adaptlab.feedback.app import create_app
+from adaptlab.feedback.cli import feedback_app
+from adaptlab.rlhf.preferences import read_preferences
+
+EVIL = ["<script>window.__xss=1</script>", '<img src=x onerror="window.__xss=1">',
+        '<a href="javascript:window.__xss=1">click me</a>', "a plain, harmless answer"]
+
+
+def write_candidates(path: Path, n_prompts: int, k: int = 4, evil: bool = False) -> Path:
+    rows = [{"prompt": "Evil <b>prompt</b> <script>window.__xss=1</script>", "responses": EVIL}] if evil else []
+    rows += [{"prompt": f"prompt {i}", "responses": [f"answer {i}.{j}" for j in range(k)]} for i in range(n_prompts - len(rows))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def make_project(tmp_path: Path, n_prompts: int = 3, overlap: int = 2, evil: bool = False) -> Path:
+    directory = tmp_path / "project"
+    project.new_project(directory, candidates_path=write_candidates(tmp_path / "c.jsonl", n_prompts, evil=evil), overlap=overlap)
+    return directory
+
+
+def db(directory: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(directory / "feedback.sqlite")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def page_state(html: str) -> dict:
+    """What the ranking page's script reads: CSRF token, prompt, submission id, candidate ids in shown order."""
+    found = lambda pattern: (m.group(1) if (m := re.search(pattern, html)) else None)
+    prompt = found(r'data-prompt="(\d+)"')
+    return {"csrf": found(r'name="csrf-token" content="([^"]*)"'), "prompt": int(prompt) if prompt else None,
+            "submission": found(r'data-submission="([^"]+)"'), "ids": [int(i) for i in re.findall(r'data-id="(\d+)"', html)]}
+
+
+def signed_in(app, token: str) -> tuple[TestClient, dict]:
+    client = TestClient(app)
+    response = client.get(f"/login?token={token}", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    return client, page_state(client.get("/").text)
+
+
+def rank(client: TestClient, state: dict, ranking=None, action: str = "rank", sid: str | None = None, **extra) -> httpx.Response:
+    body = {"submission_id": sid or state["submission"], "prompt_id": state["prompt"], "action": action,
+            "ranking": [[i] for i in state["ids"]] if ranking is None and action == "rank" else ranking, **extra}
+    return client.post("/api/submit", json=body, headers={"X-CSRF-Token": state["csrf"]})
+
+
+@pytest.fixture
+def setup(tmp_path):
+    directory = make_project(tmp_path, evil=True)
+    tokens = {name: project.add_annotator(directory, name, admin=name == "boss") for name in ("alice", "bob", "carol", "boss")}
+    return directory, create_app(directory), tokens
+
+
+def test_tokens_are_stored_hashed(setup):
+    directory, _, tokens = setup
+    stored = {r["name"]: r["token_hash"] for r in db(directory).execute("SELECT name, token_hash FROM annotators")}
+    assert all(tokens[name] not in stored[name] and len(stored[name]) == 64 for name in tokens)
+    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db(directory).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_login_cookie_and_forbidden_cases(setup):
+    directory, app, tokens = setup
+    anonymous = TestClient(app)
+    for url in ("/", "/admin", "/admin/export?format=pairs"):
+        response = anonymous.get(url)
+        assert response.status_code == 401 and "text/html" in response.headers["content-type"] and "Traceback" not in response.text
+    for path in ("/api/submit", "/api/undo"):
+        response = anonymous.post(path, json={})
+        assert response.status_code == 401 and response.json()["error"]["status"] == 401
+    assert anonymous.get("/login?token=not-a-token").status_code == 401
+    assert anonymous.get("/login").status_code == 401
+    anonymous.cookies.set("adaptlab_session", "forged")
+    assert anonymous.get("/").status_code == 401
+
+    login = TestClient(app).get(f"/login?token={tokens['alice']}", follow_redirects=False)
+    cookie = login.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+    alice, state = signed_in(app, tokens["alice"])
+    body = {"submission_id": "s" * 16, "prompt_id": state["prompt"], "action": "skip"}
+    assert alice.post("/api/submit", json=body).status_code == 403
+    assert alice.post("/api/submit", json=body, headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert alice.post("/api/undo").status_code == 403
+    assert alice.get("/admin").status_code == 403
+    assert alice.get("/admin/export?format=pairs").status_code == 403
+    assert alice.post("/logout").status_code == 403
+    assert db(directory).execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 0
+
+    _, bob_state = signed_in(app, tokens["bob"])
+    assert bob_state["csrf"] != state["csrf"]
+    assert alice.post("/api/submit", json=body, headers={"X-CSRF-Token": bob_state["csrf"]}).status_code == 403
+
+    signed_out = alice.post("/logout", data={"csrf": state["csrf"]})
+    assert signed_out.status_code == 200 and "Signed out" in signed_out.text
+    alice.cookies.clear()
+    alice.cookies.set("adaptlab_session", login.cookies["adaptlab_session"])  # the other session still works
+    assert alice.get("/").status_code == 200
+    db(directory).execute("UPDATE sessions SET expires = 0").connection.commit()
+    assert alice.get("/").status_code == 401  # expired
+
+
+def test_submit_retry_conflict_validation_and_undo(setup):
+    directory, app, tokens = setup
+    alice, state = signed_in(app, tokens["alice"])
+    bob, bob_state = signed_in(app, tokens["bob"])
+    assert state["prompt"] == bob_state["prompt"]  # overlap 2: both get the least-covered item
+    ids = state["ids"]
+    invalid = [ids[:-1], ids + ids[:1], ids[:-1] + [999], "nope", [[]]]
+    for ranking in invalid:
+        shaped = ranking if isinstance(ranking, str) or ranking == [[]] else [[i] for i in ranking]
+        assert rank(alice, state, shaped).status_code == 422
+    assert rank(alice, state, action="flag", reason="  ").status_code == 422
+    assert alice.post("/api/submit", content=b"{not json", headers={"X-CSRF-Token": state["csrf"]}).status_code == 422
+    assert rank(alice, state, action="dance").status_code == 422
+
+    first = rank(alice, state, [[ids[2]], [ids[0], ids[1]], [ids[3]]])
+    assert first.status_code == 200 and first.json()["stored"] is True
+    retry = rank(alice, state, [[ids[2]], [ids[0], ids[1]], [ids[3]]])
+    assert retry.status_code == 200 and retry.json()["stored"] is False
+    assert rank(bob, bob_state, sid=state["submission"]).status_code == 409  # another annotator reuses the id
+    assert rank(alice, state, sid="another-id-1234").status_code == 409  # same item twice
+    rows = db(directory).execute("SELECT * FROM submissions").fetchall()
+    assert len(rows) == 1 and json.loads(rows[0]["ranking"]) == [[ids[2]], [ids[0], ids[1]], [ids[3]]]
+
+    nxt = page_state(alice.get("/").text)
+    assert nxt["prompt"] != state["prompt"]
+    undone = alice.post("/api/undo", headers={"X-CSRF-Token": state["csrf"]})
+    assert undone.json() == {"prompt_id": state["prompt"]}
+    assert db(directory).execute("SELECT undone FROM submissions").fetchone()[0] == 1
+    again = page_state(alice.get(f"/?prompt={state['prompt']}").text)
+    assert again["prompt"] == state["prompt"] and again["submission"] != state["submission"]
+    assert page_state(bob.get(f"/?prompt={nxt['prompt'] + 1}").text)["prompt"] == bob_state["prompt"]  # no redo: ignored
+    assert rank(alice, again, action="flag", reason="unsafe content").json()["stored"] is True
+    assert alice.post("/api/undo", headers={"X-CSRF-Token": state["csrf"]}).json() == {"prompt_id": state["prompt"]}
+    assert bob.post("/api/undo", headers={"X-CSRF-Token": bob_state["csrf"]}).json() == {"prompt_id": None}
+    assert db(directory).execute("SELECT COUNT(*) FROM submissions WHERE undone = 0").fetchone()[0] == 0
+
+
+def test_assignment_never_repeats_and_respects_overlap(setup):
+    directory, app, tokens = setup
+    seen: dict[str, list[int]] = {}
+    for name in ("alice", "bob", "carol"):
+        client, _ = signed_in(app, tokens[name])
+        seen[name] = []
+        html = client.get("/").text
+        state = page_state(html)
+        while state["prompt"] is not None:
+            seen[name].append(state["prompt"])
+            assert rank(client, state, action="skip" if len(seen[name]) == 2 else "rank").status_code == 200
+            html = client.get("/").text
+            state = page_state(html)
+        assert "All done" in html and f"{len(seen[name])} of {len(seen[name])} done" in html
+    assert sorted(seen["alice"]) == [1, 2, 3] and sorted(seen["bob"]) == [1, 2, 3]
+    assert seen["carol"] == []  # every item already has its 2 annotators
+    counts = db(directory).execute("SELECT prompt_id, COUNT(*) FROM submissions GROUP BY prompt_id").fetchall()
+    assert [tuple(r) for r in counts] == [(1, 2), (2, 2), (3, 2)]
+
+
+def test_assignment_spreads_items_least_covered_first(tmp_path):
+    directory = make_project(tmp_path, n_prompts=4, overlap=1)
+    app = create_app(directory)
+    tokens = [project.add_annotator(directory, f"a{i}") for i in range(2)]
+    (a, sa), (b, sb) = signed_in(app, tokens[0]), signed_in(app, tokens[1])
+    assert sa["prompt"] == sb["prompt"] == 1  # both see item 1 before anyone submits it
+    rank(a, sa)
+    assert page_state(b.get("/").text)["prompt"] == 2  # with overlap 1, item 1 is now taken
+
+
+def test_export_formats_feed_read_preferences(setup, tmp_path):
+    directory, app, tokens = setup
+    alice, state = signed_in(app, tokens["alice"])
+    ids = state["ids"]
+    rank(alice, state, [[ids[3]], [ids[0], ids[1]], [ids[2]]])  # a tie: 5 ordered pairs, no ranking row
+    second = page_state(alice.get("/").text)
+    rank(alice, second, [[i] for i in reversed(second["ids"])])  # no tie: 6 pairs and one ranking
+    rank(alice, page_state(alice.get("/").text), action="skip")
+
+    pairs, rankings = project.export(directory, "pairs"), project.export(directory, "rankings")
+    assert len(pairs) == 5 + 6 and len(rankings) == 1
+    texts = {r["id"]: r["text"] for r in db(directory).execute("SELECT id, text FROM candidates")}
+    assert {"prompt": pairs[0]["prompt"], "chosen": texts[ids[3]], "rejected": texts[ids[0]]} in pairs
+    assert not any({p["chosen"], p["rejected"]} == {texts[ids[0]], texts[ids[1]]} for p in pairs)  # tied: no pair
+    assert rankings[0]["responses"] == [texts[i] for i in reversed(second["ids"])]
+
+    runner = CliRunner()
+    for fmt, expected in (("pairs", 11), ("rankings", 6)):
+        out = tmp_path / f"{fmt}.jsonl"
+        result = runner.invoke(feedback_app, ["export", str(directory), "-o", str(out), "--format", fmt])
+        assert result.exit_code == 0, result.output
+        read, detected = read_preferences(str(out))
+        assert detected == fmt and len(read) == expected
+
+    boss, _ = signed_in(app, tokens["boss"])
+    download = boss.get("/admin/export?format=rankings")
+    assert download.status_code == 200 and "attachment" in download.headers["content-disposition"]
+    assert [json.loads(line) for line in download.text.splitlines()] == rankings
+    assert boss.get("/admin/export?format=csv").status_code == 422
+    with pytest.raises(AdaptlabError, match="--format"):
+        project.export(directory, "csv")
+
+
+def test_agreement_on_a_hand_made_case(tmp_path):
+    directory = make_project(tmp_path, n_prompts=3, overlap=3)
+    conn = db(directory)
+    names = {}
+    for name in ("a", "b", "c"):
+        project.add_annotator(directory, name)
+        names[name] = conn.execute("SELECT id FROM annotators WHERE name = ?", (name,)).fetchone()[0]
+    # prompt 1 holds candidates 1..4, prompt 2 holds 5..8, prompt 3 holds 9..12
+    rankings = [("a", 1, [[1], [2], [3], [4]]), ("b", 1, [[1], [2], [3], [4]]),  # identical: tau 1
+                ("a", 2, [[5], [6], [7], [8]]), ("b", 2, [[8], [7], [6], [5]]),  # reversed: tau -1
+                ("a", 3, [[9], [10], [11], [12]]), ("c", 3, [[9, 10], [11, 12]])]  # ties: tau-b = 4 / sqrt(6 * 4)
+    for i, (name, prompt, ranking) in enumerate(rankings):
+        conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, created) VALUES (?, ?, ?, 'ranked', ?, ?)",
+                     (f"sub-{i}", names[name], prompt, json.dumps(ranking), i))
+    conn.commit()
+    result = project.agreement(conn)
+    tie_tau = 4 / 24 ** 0.5
+    assert result["comparisons"] == 3 and result["items"] == 3
+    assert result["mean_tau"] == pytest.approx((1 - 1 + tie_tau) / 3)
+    assert {tuple(p["annotators"]): round(p["tau"], 4) for p in result["pairs"]} == {("a", "b"): 0.0, ("a", "c"): round(tie_tau, 4)}
+
+
+def test_admin_page_shows_progress_and_agreement(setup):
+    _, app, tokens = setup
+    signed = [signed_in(app, tokens[name]) for name in ("alice", "bob")]  # both are shown item 1
+    for client, state in signed:
+        rank(client, state)
+    boss, _ = signed_in(app, tokens["boss"])
+    page = boss.get("/admin")
+    assert page.status_code == 200
+    assert re.search(r"alice</th><td>1</td><td>0</td><td>0</td><td>0</td>", page.text)
+    assert '<strong id="mean-tau">1.000</strong>' in page.text and 'href="/admin/export?format=pairs"' in page.text
+
+
+def test_untrusted_text_is_escaped(setup):
+    _, app, tokens = setup
+    alice, _ = signed_in(app, tokens["alice"])
+    response = alice.get("/")
+    html = response.text
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=&quot;window.__xss=1&quot;&gt;" in html
+    assert "&lt;a href=&quot;javascript:window.__xss=1&quot;&gt;" in html
+    assert "Evil &lt;b&gt;prompt&lt;/b&gt;" in html
+    assert "<img" not in html and "<b>" not in html and 'href="javascript' not in html
+    assert html.count("<script") == 1  # only the app's own, nonce-protected script
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'nonce-" in csp and "unsafe-inline" not in csp
+
+
+def test_cli_commands(tmp_path):
+    runner = CliRunner()
+    candidates = write_candidates(tmp_path / "c.jsonl", 2)
+    directory = tmp_path / "proj"
+    result = runner.invoke(feedback_app, ["new", str(directory), "--candidates", str(candidates), "--overlap", "2"])
+    assert result.exit_code == 0 and json.loads(result.output)["prompts"] == 2
+    result = runner.invoke(feedback_app, ["add-annotator", str(directory), "ann", "--admin", "--base-url", "http://host:9/"])
+    assert result.exit_code == 0 and re.fullmatch(r"http://host:9/login\?token=[\w-]{40,}\n", result.output)
+    assert TestClient(create_app(directory)).get("/login?" + result.output.split("?")[1].strip(), follow_redirects=False).status_code == 303
+    for args, message in ((["add-annotator", str(directory), "ann"], "already exists"),
+                          (["new", str(directory), "--candidates", str(candidates)], "already holds"),
+                          (["export", str(directory), "-o", str(tmp_path / "x.jsonl")], "no ranked submissions"),
+                          (["add-annotator", str(tmp_path / "nowhere"), "x"], "not a feedback project"),
+                          (["new", str(tmp_path / "p2")], "--prompts")):
+        result = runner.invoke(feedback_app, args)
+        assert isinstance(result.exception, AdaptlabError) and message in str(result.exception), (args, result.exception)
+    assert not (tmp_path / "x.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "responses": ["same", "same", " "]}\n{"prompt": "q", "response": 3}\n')
+    with pytest.raises(AdaptlabError, match="line 2"):
+        project.new_project(tmp_path / "p3", candidates_path=bad)
+    bad.write_text('{"prompt": "p", "responses": ["same", "same", " "]}\n')
+    with pytest.raises(AdaptlabError, match="two distinct"):
+        project.new_project(tmp_path / "p4", candidates_path=bad)
+
+
+def test_new_project_samples_candidates(tmp_path, tiny_llama):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Tell me a joke."}\n{"prompt": "Name a colour."}\n', encoding="utf-8")
+    result = CliRunner().invoke(feedback_app, ["new", str(tmp_path / "proj"), "--prompts", str(prompts), "--model", str(tiny_llama),
+                                               "-n", "3", "--max-new-tokens", "6", "--temperature", "1.5"])
+    assert result.exit_code == 0, result.output
+    conn = db(tmp_path / "proj")
+    rows = conn.execute("SELECT prompt_id, text, source FROM candidates").fetchall()
+    assert {r["prompt_id"] for r in rows} == {1, 2} and all(r["source"] == str(tiny_llama) for r in rows)
+    assert all(2 <= n <= 3 for (n,) in conn.execute("SELECT COUNT(*) FROM candidates GROUP BY prompt_id"))
+
+
+@contextlib.contextmanager
+def live_server(directory: Path) -> Iterator[str]:
+    """The app under uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(directory), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
+    directory = make_project(tmp_path, n_prompts=20, overlap=50)
+    tokens = [project.add_annotator(directory, f"annotator-{i:02d}") for i in range(50)]
+
+    def annotate(index: int, base: str) -> int:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.get(f"/login?token={tokens[index]}").status_code == 303
+            for step in range(20):
+                state = page_state(client.get("/").text)
+                ranking = [[i] for i in state["ids"][step % 4:] + state["ids"][:step % 4]]
+                body = {"submission_id": state["submission"], "prompt_id": state["prompt"], "action": "rank", "ranking": ranking}
+                headers = {"X-CSRF-Token": state["csrf"]}
+                assert client.post("/api/submit", json=body, headers=headers).json()["stored"] is True
+                if step % 7 == index % 7:  # a client retrying after a lost response
+                    assert client.post("/api/submit", json=body, headers=headers).json()["stored"] is False
+            assert "All done" in client.get("/").text
+        return 20
+
+    with live_server(directory) as base, ThreadPoolExecutor(50) as pool:
+        assert sum(pool.map(annotate, range(50), [base] * 50)) == 1000
+    conn = db(directory)
+    assert conn.execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 1000
+    assert conn.execute("SELECT COUNT(DISTINCT annotator_id || '/' || prompt_id) FROM submissions").fetchone()[0] == 1000
+    assert [n for (n,) in conn.execute("SELECT COUNT(*) FROM submissions GROUP BY prompt_id")] == [50] * 20
+
+
+def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("needs the Debian chromium package at /usr/bin/chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+    directory = make_project(tmp_path, n_prompts=2, overlap=1, evil=True)
+    link = project.add_annotator(directory, "alice")
+    artifacts = Path(os.environ.get("ADAPTLAB_TEST_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    order = lambda page: [int(i) for i in page.eval_on_selector_all("#ranking li", "els => els.map(e => e.dataset.id)")]
+
+    with live_server(directory) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/login?token={link}")
+        assert page.url == f"{base}/" and order(page) == [1, 2, 3, 4]
+        assert page.locator("#ranking li").first.inner_text().count("<script>window.__xss=1</script>") == 1
+        assert page.locator("#ranking img, #ranking a, #ranking script").count() == 0
+        assert "<img src=x onerror=" in page.locator("#ranking").inner_text()
+
+        page.drag_and_drop("#ranking li[data-id='4']", "#ranking li[data-id='1']")
+        assert order(page) == [4, 1, 2, 3]
+        page.focus("#ranking li[data-id='2']")
+        page.keyboard.press("Alt+ArrowUp")
+        page.keyboard.press("Alt+ArrowUp")
+        assert order(page) == [2, 4, 1, 3]
+        page.keyboard.press("Alt+ArrowDown")
+        assert order(page) == [4, 2, 1, 3]
+        assert page.evaluate("document.activeElement.dataset.id") == "2"
+        page.get_by_label("Rank 4 of 4").get_by_label("Tie with the one above").check()
+        page.screenshot(path=str(artifacts / "feedback-ranking.png"), full_page=True)
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Submit ranking").click()
+        conn = db(directory)
+        row = conn.execute("SELECT prompt_id, status, ranking, undone FROM submissions").fetchone()
+        assert (row["prompt_id"], row["status"], json.loads(row["ranking"]), row["undone"]) == (1, "ranked", [[4], [2], [1, 3]], 0)
+        assert "1 of 2 done" in page.content() and order(page) == [5, 6, 7, 8]
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Undo last submission").click()
+        assert conn.execute("SELECT undone FROM submissions").fetchone()[0] == 1
+        assert order(page) == [1, 2, 3, 4] and "0 of 2 done" in page.content()
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        browser.close()
+    assert (artifacts / "feedback-ranking.png").stat().st_size > 10_000
+
+
+def test_ranked_project_trains_a_reward_model_directly(tmp_path, tiny_bert, cli):
+    """The whole loop without the browser: new project -> rank -> `adaptlab rlhf reward --data PROJECT`."""
+    directory = make_project(tmp_path, n_prompts=8, overlap=1)
+    token = project.add_annotator(directory, "alice")
+    client, state = signed_in(create_app(directory), token)
+    while state["prompt"] is not None:
+        assert rank(client, state).status_code == 200
+        state = page_state(client.get("/").text)
+    code, out, err = cli("rlhf", "reward", "--data", directory, "-o", tmp_path / "rm", "--model", tiny_bert, "--epochs", "1", "--json")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
+    assert sum(manifest["data"]["pairs"].values()) == 8 * 6 and sum(manifest["data"]["prompts"].values()) == 8
