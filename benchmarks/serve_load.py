@@ -2,7 +2,7 @@
 
 A LoRA artifact on minilm (Rotten Tomatoes) is served twice, by `adaptlab serve` and by `adaptlab serve
 --no-batching`; at 1, 8 and 32 concurrent clients each client sends one-sentence classify requests back to
-back. Bounded: at most --requests requests or --seconds seconds per level.
+back over keep-alive connections. Bounded: at most --requests requests or --seconds seconds per level.
 
     python benchmarks/serve_load.py [--requests 480] [--seconds 40]
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -25,25 +26,36 @@ LEVELS = (1, 8, 32)
 
 
 async def _load(url: str, texts: list[str], clients: int, requests: int, seconds: float) -> dict:
-    import httpx
-
+    """Clients on raw keep-alive HTTP/1.1 connections: a load generator that costs little CPU, since it shares
+    the two cores with the server (httpx's own per-request work would cap the measured throughput)."""
+    host, port = url.removeprefix("http://").split(":")
     latencies, sent, deadline = [], 0, time.perf_counter() + seconds
 
-    async def client(http):
+    async def request(reader, writer, text: str) -> None:
+        body = json.dumps({"texts": [text]}).encode()
+        writer.write(b"POST /v1/classify HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"server answered {head[:60]!r}")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+
+    async def client():
         nonlocal sent
+        reader, writer = await asyncio.open_connection(host, int(port))
+        await request(reader, writer, "warm-up")
         while sent < requests and time.perf_counter() < deadline:
             text = texts[sent % len(texts)]
             sent += 1
             started = time.perf_counter()
-            response = await http.post(f"{url}/v1/classify", json={"texts": [text]})
-            response.raise_for_status()
+            await request(reader, writer, text)
             latencies.append(time.perf_counter() - started)
+        writer.close()
 
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
-        await http.post(f"{url}/v1/classify", json={"texts": ["warm-up"]})
-        started = time.perf_counter()
-        await asyncio.gather(*[client(http) for _ in range(clients)])
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*[client() for _ in range(clients)])
+    wall = time.perf_counter() - started
     return {"clients": clients, "requests": len(latencies), "requests_per_second": round(len(latencies) / wall, 1),
             "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
             "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1)}
@@ -93,7 +105,8 @@ def main() -> None:
     ratios = {str(c): round(b["requests_per_second"] / u["requests_per_second"], 2)
               for c, b, u in zip(LEVELS, results["micro_batching"], results["one_forward_per_request"])}
     save("serve_load", {"artifact": "lora on minilm (Rotten Tomatoes)", "request": "one sentence per classify request",
-                        "server": "adaptlab serve, defaults (max batch 32, window 5 ms)", "results": results,
+                        "server": "adaptlab serve, defaults (max batch 32, window 5 ms), uvicorn with uvloop + httptools",
+                        "client": "raw asyncio HTTP/1.1 keep-alive connections, same machine", "results": results,
                         "throughput_ratio_batching_vs_single": ratios})
 
 

@@ -3,7 +3,8 @@
 Requests queue up per model. A single worker coroutine takes the first waiting request, then keeps taking
 more until ``max_batch`` texts are gathered or ``window`` seconds pass with nothing new; the batch runs on
 the compute thread while new requests queue behind it. Under load the window never matters (the queue is
-full when a forward pass ends); at low load a lone request waits at most ``window``.
+full when a forward pass ends). The window is only waited for when the previous batch gathered several
+requests, i.e. while clients are concurrent: a lone client never pays it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class MicroBatcher:
         self.queue: asyncio.Queue | None = None
         self.worker: asyncio.Task | None = None
         self.batches = self.texts = 0  # counters, reported by /health
+        self.concurrent = False  # did the last batch gather more than one request?
 
     async def submit(self, texts: Sequence[str]) -> np.ndarray:
         loop = asyncio.get_running_loop()
@@ -41,7 +43,7 @@ class MicroBatcher:
         while True:
             batch = [await self.queue.get()]
             count = len(batch[0][0])
-            deadline = loop.time() + self.window
+            deadline = loop.time() + (self.window if self.concurrent else 0.0)
             while count < self.max_batch:
                 try:
                     item = self.queue.get_nowait() if not self.queue.empty() else await asyncio.wait_for(
@@ -50,6 +52,7 @@ class MicroBatcher:
                     break
                 batch.append(item)
                 count += len(item[0])
+            self.concurrent = len(batch) > 1
             texts = [text for item, _ in batch for text in item]
             try:
                 proba = await loop.run_in_executor(self.executor, self.predict, texts)
