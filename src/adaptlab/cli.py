@@ -483,6 +483,18 @@ def rlhf_reward(
               f"{_params(manifest['cost'])} trainable parameters; {manifest['cost']['train_seconds']:.0f} s")
 
 
+def _read_prompts(source: str, column: str, n: int | None, seed: int) -> list[str]:
+    """'imdb' / 'rotten_tomatoes': n (default 512) review openings drawn with ``seed``; otherwise the first n
+    prompts of a file (all when n is None)."""
+    if source in ("imdb", "rotten_tomatoes"):
+        from adaptlab.rlhf.ppo import review_prompts
+
+        return review_prompts(n or 512, seed=seed, source=source)
+    from adaptlab.data import read_texts
+
+    return read_texts(source, column)[:n]
+
+
 @rlhf_app.command("ppo")
 def rlhf_ppo(
     reward: Annotated[str, typer.Option(help="A reward-model artifact, a classifier artifact (with --reward-label), or module:function.")],
@@ -507,14 +519,9 @@ def rlhf_ppo(
     device: DEVICE = None,
 ) -> None:
     """Optimise a causal LM with PPO against a reward, with a KL penalty to the reference policy."""
-    from adaptlab.rlhf.ppo import PPOConfig, load_reward, review_prompts, train_ppo
+    from adaptlab.rlhf.ppo import PPOConfig, load_reward, train_ppo
 
-    if prompts in ("imdb", "rotten_tomatoes"):
-        prompt_list = review_prompts(seed=seed, source=prompts)
-    else:
-        from adaptlab.data import read_texts
-
-        prompt_list = read_texts(prompts, prompt_column)
+    prompt_list = _read_prompts(prompts, prompt_column, None, seed)
     config = PPOConfig(steps=steps, batch_size=batch_size, mini_batch_size=mini_batch_size, ppo_epochs=ppo_epochs,
                        max_new_tokens=max_new_tokens, lr=lr, method=method, init_kl_coef=init_kl_coef,
                        target_kl=target_kl or None, score_norm=score_norm, score_clip=score_clip, seed=seed)
@@ -540,14 +547,9 @@ def rlhf_eval(
 ) -> None:
     """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
     from adaptlab.rlhf.evaluate import evaluate_policy, write_report
-    from adaptlab.rlhf.ppo import load_reward, review_prompts
+    from adaptlab.rlhf.ppo import load_reward
 
-    if prompts in ("imdb", "rotten_tomatoes"):
-        prompt_list = review_prompts(n, seed=10_000 + seed, source=prompts)  # another sample than training's seed 0
-    else:
-        from adaptlab.data import read_texts
-
-        prompt_list = read_texts(prompts, prompt_column)[:n]
+    prompt_list = _read_prompts(prompts, prompt_column, n, 10_000 + seed)  # another sample than training's seed 0
     result = evaluate_policy(policy, prompt_list, load_reward(reward, reward_label, device), max_new_tokens=max_new_tokens,
                              seed=seed, device=device)
     write_report(result, output)

@@ -59,8 +59,7 @@ def evaluate_policy(policy: str | Path, prompts: Sequence[str], reward, *, max_n
                 sequences = model.generate(**batch, do_sample=True, top_k=None, max_new_tokens=max_new_tokens, min_new_tokens=1,
                                            pad_token_id=tokenizer.pad_token_id)
             response = sequences[:, length:]
-            ended = (response == tokenizer.eos_token_id).int().cumsum(1)
-            mask = ((ended == 0) | ((ended == 1) & (response == tokenizer.eos_token_id))).float()
+            mask = core.response_mask(response, tokenizer.eos_token_id).float()
             texts = [tokenizer.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(response, mask)]
             results[name] += texts
             if name == "tuned":

@@ -153,10 +153,7 @@ class PPOTrainer:
                                 pad_token_id=self.tokenizer.pad_token_id, **sampling)
         prompt_length = batch["input_ids"].shape[1]
         response = sequences[:, prompt_length:]
-        eos = self.tokenizer.eos_token_id
-        ended = (response == eos).int().cumsum(1)
-        response_mask = ((ended == 0) | ((ended == 1) & (response == eos))).long()  # up to and including EOS
-        mask = torch.cat([batch["attention_mask"], response_mask], dim=1)
+        mask = torch.cat([batch["attention_mask"], core.response_mask(response, self.tokenizer.eos_token_id)], dim=1)
         return sequences, mask, prompt_length
 
     def _forward(self, sequences, mask, prompt_length, reference: bool = False):

@@ -102,6 +102,12 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, {"value_clipfrac": masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).float(), mask).item()}
 
 
+def response_mask(response: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """1 on each generated token up to and including the first EOS, 0 after it (the padding ``generate`` adds)."""
+    ended = (response == eos_token_id).int().cumsum(1)
+    return ((ended == 0) | ((ended == 1) & (response == eos_token_id))).long()
+
+
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log p(token) at each position: ``logits`` (B, T, V) predict ``tokens`` (B, T)."""
     return torch.gather(F.log_softmax(logits.float(), dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)

@@ -29,6 +29,7 @@ from adaptlab.measure import measure
 from adaptlab.models import resolve_model
 from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
+from adaptlab.training.data import PadCollator
 from adaptlab.training.engine import TrainingOptions, fit_module, work_dir
 
 STRATEGY = "reward-model"
@@ -78,21 +79,17 @@ class PairDataset(Dataset):
 
 
 class PairCollator:
-    """Chosen sequences in rows 0..B-1, rejected in B..2B-1, padded together; labels all 1 (chosen wins)."""
+    """Chosen sequences in rows 0..B-1, rejected in B..2B-1, padded together by the classifiers' ``PadCollator``;
+    labels all 1 (chosen wins)."""
 
     def __init__(self, pad_id: int, side: str) -> None:
-        self.pad_id, self.side = pad_id, side
+        self.pad = PadCollator(pad_id, side)
 
     def __call__(self, items: list[dict]) -> dict:
         sequences = [it["chosen"] for it in items] + [it["rejected"] for it in items]
-        length = max(map(len, sequences))
-        ids = torch.full((len(sequences), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, seq in enumerate(sequences):
-            span = slice(length - len(seq), length) if self.side == "left" else slice(0, len(seq))
-            ids[row, span] = torch.as_tensor(seq)
-            mask[row, span] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": torch.ones(len(items), dtype=torch.long),
+        padded = self.pad([{"input_ids": seq, "labels": 0} for seq in sequences])
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
+                "labels": torch.ones(len(items), dtype=torch.long),
                 "weights": torch.as_tensor([it["weight"] for it in items], dtype=torch.float32)}
 
 
