@@ -1,10 +1,12 @@
 """Load test of `adaptlab serve` on loopback: micro-batching vs one forward pass per request, side by side.
 
-A LoRA artifact on minilm (Rotten Tomatoes) is served twice, by `adaptlab serve` and by `adaptlab serve
---no-batching`; at 1, 8 and 32 concurrent clients each client sends one-sentence classify requests back to
-back over keep-alive connections. Bounded: at most --requests requests or --seconds seconds per level.
+A LoRA artifact on minilm (Rotten Tomatoes) is served three times: by `adaptlab serve` (defaults: micro-batching,
+precision auto), by `adaptlab serve --no-batching` (one forward pass per request; with one-text requests `auto`
+runs them in fp32, the faster precision for single texts) and by `adaptlab serve --precision fp32` (batching
+alone, without bf16). At 1, 8 and 32 concurrent clients each client sends one-sentence classify requests back
+to back over keep-alive connections. Bounded: at most --requests requests or --seconds seconds per level.
 
-    python benchmarks/serve_load.py [--requests 480] [--seconds 40]
+    python benchmarks/serve_load.py [--requests 1200] [--seconds 40]
 """
 
 from __future__ import annotations
@@ -53,22 +55,66 @@ async def _load(url: str, texts: list[str], clients: int, requests: int, seconds
             latencies.append(time.perf_counter() - started)
         writer.close()
 
+    before = _forward_passes(url)
     started = time.perf_counter()
     await asyncio.gather(*[client() for _ in range(clients)])
     wall = time.perf_counter() - started
+    passes, texts_run = (after - start for after, start in zip(_forward_passes(url), before))
     return {"clients": clients, "requests": len(latencies), "requests_per_second": round(len(latencies) / wall, 1),
             "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
-            "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1)}
+            "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
+            "texts_per_forward_pass": round(texts_run / passes, 1)}
 
 
-def _serve(artifact: str, batching: bool) -> tuple[subprocess.Popen, str]:
+def _forward_passes(url: str) -> tuple[int, int]:
+    import httpx
+
+    (counters,) = httpx.get(f"{url}/health").json()["batches"].values()
+    return counters["forward_passes"], counters["texts"]
+
+
+def _model_throughput(artifact: str, texts: list[str], n: int = 320) -> dict:
+    """Texts/s of the artifact called directly (no HTTP): the ceilings the server's ratios are bounded by; and
+    how far bf16 batches move its answers on the test texts."""
+    import torch
+
+    from adaptlab.runner import Artifact
+
+    predict = Artifact(artifact, device="cpu", progress=False).predict_proba
+    out = {}
+    for name, size, bf16 in (("fp32_batch_1", 1, False), ("fp32_batch_32", 32, False), ("bf16_batch_32", 32, True)):
+        def run(batch):  # autocast entered per pass, as the server does
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                return predict(batch)
+
+        run(texts[:size])
+        started = time.perf_counter()
+        for start in range(0, n, size):
+            run(texts[start:start + size])
+        out[name] = round(n / (time.perf_counter() - started), 1)
+    fp32 = np.concatenate([predict(texts[i:i + 32]) for i in range(0, len(texts), 32)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = np.concatenate([predict(texts[i:i + 32]) for i in range(0, len(texts), 32)])
+    out["bf16_vs_fp32"] = {"texts": len(texts), "same_label": float((fp32.argmax(1) == bf16.argmax(1)).mean()),
+                           "max_probability_difference": float(np.abs(fp32 - bf16).max())}
+    return out
+
+
+CONFIGURATIONS = {  # result key -> extra `adaptlab serve` options
+    "micro_batching": [],
+    "one_forward_per_request": ["--no-batching"],
+    "micro_batching_fp32": ["--precision", "fp32"],
+}
+
+
+def _serve(artifact: str, options: list[str]) -> tuple[subprocess.Popen, str]:
     import httpx
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "adaptlab", "serve", artifact, "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command + ([] if batching else ["--no-batching"]), stdout=subprocess.DEVNULL)
+    server = subprocess.Popen(command + options, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -82,7 +128,7 @@ def _serve(artifact: str, batching: bool) -> tuple[subprocess.Popen, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=480)
+    parser.add_argument("--requests", type=int, default=1200)
     parser.add_argument("--seconds", type=float, default=40)
     args = parser.parse_args()
     os.environ.setdefault("ADAPTLAB_CACHE", tempfile.mkdtemp(prefix="adaptlab-bench-"))
@@ -92,22 +138,27 @@ def main() -> None:
     artifact = os.path.join(tempfile.mkdtemp(), "rt-lora")
     adaptlab.train("lora", splits, artifact, model="minilm", epochs=1, progress=False)
     texts = list(splits.test.texts)
+    model = _model_throughput(artifact, texts)
+    print(model, flush=True)
     results = {}
-    for batching in (True, False):
-        server, url = _serve(artifact, batching)
+    for key, options in CONFIGURATIONS.items():
+        server, url = _serve(artifact, options)
         try:
-            results["micro_batching" if batching else "one_forward_per_request"] = [
-                asyncio.run(_load(url, texts, clients, args.requests, args.seconds)) for clients in LEVELS]
+            results[key] = [asyncio.run(_load(url, texts, clients, args.requests, args.seconds)) for clients in LEVELS]
         finally:
             server.terminate()
             server.wait(timeout=30)
         print(results, flush=True)
-    ratios = {str(c): round(b["requests_per_second"] / u["requests_per_second"], 2)
-              for c, b, u in zip(LEVELS, results["micro_batching"], results["one_forward_per_request"])}
+    single = results["one_forward_per_request"]
+    ratio = lambda key: {str(c): round(b["requests_per_second"] / u["requests_per_second"], 2)
+                         for c, b, u in zip(LEVELS, results[key], single)}
     save("serve_load", {"artifact": "lora on minilm (Rotten Tomatoes)", "request": "one sentence per classify request",
-                        "server": "adaptlab serve, defaults (max batch 32, window 5 ms), uvicorn with uvloop + httptools",
-                        "client": "raw asyncio HTTP/1.1 keep-alive connections, same machine", "results": results,
-                        "throughput_ratio_batching_vs_single": ratios})
+                        "server": "adaptlab serve, defaults (max batch 32, window 5 ms, precision auto: bf16 autocast "
+                                  "for passes of 8+ texts on this AMX CPU), uvicorn with uvloop + httptools",
+                        "client": "raw asyncio HTTP/1.1 keep-alive connections, same machine",
+                        "model_texts_per_second_without_http": model, "results": results,
+                        "throughput_ratio_batching_vs_single": ratio("micro_batching"),
+                        "throughput_ratio_batching_fp32_vs_single": ratio("micro_batching_fp32")})
 
 
 if __name__ == "__main__":

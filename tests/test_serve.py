@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from adaptlab.errors import AdaptlabError
+
 STRATEGIES = {
     "features": {"classifier": "logreg", "cache": False},
     "head": {"epochs": 2, "cache": False},
@@ -91,7 +93,7 @@ def test_concurrent_requests_are_micro_batched_with_identical_results(artifacts)
 
     async def run(batching: bool):
         registry = load_registry({"full": artifacts["full"]}, [], None, "cpu")
-        app = create_app(registry, ServeOptions(batching=batching, batch_window_ms=20))
+        app = create_app(registry, ServeOptions(batching=batching, batch_window_ms=20, precision="fp32"))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
             replies = await asyncio.gather(*[http.post("/v1/classify", json={"texts": [f"review number {i}", "great"]})
                                              for i in range(24)])
@@ -106,6 +108,34 @@ def test_concurrent_requests_are_micro_batched_with_identical_results(artifacts)
         assert [p["label"] for p in a] == [p["label"] for p in b]
         np.testing.assert_allclose([list(p["probabilities"].values()) for p in a],
                                    [list(p["probabilities"].values()) for p in b], atol=1e-5)
+
+
+def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
+    """``auto``: fp32 below BF16_MIN_BATCH texts, bf16 autocast from there on (where the hardware has bf16);
+    ``fp32`` never autocasts, ``bf16`` always. The bf16 answers stay close to the artifact's fp32 ones."""
+    import torch
+
+    from adaptlab.embeddings import resolve_precision
+    from adaptlab.runner import Artifact
+    from adaptlab.serve.app import BF16_MIN_BATCH, with_precision
+
+    artifact = Artifact(artifacts["lora"], device="cpu", progress=False)
+    seen = []
+
+    def predict(texts):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return artifact.predict_proba(texts)
+
+    native = resolve_precision("auto", torch.device("cpu")) == "bf16"
+    small, large = TEXTS[:1], [f"{t} {i}" for i in range(BF16_MIN_BATCH) for t in TEXTS][:BF16_MIN_BATCH]
+    for precision, expected in [("auto", [False, native]), ("fp32", [False, False]), ("bf16", [True, True])]:
+        seen.clear()
+        run = with_precision(predict, precision, "cpu")
+        outputs = [run(small), run(large)]
+        assert seen == expected, precision
+        np.testing.assert_allclose(outputs[1], artifact.predict_proba(large), atol=2e-2)
+    with pytest.raises(AdaptlabError, match="--precision"):
+        with_precision(predict, "fp16", "cpu")
 
 
 @pytest.mark.parametrize("body, status, needle", [
@@ -199,8 +229,17 @@ def test_rag_ask_route(tmp_path, tiny_bert, tiny_llama):
         assert events[-1] == "data: [DONE]" and "sources" in json.loads(events[-2][6:])
 
 
+def test_allocator_thresholds_are_set_where_the_c_library_is_glibc():
+    import platform
+
+    from adaptlab.serve.allocator import keep_large_buffers
+
+    assert keep_large_buffers() is (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+
+
 def test_serve_command_errors_exit_2(cli, tmp_path):
     for args, needle in ((("serve", tmp_path), "not an adaptlab artifact"), (("serve",), "nothing to serve"),
+                         (("serve", "--precision", "fp16", tmp_path), "--precision must be one of"),
                          (("serve", "--rag-store", tmp_path / "none"), "does not exist")):
         code, _, err = cli(*args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
@@ -229,6 +268,11 @@ def test_serve_command_on_a_real_artifact_over_loopback(tmp_path):
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify",
                            json={"texts": ["a wonderful, moving film", "a dull, tedious mess"]}, timeout=30).json()
         assert [p["label"] for p in reply["predictions"]] == ["positive", "negative"] and reply["model"] == "sentiment"
+        # a batch large enough for bf16 under --precision auto answers like the artifact loaded alone (fp32)
+        texts = list(splits.test.texts[:32])
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": texts}, timeout=60).json()
+        served = np.array([[p["probabilities"][label] for label in splits.label_names] for p in reply["predictions"]])
+        np.testing.assert_allclose(served, adaptlab.load_artifact(tmp_path / "rt").predict_proba(texts), atol=1e-2)
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -4,6 +4,13 @@ Errors are JSON, ``{"error": {"type": ..., "message": ...}}`` with a 4xx status 
 body, 404 unknown model, 413 too large) and 500 for a failure inside a model; the server keeps running.
 Model work runs on one compute thread (PyTorch parallelises inside each forward pass), fed by the
 micro-batchers, so the event loop stays free to accept requests.
+
+Precision: with ``auto`` (the default), forward passes of at least ``BF16_MIN_BATCH`` texts run under bf16
+autocast where the hardware computes bf16 natively (CPUs with AVX512-BF16/AMX, recent GPUs); smaller ones run
+in fp32. On this project's 2-core AMX CPU a LoRA minilm classifier does 101 texts/s in fp32 and 66 in bf16 one
+at a time, but 191 vs 402 texts/s in batches of 32: bf16 only pays once the matrices are large, which is
+exactly when micro-batching has gathered a batch. Probabilities then differ from fp32 by about 1e-4;
+``--precision fp32`` gives the artifact's own numbers bit for bit, ``bf16`` uses autocast for every pass.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import torch
+
+from adaptlab.embeddings import pick_device, resolve_precision
 from adaptlab.errors import AdaptlabError
 
 from adaptlab.serve.batching import MicroBatcher
@@ -34,6 +44,25 @@ class ServeOptions:
     max_chars: int = 20_000  # per text
     max_body_bytes: int = 2 * 2**20
     max_new_tokens: int = 1024
+    precision: str = "auto"  # auto | fp32 | bf16, see the module docstring
+
+BF16_MIN_BATCH = 8  # smallest forward pass that ``auto`` runs in bf16 (the measured CPU crossover)
+
+
+def with_precision(predict, precision: str, device: str | None):
+    """``predict`` run under bf16 autocast where ``precision`` asks for it. The autocast is entered inside the
+    returned function, i.e. on the compute thread, because autocast state belongs to a thread."""
+    device = pick_device(device)
+    resolved = resolve_precision(precision, device)  # auto -> bf16 where native, else fp32
+    min_batch = BF16_MIN_BATCH if precision == "auto" else 1
+
+    def run(texts: list[str]):
+        if resolved != "bf16" or len(texts) < min_batch:
+            return predict(texts)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return predict(texts)
+
+    return run
 
 
 class _Strict(BaseModel):
@@ -123,7 +152,7 @@ class BodyLimit:
 def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptlab-compute")
     batchers = {
-        name: MicroBatcher(artifact.predict_proba, executor, max_batch=options.max_batch,
+        name: MicroBatcher(with_precision(artifact.predict_proba, options.precision, registry.device), executor, max_batch=options.max_batch,
                            window=options.batch_window_ms / 1000, enabled=options.batching)
         for name, artifact in registry.artifacts.items()
     }

@@ -46,6 +46,7 @@ class Registry:
     generators: dict = field(default_factory=dict)  # name -> Generator
     shared_bases: dict = field(default_factory=dict)  # artifact name -> name of the artifact whose base it uses
     rag: object = None  # RagIndex
+    device: str | None = None  # where the models run (None: CUDA when available)
 
     def artifact(self, name: str | None):
         if name is None:
@@ -88,7 +89,7 @@ def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: 
     from adaptlab.generation import Generator
     from adaptlab.runner import Artifact
 
-    registry = Registry()
+    registry = Registry(device=device)
     bases: dict[tuple, str] = {}
     for name, path in artifacts.items():
         manifest = read_manifest(path)
