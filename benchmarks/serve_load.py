@@ -83,7 +83,7 @@ def _model_throughput(artifact: str, texts: list[str], n: int = 320) -> dict:
     predict = Artifact(artifact, device="cpu", progress=False).predict_proba
     out = {}
     for name, size, bf16 in (("fp32_batch_1", 1, False), ("fp32_batch_32", 32, False), ("bf16_batch_32", 32, True)):
-        def run(batch):  # autocast entered per pass, as the server does
+        def run(batch, bf16=bf16):  # autocast entered per pass, as the server does
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 return predict(batch)
 

@@ -20,17 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import torch
-
 from adaptlab.embeddings import pick_device, resolve_precision
 from adaptlab.errors import AdaptlabError
-
 from adaptlab.serve.batching import MicroBatcher
 from adaptlab.serve.registry import Registry
 
