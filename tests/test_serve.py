@@ -28,7 +28,7 @@ STRATEGIES = {
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, tiny_bert, tiny_llama) -> dict[str, Path]:
-    """One small artifact per strategy family on tiny random-weight models (plus a second LoRA, and ICL)."""
+    """One small artifact per strategy family on tiny random-weight models (plus a second LoRA, ICL and a soft prompt)."""
     import adaptlab
 
     root = tmp_path_factory.mktemp("artifacts")
@@ -41,6 +41,8 @@ def artifacts(tmp_path_factory, tiny_bert, tiny_llama) -> dict[str, Path]:
     paths["lora-b"] = root / "lora-b"
     adaptlab.train("icl", splits, root / "icl", model=str(tiny_llama), k=0, draws=1, progress=False)
     paths["icl"] = root / "icl"
+    adaptlab.train("soft-prompt", splits, root / "soft-prompt", model=str(tiny_llama), epochs=1, progress=False)
+    paths["soft-prompt"] = root / "soft-prompt"
     return paths
 
 
@@ -117,7 +119,7 @@ def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
 
     from adaptlab.embeddings import resolve_precision
     from adaptlab.runner import Artifact
-    from adaptlab.serve.app import BF16_MIN_BATCH, with_precision
+    from adaptlab.serve.precision import BF16_MIN_BATCH, plan_precision, with_precision
 
     artifact = Artifact(artifacts["lora"], device="cpu", progress=False)
     seen = []
@@ -129,13 +131,30 @@ def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
     native = resolve_precision("auto", torch.device("cpu")) == "bf16"
     small, large = TEXTS[:1], [f"{t} {i}" for i in range(BF16_MIN_BATCH) for t in TEXTS][:BF16_MIN_BATCH]
     for precision, expected in [("auto", [False, native]), ("fp32", [False, False]), ("bf16", [True, True])]:
+        run = with_precision(predict, plan_precision(artifact.predict_proba, precision, "cpu"), "cpu")
         seen.clear()
-        run = with_precision(predict, precision, "cpu")
         outputs = [run(small), run(large)]
         assert seen == expected, precision
         np.testing.assert_allclose(outputs[1], artifact.predict_proba(large), atol=2e-2)
     with pytest.raises(AdaptlabError, match="--precision"):
-        with_precision(predict, "fp16", "cpu")
+        plan_precision(predict, "fp16", "cpu")
+
+
+def test_auto_precision_keeps_fp32_for_a_model_that_bf16_moves():
+    import torch
+
+    from adaptlab.embeddings import resolve_precision
+    from adaptlab.serve.precision import BF16_TOLERANCE, plan_precision
+
+    def sensitive(texts):  # answers that shift by more than the tolerance under autocast
+        shift = 2 * BF16_TOLERANCE if torch.is_autocast_enabled("cpu") else 0.0
+        return np.tile([0.5 - shift, 0.5 + shift], (len(texts), 1))
+
+    plan = plan_precision(sensitive, "auto", "cpu")
+    assert plan.bf16_from is None and plan.describe() == "fp32"
+    if resolve_precision("auto", torch.device("cpu")) == "bf16":
+        assert plan.drift == pytest.approx(2 * BF16_TOLERANCE)
+    assert plan_precision(sensitive, "bf16", "cpu").bf16_from == 1  # asked for explicitly: always bf16
 
 
 @pytest.mark.parametrize("body, status, needle", [
@@ -167,7 +186,7 @@ def test_malformed_and_oversized_bodies(client):
 
 
 def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
-    from adaptlab.serve import create_app, load_registry
+    from adaptlab.serve import ServeOptions, create_app, load_registry
 
     registry = load_registry({"head": artifacts["head"]}, [], None, "cpu")
     artifact, calls = registry.artifacts["head"], []
@@ -180,7 +199,8 @@ def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
         return original(texts)
 
     artifact.predict_proba = flaky
-    with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
+    options = ServeOptions(precision="fp32")  # no start-up probe, so the first request meets the failure
+    with TestClient(create_app(registry, options), raise_server_exceptions=False) as test_client:
         failed = test_client.post("/v1/classify", json={"texts": ["boom"]})
         assert failed.status_code == 500 and "simulated out-of-memory" in failed.json()["error"]["message"]
         assert "Traceback" not in failed.text
@@ -192,8 +212,10 @@ def test_health_models_and_docs(client):
     health = test_client.get("/health").json()
     assert health["status"] == "ok" and set(health["models"]) >= {"features", "lora", "icl"}
     listed = test_client.get("/v1/models").json()
-    assert {m["strategy"] for m in listed["models"]} == {"features", "head", "full", "lora", "prefix-tuning", "icl"}
+    assert {m["strategy"] for m in listed["models"]} == {"features", "head", "full", "lora", "prefix-tuning", "icl",
+                                                        "soft-prompt"}
     assert listed["generators"] == ["icl"] and listed["rag"] is None
+    assert all(m["precision"] in ("fp32", "bf16 for passes of 8+ texts, fp32 below") for m in listed["models"])
     assert test_client.get("/docs").status_code == 200
     assert "/v1/classify" in test_client.get("/openapi.json").json()["paths"]
 
@@ -268,7 +290,15 @@ def test_serve_command_on_a_real_artifact_over_loopback(tmp_path):
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify",
                            json={"texts": ["a wonderful, moving film", "a dull, tedious mess"]}, timeout=30).json()
         assert [p["label"] for p in reply["predictions"]] == ["positive", "negative"] and reply["model"] == "sentiment"
-        # a batch large enough for bf16 under --precision auto answers like the artifact loaded alone (fp32)
+        # on native-bf16 hardware the probe admits minilm to bf16; a batch that uses it answers like the artifact
+        # loaded alone (fp32)
+        import torch
+
+        from adaptlab.embeddings import resolve_precision
+
+        native = resolve_precision("auto", torch.device("cpu")) == "bf16"
+        (listed,) = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["models"]
+        assert listed["precision"] == ("bf16 for passes of 8+ texts, fp32 below" if native else "fp32")
         texts = list(splits.test.texts[:32])
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": texts}, timeout=60).json()
         served = np.array([[p["probabilities"][label] for label in splits.label_names] for p in reply["predictions"]])

@@ -195,7 +195,7 @@ class HeadOnly(GradientStrategy):
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         features = torch.as_tensor(self.embedder.embed(list(texts)))
         with torch.inference_mode():
-            return torch.softmax(self.head_.eval()(features), dim=-1).numpy()
+            return torch.softmax(self.head_.eval()(features).float(), dim=-1).numpy()
 
     def uncached(self):
         return self.embedder.fresh()

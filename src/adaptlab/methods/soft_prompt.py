@@ -158,7 +158,7 @@ class SoftPromptClassifier(GradientStrategy):
         for start in range(0, len(encoded), PREDICT_BATCH):
             batch = collate([{"input_ids": ids, "labels": 0} for ids in encoded[start : start + PREDICT_BATCH]])
             scores = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            out.append(torch.softmax(scores, dim=-1).cpu().numpy())
+            out.append(torch.softmax(scores.float(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
     def cost(self) -> dict:

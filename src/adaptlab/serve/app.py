@@ -5,12 +5,7 @@ body, 404 unknown model, 413 too large) and 500 for a failure inside a model; th
 Model work runs on one compute thread (PyTorch parallelises inside each forward pass), fed by the
 micro-batchers, so the event loop stays free to accept requests.
 
-Precision: with ``auto`` (the default), forward passes of at least ``BF16_MIN_BATCH`` texts run under bf16
-autocast where the hardware computes bf16 natively (CPUs with AVX512-BF16/AMX, recent GPUs); smaller ones run
-in fp32. On this project's 2-core AMX CPU a LoRA minilm classifier does 101 texts/s in fp32 and 66 in bf16 one
-at a time, but 191 vs 402 texts/s in batches of 32: bf16 only pays once the matrices are large, which is
-exactly when micro-batching has gathered a batch. Probabilities then differ from fp32 by about 1e-4;
-``--precision fp32`` gives the artifact's own numbers bit for bit, ``bf16`` uses autocast for every pass.
+Precision: see ``adaptlab.serve.precision``.
 """
 
 from __future__ import annotations
@@ -20,16 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from adaptlab.embeddings import pick_device, resolve_precision
 from adaptlab.errors import AdaptlabError
 from adaptlab.serve.batching import MicroBatcher
+from adaptlab.serve.precision import plan_precision, with_precision
 from adaptlab.serve.registry import Registry
 
 
@@ -42,25 +36,7 @@ class ServeOptions:
     max_chars: int = 20_000  # per text
     max_body_bytes: int = 2 * 2**20
     max_new_tokens: int = 1024
-    precision: str = "auto"  # auto | fp32 | bf16, see the module docstring
-
-BF16_MIN_BATCH = 8  # smallest forward pass that ``auto`` runs in bf16 (the measured CPU crossover)
-
-
-def with_precision(predict, precision: str, device: str | None):
-    """``predict`` run under bf16 autocast where ``precision`` asks for it. The autocast is entered inside the
-    returned function, i.e. on the compute thread, because autocast state belongs to a thread."""
-    device = pick_device(device)
-    resolved = resolve_precision(precision, device)  # auto -> bf16 where native, else fp32
-    min_batch = BF16_MIN_BATCH if precision == "auto" else 1
-
-    def run(texts: list[str]):
-        if resolved != "bf16" or len(texts) < min_batch:
-            return predict(texts)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            return predict(texts)
-
-    return run
+    precision: str = "auto"  # auto | fp32 | bf16, see adaptlab.serve.precision
 
 
 class _Strict(BaseModel):
@@ -149,9 +125,13 @@ class BodyLimit:
 
 def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> FastAPI:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptlab-compute")
+    # The start-up probe runs on the compute thread too: a forward pass on any other thread leaves a second
+    # OpenMP team behind that halves single-request throughput on 2 cores (measured: 96 -> 54 texts/s).
+    precisions = {name: executor.submit(plan_precision, artifact.predict_proba, options.precision, registry.device).result()
+                  for name, artifact in registry.artifacts.items()}
     batchers = {
-        name: MicroBatcher(with_precision(artifact.predict_proba, options.precision, registry.device), executor, max_batch=options.max_batch,
-                           window=options.batch_window_ms / 1000, enabled=options.batching)
+        name: MicroBatcher(with_precision(artifact.predict_proba, precisions[name], registry.device), executor,
+                           max_batch=options.max_batch, window=options.batch_window_ms / 1000, enabled=options.batching)
         for name, artifact in registry.artifacts.items()
     }
 
@@ -206,7 +186,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             "models": [{
                 "name": name, "strategy": a.manifest["strategy"], "base_model": a.manifest["base_model"]["name"],
                 "labels": a.label_names, "test_accuracy": a.manifest["metrics"]["test"]["accuracy"],
-                "shares_base_with": registry.shared_bases.get(name),
+                "shares_base_with": registry.shared_bases.get(name), "precision": precisions[name].describe(),
             } for name, a in registry.artifacts.items()],
             "generators": list(registry.generators),
             "rag": None if registry.rag is None else {"store": registry.rag.store.location, "chunks": registry.rag.store.count()},

@@ -1,0 +1,87 @@
+"""Which precision a served model's forward passes run in.
+
+``auto`` (the default) runs passes of at least ``BF16_MIN_BATCH`` texts under bf16 autocast where the hardware
+computes bf16 natively (CPUs with AVX512-BF16/AMX, recent GPUs), and only for a model whose answers bf16 does
+not move: at load the server classifies ``PROBE_TEXTS`` both ways and keeps fp32 if any probability changes
+by more than ``BF16_TOLERANCE``. Why both rules, measured on this project's 2-core AMX CPU:
+
+- a LoRA minilm classifier does 101 texts/s in fp32 and 66 in bf16 one text at a time, but 191 vs 402 texts/s
+  in batches of 32: bf16 pays only once the matrices are large, which is when micro-batching has filled a
+  batch (the crossover is at 8 texts);
+- that classifier's probabilities move by 2e-4 in bf16 (no label changes on 600 test texts), but a zero-shot
+  SmolLM2 label-word scorer's move by up to 0.06 and 10% of its labels flip: it stays in fp32.
+
+``fp32`` gives every artifact's own numbers exactly; ``bf16`` autocasts every pass of every model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from adaptlab.embeddings import pick_device, resolve_precision
+
+BF16_MIN_BATCH = 8  # smallest pass ``auto`` runs in bf16 (the measured CPU crossover)
+BF16_TOLERANCE = 1e-2  # largest probability change on the probe texts ``auto`` accepts
+PROBE_TEXTS = (
+    "A wonderful, moving film with a cast at the top of its game.",
+    "Dull, predictable and far too long.",
+    "The service was slow but the food made up for it.",
+    "I would not recommend this product to anyone.",
+    "Shares rose sharply after the company reported record quarterly earnings.",
+    "The committee will meet again on Tuesday to discuss the budget.",
+    "How do I reset my password if I no longer have access to my email?",
+    "It was fine, I guess.",
+    "Absolutely brilliant!",
+    "The battery died after two days and support never answered.",
+    "Scientists observed the comet passing closer to the sun than ever recorded.",
+    "Not bad at all, though the ending felt rushed and the middle dragged on for a while.",
+    "Terrible.",
+    "The new update fixed the crashes and the app feels much faster now.",
+    "We waited an hour for a table, and then they lost our order.",
+    "An uneven but often charming debut from a director worth watching.",
+)
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    bf16_from: int | None  # passes of at least this many texts run in bf16; None: always fp32
+    drift: float | None = None  # largest bf16 probability change on the probe texts, where measured
+
+    def describe(self) -> str:
+        if self.bf16_from is None:
+            return "fp32"
+        return "bf16" if self.bf16_from <= 1 else f"bf16 for passes of {self.bf16_from}+ texts, fp32 below"
+
+
+def plan_precision(predict: Callable[[list[str]], np.ndarray], precision: str, device: str | None) -> PrecisionPlan:
+    """Resolve ``precision`` (auto | fp32 | bf16) for one model; ``auto`` runs the probe described above."""
+    device = pick_device(device)
+    resolved = resolve_precision(precision, device)  # auto -> bf16 where native, else fp32
+    if resolved == "fp32":
+        return PrecisionPlan(None)
+    if precision == "bf16":
+        return PrecisionPlan(1)
+    texts = list(PROBE_TEXTS)
+    fp32 = predict(texts)
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        bf16 = predict(texts)
+    drift = float(np.abs(fp32 - bf16).max())
+    return PrecisionPlan(BF16_MIN_BATCH if drift <= BF16_TOLERANCE else None, drift)
+
+
+def with_precision(predict: Callable[[list[str]], np.ndarray], plan: PrecisionPlan, device: str | None):
+    """``predict`` under bf16 autocast where the plan says so. The autocast is entered inside the returned
+    function, i.e. on the compute thread, because autocast state belongs to a thread."""
+    device_type = pick_device(device).type
+
+    def run(texts: list[str]) -> np.ndarray:
+        if plan.bf16_from is None or len(texts) < plan.bf16_from:
+            return predict(texts)
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return predict(texts)
+
+    return run
