@@ -76,6 +76,13 @@ def test_every_strategy_serves_the_predictions_of_its_artifact(client, artifacts
         assert reply["model"] == name and reply["predictions"][0]["label"] in ("negative", "positive")
 
 
+def test_served_embedders_keep_no_cache(client):
+    """A server must not store a vector per request text (nor bf16-computed vectors under an fp32 cache key)."""
+    _, registry = client
+    assert not registry.artifacts["features"].strategy.embedder.use_cache
+    assert not registry.artifacts["head"].strategy.embedder.use_cache
+
+
 def test_lora_adapters_share_one_base_and_keep_their_own_predictions(client, artifacts):
     test_client, registry = client
     assert registry.shared_bases == {"lora-b": "lora"}

@@ -98,7 +98,9 @@ def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: 
             registry.artifacts[name] = _adapter_on_shared_base(registry.artifacts[bases[key]], name, path, manifest, device)
             registry.shared_bases[name] = bases[key]
             continue
-        registry.artifacts[name] = Artifact(path, device=device, progress=False)
+        # No embedding cache: a server would otherwise store a vector for every text it is sent, and one
+        # computed under the server's bf16 autocast must not land in a cache keyed as fp32.
+        registry.artifacts[name] = Artifact(path, device=device, progress=False, cache=False)
         if manifest["strategy"] == "lora":
             bases[key] = name
         if manifest["strategy"] == "icl":  # its causal LM can generate too, without a second copy
