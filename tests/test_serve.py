@@ -61,6 +61,14 @@ def classify(client, model, texts):
     return response.json()
 
 
+def native_bf16() -> bool:
+    import torch
+
+    from adaptlab.embeddings import resolve_precision
+
+    return resolve_precision("auto", torch.device("cpu")) == "bf16"
+
+
 TEXTS = ["a wonderful, moving film", "a dull and lifeless mess", "it was fine, i guess", "x" * 300]
 
 
@@ -124,9 +132,8 @@ def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
     ``fp32`` never autocasts, ``bf16`` always. The bf16 answers stay close to the artifact's fp32 ones."""
     import torch
 
-    from adaptlab.embeddings import resolve_precision
     from adaptlab.runner import Artifact
-    from adaptlab.serve.precision import BF16_MIN_BATCH, plan_precision, with_precision
+    from adaptlab.serve.precision import BF16_MIN_BATCH, plan_precision
 
     artifact = Artifact(artifacts["lora"], device="cpu", progress=False)
     seen = []
@@ -135,10 +142,10 @@ def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
         seen.append(torch.is_autocast_enabled("cpu"))
         return artifact.predict_proba(texts)
 
-    native = resolve_precision("auto", torch.device("cpu")) == "bf16"
+    native = native_bf16()
     small, large = TEXTS[:1], [f"{t} {i}" for i in range(BF16_MIN_BATCH) for t in TEXTS][:BF16_MIN_BATCH]
     for precision, expected in [("auto", [False, native]), ("fp32", [False, False]), ("bf16", [True, True])]:
-        run = with_precision(predict, plan_precision(artifact.predict_proba, precision, "cpu"), "cpu")
+        run = plan_precision(artifact.predict_proba, precision, "cpu").apply(predict)
         seen.clear()
         outputs = [run(small), run(large)]
         assert seen == expected, precision
@@ -150,7 +157,6 @@ def test_auto_precision_uses_bf16_only_for_batches_where_native(artifacts):
 def test_auto_precision_keeps_fp32_for_a_model_that_bf16_moves():
     import torch
 
-    from adaptlab.embeddings import resolve_precision
     from adaptlab.serve.precision import BF16_TOLERANCE, plan_precision
 
     def sensitive(texts):  # answers that shift by more than the tolerance under autocast
@@ -159,7 +165,7 @@ def test_auto_precision_keeps_fp32_for_a_model_that_bf16_moves():
 
     plan = plan_precision(sensitive, "auto", "cpu")
     assert plan.bf16_from is None and plan.describe() == "fp32"
-    if resolve_precision("auto", torch.device("cpu")) == "bf16":
+    if native_bf16():
         assert plan.drift == pytest.approx(2 * BF16_TOLERANCE)
     assert plan_precision(sensitive, "bf16", "cpu").bf16_from == 1  # asked for explicitly: always bf16
 
@@ -299,13 +305,8 @@ def test_serve_command_on_a_real_artifact_over_loopback(tmp_path):
         assert [p["label"] for p in reply["predictions"]] == ["positive", "negative"] and reply["model"] == "sentiment"
         # on native-bf16 hardware the probe admits minilm to bf16; a batch that uses it answers like the artifact
         # loaded alone (fp32)
-        import torch
-
-        from adaptlab.embeddings import resolve_precision
-
-        native = resolve_precision("auto", torch.device("cpu")) == "bf16"
         (listed,) = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["models"]
-        assert listed["precision"] == ("bf16 for passes of 8+ texts, fp32 below" if native else "fp32")
+        assert listed["precision"] == ("bf16 for passes of 8+ texts, fp32 below" if native_bf16() else "fp32")
         texts = list(splits.test.texts[:32])
         reply = httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"texts": texts}, timeout=60).json()
         served = np.array([[p["probabilities"][label] for label in splits.label_names] for p in reply["predictions"]])

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.serve.batching import MicroBatcher
-from adaptlab.serve.precision import plan_precision, with_precision
+from adaptlab.serve.precision import plan_precision
 from adaptlab.serve.registry import Registry
 
 
@@ -130,7 +130,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
     precisions = {name: executor.submit(plan_precision, artifact.predict_proba, options.precision, registry.device).result()
                   for name, artifact in registry.artifacts.items()}
     batchers = {
-        name: MicroBatcher(with_precision(artifact.predict_proba, precisions[name], registry.device), executor,
+        name: MicroBatcher(precisions[name].apply(artifact.predict_proba), executor,
                            max_batch=options.max_batch, window=options.batch_window_ms / 1000, enabled=options.batching)
         for name, artifact in registry.artifacts.items()
     }

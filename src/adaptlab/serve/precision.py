@@ -49,12 +49,25 @@ PROBE_TEXTS = (
 @dataclass(frozen=True)
 class PrecisionPlan:
     bf16_from: int | None  # passes of at least this many texts run in bf16; None: always fp32
+    device_type: str = "cpu"  # where the autocast applies
     drift: float | None = None  # largest bf16 probability change on the probe texts, where measured
 
     def describe(self) -> str:
         if self.bf16_from is None:
             return "fp32"
         return "bf16" if self.bf16_from <= 1 else f"bf16 for passes of {self.bf16_from}+ texts, fp32 below"
+
+    def apply(self, predict: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+        """``predict`` under bf16 autocast where this plan says so. The autocast is entered inside the returned
+        function, i.e. on the compute thread, because autocast state belongs to a thread."""
+
+        def run(texts: list[str]) -> np.ndarray:
+            if self.bf16_from is None or len(texts) < self.bf16_from:
+                return predict(texts)
+            with torch.autocast(self.device_type, dtype=torch.bfloat16):
+                return predict(texts)
+
+        return run
 
 
 def plan_precision(predict: Callable[[list[str]], np.ndarray], precision: str, device: str | None) -> PrecisionPlan:
@@ -64,24 +77,10 @@ def plan_precision(predict: Callable[[list[str]], np.ndarray], precision: str, d
     if resolved == "fp32":
         return PrecisionPlan(None)
     if precision == "bf16":
-        return PrecisionPlan(1)
+        return PrecisionPlan(1, device.type)
     texts = list(PROBE_TEXTS)
     fp32 = predict(texts)
     with torch.autocast(device.type, dtype=torch.bfloat16):
         bf16 = predict(texts)
     drift = float(np.abs(fp32 - bf16).max())
-    return PrecisionPlan(BF16_MIN_BATCH if drift <= BF16_TOLERANCE else None, drift)
-
-
-def with_precision(predict: Callable[[list[str]], np.ndarray], plan: PrecisionPlan, device: str | None):
-    """``predict`` under bf16 autocast where the plan says so. The autocast is entered inside the returned
-    function, i.e. on the compute thread, because autocast state belongs to a thread."""
-    device_type = pick_device(device).type
-
-    def run(texts: list[str]) -> np.ndarray:
-        if plan.bf16_from is None or len(texts) < plan.bf16_from:
-            return predict(texts)
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            return predict(texts)
-
-    return run
+    return PrecisionPlan(BF16_MIN_BATCH if drift <= BF16_TOLERANCE else None, device.type, drift)
