@@ -40,7 +40,7 @@ def main() -> None:
                        init_kl_coef=0.2, target_kl=6.0)
     manifest = train_ppo("smollm2-135m", review_prompts(512, seed=0), reward, config, work / "policy",
                          reward_spec="imdb head classifier, log-odds of positive")
-    with open(work / "policy" / "log.csv") as handle:
+    with open(work / "policy" / "training_log.csv") as handle:
         log = list(csv.DictReader(handle))
     held_out = review_prompts(args.eval_prompts, seed=10_000)
     evaluation = evaluate_policy(work / "policy", held_out, reward, max_new_tokens=24)

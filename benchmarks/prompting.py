@@ -86,7 +86,7 @@ def main() -> None:
     timings = {}
     for label, mode, reuse in (("score, shared-prefix KV cache", "score", True), ("score, full prompt recomputed", "score", False),
                                ("generate and parse", "generate", True)):
-        icl.mode, icl.scorer.reuse_prefix = mode, reuse
+        icl.mode, icl.scorer_.reuse_prefix = mode, reuse
         start = time.perf_counter()
         proba = icl.predict_proba(sample)
         seconds = time.perf_counter() - start

@@ -100,7 +100,7 @@ def test_icl_strategy_artifact_reloads_to_identical_scores(selection, tiny_llama
         assert "test_over_draws" not in manifest["metrics"]
     else:
         draws = manifest["metrics"]["test_over_draws"]
-        assert len(draws["accuracy"]) == 3 and draws["chosen"] == int(np.argmax(manifest["prompting"]["val_accuracy_by_draw"]))
+        assert len(draws["accuracy"]) == 3 and draws["chosen"] == int(np.argmax(manifest["details"]["prompting"]["val_accuracy_by_draw"]))
     prompt = json.loads((tmp_path / "icl" / "prompt.json").read_text())
     assert prompt["calibration"] is not None and len(prompt["calibration"]) == 2
     train_texts = set(toy_splits.train.texts)
@@ -121,7 +121,7 @@ def test_balanced_draws_hold_each_class(tiny_llama, toy_splits, tmp_path):
 def test_generate_mode_and_label_words(tiny_llama, toy_splits, tmp_path):
     result = adaptlab.train("icl", toy_splits, tmp_path / "gen", model=str(tiny_llama), k=0, mode="generate",
                             label_words="neg=terrible,pos=great", progress=False)
-    assert result.manifest["prompting"]["label_words"] == ["terrible", "great"]
+    assert result.manifest["details"]["prompting"]["label_words"] == ["terrible", "great"]
     proba = adaptlab.load_artifact(tmp_path / "gen", progress=False).predict_proba(["x"])
     assert proba.shape == (1, 2) and proba.sum() == pytest.approx(1)
 

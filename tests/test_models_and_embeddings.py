@@ -141,7 +141,7 @@ def test_interrupted_embedding_resumes_from_the_cache(tiny_bert, monkeypatch):
     texts = [f"text number {i}" for i in range(12)]
     reference = Embedder(str(tiny_bert), precision="fp32", cache=False, progress=False).embed(texts)
     calls = {"n": 0}
-    original = embeddings._pool
+    original = embeddings.pool
 
     def dies_on_third_batch(*args):
         calls["n"] += 1
@@ -149,10 +149,10 @@ def test_interrupted_embedding_resumes_from_the_cache(tiny_bert, monkeypatch):
             raise KeyboardInterrupt
         return original(*args)
 
-    monkeypatch.setattr(embeddings, "_pool", dies_on_third_batch)
+    monkeypatch.setattr(embeddings, "pool", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
         Embedder(str(tiny_bert), precision="fp32", batch_size=4, progress=False).embed(texts)
-    monkeypatch.setattr(embeddings, "_pool", original)
+    monkeypatch.setattr(embeddings, "pool", original)
     resumed = Embedder(str(tiny_bert), precision="fp32", batch_size=4, progress=False)
     with embeddings.EmbeddingCache.open(resumed._cache_key()) as cache:
         assert len(cache.get(texts)) == 8  # two batches were stored before the interruption

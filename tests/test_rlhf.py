@@ -280,13 +280,19 @@ def test_ppo_command_writes_a_peft_loadable_policy(cli, tiny_llama, tmp_path, mo
     code, out, err = cli("rlhf", "ppo", "--reward", "test_rlhf:colons", "--prompts", prompts, "--model", tiny_llama,
                          "--steps", "2", "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "6", "-o", tmp_path / "policy")
     assert code == 0, err
-    assert "2 PPO steps" in out and (tmp_path / "policy" / "log.csv").exists()
+    assert "2 PPO steps" in out and (tmp_path / "policy" / "training_log.csv").exists()
     PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "policy" / "adapter")
-    code, out, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", prompts,
+    # evaluation holds out the prompts the policy was trained on (recorded in the artifact)
+    code, _, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", prompts, "--n", "6")
+    assert code == 2 and "every evaluation prompt was a training prompt" in err
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(PROMPTS[:3] + [f"Other prompt {i}:" for i in range(8)]))
+    code, out, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", held_out,
                          "--n", "6", "--max-new-tokens", "5", "-o", tmp_path / "eval")
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert result["prompts"] == 6 and 0 <= result["win_rate"] <= 1 and len(result["samples"]) == 6
+    assert all(s["prompt"].startswith("Other") for s in result["samples"])
     assert result["reward_gain"] == pytest.approx(result["reward_tuned"] - result["reward_base"])
     assert "| prompt | base |" in (tmp_path / "eval" / "results.md").read_text()
     code, _, err = cli("rlhf", "ppo", "--reward", "nowhere:nothing", "--prompts", prompts, "--model", tiny_llama, "-o", tmp_path / "p2")

@@ -62,11 +62,9 @@ def classify(client, model, texts):
 
 
 def native_bf16() -> bool:
-    import torch
+    from adaptlab.runtime import Runtime
 
-    from adaptlab.embeddings import resolve_precision
-
-    return resolve_precision("auto", torch.device("cpu")) == "bf16"
+    return Runtime("cpu").resolved_precision() == "bf16"
 
 
 TEXTS = ["a wonderful, moving film", "a dull and lifeless mess", "it was fine, i guess", "x" * 300]
@@ -87,8 +85,8 @@ def test_every_strategy_serves_the_predictions_of_its_artifact(client, artifacts
 def test_served_embedders_keep_no_cache(client):
     """A server must not store a vector per request text (nor bf16-computed vectors under an fp32 cache key)."""
     _, registry = client
-    assert not registry.artifacts["features"].strategy.embedder.use_cache
-    assert not registry.artifacts["head"].strategy.embedder.use_cache
+    assert not registry.artifacts["features"].strategy.embedder_.use_cache
+    assert not registry.artifacts["head"].strategy.embedder_.use_cache
 
 
 def test_lora_adapters_share_one_base_and_keep_their_own_predictions(client, artifacts):

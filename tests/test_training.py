@@ -108,12 +108,15 @@ def test_cached_head_equals_the_naive_loop(tiny_bert, toy_splits, tmp_path):
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
 
 
-def test_early_stopping_and_bf16_mixed(tiny_bert, toy_splits, tmp_path):
+def test_early_stopping_and_bf16(tiny_bert, toy_splits, tmp_path, capsys):
     result = adaptlab.train("full", toy_splits, tmp_path / "es", model=str(tiny_bert), epochs=10, batch_size=8,
                             lr=1e-12, patience=1, progress=False)
     assert result.manifest["training"]["epochs_run"] < 10  # flat validation accuracy stops the run
-    bf16 = adaptlab.train("lora", toy_splits, tmp_path / "bf16", model=str(tiny_bert), precision="bf16-mixed", **FAST)
-    assert bf16.manifest["params"]["precision"] == "bf16-mixed"
+    bf16 = adaptlab.train("lora", toy_splits, tmp_path / "bf16", model=str(tiny_bert), precision="bf16", **FAST)
+    assert bf16.manifest["params"]["precision"] == "bf16" and bf16.manifest["runtime"] == {"device": "cpu", "precision": "bf16"}
+    # Lightning's old name still works for one release, with a deprecation line
+    adaptlab.train("lora", toy_splits, tmp_path / "old", model=str(tiny_bert), precision="bf16-mixed", **FAST)
+    assert "--precision bf16-mixed is deprecated; use --precision bf16" in capsys.readouterr().err
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -165,7 +168,7 @@ def test_merge_folds_lora_into_a_plain_model(tiny_bert, toy_splits, tmp_path, cl
     code, out, err = cli("merge", tmp_path / "lora", "-o", tmp_path / "merged")
     assert code == 0, err
     merged = adaptlab.load_artifact(tmp_path / "merged", progress=False)
-    assert merged.manifest["strategy"] == "full" and merged.manifest["merged_from"]["strategy"] == "lora"
+    assert merged.manifest["strategy"] == "full" and merged.manifest["details"]["merged_from"]["strategy"] == "lora"
     texts = toy_splits.test.texts
     np.testing.assert_allclose(
         merged.predict_proba(texts), adaptlab.load_artifact(tmp_path / "lora", progress=False).predict_proba(texts), atol=1e-5
@@ -183,10 +186,10 @@ def test_merge_folds_lora_into_a_plain_model(tiny_bert, toy_splits, tmp_path, cl
         (["last-k", "--layers", "5"], "--layers 5 is more than the 2 blocks"),
         (["lora", "--target-modules", "q_proj"], "--target-modules q_proj not found"),
         (["prompt-tuning", "--num-virtual-tokens", "100", "--max-length", "64"], "overflows the 128 positions"),
-        (["full", "--lr", "-1"], "--lr must be positive"),
+        (["full", "--lr", "-1"], "--lr must be greater than 0"),
         (["full", "--precision", "fp8"], "--precision must be one of"),
         (["full", "--max-length", "4096"], "exceeds the 128 positions"),
-        (["head", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["head", "--epochs", "0"], "--epochs must be at least 1"),
     ],
 )
 def test_incompatible_options_fail_before_training(args, message, tiny_bert, tmp_path, cli):

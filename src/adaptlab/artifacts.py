@@ -20,7 +20,8 @@ from adaptlab._io import atomic_directory, write_json
 from adaptlab.errors import AdaptlabError
 
 FORMAT = "adaptlab-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one schema for every family (strategy-specific facts under "details", "runtime")
+_V1_DETAILS = ("tokenization", "embedding", "selection", "prompting", "samples", "merged_from")
 MANIFEST = "manifest.json"
 _LIBRARIES = ("adaptlab", "torch", "transformers", "peft", "lightning", "scikit-learn", "skops", "numpy")
 
@@ -80,6 +81,8 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
         raise AdaptlabError(f"'{path}' is not an adaptlab artifact manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise AdaptlabError(f"artifact '{directory}' was written by a newer adaptlab; upgrade adaptlab to load it")
+    if manifest.get("format_version", 1) == 1:
+        manifest = _upgrade_v1(manifest)
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = directory / name
@@ -92,3 +95,20 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
 
 def directory_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+
+
+def _upgrade_v1(manifest: dict) -> dict:
+    """Read a format-1 manifest as format 2: strategy-specific keys move under ``details``; Lightning's precision
+    names become the runtime vocabulary."""
+    from adaptlab.runtime import DEPRECATED_PRECISIONS
+
+    manifest = dict(manifest)
+    manifest["details"] = {key: manifest.pop(key) for key in _V1_DETAILS if key in manifest}
+    params = dict(manifest.get("params", {}))
+    params.pop("accelerator", None)
+    if str(params.get("precision")) in DEPRECATED_PRECISIONS:
+        params["precision"] = DEPRECATED_PRECISIONS[str(params["precision"])]
+    manifest["params"] = params
+    manifest.setdefault("runtime", None)
+    manifest.setdefault("training", None)
+    return manifest

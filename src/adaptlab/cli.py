@@ -128,10 +128,10 @@ TRAINING_OPTIONS = {
     "schedule": _opt(str, "Learning-rate schedule: linear, cosine, constant, constant_with_warmup."),
     "grad_accum": _opt(int, "Accumulate gradients over this many batches."),
     "grad_clip": _opt(float, "Clip gradient norm to this value."),
-    "precision": _opt(str, "Lightning precision: 32, bf16-mixed, 16-mixed (GPU), bf16-true."),
+    "precision": _opt(str, "fp32, bf16 or fp16 (CUDA); auto (default): bf16 on CUDA GPUs that have it, else fp32."),
     "patience": _opt(int, "Stop early after this many epochs without validation-accuracy gain."),
     "group_by_length": _opt(bool, "Batch texts of similar length together (less padding).", "--group-by-length/--no-group-by-length"),
-    "accelerator": _opt(str, "Lightning accelerator: auto, cpu, gpu."),
+    "accelerator": _opt(str, "Deprecated: use --device."),
     "devices": _opt(str, "Lightning devices: auto, a count, or a list such as 0,1."),
     "strategy": _opt(str, "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ..."),
     "num_nodes": _opt(int, "Machines for multi-node training."),
@@ -236,9 +236,6 @@ def _make_train_command(strategy: str, help_text: str, options: dict) -> None:
         config, output, as_json = values.pop("config"), values.pop("output"), values.pop("as_json")
         if not values.get("resume"):
             values.pop("resume", None)
-        if values.get("devices") is not None and str(values["devices"]).replace(",", "").isdigit():
-            devices = [int(d) for d in str(values["devices"]).split(",")]
-            values["devices"] = devices[0] if len(devices) == 1 else devices
         _run_training(strategy, config, data_values, values, output, as_json)
 
     command.__signature__ = inspect.Signature(parameters)
@@ -460,7 +457,7 @@ def rlhf_reward(
     epochs: _opt(int, "Training epochs (default 2).") = None,
     lr: _opt(float, "Learning rate (default 5e-4 for LoRA, 3e-5 full).") = None,
     batch_size: _opt(int, "Pairs per step.") = None,
-    precision: _opt(str, "Lightning precision: 32, bf16-mixed ...") = None,
+    precision: _opt(str, "fp32, bf16 or fp16 (CUDA); auto (default): bf16 on CUDA GPUs that have it, else fp32.") = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
     device: DEVICE = None,
     as_json: JsonOpt = False,
@@ -546,10 +543,11 @@ def rlhf_eval(
     device: DEVICE = None,
 ) -> None:
     """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
-    from adaptlab.rlhf.evaluate import evaluate_policy, write_report
+    from adaptlab.rlhf.evaluate import evaluate_policy, held_out, write_report
     from adaptlab.rlhf.ppo import load_reward
 
-    prompt_list = _read_prompts(prompts, prompt_column, n, 10_000 + seed)  # another sample than training's seed 0
+    # candidates beyond n, so that n remain once the policy's own training prompts are left out
+    prompt_list = held_out(policy, _read_prompts(prompts, prompt_column, None if prompts not in ("imdb", "rotten_tomatoes") else 4 * n, 10_000 + seed), n)
     result = evaluate_policy(policy, prompt_list, load_reward(reward, reward_label, device), max_new_tokens=max_new_tokens,
                              seed=seed, device=device)
     write_report(result, output)
@@ -605,16 +603,18 @@ def serve(
     """Serve artifacts over HTTP: /v1/classify, /v1/generate, /v1/rag/ask, /v1/models, /health; docs at /docs."""
     import uvicorn
 
-    from adaptlab.embeddings import pick_device, resolve_precision
+    from adaptlab.runtime import Runtime
     from adaptlab.serve import ServeOptions, create_app, load_registry, parse_artifact_arguments
     from adaptlab.serve.allocator import keep_large_buffers
+    from adaptlab.serve.precision import check_serve_precision
 
     for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars)):
         if value < 1:
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
     if batch_window_ms < 0:
         raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
-    resolve_precision(precision, pick_device(device))  # a bad value fails before any model loads
+    check_serve_precision(precision)
+    Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     named = parse_artifact_arguments(artifacts or [])
     if not named and not generator and rag_store is None:
         raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL or --rag-store DIR")

@@ -23,29 +23,14 @@ import torch
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models import cache_root, load_backbone, load_tokenizer, resolve_model
+from adaptlab.models.loading import pad_id
 from adaptlab.progress import progress_bar
+from adaptlab.runtime import Runtime
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")
-PRECISIONS = ("auto", "fp32", "bf16")
 MAX_DEFAULT_LENGTH = 512
 FLUSH_EVERY = 1024  # texts between writes to the embedding cache
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` means bf16 where the hardware computes it natively, else fp32."""
-    if precision not in PRECISIONS:
-        raise AdaptlabError(f"--precision must be one of {', '.join(PRECISIONS)}, not '{precision}'")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native_bf16 = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
-    return "bf16" if native_bf16() else "fp32"
 
 
 class Embedder:
@@ -76,8 +61,9 @@ class Embedder:
         self.ref = resolve_model(model)
         self.pooling = pooling
         self.batch_size = batch_size
-        self.device = pick_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        runtime = Runtime(device, precision)
+        self.device = runtime.torch_device
+        self.precision = runtime.resolved_precision()
         self.normalize = normalize
         self.use_cache = cache
         self.progress = progress
@@ -153,26 +139,20 @@ class Embedder:
     def _compute(self, texts: list[str], flush: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         """Embed ``texts``; ``flush(indices, vectors)`` receives finished rows every ~``FLUSH_EVERY`` texts."""
         tokenizer, model = self.tokenizer, self.model
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad_id is None:
-            raise AdaptlabError(f"model '{self.model_name}' has no pad or end-of-text token to pad batches with")
+        padding = pad_id(tokenizer)
         token_ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
         order = np.argsort([-len(ids) for ids in token_ids], kind="stable")  # longest first: fail fast on memory
         out: np.ndarray | None = None
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16"
-            else contextlib.nullcontext()
-        )
+        autocast = Runtime(str(self.device), self.precision).autocast()
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         pending: list[np.ndarray] = []
         with torch.inference_mode(), autocast, progress_bar(
             f"embedding {len(texts)} texts", total=len(texts), enabled=self.progress
         ) as advance:
             for batch in batches:
-                ids, mask = _pad([token_ids[i] for i in batch], pad_id)
+                ids, mask = _pad([token_ids[i] for i in batch], padding)
                 hidden = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-                pooled = _pool(hidden.float(), mask.to(self.device), self.pooling)
+                pooled = pool(hidden.float(), mask.to(self.device), self.pooling)
                 if self.normalize:
                     pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 if out is None:
@@ -202,7 +182,7 @@ def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":

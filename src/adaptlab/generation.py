@@ -1,22 +1,26 @@
 """Free-form generation with a causal LM, in one place (used by `adaptlab generate`, prompting, RAG, RLHF).
 
 ``Generator`` loads the model once; ``generate`` returns the completion, ``stream`` yields text pieces as the
-model produces them (a background thread runs ``model.generate`` with transformers' text streamer).
+model produces them (``model.generate`` runs with transformers' text streamer on a thread of its own, or on
+the thread a ``launch`` function chooses: the server keeps all model work on its one compute thread).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 
-from adaptlab.embeddings import pick_device
 from adaptlab.errors import AdaptlabError
-from adaptlab.models import resolve_model
-from adaptlab.models.classifier import prepare_tokenizer
-from adaptlab.models.loading import _hub_error, model_kind
+from adaptlab.models.causal import load_causal_lm
+from adaptlab.models.loading import max_positions
+
+#: how a streamed generation is started: given the work, run it somewhere and return its future (the server
+#: passes its one compute thread's ``executor.submit``; by default a thread of its own)
+Launcher = Callable[[Callable[[], None]], Future]
 
 
 @dataclass
@@ -43,21 +47,6 @@ class SamplingOptions:
             "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k or None,
             "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
         }
-
-
-def load_causal_lm(name: str, device: str | None = None):
-    """(model, tokenizer) for a decoder; refuses encoders with a clear message."""
-    from transformers import AutoModelForCausalLM
-
-    ref = resolve_model(name)
-    if model_kind(ref) != "decoder":
-        raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
-    tokenizer = prepare_tokenizer(ref, "decoder")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(ref.path).to(pick_device(device)).eval()
-    except OSError as exc:
-        raise _hub_error(ref, exc) from None
-    return model, tokenizer, ref
 
 
 class Generator:
@@ -87,7 +76,7 @@ class Generator:
 
     def _inputs(self, prompt: str) -> dict:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        limit = max_positions(self.model)
         if limit is not None and inputs["input_ids"].shape[1] >= limit:
             raise AdaptlabError(f"the prompt has {inputs['input_ids'].shape[1]} tokens; model '{self.ref.name}' reads at most {limit}")
         return {k: v.to(self.model.device) for k, v in inputs.items()}
@@ -102,14 +91,14 @@ class Generator:
             output = self.model.generate(**inputs, **options.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def stream(self, prompt: str, options: SamplingOptions | None = None) -> Iterator[str]:
+    def stream(self, prompt: str, options: SamplingOptions | None = None, launch: Launcher | None = None) -> Iterator[str]:
         """Pieces of the completion as they are generated. Bad options or an over-long prompt raise here, before
         the first piece; closing the iterator early (a client that went away) stops the generation."""
         options = options or SamplingOptions()
         options.check()
-        return self._pieces(self._inputs(prompt), options)
+        return self._pieces(self._inputs(prompt), options, launch or _own_thread)
 
-    def _pieces(self, inputs: dict, options: SamplingOptions) -> Iterator[str]:
+    def _pieces(self, inputs: dict, options: SamplingOptions, launch: Launcher) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -129,12 +118,23 @@ class Generator:
                 errors.append(exc)
                 streamer.end()
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
+        finished = launch(run)
         try:
             yield from streamer
         finally:
             stop.set()
-            thread.join()
+            finished.result()
         if errors:
             raise errors[0]
+
+
+def _own_thread(work: Callable[[], None]) -> Future:
+    """Run ``work`` on a new daemon thread; the future completes when it returns."""
+    future: Future = Future()
+
+    def target() -> None:
+        work()
+        future.set_result(None)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future

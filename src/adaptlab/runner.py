@@ -1,33 +1,25 @@
-"""Train any strategy on a split, evaluate it, measure it, and write its artifact.
+"""Train a classification strategy on a split through the job runner, and load classification artifacts.
 
-This is the engineering around every strategy (Lightning's separation: the strategy holds the research
-code). The test split is touched exactly once, after ``fit``, for the reported metrics.
+The test split is touched exactly once, after ``fit``, for the reported metrics (``ClassifierJob.evaluate``).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from adaptlab.artifacts import read_manifest, write_artifact
+from adaptlab.artifacts import read_manifest
 from adaptlab.data import Splits
+from adaptlab.jobs import run_job
 from adaptlab.measure import measure
 from adaptlab.methods import Strategy, get_strategy
 from adaptlab.metrics import classification_metrics
 
 THROUGHPUT_SAMPLE = 256  # test texts timed for inference throughput, recomputed without any cache
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -42,6 +34,58 @@ class TrainResult:
         return self.manifest["metrics"]["test"]
 
 
+class ClassifierJob:
+    """A classification strategy as a job: test metrics once after ``fit``, validation metrics, every
+    demonstration draw scored for strategies with several variants, and uncached inference throughput."""
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self.name = strategy.name
+        self.test_proba: np.ndarray | None = None
+
+    @property
+    def runtime(self):
+        return self.strategy.runtime
+
+    def fit(self, splits: Splits, workdir: Path) -> None:
+        self.strategy.fit(splits, workdir)
+
+    def evaluate(self, splits: Splits) -> dict:
+        over_draws, self.test_proba = _evaluate_draws(self.strategy, splits)
+        if self.test_proba is None:
+            self.test_proba = self.strategy.predict_proba(splits.test.texts)
+        val_proba = self.strategy.predict_proba(splits.val.texts)
+        return {
+            "test": classification_metrics(splits.test.labels, self.test_proba, splits.label_names),
+            "val": classification_metrics(splits.val.labels, val_proba, splits.label_names),
+            **({"test_over_draws": over_draws} if over_draws else {}),
+        }
+
+    def inference_rate(self, splits: Splits) -> float:
+        sample = splits.test.texts[:THROUGHPUT_SAMPLE]
+        with self.strategy.uncached(), measure() as inference:
+            self.strategy.predict_proba(sample)
+        return len(sample) / max(inference.seconds, 1e-9)
+
+    def cost(self) -> dict:
+        return self.strategy.cost()
+
+    def base_model(self) -> dict:
+        return self.strategy.base_model()
+
+    def get_params(self) -> dict:
+        return self.strategy.get_params()
+
+    def training_report(self) -> dict | None:
+        return self.strategy.training_report()
+
+    def details(self) -> dict:
+        return self.strategy.details()
+
+    def save(self, directory: Path) -> None:
+        self.strategy.save(directory)
+
+
 def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **params: Any) -> TrainResult:
     """Fit ``strategy`` (a name plus keyword ``params``, or a ready instance) and save its artifact.
 
@@ -54,58 +98,21 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **par
         if "seed" in cls.param_names():
             params.setdefault("seed", splits.seed)
         strategy = cls(**params)
-    seed_everything(strategy.get_params().get("seed", splits.seed))
-
-    with measure() as fit_cost:
-        strategy.fit(splits, Path(output))
-    if _secondary_rank():  # multi-process training (DDP...): only rank 0 evaluates and writes the artifact
-        return TrainResult(Path(output), {})
-    over_draws, test_proba = _evaluate_draws(strategy, splits)
-    if test_proba is None:
-        test_proba = strategy.predict_proba(splits.test.texts)
-    val_proba = strategy.predict_proba(splits.val.texts)
-    sample = splits.test.texts[:THROUGHPUT_SAMPLE]
-    with strategy.uncached(), measure() as inference:
-        strategy.predict_proba(sample)
-
-    manifest = {
-        "strategy": strategy.name,
-        "base_model": strategy.base_model(),
-        "labels": splits.label_names,
-        "data": splits.describe(),
-        "params": strategy.get_params(),
-        "metrics": {
-            "test": classification_metrics(splits.test.labels, test_proba, splits.label_names),
-            "val": classification_metrics(splits.val.labels, val_proba, splits.label_names),
-            **({"test_over_draws": over_draws} if over_draws else {}),
-        },
-        "cost": {
-            **strategy.cost(),
-            "train_seconds": round(fit_cost.seconds, 3),
-            "train_samples_per_second": round(len(splits.train) / max(fit_cost.seconds, 1e-9), 1),
-            "peak_rss_mb": fit_cost.as_dict()["peak_rss_mb"],
-            "peak_cuda_mb": fit_cost.as_dict()["peak_cuda_mb"],
-            "inference_texts_per_second": round(len(sample) / max(inference.seconds, 1e-9), 1),
-        },
-        **strategy.extra_manifest(),
-    }
-    manifest = write_artifact(Path(output), manifest, strategy.save)
-    strategy.finished(Path(output))
-    return TrainResult(Path(output), manifest, test_proba)
-
-
-def _secondary_rank() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0
+    job = ClassifierJob(strategy)
+    result = run_job(job, splits, output, seed=strategy.get_params().get("seed", splits.seed), labels=splits.label_names,
+                     data_description=splits.describe(), train_examples=len(splits.train),
+                     resume=bool(getattr(strategy, "resume", False)))
+    return TrainResult(result.artifact, result.manifest, job.test_proba)
 
 
 def _evaluate_draws(strategy: Strategy, splits: Splits) -> tuple[dict | None, np.ndarray | None]:
     """Strategies with several variants (k-shot demonstration draws) are scored on test for each one, so the
     report shows how much the choice of examples matters; the variant kept was chosen on validation.
     Returns the summary and the kept variant's test probabilities (None, None for single-variant strategies)."""
-    count = getattr(strategy, "variant_count", lambda: 1)()
+    count = strategy.variant_count()
     if count < 2:
         return None, None
-    chosen = strategy.current_
+    chosen = strategy.chosen_variant
     accuracies, kept = [], None
     for index in range(count):
         strategy.use_variant(index)

@@ -22,7 +22,7 @@ def run(run_dir: Path) -> dict:
     from adaptlab.config import DataConfig
     from adaptlab.methods import get_strategy
     from adaptlab.runner import train
-    from adaptlab.training.engine import work_dir
+    from adaptlab.jobs import work_dir
 
     spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def run(run_dir: Path) -> dict:
         "test_predictions": result.test_proba.argmax(axis=1).tolist(),
         "test_labels": splits.test.labels.tolist(),
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "resumed_from_epoch": (manifest.get("training") or {}).get("resumed_from_epoch"),
+        "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
     }
 
 

@@ -1,14 +1,18 @@
-"""Adaptation strategies, one module each, all following ``adaptlab.methods.base.Strategy``."""
+"""Adaptation strategies, one module per family, all following ``adaptlab.methods.base.Strategy``."""
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
 from adaptlab.methods.features import FeatureClassifier
-from adaptlab.methods.finetune import GRADIENT_STRATEGIES
+from adaptlab.methods.finetune import FullFineTune, LastKLayers
+from adaptlab.methods.head import HeadOnly
 from adaptlab.methods.icl import InContextClassifier
+from adaptlab.methods.peft_methods import Lora, PrefixTuning, PromptTuning, PTuning
 from adaptlab.methods.soft_prompt import SoftPromptClassifier
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (InContextClassifier, SoftPromptClassifier, FeatureClassifier, *GRADIENT_STRATEGIES)
+    cls.name: cls
+    for cls in (InContextClassifier, SoftPromptClassifier, FeatureClassifier, HeadOnly, LastKLayers, FullFineTune,
+                Lora, PrefixTuning, PTuning, PromptTuning)
 }
 
 

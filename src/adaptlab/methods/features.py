@@ -8,6 +8,7 @@ regularisation strength ``C`` is chosen on the validation split unless given.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from adaptlab.data import Splits
-from adaptlab.embeddings import Embedder
+from adaptlab.embeddings import POOLINGS, Embedder
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
+from adaptlab.params import param
+from adaptlab.runtime import PRECISIONS
 from adaptlab.models.loading import count_checkpoint_parameters
 from adaptlab.progress import stderr
 
@@ -44,52 +47,39 @@ _TRUSTED_TYPES = [
 ]
 
 
+@dataclass(kw_only=True, eq=False)
 class FeatureClassifier(Strategy):
     name = "features"
+    description = "Frozen model embeddings -> scikit-learn classifier (logistic regression or random forest)."
 
-    def __init__(
-        self,
-        model: str = "minilm",
-        pooling: str = "mean",
-        classifier: str = "logreg",
-        C: float | None = None,
-        n_estimators: int = 300,
-        batch_size: int = 64,
-        max_length: int | None = None,
-        precision: str = "auto",
-        seed: int = 0,
-        device: str | None = None,
-        progress: bool = True,
-        cache: bool = True,
-    ) -> None:
-        if classifier not in CLASSIFIERS:
-            raise AdaptlabError(f"--classifier must be one of {', '.join(CLASSIFIERS)}, not '{classifier}'")
-        if C is not None and C <= 0:
-            raise AdaptlabError(f"--C must be positive, not {C}")
-        if n_estimators < 1:
-            raise AdaptlabError(f"--n-estimators must be at least 1, not {n_estimators}")
-        self.model, self.pooling, self.classifier = model, pooling, classifier
-        self.C, self.n_estimators, self.seed = C, n_estimators, seed
-        self.batch_size, self.max_length, self.precision = batch_size, max_length, precision
-        self.device, self.progress, self.cache = device, progress, cache
-        self.embedder = Embedder(
-            model, pooling, batch_size=batch_size, max_length=max_length, precision=precision,
-            device=device, cache=cache, progress=progress,
-        )
-        self.estimator_: Pipeline | RandomForestClassifier | None = None
-        self.selection_: dict = {}
+    model: str = param("minilm", "Model: minilm, smollm2-135m, a Hub id or a local directory.")
+    pooling: str = param("mean", "mean, cls or last (last real token; for decoders).", choices=POOLINGS)
+    classifier: str = param("logreg", "logreg or random-forest.", choices=CLASSIFIERS)
+    C: float | None = param(None, "Logistic regression C; chosen on the validation split if omitted.", above=0, flag="--C")
+    n_estimators: int = param(300, "Trees in the random forest.", minimum=1)
+    batch_size: int = param(64, "Texts per embedding batch.", minimum=1)
+    max_length: int | None = param(None, "Truncate texts to this many tokens (default: the model's, at most 512).", minimum=1)
+    precision: str = param("auto", "auto (bf16 where the hardware has it natively), fp32 or bf16.", choices=PRECISIONS)
+    seed: int = param(0, "Seed of the classifier.", minimum=0, below=2**32)
+    cache: bool = param(True, "Use the on-disk embedding cache.", runtime=True, cli=False)
+
+    def _embedder(self) -> Embedder:
+        return Embedder(self.model, self.pooling, batch_size=self.batch_size, max_length=self.max_length,
+                        precision=self.precision, device=self.device, cache=self.cache, progress=self.progress)
 
     def _make_estimator(self, C: float):
         if self.classifier == "logreg":
             return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=self.seed))
         return RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.seed, n_jobs=-1)
 
-    def fit(self, splits: Splits, output: Path | None = None) -> "FeatureClassifier":
+    def fit(self, splits: Splits, workdir: Path) -> "FeatureClassifier":
         self.label_names = splits.label_names
-        x_train = self.embedder.embed(splits.train.texts)
+        self.embedder_ = self._embedder()
+        self.selection_: dict = {}
+        x_train = self.embedder_.embed(splits.train.texts)
         y_train = splits.train.labels
         if self.classifier == "logreg" and self.C is None:
-            x_val = self.embedder.embed(splits.val.texts)
+            x_val = self.embedder_.embed(splits.val.texts)
             scores = {}
             for C in C_GRID:
                 candidate = self._make_estimator(C).fit(x_train, y_train)
@@ -102,9 +92,9 @@ class FeatureClassifier(Strategy):
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        if self.estimator_ is None:
+        if getattr(self, "estimator_", None) is None:
             raise RuntimeError("fit() or load() the strategy before predicting")
-        return self.estimator_.predict_proba(self.embedder.embed(texts))
+        return self.estimator_.predict_proba(self.embedder_.embed(texts))
 
     def _head_params(self) -> int:
         if isinstance(self.estimator_, Pipeline):
@@ -114,26 +104,25 @@ class FeatureClassifier(Strategy):
         return int(sum(tree.tree_.node_count for tree in self.estimator_.estimators_))
 
     def cost(self) -> dict:
-        backbone = count_checkpoint_parameters(self.embedder.ref.path) if self.embedder.ref.local else None
+        backbone = count_checkpoint_parameters(self.embedder_.ref.path) if self.embedder_.ref.local else None
         head = self._head_params()
         return {
             "trainable_params": head,
             "total_params": None if backbone is None else backbone + head,
-            "trainable_note": "classifier parameters (tree nodes for a random forest); the backbone is frozen",
         }
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.embedder.ref.fingerprint()}
+        return {"name": self.model, "fingerprint": self.embedder_.ref.fingerprint()}
 
     def save(self, directory: Path) -> None:
         skops.io.dump(self.estimator_, directory / _FILE)
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "FeatureClassifier":
-        params = manifest["params"]
-        if params.get("precision") == "auto":  # reload with the precision that was actually used
-            params = dict(params, precision=manifest["embedding"]["precision"])
-        strategy = cls(**params, **runtime)
+        # reload with the precision that was actually used, not "auto" resolved again on another machine
+        used = {"precision": manifest["details"]["embedding"]["precision"]}
+        strategy = cls.rebuild({**manifest, "params": {**manifest["params"], **used}}, runtime)
+        strategy.embedder_ = strategy._embedder()
         path = directory / _FILE
         # skops refuses types outside its safe defaults unless trusted; we trust only the few listed above
         untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in _TRUSTED_TYPES]
@@ -146,15 +135,15 @@ class FeatureClassifier(Strategy):
                 "features artifacts hold a scaled logistic regression or a random forest"
             )
         strategy.estimator_ = estimator
-        strategy.label_names = manifest["labels"]
-        strategy.selection_ = manifest.get("selection", {})
+        strategy.selection_ = manifest["details"].get("selection", {})
         return strategy
 
-    def extra_manifest(self) -> dict:
-        return {"embedding": self.embedder.settings(), "selection": self.selection_}
+    def details(self) -> dict:
+        # the head's "trainable" parameters are the classifier's (tree nodes for a random forest); the backbone is frozen
+        return {"embedding": self.embedder_.settings(), "selection": self.selection_}
 
     def uncached(self):
-        return self.embedder.fresh()
+        return self.embedder_.fresh()
 
 
 def _is_expected_estimator(estimator: Any) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ import numpy as np
 from adaptlab.data import Splits
 from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
-from adaptlab.generation import Generator, SamplingOptions, load_causal_lm
+from adaptlab.generation import Generator, SamplingOptions
+from adaptlab.models.causal import load_causal_lm
 from adaptlab.methods.base import Strategy
+from adaptlab.params import param
 from adaptlab.prompting.scoring import LabelScorer
-from adaptlab.prompting.template import Demonstration, PromptTemplate, default_example, is_sentiment
+from adaptlab.prompting.template import CHAT_MODES, Demonstration, PromptTemplate, default_example, is_sentiment
 
 SELECTIONS = ("random", "balanced", "knn")
 MODES = ("score", "generate")
@@ -49,43 +52,36 @@ def parse_label_words(value: str | dict | None, label_names: list[str]) -> list[
     return words
 
 
+@dataclass(kw_only=True, eq=False)
 class InContextClassifier(Strategy):
     name = "icl"
-    runtime_params = ("device", "progress", "cache")
+    description = "In-context learning: a causal LM, a hand-written prompt and k demonstrations; labels scored by likelihood."
 
-    def __init__(
-        self,
-        model: str = "smollm2-135m",
-        k: int = 4,
-        selection: str = "balanced",
-        template: str | None = None,
-        instruction: str | None = None,
-        label_words: str | dict | None = None,
-        chat: str = "auto",
-        calibrate: bool = False,
-        normalize_length: bool = False,
-        draws: int = 5,
-        mode: str = "score",
-        batch_size: int = 16,
-        embedding_model: str = "minilm",
-        seed: int = 0,
-        device: str | None = None,
-        progress: bool = True,
-    ) -> None:
-        if selection not in SELECTIONS:
-            raise AdaptlabError(f"--selection must be one of {', '.join(SELECTIONS)}, not '{selection}'")
-        if mode not in MODES:
-            raise AdaptlabError(f"--mode must be score or generate, not '{mode}'")
-        if k < 0 or draws < 1 or batch_size < 1:
-            raise AdaptlabError("--k must be >= 0, --draws and --batch-size >= 1")
-        self.model, self.k, self.selection, self.template, self.instruction = model, k, selection, template, instruction
-        self.label_words, self.chat, self.calibrate, self.normalize_length = label_words, chat, calibrate, normalize_length
-        self.draws, self.mode, self.batch_size, self.embedding_model = (1 if k == 0 else draws), mode, batch_size, embedding_model
-        self.seed, self.device, self.progress = seed, device, progress
-        self.lm, self.tokenizer, self.ref = load_causal_lm(model, device)
-        self.scorer = LabelScorer(self.lm, self.tokenizer, batch_size=batch_size, normalize_length=normalize_length, progress=progress)
-        self.variants_: list[dict] = []  # one per draw: demonstrations (or the kNN pool) and calibration
-        self.chosen_ = 0
+    model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
+    k: int = param(4, "Demonstrations per prompt (0 = zero-shot).", minimum=0)
+    selection: str = param("balanced", "How demonstrations are picked from the training split.", choices=SELECTIONS)
+    template: str | None = param(None, "Example format with {text} and {label}, e.g. 'Review: {text}\nSentiment: {label}'.")
+    instruction: str | None = param(None, "Instruction placed before the demonstrations.")
+    label_words: str | dict | None = param(None, "Words the model should say per label, e.g. 'negative=terrible,positive=great'.")
+    chat: str = param("auto", "auto (chat template if the model has one), turns, inline, off.", choices=CHAT_MODES)
+    calibrate: bool = param(False, "Contextual calibration against content-free inputs.")
+    normalize_length: bool = param(False, "Average label log-likelihood per token (multi-token labels).")
+    draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1)
+    mode: str = param("score", "score (label likelihoods) or generate (generate text, parse the label).", choices=MODES)
+    batch_size: int = param(16, "Prompt x label pairs per forward pass.", minimum=1)
+    embedding_model: str = param("minilm", "Embedder for --selection knn.")
+    seed: int = param(0, "Seed of the demonstration draws.", minimum=0, below=2**32)
+    cache: bool = param(True, "Use the on-disk embedding cache (kNN selection).", runtime=True, cli=False)
+
+    def check(self) -> None:
+        if self.k == 0:
+            self.draws = 1  # zero-shot has nothing to draw
+
+    def _load_model(self) -> None:
+        self.lm_, self.tokenizer_, self.ref_ = load_causal_lm(self.model, self.device)
+        self.scorer_ = LabelScorer(self.lm_, self.tokenizer_, batch_size=self.batch_size,
+                                   normalize_length=self.normalize_length, progress=self.progress)
+        self.chosen_ = self.current_ = 0
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _prompt(self, label_names: list[str]) -> PromptTemplate:
@@ -113,11 +109,12 @@ class InContextClassifier(Strategy):
             chosen = rng.permutation(chosen)
         return [Demonstration(splits.train.texts[i], int(labels[i])) for i in chosen]
 
-    def fit(self, splits: Splits, output: Path | None = None) -> "InContextClassifier":
+    def fit(self, splits: Splits, workdir: Path) -> "InContextClassifier":
         self.label_names = splits.label_names
+        self._load_model()
         self.words_ = parse_label_words(self.label_words, self.label_names)
         self.prompt_ = self._prompt(self.label_names)
-        self.continuations_ = self.prompt_.label_continuations(self.tokenizer, self.words_)
+        self.continuations_ = self.prompt_.label_continuations(self.tokenizer_, self.words_)
         if self.selection == "knn":
             if self.k > len(splits.train):
                 raise AdaptlabError(f"--k {self.k} is larger than the {len(splits.train)} training examples")
@@ -130,8 +127,8 @@ class InContextClassifier(Strategy):
         longest = max(splits.train.texts + splits.val.texts, key=len)
         for variant in self.variants_:
             demos = variant["demos"] if variant["demos"] is not None else self.pool_[: self.k]
-            prefix, query, _ = self.prompt_.render(self.tokenizer, demos, self.words_, longest)
-            self.scorer.check_length(prefix, query, self.continuations_)
+            prefix, query, _ = self.prompt_.render(self.tokenizer_, demos, self.words_, longest)
+            self.scorer_.check_length(prefix, query, self.continuations_)
         scores = []
         for index in range(len(self.variants_)):
             self.use_variant(index)
@@ -144,7 +141,11 @@ class InContextClassifier(Strategy):
         return self
 
     def _embedder(self) -> Embedder:
-        return Embedder(self.embedding_model, "mean", normalize=True, progress=False, device=self.device)
+        """One embedder for the pool and every query (a served kNN artifact must not reload it per request)."""
+        if getattr(self, "embedder_", None) is None:
+            self.embedder_ = Embedder(self.embedding_model, "mean", normalize=True, progress=False, device=self.device,
+                                      cache=self.cache)
+        return self.embedder_
 
     # -- variants (demonstration draws) -------------------------------------------------------------------
     def variant_count(self) -> int:
@@ -152,6 +153,13 @@ class InContextClassifier(Strategy):
 
     def use_variant(self, index: int) -> None:
         self.current_ = index
+
+    @property
+    def chosen_variant(self) -> int:
+        return self.chosen_
+
+    def causal_lm(self):
+        return self.lm_, self.tokenizer_, self.ref_
 
     # -- prediction ---------------------------------------------------------------------------------------
     def _demos_for(self, texts: list[str]) -> list[list[Demonstration]]:
@@ -164,10 +172,10 @@ class InContextClassifier(Strategy):
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
-        items = [self.prompt_.render(self.tokenizer, d, self.words_, t)[:2] for d, t in zip(self._demos_for(texts), texts)]
+        items = [self.prompt_.render(self.tokenizer_, d, self.words_, t)[:2] for d, t in zip(self._demos_for(texts), texts)]
         if self.mode == "generate":
             return self._generate_and_parse(items)
-        scores = self.scorer.score(items, self.continuations_)
+        scores = self.scorer_.score(items, self.continuations_)
         proba = np.exp(scores - scores.max(axis=1, keepdims=True))
         proba /= proba.sum(axis=1, keepdims=True)
         calibration = self.variants_[self.current_].get("calibration") if self.calibrate else None
@@ -185,7 +193,7 @@ class InContextClassifier(Strategy):
 
     def _generate_and_parse(self, items: list[tuple[str, str]]) -> np.ndarray:
         """Generate a few tokens greedily and take the first label word that appears (uniform if none)."""
-        generator = Generator.from_loaded(self.lm, self.tokenizer, self.ref)
+        generator = Generator.from_loaded(self.lm_, self.tokenizer_, self.ref_)
         options = SamplingOptions(max_new_tokens=5)
         proba = np.full((len(items), len(self.words_)), 1 / len(self.words_))
         for row, (prefix, query) in enumerate(items):
@@ -198,14 +206,14 @@ class InContextClassifier(Strategy):
 
     # -- artifact -----------------------------------------------------------------------------------------
     def cost(self) -> dict:
-        return {"trainable_params": 0, "total_params": sum(p.numel() for p in self.lm.parameters())}
+        return {"trainable_params": 0, "total_params": sum(p.numel() for p in self.lm_.parameters())}
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref.fingerprint()}
+        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
 
-    def extra_manifest(self) -> dict:
+    def details(self) -> dict:
         return {"prompting": {"chosen_draw": self.chosen_, "val_accuracy_by_draw": self.val_by_draw_,
-                              "label_words": self.words_, "chat": self.prompt_.chat_mode(self.tokenizer)}}
+                              "label_words": self.words_, "chat": self.prompt_.chat_mode(self.tokenizer_)}}
 
     def save(self, directory: Path) -> None:
         variant = self.variants_[self.chosen_]
@@ -223,13 +231,12 @@ class InContextClassifier(Strategy):
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "InContextClassifier":
-        params = dict(manifest["params"])
-        strategy = cls(**params, **{k: v for k, v in runtime.items() if k in ("device", "progress")})
+        strategy = cls.rebuild(manifest, runtime)
+        strategy._load_model()
         payload = json.loads((directory / "prompt.json").read_text(encoding="utf-8"))
-        strategy.label_names = manifest["labels"]
         strategy.words_ = payload["label_words"]
         strategy.prompt_ = PromptTemplate(payload["instruction"], payload["example"], chat=payload["chat"])
-        strategy.continuations_ = strategy.prompt_.label_continuations(strategy.tokenizer, strategy.words_)
+        strategy.continuations_ = strategy.prompt_.label_continuations(strategy.tokenizer_, strategy.words_)
         demos = [Demonstration(d["text"], d["label"]) for d in payload["demonstrations"]]
         if strategy.selection == "knn":
             from safetensors.numpy import load_file
@@ -238,7 +245,5 @@ class InContextClassifier(Strategy):
             strategy.variants_ = [{"demos": None, "calibration": payload["calibration"]}]
         else:
             strategy.variants_ = [{"demos": demos, "calibration": payload["calibration"]}]
-        strategy.chosen_ = 0
-        strategy.use_variant(0)
-        strategy.val_by_draw_ = manifest.get("prompting", {}).get("val_accuracy_by_draw", [])
+        strategy.val_by_draw_ = manifest["details"]["prompting"]["val_accuracy_by_draw"]
         return strategy

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,16 @@ from torch import nn
 
 from adaptlab.data import Splits
 from adaptlab.errors import AdaptlabError
-from adaptlab.generation import load_causal_lm
-from adaptlab.methods.finetune import GradientStrategy, _output
+from adaptlab.methods.gradient import GradientStrategy
 from adaptlab.methods.icl import parse_label_words
+from adaptlab.models.adapters import prompt_learning_config
+from adaptlab.models.causal import load_causal_lm
 from adaptlab.models.classifier import count_parameters
-from adaptlab.prompting.scoring import encode_label_words
-from adaptlab.prompting.template import PromptTemplate, default_example
-from adaptlab.embeddings import pick_device
-from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
-from adaptlab.training.engine import fit_module
+from adaptlab.models.loading import max_positions
+from adaptlab.params import param
+from adaptlab.prompting.scoring import encode_label_words, target_logprobs
+from adaptlab.prompting.template import CHAT_MODES, PromptTemplate, default_example
+from adaptlab.training.data import PadCollator, TokenizedDataset
 
 PREDICT_BATCH = 16
 
@@ -70,40 +72,27 @@ class VerbalizerModel(nn.Module):
                 owners.append(i)
                 positions.append(virtual + start - 1 + j)  # the output that predicts this label token
                 targets.append(token)
-        picked = hidden[torch.tensor(owners, device=device), torch.tensor(positions, device=device)]
-        logprobs = torch.log_softmax(self.lm_head(picked).float(), dim=-1)
-        token_scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+        token_scores = target_logprobs(hidden, self.lm_head, owners, positions, targets)
         totals = torch.zeros(len(rows), device=device).index_add(0, torch.tensor(owners, device=device), token_scores)
         if self.normalize_length:
             totals = totals / torch.tensor([len(label) for label in labels], device=device)
         return totals.view(len(input_ids), k)
 
 
+@dataclass(kw_only=True, eq=False)
 class SoftPromptClassifier(GradientStrategy):
     name = "soft-prompt"
-    default_lr = 3e-2
-    default_epochs = 3
+    description = "Prompt tuning of a causal LM scored through label words (like icl, with learned virtual tokens)."
 
-    def __init__(
-        self,
-        model: str = "smollm2-135m",
-        *,
-        num_virtual_tokens: int = 20,
-        init_text: str | None = None,
-        template: str | None = None,
-        instruction: str | None = None,
-        label_words: str | dict | None = None,
-        chat: str = "auto",
-        normalize_length: bool = False,
-        max_length: int | None = None,
-        device: str | None = None,
-        **training: Any,
-    ) -> None:
-        super().__init__(model, max_length, device, training)
-        if num_virtual_tokens < 1:
-            raise AdaptlabError(f"--num-virtual-tokens must be at least 1, not {num_virtual_tokens}")
-        self.num_virtual_tokens, self.init_text, self.template, self.instruction = num_virtual_tokens, init_text, template, instruction
-        self.label_words, self.chat, self.normalize_length = label_words, chat, normalize_length
+    model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
+    num_virtual_tokens: int = param(20, "Learned virtual tokens in front of the prompt.", minimum=1)
+    init_text: str | None = param(None, "Initialise them from this text, e.g. 'Classify the sentiment of this review' (default: random).")
+    template: str | None = param(None, "Example format with {text} and {label}.")
+    instruction: str | None = param(None, "Instruction in the prompt.")
+    label_words: str | dict | None = param(None, "Words per label, e.g. 'negative=terrible,positive=great'.")
+    chat: str = param("auto", "auto, turns, inline, off.", choices=CHAT_MODES)
+    normalize_length: bool = param(False, "Average label log-likelihood per token.")
+    lr: float = param(3e-2, "Peak learning rate.", above=0)
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
         self.words_ = parse_label_words(self.label_words, label_names)
@@ -120,13 +109,13 @@ class SoftPromptClassifier(GradientStrategy):
             encoded.append(ids[-self.max_length_ :] if len(ids) > self.max_length_ else ids)
         return encoded
 
-    def fit(self, splits: Splits, output: Path | None = None) -> "SoftPromptClassifier":
-        from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+    def fit(self, splits: Splits, workdir: Path) -> "SoftPromptClassifier":
+        from peft import get_peft_model
 
         self.label_names = splits.label_names
         lm, self.tokenizer_, _ = load_causal_lm(self.model)
         self._setup_prompt(self.tokenizer_, self.label_names)
-        limit = getattr(lm.config, "max_position_embeddings", None) or 2048
+        limit = max_positions(lm) or 2048
         room = limit - self.num_virtual_tokens - max(len(i) for i in self.label_ids_)
         if self.max_length is not None and self.max_length > room:
             raise AdaptlabError(
@@ -134,23 +123,21 @@ class SoftPromptClassifier(GradientStrategy):
                 f"{limit} positions of model '{self.model}'; lower one of them"
             )
         self.max_length_ = min(self.max_length or 512, room)
-        init = ({"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": self.init_text,
-                 "tokenizer_name_or_path": self.ref.path} if self.init_text else {})
-        peft_model = get_peft_model(lm, PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=self.num_virtual_tokens, **init))
+        config = prompt_learning_config("prompt", "policy", lm, num_virtual_tokens=self.num_virtual_tokens,
+                                        init_text=self.init_text, tokenizer_path=self.ref.path)
+        peft_model = get_peft_model(lm, config)
         self.model_ = VerbalizerModel(peft_model, self.label_ids_, self.normalize_length)
         pad = self.tokenizer_.pad_token_id
         train = TokenizedDataset(self._encode(self.tokenizer_, splits.train.texts), splits.train.labels)
         val = TokenizedDataset(self._encode(self.tokenizer_, splits.val.texts), splits.val.labels)
-        data = ClassificationDataModule(train, val, PadCollator(pad, "right"), self.options.batch_size, self.options.seed, self.options.group_by_length)
-        self.report_ = fit_module(self.model_, data, self.options, _output(output))
-        self.output_ = output
+        self.train_module(self.model_, train, val, PadCollator(pad, "right"), workdir)
         self.model_.eval()
         self.counts_ = count_parameters(self.model_)
         return self
 
     @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        model = self.model_.to(pick_device(self.device)).eval()
+        model = self.model_.to(self.runtime.torch_device).eval()
         device = next(model.parameters()).device
         encoded = self._encode(self.tokenizer_, list(texts))
         collate = PadCollator(self.tokenizer_.pad_token_id, "right")
@@ -165,26 +152,19 @@ class SoftPromptClassifier(GradientStrategy):
         trainable, total = self.counts_
         return {"trainable_params": trainable, "total_params": total}
 
-    def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref.fingerprint()}
-
     def save(self, directory: Path) -> None:
         self.model_.peft.save_pretrained(directory / "adapter")
         self.tokenizer_.save_pretrained(directory / "tokenizer")
         payload = {"instruction": self.prompt_.instruction, "example": self.prompt_.example, "chat": self.prompt_.chat,
                    "label_words": self.words_, "max_length": self.max_length_}
         (directory / "prompt.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        self.save_training_log(directory, getattr(self, "output_", None))
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "SoftPromptClassifier":
         from peft import PeftModel
         from transformers import AutoTokenizer
 
-        from adaptlab.methods.finetune import _rebuild
-
-        strategy = _rebuild(cls, manifest, runtime)
-        strategy.label_names = manifest["labels"]
+        strategy = cls.rebuild(manifest, runtime)
         lm, _, _ = load_causal_lm(strategy.model)
         strategy.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
         payload = json.loads((directory / "prompt.json").read_text(encoding="utf-8"))

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import ModelRef, _hub_error, load_tokenizer, model_kind
+from adaptlab.models.loading import ModelRef, hub_error, model_kind, prepare_tokenizer
 
 
 @dataclass
@@ -24,19 +24,6 @@ class ClassifierBundle:
     tokenizer: object
     kind: str  # "encoder" or "decoder"
     new_modules: list[str]  # top-level modules created fresh for the task (the head): always trained and saved
-
-
-def prepare_tokenizer(ref: ModelRef, kind: str):
-    tokenizer = load_tokenizer(ref)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise AdaptlabError(
-                f"model '{ref.name}' has neither a pad token nor an end-of-text token to pad batches with; "
-                "use a model whose tokenizer defines one"
-            )
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left" if kind == "decoder" else "right"
-    return tokenizer
 
 
 def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
@@ -54,7 +41,7 @@ def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
             output_loading_info=True,
         )
     except OSError as exc:
-        raise _hub_error(ref, exc) from None
+        raise hub_error(ref, exc) from None
     except ValueError as exc:
         raise AdaptlabError(f"model '{ref.name}' cannot be used for sequence classification ({exc})") from None
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -105,10 +92,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if parameter.requires_grad:
             trainable += parameter.numel()
     return trainable, total
-
-
-def max_positions(model: nn.Module) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
 
 def logits_of(output) -> torch.Tensor:

@@ -104,7 +104,7 @@ def count_checkpoint_parameters(model_dir: str) -> int:
     return total
 
 
-def _hub_error(ref: ModelRef, exc: Exception) -> AdaptlabError:
+def hub_error(ref: ModelRef, exc: Exception) -> AdaptlabError:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     return AdaptlabError(
         f"model '{ref.name}' is not a short name ({', '.join(PACKAGED_MODELS)}) or a local directory, and "
@@ -118,7 +118,7 @@ def load_tokenizer(ref: ModelRef):
     try:
         return AutoTokenizer.from_pretrained(ref.path)
     except OSError as exc:
-        raise _hub_error(ref, exc) from None
+        raise hub_error(ref, exc) from None
 
 
 def load_backbone(ref: ModelRef):
@@ -128,7 +128,7 @@ def load_backbone(ref: ModelRef):
     try:
         return AutoModel.from_pretrained(ref.path).eval()
     except OSError as exc:
-        raise _hub_error(ref, exc) from None
+        raise hub_error(ref, exc) from None
 
 
 def model_kind(ref: ModelRef) -> str:
@@ -138,6 +138,35 @@ def model_kind(ref: ModelRef) -> str:
     try:
         config = AutoConfig.from_pretrained(ref.path)
     except OSError as exc:
-        raise _hub_error(ref, exc) from None
+        raise hub_error(ref, exc) from None
     causal = any(arch.endswith("ForCausalLM") for arch in (config.architectures or []))
     return "decoder" if causal or getattr(config, "is_decoder", False) else "encoder"
+
+
+def prepare_tokenizer(ref: ModelRef, kind: str):
+    """The model's tokenizer, able to pad: a decoder without a pad token pads with its end-of-text token (as is
+    standard); a model with neither is refused. Decoders pad on the left so the last position is a real token."""
+    tokenizer = load_tokenizer(ref)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise AdaptlabError(
+                f"model '{ref.name}' has neither a pad token nor an end-of-text token to pad batches with; "
+                "use a model whose tokenizer defines one"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left" if kind == "decoder" else "right"
+    return tokenizer
+
+
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: the pad token, else end-of-text."""
+    value = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if value is None:
+        raise AdaptlabError("the tokenizer has no pad or end-of-text token to pad batches with")
+    return value
+
+
+def max_positions(model_or_config) -> int | None:
+    """How many positions the model reads (None when its config does not say)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)

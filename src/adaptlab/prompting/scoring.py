@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.models.loading import max_positions, pad_id
 from adaptlab.progress import progress_bar
 
 
@@ -29,14 +30,23 @@ def encode_label_words(tokenizer, continuations: Sequence[str]) -> list[list[int
     return ids
 
 
+def target_logprobs(hidden: torch.Tensor, lm_head, rows: list[int], positions: list[int], targets: list[int]) -> torch.Tensor:
+    """log p(target) at each (row, position) of ``hidden``: only the positions that predict label tokens go
+    through the LM head (shared by label-word scoring and the soft-prompt classifier)."""
+    device = hidden.device
+    picked = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
+    logprobs = torch.log_softmax(lm_head(picked).float(), dim=-1)
+    return logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
+
+
 class LabelScorer:
     def __init__(self, model, tokenizer, *, batch_size: int = 16, reuse_prefix: bool = True,
                  normalize_length: bool = False, progress: bool = False) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.reuse_prefix, self.normalize_length = batch_size, reuse_prefix, normalize_length
         self.progress = progress
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.context = getattr(model.config, "max_position_embeddings", None)
+        self.pad_id = pad_id(tokenizer)
+        self.context = max_positions(model)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -114,8 +124,6 @@ class LabelScorer:
                 positions.append(position)  # the position whose output predicts this label token
                 targets.append(token)
                 cells.append((item, k))
-        picked = hidden[torch.tensor(rows, device=device), torch.tensor(positions, device=device)]
-        logprobs = torch.log_softmax(self.model.get_output_embeddings()(picked).float(), dim=-1)
-        scores = logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)].cpu().numpy()
+        scores = target_logprobs(hidden, self.model.get_output_embeddings(), rows, positions, targets).cpu().numpy()
         for (item, k), value in zip(cells, scores):
             out[item, k] += value

@@ -51,14 +51,15 @@ class Answerer:
         return [] if self.index is None or k == 0 else self.index.search(question, k)
 
     def stream(self, question: str, k: int = 3, options=None, short: bool = False,
-               hits: list[Hit] | None = None) -> tuple[Answer, Iterator[str]]:
-        """The answer object (sources filled now, text filled as the iterator is consumed) and the pieces."""
+               hits: list[Hit] | None = None, launch=None) -> tuple[Answer, Iterator[str]]:
+        """The answer object (sources filled now, text filled as the iterator is consumed) and the pieces;
+        ``launch``: where the generation runs (see ``Generator.stream``)."""
         answer = Answer(question, sources=self.retrieve(question, k) if hits is None else hits)
         system, user = build_prompt(question, answer.sources, short)
         prompt = self.generator.render_chat(user, system)
 
         def pieces() -> Iterator[str]:
-            for piece in self.generator.stream(prompt, options):
+            for piece in self.generator.stream(prompt, options, launch):
                 answer.text += piece
                 yield piece
             answer.text = answer.text.strip()

@@ -2,20 +2,24 @@
 
 DPO trains the policy directly on (prompt, chosen, rejected) with the loss
 ``-log sigmoid(beta * [(log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r))])``. TRL does it well, so
-adaptlab only prepares the data (its preference formats and prompt-level split), the LoRA config and the
-artifact. With LoRA the reference is the base with the adapter disabled (TRL's default for PEFT models).
+adaptlab only prepares the data (its preference formats and prompt-level split), the LoRA config (from the one
+adapter factory) and the artifact, through the shared job runner. With LoRA the reference is the base with the
+adapter disabled (TRL's default for PEFT models). TRL evaluates on the validation prompts during training; the
+test prompts are scored once, after it.
 """
 
 from __future__ import annotations
 
-import time
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from adaptlab.artifacts import write_artifact
-from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import run_job
+from adaptlab.params import check_fields, check_names, param
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
+from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime
+
+STRATEGY = "dpo-policy"
 
 
 def _dataset(pairs: list[Pair], tokenizer):
@@ -30,55 +34,93 @@ def _dataset(pairs: list[Pair], tokenizer):
     return Dataset.from_list(rows)
 
 
-def train_dpo(data: PreferenceSplit, output: str | Path, *, model: str = "smollm2-135m", method: str = "lora", r: int = 16,
-              beta: float = 0.1, lr: float | None = None, epochs: int = 1, batch_size: int = 4, max_length: int = 512,
-              seed: int = 0, device: str | None = None, progress: bool = True) -> dict:
-    from peft import LoraConfig, TaskType
-    from trl import DPOConfig, DPOTrainer
+@dataclass(kw_only=True, eq=False)
+class DPOPolicy:
+    """A DPO training job (``adaptlab.jobs.Job``)."""
 
-    from adaptlab.embeddings import pick_device
-    from adaptlab.generation import load_causal_lm
-    from adaptlab.measure import measure
-    from adaptlab.training.engine import work_dir
+    name = STRATEGY
+    model: str = param("smollm2-135m", "Policy: a causal LM.")
+    method: str = param("lora", "lora (default) or full.", choices=("lora", "full"))
+    r: int = param(16, "LoRA rank.", minimum=1)
+    beta: float = param(0.1, "DPO temperature: how far from the reference the policy may move.", above=0)
+    lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0)
+    epochs: int = param(1, "Epochs.", minimum=1)
+    batch_size: int = param(4, "Pairs per step.", minimum=1)
+    max_length: int = param(512, "Tokens per prompt + response.", minimum=8)
+    seed: int = param(0, "Seed.", minimum=0, below=2**32)
+    precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
+                           choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
+    device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
+    progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
-    if method not in ("lora", "full"):
-        raise AdaptlabError(f"--method must be lora or full, not '{method}'")
-    output = Path(output)
-    target = pick_device(device)
-    lm, tokenizer, ref = load_causal_lm(model, str(target))
-    bf16 = target.type == "cuda" and torch.cuda.is_bf16_supported()
-    args = DPOConfig(
-        output_dir=str(work_dir(output)), beta=beta, learning_rate=lr or (5e-5 if method == "lora" else 5e-7),
-        num_train_epochs=epochs, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-        max_length=max_length, seed=seed, bf16=bf16, use_cpu=target.type == "cpu", report_to="none",
-        logging_steps=1, save_strategy="no", eval_strategy="epoch", disable_tqdm=not progress,
-    )
-    peft_config = None if method == "full" else LoraConfig(task_type=TaskType.CAUSAL_LM, r=r, lora_alpha=2 * r,
-                                                           lora_dropout=0.05, target_modules="all-linear")
-    trainer = DPOTrainer(model=lm, args=args, train_dataset=_dataset(data.train, tokenizer),
-                         eval_dataset=_dataset(data.test, tokenizer), processing_class=tokenizer, peft_config=peft_config)
-    started = time.perf_counter()
-    with measure() as cost:
-        trainer.train()
-    metrics = trainer.evaluate()  # held-out prompts: reward accuracy = share of pairs the policy now prefers
-    manifest = {
-        "strategy": "dpo-policy",
-        "base_model": {"name": model, "fingerprint": ref.fingerprint()},
-        "labels": [],
-        "data": data.describe(),
-        "params": {"method": method, "r": r, "beta": beta, "lr": args.learning_rate, "epochs": epochs,
-                   "batch_size": batch_size, "max_length": max_length, "seed": seed},
-        "metrics": {"test": {k.removeprefix("eval_"): float(v) for k, v in metrics.items() if isinstance(v, (int, float))}},
-        "cost": {"train_seconds": round(time.perf_counter() - started, 2), "peak_rss_mb": cost.as_dict()["peak_rss_mb"],
-                 "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)},
-    }
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = 5e-5 if self.method == "lora" else 5e-7
+        check_fields(self)
 
-    def save(directory: Path) -> None:
-        trainer.model.save_pretrained(directory / ("adapter" if method == "lora" else "model"))
-        tokenizer.save_pretrained(directory / "tokenizer")
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.device, self.precision)
 
-    manifest = write_artifact(output, manifest, save)
-    import shutil
+    def fit(self, data: PreferenceSplit, workdir: Path) -> "DPOPolicy":
+        from trl import DPOConfig, DPOTrainer
 
-    shutil.rmtree(work_dir(output), ignore_errors=True)
-    return manifest
+        from adaptlab.models.adapters import lora_config
+        from adaptlab.models.causal import load_causal_lm
+
+        lm, self.tokenizer_, self.ref_ = load_causal_lm(self.model, str(self.runtime.torch_device))
+        args = DPOConfig(
+            output_dir=str(workdir), beta=self.beta, learning_rate=self.lr, num_train_epochs=self.epochs,
+            per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
+            max_length=self.max_length, seed=self.seed, **self.runtime.trl(), report_to="none",
+            logging_steps=1, save_strategy="no", eval_strategy="epoch", disable_tqdm=not self.progress,
+        )
+        peft_config = None if self.method == "full" else lora_config("policy", lm, r=self.r, alpha=2 * self.r, dropout=0.05)
+        self.trainer_ = DPOTrainer(model=lm, args=args, train_dataset=_dataset(data.train, self.tokenizer_),
+                                   eval_dataset=_dataset(data.val, self.tokenizer_), processing_class=self.tokenizer_,
+                                   peft_config=peft_config)
+        self.trainer_.train()
+        return self
+
+    def evaluate(self, data: PreferenceSplit) -> dict:
+        """Held-out prompts: reward accuracy = share of pairs the policy now prefers over the reference."""
+        def scores(pairs: list[Pair], prefix: str) -> dict:
+            metrics = self.trainer_.evaluate(_dataset(pairs, self.tokenizer_), metric_key_prefix=prefix)
+            # TRL logs its reward metrics as eval_* whatever the prefix
+            return {k.removeprefix(prefix + "_").removeprefix("eval_"): float(v) for k, v in metrics.items()
+                    if isinstance(v, (int, float))}
+
+        return {"test": scores(data.test, "test"), "val": scores(data.val, "val")}
+
+    def inference_rate(self, data: PreferenceSplit) -> None:
+        return None  # generation speed is the base model's; `rlhf eval` measures the policy
+
+    def cost(self) -> dict:
+        model = self.trainer_.model
+        return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "total_params": sum(p.numel() for p in model.parameters())}
+
+    def base_model(self) -> dict:
+        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
+
+    def get_params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime")}
+
+    def training_report(self) -> dict:
+        state = self.trainer_.state
+        return {"epochs_run": int(state.epoch or 0), "steps": state.global_step}
+
+    def details(self) -> dict:
+        return {}
+
+    def save(self, directory: Path) -> None:
+        self.trainer_.model.save_pretrained(directory / ("adapter" if self.method == "lora" else "model"))
+        self.tokenizer_.save_pretrained(directory / "tokenizer")
+
+
+def train_dpo(data: PreferenceSplit, output: str | Path, **params: Any) -> dict:
+    """Train with DPO and write the policy artifact; returns the manifest."""
+    check_names(DPOPolicy, params, "train_dpo", "DPO")
+    job = DPOPolicy(**params)
+    return run_job(job, data, output, seed=job.seed, labels=[], data_description=data.describe(),
+                   train_examples=len(data.train)).manifest

@@ -6,6 +6,7 @@ estimated on the tuned policy's own samples as the mean over prompts of sum_t lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,8 +20,20 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.rlhf import ppo_core as core
 
 
+def held_out(policy: str | Path, candidates: Sequence[str], n: int | None) -> list[str]:
+    """The first ``n`` of ``candidates`` the policy was not trained on (PPO policies record their prompts)."""
+    from adaptlab.rlhf.ppo import TRAIN_PROMPTS
+
+    recorded = Path(policy) / TRAIN_PROMPTS
+    seen = set(json.loads(recorded.read_text(encoding="utf-8"))) if recorded.exists() else set()
+    kept = [p for p in candidates if p not in seen][:n]
+    if not kept:
+        raise AdaptlabError(f"every evaluation prompt was a training prompt of '{policy}'; give other --prompts")
+    return kept
+
+
 def _load_policy(path: Path, device):
-    from adaptlab.generation import load_causal_lm
+    from adaptlab.models.causal import load_causal_lm
 
     manifest = read_manifest(path)
     if manifest["strategy"] != "ppo-policy":
@@ -39,9 +52,9 @@ def _load_policy(path: Path, device):
 @torch.inference_mode()
 def evaluate_policy(policy: str | Path, prompts: Sequence[str], reward, *, max_new_tokens: int = 24,
                     batch_size: int = 8, seed: int = 0, device: str | None = None) -> dict:
-    from adaptlab.embeddings import pick_device
+    from adaptlab.runtime import Runtime
 
-    device = pick_device(device)
+    device = Runtime(device).torch_device
     tuned, separate_base, tokenizer, manifest = _load_policy(Path(policy), device)
     tokenizer.padding_side = "left"
     base_context = (lambda: tuned.disable_adapter()) if separate_base is None else nullcontext

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import importlib
 import json
 import time
@@ -24,9 +25,12 @@ import torch
 from torch import nn
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import run_job, training_log_path
 from adaptlab.rlhf import ppo_core as core
+from adaptlab.runtime import Runtime
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
+TRAIN_PROMPTS = "train_prompts.json"  # in a policy artifact: the prompts PPO trained on
 
 
 @dataclass
@@ -114,20 +118,20 @@ def load_reward(spec: str, label: str | None = None, device: str | None = None) 
 
 class PPOTrainer:
     def __init__(self, model: str, reward: RewardFn, config: PPOConfig, device: str | None = None) -> None:
-        from adaptlab.embeddings import pick_device
-        from adaptlab.generation import load_causal_lm
+        from adaptlab.models.causal import load_causal_lm
 
         config.check()
         self.config, self.reward = config, reward
-        self.device = pick_device(device)
+        self.device = Runtime(device).torch_device
         torch.manual_seed(config.seed)
         lm, self.tokenizer, self.ref_info = load_causal_lm(model, str(self.device))
         self.tokenizer.padding_side = "left"
         if config.method == "lora":
-            from peft import LoraConfig, TaskType, get_peft_model
+            from peft import get_peft_model
 
-            lm = get_peft_model(lm, LoraConfig(task_type=TaskType.CAUSAL_LM, r=config.lora_r, lora_alpha=2 * config.lora_r,
-                                               lora_dropout=0.0, target_modules="all-linear"))
+            from adaptlab.models.adapters import lora_config
+
+            lm = get_peft_model(lm, lora_config("policy", lm, r=config.lora_r, alpha=2 * config.lora_r))
             self.reference = None  # the same network with the adapter disabled
         else:
             import copy
@@ -230,7 +234,7 @@ class PPOTrainer:
 
     def train(self, prompts: Sequence[str], workdir: Path | None = None, progress: bool = True,
               checkpoint_every: int = 5) -> list[dict]:
-        """Run the remaining steps; with ``workdir``, log every step to ``log.csv`` and checkpoint every
+        """Run the remaining steps; with ``workdir``, log every step (``training_log_path``) and checkpoint every
         ``checkpoint_every`` steps (``resume`` continues from there, with the same prompt batches)."""
         from adaptlab.progress import progress_bar
 
@@ -241,7 +245,7 @@ class PPOTrainer:
                 batch = [prompts[i] for i in rng.choice(len(prompts), self.config.batch_size, replace=len(prompts) < self.config.batch_size)]
                 history.append(self.step(batch))
                 if workdir is not None:
-                    _append_csv(workdir / "log.csv", {k: v for k, v in history[-1].items() if k != "samples"})
+                    _append_csv(training_log_path(workdir), {k: v for k, v in history[-1].items() if k != "samples"})
                     with (workdir / "samples.jsonl").open("a") as handle:  # what the policy writes, step by step
                         handle.write(json.dumps({"step": self.step_count, "prompts": batch[:2], "responses": history[-1]["samples"]}) + "\n")
                     if self.step_count % checkpoint_every == 0 or self.step_count == self.config.steps:
@@ -289,10 +293,6 @@ def _append_csv(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def config_dict(config: PPOConfig) -> dict:
-    return dataclasses.asdict(config)
-
-
 def review_prompts(n: int = 512, seed: int = 0, source: str = "imdb") -> list[str]:
     """The classic demonstration's prompts: the first 2-8 words of movie reviews (line breaks removed)."""
     from adaptlab.data import load_data
@@ -303,50 +303,71 @@ def review_prompts(n: int = 512, seed: int = 0, source: str = "imdb") -> list[st
     return [" ".join(texts[i].replace("<br />", " ").split()[: int(rng.integers(2, 9))]) for i in chosen]
 
 
+class PPOJob:
+    """PPO as a job for the shared runner (``adaptlab.jobs.run_job``): the data are the training prompts."""
+
+    name = "ppo-policy"
+
+    def __init__(self, model: str, reward: RewardFn, config: PPOConfig, reward_spec: str, device: str | None,
+                 resume: bool, progress: bool) -> None:
+        config.check()
+        self.model, self.reward, self.config, self.reward_spec = model, reward, config, reward_spec
+        self.runtime = Runtime(device)
+        self.resume, self.progress = resume, progress
+
+    def fit(self, prompts: list[str], workdir: Path) -> None:
+        self.trainer_ = PPOTrainer(self.model, self.reward, self.config, self.runtime.device)
+        if self.resume and (workdir / "checkpoint.pt").exists():
+            self.trainer_.resume(workdir / "checkpoint.pt")
+        self.history_ = self.trainer_.train(prompts, workdir, self.progress)
+        self.workdir_, self.prompts_ = workdir, prompts
+
+    def evaluate(self, prompts: list[str]) -> dict:
+        """What the training log says: the reward at the start and the end, the last KL (``rlhf eval`` compares
+        the policy with its base on held-out prompts)."""
+        log = training_log_path(self.workdir_)
+        rows = list(csv.DictReader(log.open())) if log.exists() else []
+        rewards = [float(row["reward_mean"]) for row in rows]
+        return {"steps": self.trainer_.step_count, "reward_first_steps": float(np.mean(rewards[:3])) if rewards else None,
+                "reward_last_steps": float(np.mean(rewards[-3:])) if rewards else None,
+                "kl_last": float(rows[-1]["kl"]) if rows else None}
+
+    def inference_rate(self, prompts: list[str]) -> None:
+        return None
+
+    def cost(self) -> dict:
+        from adaptlab.models.classifier import count_parameters
+
+        trainable, total = count_parameters(self.trainer_.policy)
+        return {"trainable_params": trainable, "total_params": total}
+
+    def base_model(self) -> dict:
+        return {"name": self.model, "fingerprint": self.trainer_.ref_info.fingerprint()}
+
+    def get_params(self) -> dict:
+        return {**dataclasses.asdict(self.config), "reward": self.reward_spec}
+
+    def training_report(self) -> dict:
+        return {"steps": self.trainer_.step_count}
+
+    def details(self) -> dict:
+        return {"samples": self.history_[-1]["samples"] if self.history_ else []}
+
+    def save(self, directory: Path) -> None:
+        import shutil
+
+        self.trainer_.save(directory)
+        if (self.workdir_ / "samples.jsonl").exists():
+            shutil.copy(self.workdir_ / "samples.jsonl", directory / "samples.jsonl")
+        # the prompts trained on, so `rlhf eval` can hold out different ones
+        (directory / TRAIN_PROMPTS).write_text(json.dumps(self.prompts_, ensure_ascii=False), encoding="utf-8")
+
+
 def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOConfig, output: str | Path, *,
               reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
-    """Train and write the policy artifact (adapter or weights, value head, log, manifest)."""
-    from adaptlab.artifacts import write_artifact
-    from adaptlab.measure import measure
-    from adaptlab.training.engine import work_dir
-
-    output = Path(output)
-    workdir = work_dir(output)
-    trainer = PPOTrainer(model, reward, config, device)
-    if resume and (workdir / "checkpoint.pt").exists():
-        trainer.resume(workdir / "checkpoint.pt")
-    elif workdir.exists():
-        import shutil
-
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    with measure() as cost:
-        history = trainer.train(list(prompts), workdir, progress)
-    log = list(csv.DictReader((workdir / "log.csv").open())) if (workdir / "log.csv").exists() else []
-    rewards = [float(row["reward_mean"]) for row in log]
-    manifest = {
-        "strategy": "ppo-policy",
-        "base_model": {"name": model, "fingerprint": trainer.ref_info.fingerprint()},
-        "labels": [],
-        "params": {**config_dict(config), "reward": reward_spec},
-        "metrics": {"steps": trainer.step_count, "reward_first_steps": float(np.mean(rewards[:3])) if rewards else None,
-                    "reward_last_steps": float(np.mean(rewards[-3:])) if rewards else None,
-                    "kl_last": float(log[-1]["kl"]) if log else None},
-        "cost": {"train_seconds": round(cost.seconds, 2), "peak_rss_mb": cost.as_dict()["peak_rss_mb"],
-                 "trainable_params": sum(p.numel() for p in trainer.policy.parameters() if p.requires_grad)},
-        "samples": history[-1]["samples"] if history else [],
-    }
-
-    def save(directory: Path) -> None:
-        trainer.save(directory)
-        import shutil
-
-        for name in ("log.csv", "samples.jsonl"):
-            if (workdir / name).exists():
-                shutil.copy(workdir / name, directory / name)
-
-    manifest = write_artifact(output, manifest, save)
-    import shutil
-
-    shutil.rmtree(workdir, ignore_errors=True)
-    return manifest
+    """Train and write the policy artifact (adapter or weights, value head, log, training prompts, manifest)."""
+    prompts = list(prompts)
+    job = PPOJob(model, reward, config, reward_spec, device, resume, progress)
+    described = {"prompts": len(prompts), "fingerprint": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
+    return run_job(job, prompts, output, seed=config.seed, labels=[], data_description=described,
+                   train_examples=config.steps * config.batch_size, resume=resume).manifest

@@ -12,8 +12,8 @@ matter most) and the response from the right, to fit ``max_length`` tokens.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +22,21 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from adaptlab.artifacts import read_manifest, write_artifact
-from adaptlab.embeddings import pick_device
+from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import run_job
 from adaptlab.measure import measure
 from adaptlab.models import resolve_model
+from adaptlab.models.adapters import lora_config
 from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
+from adaptlab.params import check_fields, check_names, param
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
+from adaptlab.runtime import Runtime
 from adaptlab.training.data import PadCollator
-from adaptlab.training.engine import TrainingOptions, fit_module, work_dir
+from adaptlab.training.engine import TrainingOptions, fit_module
 
 STRATEGY = "reward-model"
+THROUGHPUT_PAIRS = 256  # held-out responses timed for the inference rate
 
 
 def special_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
@@ -106,52 +110,86 @@ class PairwiseScores(nn.Module):
         return torch.stack([rejected, chosen], dim=-1)
 
 
-class RewardModel:
-    """Score (prompt, response) pairs; ``fit`` on a ``PreferenceSplit``; ``save``/``load`` as an artifact."""
+@dataclass(kw_only=True, eq=False)
+class RewardModel(TrainingOptions):
+    """Score (prompt, response) pairs; ``fit`` on a ``PreferenceSplit``; a job for ``adaptlab.jobs.run_job``."""
 
-    def __init__(self, model: str = "minilm", *, method: str = "lora", r: int = 16, alpha: int = 32,
-                 max_length: int = 256, device: str | None = None, **training: Any) -> None:
-        if method not in ("lora", "full"):
-            raise AdaptlabError(f"--method must be lora or full, not '{method}'")
-        training.setdefault("lr", 5e-4 if method == "lora" else 3e-5)
-        training.setdefault("epochs", 2)
-        self.options = TrainingOptions(**training)
-        self.options.check()
-        self.model, self.method, self.r, self.alpha, self.max_length, self.device = model, method, r, alpha, max_length, device
-        self.ref = resolve_model(model)
-        self.network_: nn.Module | None = None
+    name = STRATEGY
+    model: str = param("minilm", "Backbone: minilm, smollm2-135m, a Hub id or a local directory.")
+    method: str = param("lora", "lora or full.", choices=("lora", "full"))
+    r: int = param(16, "LoRA rank.", minimum=1)
+    alpha: int = param(32, "LoRA scaling alpha.", above=0)
+    max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8)
+    lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0)
+    epochs: int = param(2, "Training epochs.", minimum=1)
+    device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
+    progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = 5e-4 if self.method == "lora" else 3e-5
+        check_fields(self)
+        self.check_training()
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.device, self.precision)
 
     def _build(self):
-        bundle = load_classifier(self.ref, ["reward"])  # one output: the scalar reward
+        self.ref_ = resolve_model(self.model)
+        bundle = load_classifier(self.ref_, ["reward"])  # one output: the scalar reward
         self.tokenizer_ = bundle.tokenizer
         if self.method == "full":
             return bundle.model
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import get_peft_model
 
-        from adaptlab.methods.finetune import default_lora_targets
-
-        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=self.r, lora_alpha=self.alpha, lora_dropout=0.05,
-                            target_modules=default_lora_targets(bundle.model), modules_to_save=list(bundle.new_modules))
+        config = lora_config("reward", bundle.model, r=self.r, alpha=self.alpha, modules_to_save=list(bundle.new_modules))
         return get_peft_model(bundle.model, config)
 
-    def fit(self, data: PreferenceSplit, output: Path) -> "RewardModel":
+    def fit(self, data: PreferenceSplit, workdir: Path) -> "RewardModel":
         from adaptlab.training.data import ClassificationDataModule
 
         self.network_ = self._build()
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
         datamodule = ClassificationDataModule(
             PairDataset(data.train, self.tokenizer_, self.max_length), PairDataset(data.val, self.tokenizer_, self.max_length),
-            collate, self.options.batch_size, self.options.seed, self.options.group_by_length)
-        self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self.options, output)
+            collate, self.batch_size, self.seed, self.group_by_length)
+        self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self, workdir, self.runtime)
         self.network_.eval()
         return self
+
+    # -- the job protocol -----------------------------------------------------------------------------------
+    def evaluate(self, data: PreferenceSplit) -> dict:
+        return {"test": self.pairwise_accuracy(data.test), "val": self.pairwise_accuracy(data.val)}
+
+    def inference_rate(self, data: PreferenceSplit) -> float:
+        pairs = data.test[:THROUGHPUT_PAIRS]
+        with measure() as timing:
+            self.score([p.prompt for p in pairs], [p.chosen for p in pairs])
+        return len(pairs) / max(timing.seconds, 1e-9)
+
+    def cost(self) -> dict:
+        trainable, total = count_parameters(self.network_)
+        return {"trainable_params": trainable, "total_params": total}
+
+    def base_model(self) -> dict:
+        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
+
+    def get_params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
+
+    def training_report(self) -> dict:
+        return dataclasses.asdict(self.report_)
+
+    def details(self) -> dict:
+        return {"tokenization": {"max_length": self.max_length, "padding_side": self.tokenizer_.padding_side}}
 
     @torch.inference_mode()
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """One scalar reward per (prompt, response)."""
         if len(prompts) != len(responses):
             raise AdaptlabError(f"{len(prompts)} prompts but {len(responses)} responses")
-        device = pick_device(self.device)
+        device = self.runtime.torch_device
         network = self.network_.to(device).eval()
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
         template = special_template(self.tokenizer_)
@@ -175,12 +213,6 @@ class RewardModel:
                 "reward_mean": float(np.concatenate([chosen, rejected]).mean()),
                 "reward_std": float(np.concatenate([chosen, rejected]).std())}
 
-    # -- artifact -------------------------------------------------------------------------------------------
-    def params(self) -> dict:
-        training = {k: v for k, v in dataclasses.asdict(self.options).items()
-                    if k not in ("callbacks", "progress", "resume", "accelerator", "devices", "strategy", "num_nodes")}
-        return {"model": self.model, "method": self.method, "r": self.r, "alpha": self.alpha, "max_length": self.max_length, **training}
-
     def save(self, directory: Path) -> None:
         from safetensors.torch import save_file
 
@@ -198,10 +230,10 @@ class RewardModel:
         manifest = read_manifest(path)
         if manifest["strategy"] != STRATEGY:
             raise AdaptlabError(f"'{path}' is a '{manifest['strategy']}' artifact, not a reward model")
-        params = dict(manifest["params"])
-        model = cls(params.pop("model"), method=params.pop("method"), r=params.pop("r"), alpha=params.pop("alpha"),
-                    max_length=params.pop("max_length"), device=device, **params)
-        bundle = load_classifier(model.ref, ["reward"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        model = cls(**{k: v for k, v in manifest["params"].items() if k in known}, device=device)
+        model.ref_ = resolve_model(model.model)
+        bundle = load_classifier(model.ref_, ["reward"])
         if model.method == "lora":
             from peft import PeftModel
 
@@ -219,27 +251,8 @@ class RewardModel:
 
 def train_reward_model(data: PreferenceSplit, output: str | Path, **params: Any) -> dict:
     """Fit, evaluate on the held-out prompts' pairs, and write the artifact; returns the manifest."""
-    output = Path(output)
-    torch.manual_seed(params.get("seed", 0))
+    check_names(RewardModel, params, "train_reward_model", "the reward model")
     model = RewardModel(**params)
-    started = time.perf_counter()
-    with measure() as cost:
-        model.fit(data, output)
-    test, val = model.pairwise_accuracy(data.test), model.pairwise_accuracy(data.val)
-    trainable, total = count_parameters(model.network_)
-    manifest = {
-        "strategy": STRATEGY,
-        "base_model": {"name": model.model, "fingerprint": model.ref.fingerprint()},
-        "labels": ["reward"],
-        "data": data.describe(),
-        "params": model.params(),
-        "metrics": {"test": test, "val": val},
-        "cost": {"trainable_params": trainable, "total_params": total, "train_seconds": round(time.perf_counter() - started, 2),
-                 "peak_rss_mb": cost.as_dict()["peak_rss_mb"]},
-        "training": dataclasses.asdict(model.report_),
-    }
-    manifest = write_artifact(output, manifest, model.save)
-    import shutil
-
-    shutil.rmtree(work_dir(output), ignore_errors=True)
-    return manifest
+    result = run_job(model, data, output, seed=model.seed, labels=["reward"], data_description=data.describe(),
+                     train_examples=len(data.train), resume=model.resume)
+    return result.manifest

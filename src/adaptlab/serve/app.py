@@ -224,7 +224,9 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         sampling = SamplingOptions(request.max_new_tokens, request.temperature, request.top_p, seed=request.seed)
         prompt = request.prompt if request.raw else generator.render_chat(request.prompt, request.system)
         if request.stream:  # stream() checks the prompt before returning: errors come as JSON, not a cut stream
-            return StreamingResponse(sse(generator.stream(prompt, sampling)), media_type="text/event-stream")
+            # the generation itself runs on the compute thread, like every other forward pass
+            pieces = generator.stream(prompt, sampling, launch=executor.submit)
+            return StreamingResponse(sse(pieces), media_type="text/event-stream")
         text = await _in_thread(executor, generator.generate, prompt, sampling)
         return {"model": name, "text": text}
 
@@ -241,12 +243,13 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")
         answerer = Answerer(registry.rag, generator=generator)
         sampling = SamplingOptions(max_new_tokens=request.max_new_tokens)
-        answer, pieces = await _in_thread(executor, answerer.stream, request.question, request.k, sampling)
+        hits = await _in_thread(executor, answerer.retrieve, request.question, request.k)
         summary = lambda: {"model": name, "answer": answer.text, "cited": answer.cited,
                            "sources": [describe(hit) for hit in answer.sources]}
-        if request.stream:
+        if request.stream:  # pieces are read here; the generation runs on the compute thread
+            answer, pieces = answerer.stream(request.question, request.k, sampling, hits=hits, launch=executor.submit)
             return StreamingResponse(sse(pieces, summary), media_type="text/event-stream")
-        await _in_thread(executor, lambda: [None for _ in pieces])
+        answer = await _in_thread(executor, lambda: answerer.ask(request.question, request.k, sampling, hits=hits))
         return summary()
 
     return app

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adaptlab.embeddings import pick_device, resolve_precision
+from adaptlab.errors import AdaptlabError
+from adaptlab.runtime import Runtime
 
 BF16_MIN_BATCH = 8  # smallest pass ``auto`` runs in bf16 (the measured CPU crossover)
 BF16_TOLERANCE = 1e-2  # largest probability change on the probe texts ``auto`` accepts
@@ -70,10 +71,20 @@ class PrecisionPlan:
         return run
 
 
+SERVE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_serve_precision(precision: str) -> None:
+    if precision not in SERVE_PRECISIONS:
+        raise AdaptlabError(f"--precision must be one of {', '.join(SERVE_PRECISIONS)} for serving, not '{precision}'")
+
+
 def plan_precision(predict: Callable[[list[str]], np.ndarray], precision: str, device: str | None) -> PrecisionPlan:
     """Resolve ``precision`` (auto | fp32 | bf16) for one model; ``auto`` runs the probe described above."""
-    device = pick_device(device)
-    resolved = resolve_precision(precision, device)  # auto -> bf16 where native, else fp32
+    check_serve_precision(precision)
+    runtime = Runtime(device, precision)
+    device = runtime.torch_device
+    resolved = runtime.resolved_precision()  # auto -> bf16 where native, else fp32
     if resolved == "fp32":
         return PrecisionPlan(None)
     if precision == "bf16":

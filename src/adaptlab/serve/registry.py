@@ -87,6 +87,7 @@ def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: 
                   share_lora: bool = True) -> Registry:
     from adaptlab.artifacts import read_manifest
     from adaptlab.generation import Generator
+    from adaptlab.methods import get_strategy
     from adaptlab.runner import Artifact
 
     registry = Registry(device=device)
@@ -94,18 +95,19 @@ def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: 
     for name, path in artifacts.items():
         manifest = read_manifest(path)
         key = (manifest["base_model"].get("fingerprint"), len(manifest["labels"]), manifest["strategy"])
-        if share_lora and manifest["strategy"] == "lora" and key in bases:
+        shareable = share_lora and get_strategy(manifest["strategy"]).shares_base
+        if shareable and key in bases:
             registry.artifacts[name] = _adapter_on_shared_base(registry.artifacts[bases[key]], name, path, manifest, device)
             registry.shared_bases[name] = bases[key]
             continue
         # No embedding cache: a server would otherwise store a vector for every text it is sent, and one
         # computed under the server's bf16 autocast must not land in a cache keyed as fp32.
         registry.artifacts[name] = Artifact(path, device=device, progress=False, cache=False)
-        if manifest["strategy"] == "lora":
+        if shareable:
             bases[key] = name
-        if manifest["strategy"] == "icl":  # its causal LM can generate too, without a second copy
-            strategy = registry.artifacts[name].strategy
-            registry.generators[name] = Generator.from_loaded(strategy.lm, strategy.tokenizer, strategy.ref)
+        causal_lm = registry.artifacts[name].strategy.causal_lm()
+        if causal_lm is not None:  # its causal LM can generate too, without a second copy
+            registry.generators[name] = Generator.from_loaded(*causal_lm)
     for model in generators:
         registry.generators[model] = Generator(model, device)
     if rag_store is not None:
@@ -119,10 +121,11 @@ def _adapter_on_shared_base(first, name: str, path: Path, manifest: dict, device
     from adaptlab.runner import Artifact
 
     strategy = first.strategy
-    if not isinstance(strategy.model_, AdapterView):
-        lock = threading.Lock()
-        strategy.model_ = AdapterView(strategy.model_, "default", lock)
-    peft_model, lock = strategy.model_.peft, strategy.model_.lock
+    host = strategy.host_network()
+    if not isinstance(host, AdapterView):
+        host = AdapterView(host, "default", threading.Lock())
+        strategy.use_network(host)
+    peft_model, lock = host.peft, host.lock
     with lock:
         peft_model.load_adapter(str(path / "adapter"), adapter_name=name)
         peft_model.set_adapter("default")

@@ -1,17 +1,18 @@
 """Engineering around ``ClassificationModule``: the Lightning Trainer, checkpoints, resume, best model.
 
-Checkpoints live in ``<output>.work/``: ``last.ckpt`` after every epoch (what ``resume`` continues from;
+Checkpoints live in the job's work directory (``<output>.work/``, see ``adaptlab.jobs``): ``last.ckpt`` after every epoch (what ``resume`` continues from;
 an epoch cut short is redone, with the same batches and the same dropout) and ``best.ckpt``, selected on
-validation accuracy only. After training the best weights are loaded back. ``devices``, ``strategy``,
-``num_nodes`` and ``accelerator`` go straight to Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
+validation accuracy only. After training the best weights are loaded back. The accelerator,
+devices and precision come from the job's ``Runtime``; ``devices``, ``strategy`` and ``num_nodes`` go on to
+Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import training_log_path
+from adaptlab.params import param
 from adaptlab.progress import stderr
+from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime, normalize_precision
 from adaptlab.training.data import ClassificationDataModule
 from adaptlab.training.module import SCHEDULES, ClassificationModule
 
@@ -28,60 +32,61 @@ from adaptlab.training.module import SCHEDULES, ClassificationModule
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-PRECISIONS = ("32", "bf16-mixed", "16-mixed", "bf16-true")
 LOGGERS = ("csv", "tensorboard", "none")
+ACCELERATOR_TO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 
 
-@dataclass
+@dataclass(kw_only=True, eq=False)
 class TrainingOptions:
-    """What every gradient-based strategy exposes (names follow Lightning / HF Trainer)."""
+    """What every gradient-based job exposes (names follow Lightning / HF Trainer). Strategies inherit these
+    fields and override the defaults that differ (``lr``, ``epochs``)."""
 
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    schedule: str = "linear"
-    grad_accum: int = 1
-    grad_clip: float | None = 1.0
-    precision: str = "32"
-    patience: int | None = None
-    group_by_length: bool = True
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: Any = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    logger: str = "csv"
-    resume: bool = False
-    progress: bool = True
-    callbacks: list = field(default_factory=list)
+    epochs: int = param(3, "Training epochs.", minimum=1)
+    batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1)
+    lr: float = param(5e-5, "Peak learning rate.", above=0)
+    weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0)
+    warmup_ratio: float = param(0.06, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
+    schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
+    grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1)
+    grad_clip: float | None = param(1.0, "Clip the gradient norm to this value.", above=0)
+    precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
+                           choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
+    patience: int | None = param(None, "Stop early after this many epochs without validation-accuracy gain.", minimum=1)
+    group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
+    seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
+    logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
+    devices: str | None = param(None, "Lightning devices for multi-process training: a count or a list such as 0,1.", runtime=True)
+    strategy: str = param("auto", "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ...", runtime=True)
+    num_nodes: int = param(1, "Machines for multi-node training.", runtime=True, minimum=1)
+    accelerator: str | None = param(None, "Deprecated: use --device.", runtime=True, choices=("auto", *ACCELERATOR_TO_DEVICE))
+    resume: bool = param(False, "Continue from the last checkpoint of an interrupted run.", runtime=True)
+    callbacks: list = param(runtime=True, cli=False, default_factory=list)
 
-    def check(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum, "num_nodes": self.num_nodes}
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise AdaptlabError(f"--{name.replace('_', '-')} must be a positive integer, not {value!r}")
-        if not self.lr > 0:
-            raise AdaptlabError(f"--lr must be positive, not {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise AdaptlabError(f"--warmup-ratio must be in [0, 1), not {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise AdaptlabError(f"--weight-decay must be >= 0, not {self.weight_decay}")
-        if self.patience is not None and self.patience < 1:
-            raise AdaptlabError(f"--patience must be at least 1, not {self.patience}")
-        for name, value, allowed in (
-            ("precision", str(self.precision), PRECISIONS),
-            ("schedule", self.schedule, SCHEDULES),
-            ("logger", self.logger, LOGGERS),
-        ):
-            if value not in allowed:
-                raise AdaptlabError(f"--{name} must be one of {', '.join(allowed)}, not '{value}'")
+    def check_training(self) -> None:
+        """Normalise deprecated spellings (with a line on stderr) and check what needs an optional package."""
+        self.precision = normalize_precision(self.precision)
+        if self.accelerator is not None:
+            replacement = ACCELERATOR_TO_DEVICE.get(self.accelerator)
+            print(f"adaptlab: --accelerator is deprecated; use --device {replacement or 'DEVICE'}", file=sys.stderr)
+            if getattr(self, "device", None) is None and replacement is not None:
+                self.device = replacement
+            self.accelerator = None
         if self.logger == "tensorboard":
             try:
                 import tensorboard  # noqa: F401
             except ImportError:
                 raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+
+    def lightning_devices(self, runtime: Runtime) -> dict:
+        """accelerator/devices/precision from the runtime; ``--devices`` (a count or ids) asks for several."""
+        args = runtime.lightning()
+        if self.devices is not None:
+            text = str(self.devices)
+            if text != "auto" and not text.replace(",", "").isdigit():
+                raise AdaptlabError(f"--devices must be auto, a count or a list such as 0,1, not '{text}'")
+            ids = [int(d) for d in text.split(",")] if text != "auto" else None
+            args["devices"] = "auto" if ids is None else (ids[0] if len(ids) == 1 else ids)
+        return args
 
 
 @dataclass
@@ -118,18 +123,12 @@ class _EpochTimer(Callback):
         self.seconds += time.perf_counter() - self._start
 
 
-def work_dir(output: Path) -> Path:
-    return Path(str(output) + ".work")
-
-
-def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: TrainingOptions, output: Path) -> FitReport:
-    """Train ``model`` in place; on return it holds the best weights by validation accuracy."""
-    workdir = work_dir(output)
+def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: TrainingOptions, workdir: Path,
+               runtime: Runtime) -> FitReport:
+    """Train ``model`` in place in ``workdir`` (the job's); on return it holds the best weights by validation accuracy."""
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
-    if not options.resume and workdir.exists():
-        shutil.rmtree(workdir)
     model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it is given
     module = ClassificationModule(
         model, lr=options.lr, weight_decay=options.weight_decay, warmup_ratio=options.warmup_ratio,
@@ -147,16 +146,15 @@ def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: 
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))  # stdout stays clean for --json
     logger: Any = False
     if options.logger == "csv":
-        logger = L.pytorch.loggers.CSVLogger(workdir, name="logs", version="")
+        log = training_log_path(workdir)  # the job runner copies it into the artifact
+        logger = L.pytorch.loggers.CSVLogger(log.parent.parent, name=log.parent.name, version="")
     elif options.logger == "tensorboard":
         logger = L.pytorch.loggers.TensorBoardLogger(workdir, name="logs", version="")
     trainer = L.Trainer(
         max_epochs=options.epochs,
-        accelerator=options.accelerator,
-        devices=options.devices,
+        **options.lightning_devices(runtime),
         strategy=options.strategy,
         num_nodes=options.num_nodes,
-        precision=options.precision,
         accumulate_grad_batches=options.grad_accum,
         gradient_clip_val=options.grad_clip,
         callbacks=callbacks,

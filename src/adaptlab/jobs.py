@@ -1,0 +1,120 @@
+"""One job runner for every family: classifiers, reward models, PPO and DPO policies (and what comes next).
+
+The engineering every training job needs, written once (Lightning's split: the job holds the research code):
+seed everything, give the job a work directory for checkpoints and logs (``<output>.work``), time ``fit``
+alone (``train_seconds`` never includes evaluation) and its peak memory, evaluate, then write one manifest
+schema and one ``cost`` schema through the atomic artifact writer, keep the training log, and remove the
+work directory. A job is any object with the methods of ``Job``.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from adaptlab.artifacts import write_artifact
+from adaptlab.measure import measure
+from adaptlab.runtime import Runtime
+
+#: the keys of every manifest's ``cost``, whatever the family (None where a figure does not apply)
+COST_KEYS = ("trainable_params", "total_params", "train_seconds", "train_samples_per_second", "eval_seconds",
+             "inference_texts_per_second", "peak_rss_mb", "peak_cuda_mb")
+#: the keys every manifest has (``write_artifact`` adds format, files, sizes, versions and the date)
+MANIFEST_KEYS = ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training", "details")
+TRAINING_LOG = "training_log.csv"  # name of the per-epoch / per-step log inside an artifact
+
+
+def work_dir(output: str | Path) -> Path:
+    """Where a job keeps checkpoints and logs while it runs: beside the artifact, removed once it is written."""
+    return Path(str(output) + ".work")
+
+
+def training_log_path(workdir: Path) -> Path:
+    """Where a job writes its CSV log inside its work directory (Lightning's CSVLogger layout)."""
+    return workdir / "logs" / "metrics.csv"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Job(Protocol):
+    name: str
+
+    @property
+    def runtime(self) -> Runtime: ...
+    def fit(self, data: Any, workdir: Path) -> Any: ...
+    def evaluate(self, data: Any) -> dict: ...
+    def inference_rate(self, data: Any) -> float | None: ...
+    def cost(self) -> dict: ...
+    def base_model(self) -> dict: ...
+    def get_params(self) -> dict: ...
+    def training_report(self) -> dict | None: ...
+    def details(self) -> dict: ...
+    def save(self, directory: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class JobResult:
+    artifact: Path
+    manifest: dict
+
+
+def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[str], data_description: dict,
+            train_examples: int, resume: bool = False) -> JobResult:
+    """Fit ``job`` on ``data``, evaluate it, and write its artifact to ``output``.
+
+    ``train_examples``: what one epoch or run trains on (texts, pairs, rollouts), for samples/s.
+    ``resume``: keep the work directory of an interrupted run so the job can continue from its checkpoint.
+    """
+    output = Path(output)
+    workdir = work_dir(output)
+    runtime = job.runtime.describe()  # a bad device fails here, before any work
+    if not resume and workdir.exists():
+        shutil.rmtree(workdir)
+    seed_everything(seed)
+    with measure() as fit_cost:
+        job.fit(data, workdir)
+    if _secondary_rank():  # multi-process training (DDP...): only rank 0 evaluates and writes the artifact
+        return JobResult(output, {})
+    with measure() as eval_cost:
+        metrics = job.evaluate(data)
+    rate = job.inference_rate(data)
+    fit = fit_cost.as_dict()
+    cost = {
+        **{key: None for key in COST_KEYS},
+        **{k: v for k, v in job.cost().items() if k in ("trainable_params", "total_params")},
+        "train_seconds": round(fit_cost.seconds, 3),
+        "train_samples_per_second": round(train_examples / max(fit_cost.seconds, 1e-9), 1),
+        "eval_seconds": round(eval_cost.seconds, 3),
+        "inference_texts_per_second": None if rate is None else round(rate, 1),
+        "peak_rss_mb": fit["peak_rss_mb"],
+        "peak_cuda_mb": fit["peak_cuda_mb"],
+    }
+    manifest = {
+        "strategy": job.name, "base_model": job.base_model(), "labels": labels, "data": data_description,
+        "params": job.get_params(), "runtime": runtime, "metrics": metrics, "cost": cost,
+        "training": job.training_report(), "details": job.details(),
+    }
+
+    def write_files(directory: Path) -> None:
+        job.save(directory)
+        log = training_log_path(workdir)
+        if log.exists():
+            shutil.copy(log, directory / TRAINING_LOG)
+
+    manifest = write_artifact(output, manifest, write_files)
+    shutil.rmtree(workdir, ignore_errors=True)  # checkpoints are only needed to resume
+    return JobResult(output, manifest)
+
+
+def _secondary_rank() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0

@@ -1,0 +1,151 @@
+"""The base of every gradient-based strategy: training options, the Lightning engine, token-level prediction.
+
+Default learning rates differ by orders of magnitude on purpose: a head or a soft prompt starts from
+scratch and needs large steps; pretrained weights need small ones. The defaults were picked on validation
+accuracy (1,000 Rotten Tomatoes sentences, minilm, 3 epochs): full 5e-5, last-k 1e-4, LoRA 1e-3,
+P-tuning 1e-2 (vs 3e-3), prefix tuning 2e-2 (vs 5e-3), prompt tuning 1e-1 (vs 3e-3, 3e-2), head 1e-3.
+Each strategy declares its own default next to the field (``lr: float = param(1e-3, ...)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.methods.base import Strategy
+from adaptlab.models import resolve_model
+from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
+from adaptlab.models.loading import ModelRef, max_positions
+from adaptlab.params import param
+from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
+from adaptlab.training.engine import FitReport, TrainingOptions, fit_module
+
+DEFAULT_MAX_LENGTH = 256
+PREDICT_BATCH = 64
+MODEL_HELP = "Model: minilm, smollm2-135m, a Hub id or a local directory."
+MAX_LENGTH_HELP = "Truncate texts to this many tokens (default: the model's, at most 256)."
+
+
+@dataclass(kw_only=True, eq=False)
+class GradientStrategy(Strategy, TrainingOptions):
+    """Shared by all gradient-based strategies: training options, the engine, the training report."""
+
+    model: str = param("minilm", MODEL_HELP)
+    max_length: int | None = param(None, MAX_LENGTH_HELP, minimum=1)
+
+    def check(self) -> None:
+        self.check_training()
+
+    @property
+    def ref(self) -> ModelRef:
+        """The resolved base model (resolving a packaged GGUF model converts it once, so not in the constructor)."""
+        if getattr(self, "ref_", None) is None:
+            self.ref_ = resolve_model(self.model)
+        return self.ref_
+
+    def train_module(self, module: nn.Module, train, val, collate, workdir: Path) -> None:
+        """Fit ``module`` with this strategy's options on the Lightning engine (best validation weights kept)."""
+        data = ClassificationDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
+        self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime)
+
+    def training_report(self) -> dict | None:
+        report = getattr(self, "report_", None)
+        return None if report is None else dataclasses.asdict(report)
+
+    def base_model(self) -> dict:
+        return {"name": self.model, "fingerprint": self.ref.fingerprint()}
+
+
+@dataclass(kw_only=True, eq=False)
+class TokenClassifierStrategy(GradientStrategy):
+    """Strategies that run a (partly) trainable transformer on tokens: last-k, full and PEFT."""
+
+    #: positions a method prepends (virtual tokens), kept free when the default max length is chosen
+    def reserved_positions(self) -> int:
+        return 0
+
+    def fit(self, splits, workdir: Path) -> "TokenClassifierStrategy":
+        self.label_names = splits.label_names
+        bundle = load_classifier(self.ref, self.label_names)
+        self.tokenizer_ = bundle.tokenizer
+        self.max_length_ = self._resolve_max_length(bundle.model)
+        model = self.configure(bundle)  # freezing / PEFT wrapping, with its own checks, before any training
+        ids = lambda texts: self.tokenizer_(texts, truncation=True, max_length=self.max_length_)["input_ids"]
+        train = TokenizedDataset(ids(splits.train.texts), splits.train.labels)
+        val = TokenizedDataset(ids(splits.val.texts), splits.val.labels)
+        self.train_module(model, train, val, self._collator(), workdir)
+        self.model_ = model.eval()
+        self.counts_ = count_parameters(model)
+        return self
+
+    def configure(self, bundle) -> nn.Module:
+        """Freeze, unfreeze or wrap ``bundle.model`` for training; return the module to train."""
+        raise NotImplementedError
+
+    def _collator(self) -> PadCollator:
+        return PadCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
+
+    def _resolve_max_length(self, model: nn.Module) -> int:
+        """The user's --max-length, or 256 tokens within what the model's positions leave for text."""
+        limit = max_positions(model) or DEFAULT_MAX_LENGTH
+        if self.max_length is None:
+            return min(DEFAULT_MAX_LENGTH, limit - self.reserved_positions())
+        if self.max_length > limit:
+            raise AdaptlabError(f"--max-length {self.max_length} exceeds the {limit} positions model '{self.model}' supports")
+        return self.max_length
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        device = self.runtime.torch_device
+        model = self.model_.to(device).eval()
+        ids = self.tokenizer_(texts, truncation=True, max_length=self.max_length_)["input_ids"]
+        order = np.argsort([-len(x) for x in ids], kind="stable")
+        collate = self._collator()
+        out = np.empty((len(texts), len(self.label_names)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(texts), PREDICT_BATCH):
+                batch_index = order[start : start + PREDICT_BATCH]
+                batch = collate([{"input_ids": ids[i], "labels": 0} for i in batch_index])
+                logits = logits_of(model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)))
+                out[batch_index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def cost(self) -> dict:
+        trainable, total = self.counts_
+        return {"trainable_params": trainable, "total_params": total}
+
+    def details(self) -> dict:
+        return {"tokenization": {"max_length": self.max_length_, "padding_side": self.tokenizer_.padding_side}}
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer_.save_pretrained(directory / "tokenizer")
+        self.save_weights(directory)
+
+    def save_weights(self, directory: Path) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict, *, network: nn.Module | None = None, **runtime: Any) -> "TokenClassifierStrategy":
+        """``network``: an already loaded model to predict with instead of this artifact's weights (the server
+        passes one shared base model with this artifact's adapter selected)."""
+        from transformers import AutoTokenizer
+
+        strategy = cls.rebuild(manifest, runtime)
+        tokenization = manifest["details"]["tokenization"]
+        strategy.tokenizer_ = AutoTokenizer.from_pretrained(directory / "tokenizer")
+        strategy.tokenizer_.padding_side = tokenization["padding_side"]
+        strategy.max_length_ = tokenization["max_length"]
+        strategy.model_ = (strategy.load_weights(directory) if network is None else network).eval()
+        strategy.counts_ = (manifest["cost"]["trainable_params"], manifest["cost"]["total_params"])
+        return strategy
+
+    def load_weights(self, directory: Path) -> nn.Module:
+        raise NotImplementedError

@@ -1,0 +1,126 @@
+"""Strategy ``head``: the backbone stays frozen and a new linear head learns the task on pooled features.
+
+The backbone runs once and the head trains on cached features; ``cache_features=False`` runs the naive loop
+(backbone forward every step) and gives the same result, which is how the cache's speed-up is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adaptlab.embeddings import POOLINGS, Embedder, pool
+from adaptlab.methods.gradient import GradientStrategy
+from adaptlab.models.loading import count_checkpoint_parameters, model_kind, pad_id
+from adaptlab.params import param
+from adaptlab.training.data import FeatureDataset, PadCollator, TokenizedDataset
+
+
+class FrozenBackboneHead(nn.Module):
+    """Backbone (frozen, always in eval mode) -> pooling -> head: the naive loop the cache replaces."""
+
+    def __init__(self, backbone: nn.Module, pooling: str, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.pooling, self.head = backbone.requires_grad_(False), pooling, head
+
+    def train(self, mode: bool = True) -> "FrozenBackboneHead":
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            features = pool(hidden.float(), attention_mask, self.pooling)
+        return self.head(features)
+
+
+class FeatureHead(nn.Module):
+    def __init__(self, dim: int, n_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout, self.linear = nn.Dropout(dropout), nn.Linear(dim, n_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(features))
+
+
+@dataclass(kw_only=True, eq=False)
+class HeadOnly(GradientStrategy):
+    name = "head"
+    description = "Frozen backbone, new linear head trained on cached features."
+
+    pooling: str | None = param(None, "mean, cls or last (default: mean for encoders, last for decoders).", choices=POOLINGS)
+    dropout: float = param(0.1, "Dropout before the head.", minimum=0, below=1)
+    cache_features: bool = param(True, "Run the backbone once and train on cached features (--no-cache-features: naive loop).")
+    cache: bool = param(True, "Use the on-disk embedding cache.", runtime=True, cli=False)
+    lr: float = param(1e-3, "Peak learning rate.", above=0)
+    epochs: int = param(10, "Training epochs.", minimum=1)
+
+    def _embedder(self) -> Embedder:
+        # Features are computed in the precision training runs in, so cached and naive loops agree.
+        self.pooling_ = self.pooling or ("last" if model_kind(self.ref) == "decoder" else "mean")
+        return Embedder(self.model, self.pooling_, max_length=self.max_length, precision=self.runtime.resolved_precision(training=True),
+                        device=self.device, progress=self.progress, cache=self.cache)
+
+    def fit(self, splits, workdir: Path) -> "HeadOnly":
+        self.label_names = splits.label_names
+        self.embedder_ = self._embedder()
+        torch.manual_seed(self.seed)  # the head's initial weights: identical for cached and naive runs
+        self.head_ = FeatureHead(self._dim(), len(self.label_names), self.dropout)
+        tokenizer = self.embedder_.tokenizer
+        ids = lambda texts: tokenizer(texts, truncation=True, max_length=self.embedder_.max_length)["input_ids"]
+        train_ids, val_ids = ids(splits.train.texts), ids(splits.val.texts)
+        if self.cache_features:
+            lengths = lambda token_ids: [len(x) for x in token_ids]  # same batches as the naive loop
+            train = FeatureDataset(self.embedder_.embed(splits.train.texts), splits.train.labels, lengths(train_ids))
+            val = FeatureDataset(self.embedder_.embed(splits.val.texts), splits.val.labels, lengths(val_ids))
+            module: nn.Module = self.head_
+            collate = PadCollator(0)
+        else:
+            train = TokenizedDataset(train_ids, splits.train.labels)
+            val = TokenizedDataset(val_ids, splits.val.labels)
+            module = FrozenBackboneHead(self.embedder_.model, self.pooling_, self.head_)
+            collate = PadCollator(pad_id(tokenizer))
+        self.train_module(module, train, val, collate, workdir)
+        self.head_.eval()
+        return self
+
+    def _dim(self) -> int:
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(self.ref.path).hidden_size)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        features = torch.as_tensor(self.embedder_.embed(list(texts)))
+        with torch.inference_mode():
+            return torch.softmax(self.head_.eval()(features).float(), dim=-1).numpy()
+
+    def uncached(self):
+        return self.embedder_.fresh()
+
+    def cost(self) -> dict:
+        head = sum(p.numel() for p in self.head_.parameters())
+        backbone = count_checkpoint_parameters(self.ref.path) if self.ref.local else None
+        return {"trainable_params": head, "total_params": None if backbone is None else backbone + head}
+
+    def save(self, directory: Path) -> None:
+        save_file(self.head_.state_dict(), directory / "head.safetensors")
+
+    def details(self) -> dict:
+        return {"embedding": self.embedder_.settings()}
+
+    @classmethod
+    def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "HeadOnly":
+        strategy = cls.rebuild(manifest, runtime)
+        strategy.embedder_ = strategy._embedder()
+        strategy.head_ = FeatureHead(strategy._dim(), len(strategy.label_names), strategy.dropout)
+        strategy.head_.load_state_dict(load_file(directory / "head.safetensors"))
+        strategy.head_.eval()
+        return strategy

@@ -1,0 +1,97 @@
+"""The one adapter factory: every PEFT config adaptlab builds, for every task type, is made here.
+
+Task types and their LoRA defaults (each family's measured choice, kept in one table):
+
+| task | r | alpha | dropout | target modules | used by |
+| --- | --- | --- | --- | --- | --- |
+| ``classifier`` | 8 | 16 | 0.1 | attention query/value (PEFT's per-architecture map) | ``train lora`` |
+| ``reward`` | 16 | 32 | 0.05 | as ``classifier`` | ``rlhf reward`` |
+| ``policy`` | 16 | 32 | 0.0 | every linear layer | ``rlhf ppo``, ``rlhf dpo`` (dropout 0.05) |
+
+``use_dora`` (weight-decomposed LoRA) and ``use_rslora`` (rank-stabilised scaling alpha/sqrt(r)) are passed to
+PEFT unchanged. The new classification head (``modules_to_save``) is trained and saved with the adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.models.classifier import linear_module_names
+
+
+@dataclass(frozen=True)
+class LoraDefaults:
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: str | None  # None: the attention projections PEFT knows for the architecture
+
+
+LORA_DEFAULTS = {
+    "classifier": LoraDefaults(8, 16, 0.1, None),
+    "reward": LoraDefaults(16, 32, 0.05, None),
+    "policy": LoraDefaults(16, 32, 0.0, "all-linear"),
+}
+_TASK_TYPES = {"classifier": "SEQ_CLS", "reward": "SEQ_CLS", "policy": "CAUSAL_LM"}
+_LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}  # architectures PEFT has no default for
+
+
+def default_lora_targets(model: nn.Module) -> list[str] | str:
+    """The attention query/value projections where PEFT or we know their names, else every linear layer."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    model_type = model.config.model_type
+    return _LORA_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type) or "all-linear"
+
+
+def lora_config(task: str, model: nn.Module, *, r: int | None = None, alpha: int | None = None,
+                dropout: float | None = None, target_modules: list[str] | str | None = None, use_dora: bool = False,
+                use_rslora: bool = False, modules_to_save: list[str] | None = None, model_name: str = "the model"):
+    """A ``peft.LoraConfig`` for ``task`` (see the table above); None values take the task's defaults."""
+    from peft import LoraConfig
+
+    defaults = LORA_DEFAULTS[task]
+    if target_modules and target_modules != "all-linear":
+        available = linear_module_names(model)
+        missing = [t for t in target_modules if t not in available]
+        if missing:
+            raise AdaptlabError(f"--target-modules {', '.join(missing)} not found in {model_name}; "
+                                f"its linear layers are: {', '.join(available)}")
+    targets = target_modules or defaults.target_modules or default_lora_targets(model)
+    return LoraConfig(task_type=_TASK_TYPES[task], r=r or defaults.r, lora_alpha=alpha or defaults.alpha,
+                      lora_dropout=defaults.dropout if dropout is None else dropout, target_modules=targets,
+                      use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save)
+
+
+def _model_dims(model: nn.Module) -> dict:
+    """PEFT reads dimensions from the config's raw keys; configs with other names (DistilBERT's ``dim``,
+    ``n_layers``) need them spelled out. Only missing ones are given, so PEFT's own handling stays."""
+    raw, config = model.config.to_dict(), model.config
+    wanted = {"token_dim": "hidden_size", "num_layers": "num_hidden_layers", "num_attention_heads": "num_attention_heads"}
+    return {ours: getattr(config, theirs) for ours, theirs in wanted.items() if theirs not in raw}
+
+
+def prompt_learning_config(method: str, task: str, model: nn.Module, *, num_virtual_tokens: int,
+                           prefix_projection: bool = False, encoder_hidden_size: int | None = None,
+                           encoder_type: str = "MLP", init_text: str | None = None, tokenizer_path: str | None = None,
+                           modules_to_save: list[str] | None = None):
+    """PEFT's prefix tuning, P-tuning or prompt tuning config (``method``: prefix | p-tuning | prompt)."""
+    import peft
+
+    common = {"task_type": _TASK_TYPES[task], "num_virtual_tokens": num_virtual_tokens, **_model_dims(model)}
+    if method == "prefix":
+        config = peft.PrefixTuningConfig(**common, prefix_projection=prefix_projection, encoder_hidden_size=encoder_hidden_size)
+    elif method == "p-tuning":
+        config = peft.PromptEncoderConfig(**common, encoder_hidden_size=encoder_hidden_size,
+                                          encoder_reparameterization_type=encoder_type)
+    elif init_text:  # prompt tuning initialised from a text's embeddings
+        config = peft.PromptTuningConfig(**common, prompt_tuning_init=peft.PromptTuningInit.TEXT,
+                                         prompt_tuning_init_text=init_text, tokenizer_name_or_path=tokenizer_path)
+    else:
+        config = peft.PromptTuningConfig(**common)
+    if modules_to_save is not None:
+        config.modules_to_save = list(modules_to_save)
+    return config

@@ -1,0 +1,131 @@
+"""One source of truth for every job's parameters: dataclass fields with help text next to the default.
+
+In the spirit of PEFT's and TRL's config classes, a strategy (or any job config) is a dataclass whose fields
+are its parameters, declared with ``param(default, help, ...)``. From those fields come, without a second
+list anywhere: the constructor (which only stores and checks values: scikit-learn's contract), ``get_params``,
+the ``adaptlab train STRATEGY`` options with their defaults in ``--help``, YAML validation (unknown keys and
+wrong types are errors) and ``compare --set ENTRY.PARAM=VALUE`` parsing.
+
+Checks declared on a field (``minimum``, ``above``, ``below``, ``choices``) run in ``check_fields`` with one-line
+messages naming the option, so bad values fail before any data or model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import MISSING, Field, field
+from typing import Any
+
+from adaptlab.errors import AdaptlabError
+
+
+def param(default: Any = None, help: str = "", *, runtime: bool = False, cli: bool = True, minimum: float | None = None,
+          above: float | None = None, below: float | None = None, choices: tuple | None = None,
+          flag: str | None = None, default_factory: Any = MISSING) -> Any:
+    """A parameter field. ``runtime``: changes how a job runs, not what it learns (kept out of manifests);
+    ``cli``: offered as a command-line option; ``minimum``/``above``/``below``: inclusive/exclusive bounds;
+    ``flag``: the option's spelling when it is not derived from the name (e.g. ``--C``)."""
+    metadata = {"help": help, "runtime": runtime, "cli": cli, "minimum": minimum, "above": above, "below": below,
+                "choices": choices, "flag": flag}
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def params_of(cls: type) -> list[Field]:
+    return list(dataclasses.fields(cls))
+
+
+def base_type(annotation: Any) -> Any:
+    """``int | None`` -> int, ``list[str] | None`` -> list; ``Any`` stays ``Any``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return base_type(args[0]) if len(args) == 1 else str  # str | dict: written as a string on the CLI
+    return origin or annotation
+
+
+def allows_none(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
+
+
+def type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def coerce(cls: type, name: str, value: Any, where: str = "") -> Any:
+    """``value`` converted to field ``name``'s type, as YAML, ``--set`` or the Python API give it; a wrong type
+    is a one-line error naming the option."""
+    annotation = type_hints(cls)[name]
+    label = where or option_name(name)
+    if value is None:
+        if allows_none(annotation):
+            return None
+        raise AdaptlabError(f"{label} needs a value")
+    kind = base_type(annotation)
+    if kind is Any or isinstance(value, kind if isinstance(kind, type) else object):
+        if kind is int and isinstance(value, bool):
+            raise AdaptlabError(f"{label} must be an integer, not {value!r}")
+        if kind is float and isinstance(value, bool):
+            raise AdaptlabError(f"{label} must be a number, not {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+        except ValueError:
+            raise AdaptlabError(f"{label} must be {'an integer' if kind is int else 'a number'}, not {value!r}") from None
+        if kind is bool and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.lower() in ("true", "yes", "1")
+        if kind is list:
+            return [part.strip() for part in text.split(",") if part.strip()]
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    raise AdaptlabError(f"{label} must be {names.get(kind, kind.__name__)}, not {value!r}")
+
+
+def check_fields(obj: Any) -> None:
+    """Coerce every field of a params dataclass to its type and apply the declared bounds and choices."""
+    cls = type(obj)
+    for spec in params_of(cls):
+        meta, value = spec.metadata, getattr(obj, spec.name)
+        if not meta or value is None or (meta.get("runtime") and not meta.get("cli")):
+            continue
+        label = meta.get("flag") or option_name(spec.name)
+        value = coerce(cls, spec.name, value, label)
+        object.__setattr__(obj, spec.name, value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AdaptlabError(f"{label} must be a finite number, not {value}")
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise AdaptlabError(f"{label} must be one of {', '.join(map(str, meta['choices']))}, not {value!r}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if meta.get("minimum") is not None and value < meta["minimum"]:
+                raise AdaptlabError(f"{label} must be at least {meta['minimum']:g}, not {value:g}")
+            if meta.get("above") is not None and not value > meta["above"]:
+                raise AdaptlabError(f"{label} must be greater than {meta['above']:g}, not {value:g}")
+            if meta.get("below") is not None and not value < meta["below"]:
+                raise AdaptlabError(f"{label} must be below {meta['below']:g}, not {value:g}")
+
+
+def check_names(cls: type, given: dict, where: str, subject: str) -> None:
+    """Reject unknown parameter names before anything runs (YAML, ``--set``, the Python API)."""
+    known = [f.name for f in params_of(cls)]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise AdaptlabError(f"{where}: unknown parameter(s) {', '.join(unknown)} for {subject} (known: {', '.join(known)})")
+
+
+def coerce_all(cls: type, given: dict, where: str) -> dict:
+    """Every value of ``given`` converted to its field's type (errors name ``where`` and the key)."""
+    return {name: coerce(cls, name, value, f"{where}: {name}") for name, value in given.items()}
