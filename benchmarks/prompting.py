@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-
+from pathlib import Path
 
 from _common import save
 
@@ -82,7 +82,7 @@ def main() -> None:
     # The same 4-shot prompts (draw 0), three ways.
     sample = test.texts[:100]
     labels = test.labels[:100]
-    icl = InContextClassifier(k=4, selection="random", draws=1, progress=False).fit(splits)
+    icl = InContextClassifier(k=4, selection="random", draws=1, progress=False).fit(splits, Path(tempfile.mkdtemp()))
     timings = {}
     for label, mode, reuse in (("score, shared-prefix KV cache", "score", True), ("score, full prompt recomputed", "score", False),
                                ("generate and parse", "generate", True)):
@@ -96,6 +96,7 @@ def main() -> None:
     base = timings["score, shared-prefix KV cache"]["queries_per_second"]
     if args.part == "speed":
         import json
+
         from _common import RESULTS
 
         rows = json.loads((RESULTS / "prompting_smollm2_rotten_tomatoes.json").read_text())["results"]

@@ -220,13 +220,18 @@ def test_compare_runs_reports_and_skips_finished_runs(cli, tiny_bert, tiny_llama
 
 
 def test_a_failing_strategy_is_reported_and_the_others_finish(cli, tiny_bert, tiny_llama, tmp_path):
-    code, out, _ = cli(*tiny_compare_args(tiny_bert, tiny_llama, tmp_path / "cmp", "--strategies", "features-logreg,head",
+    # a value that is wrong on its face is refused before any run starts ...
+    code, _, err = cli(*tiny_compare_args(tiny_bert, tiny_llama, tmp_path / "bad", "--strategies", "features-logreg,head",
                                           "--set", "head.pooling=max"))
+    assert code == 2 and "--pooling must be one of" in err and not (tmp_path / "bad" / "results.json").exists()
+    # ... one that only the model can refuse (it has 2 blocks) fails its run, and the others finish
+    code, out, _ = cli(*tiny_compare_args(tiny_bert, tiny_llama, tmp_path / "cmp", "--strategies", "features-logreg,last-k",
+                                          "--set", "last-k.layers=99"))
     assert code == 0
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert [e["entry"] for e in results["entries"]] == ["features-logreg"]
-    assert results["failures"][0]["entry"] == "head" and "pooling" in results["failures"][0]["errors"][0]
-    assert "failed: head" in out
+    assert results["failures"][0]["entry"] == "last-k" and "layers" in results["failures"][0]["errors"][0]
+    assert "failed: last-k" in out
 
 
 def test_bad_compare_options_exit_2_with_one_line(cli, tmp_path):

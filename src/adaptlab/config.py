@@ -56,7 +56,7 @@ class TrainConfig:
     output: str | None = None
 
 
-def _check_keys(given: dict, allowed: set[str], where: str) -> None:
+def check_keys(given: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
         raise AdaptlabError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
@@ -98,11 +98,11 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
 
     base = read_yaml(yaml_path) if yaml_path else {}
     where = f"config file '{yaml_path}'" if yaml_path else "options"
-    _check_keys(base, {"strategy", "data", "params", "output"}, where)
+    check_keys(base, {"strategy", "data", "params", "output"}, where)
     if base.get("strategy", strategy) != strategy:
         raise AdaptlabError(f"{where} is for strategy '{base['strategy']}', not '{strategy}'")
     data_values = dict(base.get("data") or {})
-    _check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
+    check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
     data_values.update({k: v for k, v in data.items() if v is not None})
     param_values = dict(base.get("params") or {})
     get_strategy(strategy).check_params(param_values, f"{where}, section params")

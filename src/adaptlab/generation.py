@@ -7,10 +7,12 @@ the thread a ``launch`` function chooses: the server keeps all model work on its
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -138,3 +140,19 @@ def _own_thread(work: Callable[[], None]) -> Future:
 
     threading.Thread(target=target, daemon=True).start()
     return future
+
+
+def read_examples(path: Path) -> list[tuple[str, str]]:
+    """Few-shot (input, output) pairs from a JSONL file of {"input", "output"} objects."""
+    if not path.is_file():
+        raise AdaptlabError(f"--examples file '{path}' does not exist")
+    shots = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            shots.append((str(record["input"]), str(record["output"])))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output'") from None
+    return shots

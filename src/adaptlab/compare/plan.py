@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptlab.config import DataConfig, _check_keys, parse_yaml, read_yaml
+from adaptlab.config import DataConfig, check_keys, parse_yaml, read_yaml
 from adaptlab.errors import AdaptlabError
 
 
@@ -176,7 +176,8 @@ class ComparePlan:
                 known = strategy.param_names()  # `all.` keys reach the entries whose strategy takes them
                 params.update({k: v for k, v in self.params.get("all", {}).items() if k in known})
                 params.update(self.params.get(name, {}))
-                get_strategy(entry.strategy).check_params(params, f"entry '{name}'")
+                strategy.check_params(params, f"entry '{name}'")
+                strategy(**params)  # every value is checked now (constructing only stores), not in a worker later
                 for seed in range(self.seeds) if entry.seeded else [0]:
                     runs.append(Run(name, entry.strategy, model, seed, params))
         for key in self.params.get("all", {}):
@@ -209,9 +210,9 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     """
     base = read_yaml(yaml_path) if yaml_path else {}
     where = f"config file '{yaml_path}'" if yaml_path else "options"
-    _check_keys(base, PLAN_KEYS, where)
+    check_keys(base, PLAN_KEYS, where)
     data_values = dict(base.pop("data", None) or {})
-    _check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
+    check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
     data_values.update({k: v for k, v in data.items() if v is not None})
     values = {**base, **{k: v for k, v in options.items() if v is not None}}
     for key in ("models", "strategies"):

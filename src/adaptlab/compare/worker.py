@@ -20,9 +20,9 @@ from adaptlab.errors import AdaptlabError
 
 def run(run_dir: Path) -> dict:
     from adaptlab.config import DataConfig
+    from adaptlab.jobs import work_dir
     from adaptlab.methods import get_strategy
     from adaptlab.runner import train
-    from adaptlab.jobs import work_dir
 
     spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
     started = time.perf_counter()

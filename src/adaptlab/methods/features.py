@@ -23,10 +23,10 @@ from adaptlab.data import Splits
 from adaptlab.embeddings import POOLINGS, Embedder
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
-from adaptlab.params import param
-from adaptlab.runtime import PRECISIONS
 from adaptlab.models.loading import count_checkpoint_parameters
+from adaptlab.params import param
 from adaptlab.progress import stderr
+from adaptlab.runtime import PRECISIONS
 
 CLASSIFIERS = ("logreg", "random-forest")
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)

@@ -23,11 +23,11 @@ from adaptlab.data import Splits
 from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
 from adaptlab.generation import Generator, SamplingOptions
-from adaptlab.models.causal import load_causal_lm
 from adaptlab.methods.base import Strategy
+from adaptlab.models.causal import load_causal_lm
 from adaptlab.params import param
 from adaptlab.prompting.scoring import LabelScorer
-from adaptlab.prompting.template import CHAT_MODES, Demonstration, PromptTemplate, default_example, is_sentiment
+from adaptlab.prompting.template import Demonstration, PromptOptions, PromptTemplate, default_example, is_sentiment
 
 SELECTIONS = ("random", "balanced", "knn")
 MODES = ("score", "generate")
@@ -53,19 +53,14 @@ def parse_label_words(value: str | dict | None, label_names: list[str]) -> list[
 
 
 @dataclass(kw_only=True, eq=False)
-class InContextClassifier(Strategy):
+class InContextClassifier(PromptOptions, Strategy):
     name = "icl"
     description = "In-context learning: a causal LM, a hand-written prompt and k demonstrations; labels scored by likelihood."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
     k: int = param(4, "Demonstrations per prompt (0 = zero-shot).", minimum=0)
     selection: str = param("balanced", "How demonstrations are picked from the training split.", choices=SELECTIONS)
-    template: str | None = param(None, "Example format with {text} and {label}, e.g. 'Review: {text}\nSentiment: {label}'.")
-    instruction: str | None = param(None, "Instruction placed before the demonstrations.")
-    label_words: str | dict | None = param(None, "Words the model should say per label, e.g. 'negative=terrible,positive=great'.")
-    chat: str = param("auto", "auto (chat template if the model has one), turns, inline, off.", choices=CHAT_MODES)
     calibrate: bool = param(False, "Contextual calibration against content-free inputs.")
-    normalize_length: bool = param(False, "Average label log-likelihood per token (multi-token labels).")
     draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1)
     mode: str = param("score", "score (label likelihoods) or generate (generate text, parse the label).", choices=MODES)
     batch_size: int = param(16, "Prompt x label pairs per forward pass.", minimum=1)

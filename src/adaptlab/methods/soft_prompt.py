@@ -29,7 +29,7 @@ from adaptlab.models.classifier import count_parameters
 from adaptlab.models.loading import max_positions
 from adaptlab.params import param
 from adaptlab.prompting.scoring import encode_label_words, target_logprobs
-from adaptlab.prompting.template import CHAT_MODES, PromptTemplate, default_example
+from adaptlab.prompting.template import PromptOptions, PromptTemplate, default_example
 from adaptlab.training.data import PadCollator, TokenizedDataset
 
 PREDICT_BATCH = 16
@@ -80,18 +80,13 @@ class VerbalizerModel(nn.Module):
 
 
 @dataclass(kw_only=True, eq=False)
-class SoftPromptClassifier(GradientStrategy):
+class SoftPromptClassifier(PromptOptions, GradientStrategy):
     name = "soft-prompt"
     description = "Prompt tuning of a causal LM scored through label words (like icl, with learned virtual tokens)."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
     num_virtual_tokens: int = param(20, "Learned virtual tokens in front of the prompt.", minimum=1)
     init_text: str | None = param(None, "Initialise them from this text, e.g. 'Classify the sentiment of this review' (default: random).")
-    template: str | None = param(None, "Example format with {text} and {label}.")
-    instruction: str | None = param(None, "Instruction in the prompt.")
-    label_words: str | dict | None = param(None, "Words per label, e.g. 'negative=terrible,positive=great'.")
-    chat: str = param("auto", "auto, turns, inline, off.", choices=CHAT_MODES)
-    normalize_length: bool = param(False, "Average label log-likelihood per token.")
     lr: float = param(3e-2, "Peak learning rate.", above=0)
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:

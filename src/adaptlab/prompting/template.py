@@ -13,6 +13,7 @@ import string
 from dataclasses import dataclass
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.params import param
 
 CHAT_MODES = ("auto", "turns", "inline", "off")
 DEFAULT_EXAMPLE = "Text: {text}\nAnswer: {label}"
@@ -105,3 +106,15 @@ class PromptTemplate:
         """Each label word as the prompt continues with it (with the leading space a plain template needs)."""
         _, _, lead = self.render(tokenizer, [], words, "x")
         return [lead + word for word in words]
+
+
+@dataclass(kw_only=True, eq=False)
+class PromptOptions:
+    """The hard-prompt parameters shared by in-context learning and the soft-prompt classifier, which score the
+    same label words under the same template (so the two compare like for like)."""
+
+    template: str | None = param(None, "Example format with {text} and {label}, e.g. 'Review: {text}\\nSentiment: {label}'.")
+    instruction: str | None = param(None, "Instruction placed before the examples.")
+    label_words: str | dict | None = param(None, "Words the model should say per label, e.g. 'negative=terrible,positive=great'.")
+    chat: str = param("auto", "auto (chat template if the model has one), turns, inline, off.", choices=CHAT_MODES)
+    normalize_length: bool = param(False, "Average label log-likelihood per token (multi-token labels).")

@@ -221,3 +221,20 @@ def write_results(result: dict, directory: Path) -> None:
 
     with atomic_file(directory / "results.md") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def index_squad(squad: Path, output: Path, store: str | None, device: str | None):
+    """Index a SQuAD file's paragraphs (as ``OUTPUT/squad_paragraphs.jsonl``) into ``store`` (default
+    ``OUTPUT/store``, never the user's own store) and return ``(index, queries)``."""
+    from adaptlab._io import atomic_file
+    from adaptlab.rag import RagIndex
+
+    records, queries = load_squad(squad)
+    corpus = Path(output) / "squad_paragraphs.jsonl"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(corpus) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    index = RagIndex(store or str(Path(output) / "store"), device=device)
+    index.update([str(corpus)])
+    return index, queries

@@ -26,6 +26,7 @@ from torch import nn
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job, training_log_path
+from adaptlab.params import check_fields, param
 from adaptlab.rlhf import ppo_core as core
 from adaptlab.runtime import Runtime
 
@@ -33,37 +34,39 @@ RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 TRAIN_PROMPTS = "train_prompts.json"  # in a policy artifact: the prompts PPO trained on
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PPOConfig:
-    steps: int = 20
-    batch_size: int = 8
-    mini_batch_size: int = 4
-    ppo_epochs: int = 4
-    max_new_tokens: int = 24
-    temperature: float = 1.0
-    top_k: int = 0
-    lr: float = 1e-4
-    method: str = "lora"  # or "full"
-    lora_r: int = 16
-    init_kl_coef: float = 0.2
-    target_kl: float | None = 6.0  # None: fixed coefficient
-    kl_horizon: int = 10_000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    max_grad_norm: float = 1.0
-    score_clip: float | None = None
-    score_norm: bool = False  # scale scores by a running mean/std of all scores seen (reward models drift in scale)
-    seed: int = 0
+    """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
+
+    steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1)
+    batch_size: int = param(8, "Prompts per step.", minimum=1)
+    mini_batch_size: int = param(4, "Rollouts per gradient step.", minimum=1)
+    ppo_epochs: int = param(4, "Passes over each batch of rollouts.", minimum=1)
+    max_new_tokens: int = param(24, "Tokens per response.", minimum=1)
+    temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0)
+    top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
+    lr: float = param(1e-4, "Learning rate.", above=0)
+    method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))
+    lora_r: int = param(16, "LoRA rank.", minimum=1)
+    init_kl_coef: float = param(0.2, "Initial KL penalty coefficient.", minimum=0)
+    target_kl: float | None = param(6.0, "Adaptive KL target (nats per response); 0 = fixed coefficient.", minimum=0)
+    kl_horizon: int = param(10_000, "Horizon of the adaptive KL controller.", minimum=1)
+    gamma: float = param(1.0, "Discount factor.", minimum=0, below=1.000001)
+    lam: float = param(0.95, "GAE lambda.", minimum=0, below=1.000001)
+    cliprange: float = param(0.2, "Policy ratio clip range.", above=0)
+    cliprange_value: float = param(0.2, "Value clip range.", above=0)
+    vf_coef: float = param(0.1, "Value loss coefficient.", minimum=0)
+    max_grad_norm: float = param(1.0, "Gradient norm clip.", above=0)
+    score_clip: float | None = param(None, "Clip (normalised) scores to +-this value.", above=0)
+    score_norm: bool = param(False, "Scale scores by a running mean/std of all scores seen (reward models drift in scale).")
+    seed: int = param(0, "Seed.", minimum=0, below=2**32)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not self.target_kl:
+            self.target_kl = None  # 0 on the command line: a fixed coefficient
 
     def check(self) -> None:
-        if self.method not in ("lora", "full"):
-            raise AdaptlabError(f"--method must be lora or full, not '{self.method}'")
-        for name in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise AdaptlabError(f"--{name.replace('_', '-')} must be at least 1")
         if self.batch_size % self.mini_batch_size:
             raise AdaptlabError("--batch-size must be a multiple of --mini-batch-size")
 
@@ -291,6 +294,16 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def read_prompts(source: str, column: str = "prompt", n: int | None = None, seed: int = 0) -> list[str]:
+    """'imdb' / 'rotten_tomatoes': n (default 512) review openings drawn with ``seed``; otherwise the first n
+    prompts of a file (all when n is None)."""
+    if source in ("imdb", "rotten_tomatoes"):
+        return review_prompts(n or 512, seed=seed, source=source)
+    from adaptlab.data import read_texts
+
+    return read_texts(source, column)[:n]
 
 
 def review_prompts(n: int = 512, seed: int = 0, source: str = "imdb") -> list[str]:

@@ -10,8 +10,8 @@ Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
 from __future__ import annotations
 
 import logging
-import time
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -1,0 +1,53 @@
+"""The ``adaptlab`` command line: a thin layer over the Python API, one module per family.
+
+Bad input raises ``AdaptlabError`` anywhere below; ``main`` prints it as one line and exits with code 2.
+The ``train`` and ``rlhf`` groups generate their options from the parameter dataclasses, which import the
+model libraries; they are loaded only when invoked, so ``adaptlab --help`` and other commands start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from adaptlab.errors import AdaptlabError
+
+HELP = "Adapt a language model to your task in every way the field knows, and measure which is worth it."
+# group -> (module, attribute, help): loaded only when the group is invoked
+LAZY_GROUPS = {
+    "train": ("adaptlab.cli.train", "train_app", "Train one adaptation strategy and save its artifact."),
+    "rlhf": ("adaptlab.cli.rlhf", "rlhf_app", "Learning from human preferences: reward models, PPO, DPO, policy evaluation."),
+}
+
+
+def build_app(argv: list[str]) -> typer.Typer:
+    from adaptlab.cli import compare, rag, serve, tools
+    from adaptlab.feedback.cli import feedback_app
+
+    app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    invoked = argv[1] if len(argv) > 1 else None
+    for name, (module, attribute, help_text) in LAZY_GROUPS.items():
+        group = (getattr(importlib.import_module(module), attribute) if name == invoked
+                 else typer.Typer(help=help_text, no_args_is_help=True))
+        app.add_typer(group, name=name, help=help_text)
+    app.add_typer(rag.rag_app, name="rag")
+    app.add_typer(feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
+    app.command()(compare.compare)
+    app.command()(serve.serve)
+    for command in (tools.generate, tools.merge, tools.predict, tools.embed, tools.models):
+        app.command()(command)
+    app.command("data")(tools.describe_data)
+    return app
+
+
+def main() -> None:
+    try:
+        build_app(sys.argv)()
+    except AdaptlabError as exc:
+        print(f"adaptlab: error: {exc}", file=sys.stderr)  # one line, never wrapped
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("adaptlab: interrupted; nothing half-written was kept", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,93 @@
+"""What every command module shares: the consoles, common option types, and options generated from the
+parameter dataclasses (``adaptlab.params``), so help text and defaults are written once, next to the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from adaptlab.params import base_type, option_name, type_hints
+
+out = Console()
+err = Console(stderr=True)
+
+
+def opt(kind, help: str, *flags: str):
+    return Annotated[Optional[kind], typer.Option(*flags, help=help)]
+
+
+DataOpt = opt(str, "Named dataset (rotten_tomatoes, imdb), a .csv/.jsonl/.parquet file, or a Hub dataset id.", "--data")
+TextCol = opt(str, "Column holding the text.")
+LabelCol = opt(str, "Column holding the label (strings or integers).")
+IdCol = opt(str, "Optional column of unique example ids.")
+Seed = opt(int, "Seed for the split and for training.")
+TrainSize = opt(int, "Sub-sample the training split to this many examples (stratified).")
+ValSize = opt(int, "Sub-sample the validation split.")
+TestSize = opt(int, "Sub-sample the test split.")
+ConfigOpt = opt(Path, "YAML file describing the run; options given here override it.", "--config")
+OutputOpt = opt(str, "Artifact directory to write.", "--output", "-o")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
+DEVICE = opt(str, "cpu, cuda, cuda:1 ... (default: cuda if available).")
+
+# name -> (annotation, DataConfig field); None unless given, so YAML values survive.
+DATA_OPTIONS = {
+    "data": (DataOpt, "source"), "text_column": (TextCol, "text_column"), "label_column": (LabelCol, "label_column"),
+    "id_column": (IdCol, "id_column"), "seed": (Seed, "seed"), "train_size": (TrainSize, "train_size"),
+    "val_size": (ValSize, "val_size"), "test_size": (TestSize, "test_size"),
+}
+
+
+def dataclass_options(cls: type, exclude: tuple[str, ...] = (), first: tuple[type, ...] = ()) -> dict[str, Any]:
+    """One ``typer`` option per command-line field of ``cls``, in declaration order with the fields of ``first``
+    (e.g. the shared training options) after the command's own, and runtime options last. Defaults are shown in the help, but every
+    option's value is None unless given, so a YAML file's values are not overridden by defaults."""
+    hints = type_hints(cls)
+    later = {f.name for base in first for f in dataclasses.fields(base)}
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True) and f.name not in exclude]
+    group = lambda f: 2 if f.metadata.get("runtime") else (1 if f.name in later else 0)  # own, shared, runtime
+    fields = sorted(fields, key=group)
+    options = {}
+    for spec in fields:
+        kind = base_type(hints[spec.name])
+        cli_type = kind if kind in (int, float, bool) else str
+        flag = spec.metadata.get("flag") or option_name(spec.name)
+        flags = (f"{flag}/--no-{flag[2:]}",) if cli_type is bool else (flag,)
+        default = spec.default if spec.default is not dataclasses.MISSING else None
+        shown = "" if default is None or cli_type is bool and not default else f" (default: {default})"
+        options[spec.name] = opt(cli_type, spec.metadata.get("help", "") + shown, *flags)
+    return options
+
+
+def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dict], None]) -> Callable:
+    """A typer command whose keyword options are ``annotations`` (all defaulting to None, or False for
+    ``as_json``); ``run`` receives the values as a dict."""
+    parameters = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                    default=False if key == "as_json" else None)
+                  for key, annotation in annotations.items()]
+
+    def function(**values) -> None:
+        run(values)
+
+    function.__signature__ = inspect.Signature(parameters)
+    function.__annotations__ = dict(annotations)
+    function.__doc__ = doc
+    function.__name__ = name
+    return function
+
+
+def given(values: dict) -> dict:
+    """The options the user set (None means not given)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def format_params(cost: dict) -> str:
+    trainable, total = cost["trainable_params"], cost.get("total_params")
+    if not total:
+        return f"{trainable:,}"
+    return f"{trainable:,} ({100 * trainable / total:.3g}%)"

@@ -1,0 +1,155 @@
+"""``adaptlab rag``: index documents, search them, answer with citations, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from adaptlab.cli.common import DEVICE, JsonOpt, out
+from adaptlab.errors import AdaptlabError
+
+rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
+
+StoreOpt = Annotated[str, typer.Option("--store", help="Vector store: a LanceDB directory, or a postgresql:// URL (pgvector).")]
+
+
+@rag_app.command("index")
+def rag_index(
+    paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or the named corpus 'wikipedia'.")],
+    store: StoreOpt = "rag-store",
+    model: Annotated[Optional[str], typer.Option(help="Embedding model (default minilm; fixed once the store exists).")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Chunk length in the embedder's tokens (default 200).")] = None,
+    chunk_overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by consecutive chunks (default: a fifth of the size, at most 40).")] = None,
+    ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate (IVF-PQ) index, for large stores.")] = False,
+    device: DEVICE = None,
+) -> None:
+    """Add, replace and remove documents so the store matches PATHS; unchanged files are skipped."""
+    from adaptlab.rag import RagIndex
+
+    index = RagIndex(store, model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, device=device)
+    report = index.update(paths)
+    if ann:
+        index.store.build_ann_index()
+    out.print(
+        f"{len(report.added)} added, {len(report.replaced)} replaced, {len(report.removed)} removed, "
+        f"{report.unchanged} unchanged, {len(report.failed)} failed; {report.chunks_written} chunks written in "
+        f"{report.seconds:.1f} s (embedding {report.embed_seconds:.1f} s, store {report.store_seconds:.1f} s); "
+        f"{index.store.count()} chunks in {index.store.location}"
+    )
+    for source, reason in report.failed:
+        out.print(f"[yellow]skipped {source}: {reason}[/]")
+
+
+@rag_app.command("search")
+def rag_search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    store: StoreOpt = "rag-store",
+    k: Annotated[int, typer.Option("-k", "--k", help="How many chunks.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank chunks by similarity to QUERY; score = (1 + cosine) / 2, in [0, 1]."""
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.store import describe
+
+    hits = RagIndex(existing_store(store), progress=False).search(query, k)
+    if as_json:
+        for hit in hits:
+            print(json.dumps(describe(hit), ensure_ascii=False))
+        return
+    table = Table()
+    for column in ("#", "score", "source", "text"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for rank, hit in enumerate(hits, start=1):
+        text = hit.chunk.text if len(hit.chunk.text) <= 200 else hit.chunk.text[:197] + "..."
+        table.add_row(str(rank), f"{hit.score:.3f}", _where(hit), text)
+    out.print(table)
+
+
+def _where(hit) -> str:
+    chunk = hit.chunk
+    locator = f" ({chunk.locator})" if chunk.locator and chunk.locator != chunk.title else ""
+    return f"{chunk.title}{locator}\n{chunk.source}" if chunk.title else chunk.source
+
+
+def existing_store(store: str) -> str:
+    if not store.startswith(("postgresql://", "postgres://")) and not Path(store).is_dir():
+        raise AdaptlabError(f"--store '{store}' does not exist; build it with `adaptlab rag index PATH --store {store}`")
+    return store
+
+
+@rag_app.command("ask")
+def rag_ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    store: StoreOpt = "rag-store",
+    k: Annotated[int, typer.Option("-k", "--k", help="Chunks given to the model as context.")] = 3,
+    model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
+    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = True,
+    as_json: JsonOpt = False,
+    device: DEVICE = None,
+) -> None:
+    """Retrieve the top-k chunks, answer QUESTION from them with the decoder, and cite them as [1], [2]."""
+    from adaptlab.generation import SamplingOptions
+    from adaptlab.rag import Answerer, RagIndex
+    from adaptlab.rag.store import describe
+
+    options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
+    options.check()
+    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device)
+    answer, pieces = Answerer(index, model, device).stream(question, 0 if no_retrieval else k, options)
+    if as_json or not stream:
+        for _ in pieces:
+            pass
+    else:
+        for piece in pieces:
+            print(piece, end="", flush=True)
+        print()
+    if as_json:
+        print(json.dumps({"question": question, "answer": answer.text, "cited": answer.cited,
+                          "sources": [describe(h) for h in answer.sources]}, ensure_ascii=False))
+        return
+    if not stream:
+        print(answer.text)
+    for number, hit in enumerate(answer.sources, start=1):
+        mark = "*" if number in answer.cited else " "
+        out.print(f"{mark}[{number}] {hit.chunk.title} — {hit.chunk.source}{' ' + hit.chunk.locator if hit.chunk.locator else ''} "
+                  f"(score {hit.score:.3f})", highlight=False)
+    if answer.sources:
+        out.print("(* = cited in the answer)", style="dim")
+
+
+@rag_app.command("eval")
+def rag_eval(
+    store: Annotated[Optional[str], typer.Option("--store", help="Store to evaluate (with --queries; default rag-store). With --squad: where its paragraphs are indexed (default OUTPUT/store).")] = None,
+    squad: Annotated[Optional[Path], typer.Option(help="SQuAD-format JSON: its paragraphs are indexed into --store, its questions asked.")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="JSONL of {question, relevant: [ids], answers?} against an existing --store.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
+    k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
+    model: Annotated[str, typer.Option(help="Causal LM for the answers.")] = "smollm2-135m",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for results.json and results.md.")] = Path("runs/rag-eval"),
+    device: DEVICE = None,
+) -> None:
+    """Retrieval hit@k / recall@k / MRR / nDCG@10, and answer exact match and F1 with vs without retrieval."""
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.evaluate import evaluate, index_squad, load_queries, write_results
+
+    if (squad is None) == (queries is None):
+        raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
+    if squad is not None:
+        index, query_list = index_squad(squad, output, store, device)
+    else:
+        query_list = load_queries(queries)
+        index = RagIndex(existing_store(store or "rag-store"), device=device)
+    if limit is not None:
+        query_list = query_list[:limit]
+    result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device)
+    write_results(result, output)
+    out.print(json.dumps({key: result[key] for key in ("retrieval", "search_ms")} | ({"answers": {m: result["answers"][m] for m in ("rag", "closed_book")}} if "answers" in result else {})))
+    out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")

@@ -1,0 +1,129 @@
+"""``adaptlab rlhf``: reward models, PPO, DPO and policy evaluation. The model options of ``reward``, ``ppo`` and
+``dpo`` are generated from ``RewardModel``, ``PPOConfig`` and ``DPOPolicy``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from adaptlab.cli.common import DEVICE, JsonOpt, command, dataclass_options, format_params, given, opt, out
+from adaptlab.rlhf.dpo import DPOPolicy
+from adaptlab.rlhf.ppo import PPOConfig
+from adaptlab.rlhf.reward import RewardModel
+from adaptlab.training.engine import TrainingOptions
+
+rlhf_app = typer.Typer(help="Learning from human preferences: reward models, PPO, DPO, policy evaluation.", no_args_is_help=True)
+
+PreferenceData = opt(str, "Preference data: pairs, rankings or HH-RLHF dialogues (.jsonl[.gz], .json, .csv), a feedback project, or a Hub id.", "--data")
+Output = opt(Path, "Artifact directory to write.", "--output", "-o")
+PREFERENCE_OPTIONS = {
+    "data": PreferenceData, "output": Output,
+    "train_size": opt(int, "Sub-sample the training pairs."),
+    "skip_invalid": opt(bool, "Drop invalid rows (counted) instead of stopping at the first.", "--skip-invalid/--no-skip-invalid"),
+}
+
+
+def _preferences(values: dict):
+    from adaptlab.errors import AdaptlabError
+    from adaptlab.rlhf import read_preferences, split_preferences
+
+    data, output = values.pop("data"), values.pop("output")
+    if data is None or output is None:
+        raise AdaptlabError("--data and --output are required")
+    pairs, kind = read_preferences(data, bool(values.pop("skip_invalid")))
+    split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=values.pop("train_size"))
+    return split, kind, output
+
+
+def reward(values: dict) -> None:
+    from adaptlab.rlhf import train_reward_model
+
+    as_json = values.pop("as_json")
+    split, kind, output = _preferences(values)
+    manifest = train_reward_model(split, output, **given(values))
+    if as_json:
+        print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
+        return
+    test = manifest["metrics"]["test"]
+    out.print(f"reward model ({kind}, {split.describe()['pairs']['train']} training pairs) -> {output}")
+    out.print(f"held-out pairwise accuracy {test['pairwise_accuracy']:.4f} on {test['pairs']} pairs "
+              f"(val {manifest['metrics']['val']['pairwise_accuracy']:.4f}); mean margin {test['mean_margin']:.3f}; "
+              f"{format_params(manifest['cost'])} trainable parameters; {manifest['cost']['train_seconds']:.0f} s")
+
+
+def dpo(values: dict) -> None:
+    from adaptlab.rlhf.dpo import train_dpo
+
+    split, _, output = _preferences(values)
+    manifest = train_dpo(split, output, **given(values))
+    test = manifest["metrics"]["test"]
+    out.print(f"DPO on {split.describe()['pairs']['train']} pairs -> {output}; held-out preference accuracy "
+              f"{test.get('rewards/accuracies', float('nan')):.3f}, margin {test.get('rewards/margins', float('nan')):.3f}")
+
+
+PPO_OPTIONS = {
+    "reward": opt(str, "A reward-model artifact, a classifier artifact (with --reward-label), or module:function."),
+    "output": Output,
+    "prompts": opt(str, "'imdb' (first words of IMDB reviews), or a .txt / .jsonl / .csv file of prompts. (default: imdb)"),
+    "prompt_column": opt(str, "Column of a tabular --prompts file. (default: prompt)"),
+    "reward_label": opt(str, "For a classifier reward: the label whose log-odds is the reward."),
+    "model": opt(str, "Policy: a causal LM. (default: smollm2-135m)"),
+    "resume": opt(bool, "Continue from the last checkpoint.", "--resume/--no-resume"),
+    "device": DEVICE,
+}
+
+
+def ppo(values: dict) -> None:
+    from adaptlab.errors import AdaptlabError
+    from adaptlab.rlhf.ppo import load_reward, read_prompts, train_ppo
+
+    spec, output, device = values.pop("reward"), values.pop("output"), values.pop("device")
+    if spec is None or output is None:
+        raise AdaptlabError("--reward and --output are required")
+    model, resume = values.pop("model") or "smollm2-135m", bool(values.pop("resume"))
+    prompts, column, label = values.pop("prompts") or "imdb", values.pop("prompt_column") or "prompt", values.pop("reward_label")
+    config = PPOConfig(**given(values))
+    prompt_list = read_prompts(prompts, column, None, config.seed)
+    manifest = train_ppo(model, prompt_list, load_reward(spec, label, device), config, output, reward_spec=spec,
+                         resume=resume, device=device)
+    metrics = manifest["metrics"]
+    out.print(f"{metrics['steps']} PPO steps: mean reward {metrics['reward_first_steps']:.3f} (first 3) -> "
+              f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")
+
+
+@rlhf_app.command("eval")
+def rlhf_eval(
+    policy: Annotated[Path, typer.Argument(help="A policy artifact from `adaptlab rlhf ppo`.")],
+    reward: Annotated[str, typer.Option(help="Reward to score with: reward-model or classifier artifact, or module:function.")],
+    reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
+    prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
+    prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
+    n: Annotated[int, typer.Option(help="How many prompts.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
+    seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for results.json and results.md.")] = Path("runs/rlhf-eval"),
+    device: DEVICE = None,
+) -> None:
+    """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
+    from adaptlab.rlhf.evaluate import evaluate_policy, held_out, write_report
+    from adaptlab.rlhf.ppo import load_reward, read_prompts
+
+    # a generous draw of candidates, so that n remain once the policy's training prompts are left out
+    drawn = 4 * n if prompts in ("imdb", "rotten_tomatoes") else None
+    prompt_list = held_out(policy, read_prompts(prompts, prompt_column, drawn, 10_000 + seed), n)
+    result = evaluate_policy(policy, prompt_list, load_reward(reward, reward_label, device), max_new_tokens=max_new_tokens,
+                             seed=seed, device=device)
+    write_report(result, output)
+    out.print(f"reward {result['reward_base']:.3f} (base) -> {result['reward_tuned']:.3f} (tuned), win rate "
+              f"{result['win_rate']:.3f}, KL to base {result['kl_to_base']:.2f}; {output / 'results.md'}")
+
+
+_REWARD = {**PREFERENCE_OPTIONS, **dataclass_options(RewardModel, first=(TrainingOptions,)), "as_json": JsonOpt}
+rlhf_app.command("reward")(command("rlhf_reward", "Train a reward model on human preferences (Bradley-Terry); reports held-out pairwise accuracy.", _REWARD, reward))
+rlhf_app.command("ppo")(command("rlhf_ppo", "Optimise a causal LM with PPO against a reward, with a KL penalty to the reference policy.",
+                                {**PPO_OPTIONS, **dataclass_options(PPOConfig)}, ppo))
+rlhf_app.command("dpo")(command("rlhf_dpo", "Direct preference optimisation (TRL's DPOTrainer) on the same preference data; no reward model.",
+                                {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo))

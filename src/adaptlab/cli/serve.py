@@ -1,0 +1,57 @@
+"""``adaptlab serve``: every artifact over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from adaptlab.cli.common import DEVICE
+from adaptlab.cli.rag import existing_store
+from adaptlab.errors import AdaptlabError
+
+
+def serve(
+    artifacts: Annotated[Optional[list[str]], typer.Argument(help="Artifact directories, as PATH or NAME=PATH.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 exposes the server to the network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    generator: Annotated[Optional[list[str]], typer.Option(help="Causal LM for /v1/generate and /v1/rag/ask (repeatable), e.g. smollm2-135m.")] = None,
+    rag_store: Annotated[Optional[str], typer.Option(help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Most texts per forward pass.")] = 32,
+    batch_window_ms: Annotated[float, typer.Option(help="How long a lone request waits for company, in ms.")] = 5.0,
+    batching: Annotated[bool, typer.Option(help="Dynamic micro-batching (--no-batching: one forward pass per request).")] = True,
+    share_lora: Annotated[bool, typer.Option(help="Serve LoRA adapters of the same base on one copy of it.")] = True,
+    precision: Annotated[str, typer.Option(help="auto (bf16 autocast for passes of 8+ texts where the hardware has native bf16 and a start-up probe shows bf16 leaves the model's answers within 0.01), fp32 or bf16.")] = "auto",
+    max_texts: Annotated[int, typer.Option(help="Most texts per classify request.")] = 256,
+    max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 20_000,
+    device: DEVICE = None,
+) -> None:
+    """Serve artifacts over HTTP: /v1/classify, /v1/generate, /v1/rag/ask, /v1/models, /health; docs at /docs."""
+    import uvicorn
+
+    from adaptlab.runtime import Runtime
+    from adaptlab.serve import ServeOptions, create_app, load_registry, parse_artifact_arguments
+    from adaptlab.serve.allocator import keep_large_buffers
+    from adaptlab.serve.precision import check_serve_precision
+
+    for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars)):
+        if value < 1:
+            raise AdaptlabError(f"{name} must be at least 1, not {value}")
+    if batch_window_ms < 0:
+        raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
+    check_serve_precision(precision)
+    Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
+    named = parse_artifact_arguments(artifacts or [])
+    if not named and not generator and rag_store is None:
+        raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL or --rag-store DIR")
+    if rag_store is not None:
+        existing_store(rag_store)
+        generator = generator or ["smollm2-135m"]
+    keep_large_buffers()  # steady throughput from the first request (see adaptlab.serve.allocator)
+    registry = load_registry(named, generator or [], rag_store, device, share_lora)
+    options = ServeOptions(max_batch=max_batch, batch_window_ms=batch_window_ms, batching=batching,
+                           max_texts=max_texts, max_chars=max_chars, precision=precision)
+    Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators]) or 'RAG'} on "
+                               f"http://{host}:{port} (docs: /docs)")
+    uvicorn.run(create_app(registry, options), host=host, port=port, log_level="warning")

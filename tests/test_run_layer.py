@@ -1,0 +1,173 @@
+"""The shared run layer: every strategy follows one contract, every family writes one manifest schema, and
+the runtime (device, precision) is one vocabulary checked before any work."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import adaptlab
+from adaptlab import AdaptlabError
+from adaptlab.data import load_data, split_data
+from adaptlab.jobs import COST_KEYS, MANIFEST_KEYS
+from adaptlab.methods import STRATEGIES
+
+from conftest import sentiment_rows, write_csv
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "adaptlab"
+DECODER_ONLY = {"icl", "soft-prompt"}
+QUICK = {"icl": {"k": 2, "draws": 2}, "features": {}, "soft-prompt": {"epochs": 1, "batch_size": 8}}
+
+
+@pytest.fixture
+def toy_splits(tmp_path):
+    return split_data(load_data(write_csv(tmp_path / "toy.csv", sentiment_rows(12))), seed=0)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_fits_saves_and_reloads_to_identical_probabilities(name, tiny_bert, tiny_llama, toy_splits, tmp_path):
+    model = str(tiny_llama if name in DECODER_ONLY else tiny_bert)
+    params = QUICK.get(name, {"epochs": 1, "batch_size": 8})
+    result = adaptlab.train(name, toy_splits, tmp_path / "art", model=model, progress=False, **params)
+    reloaded = adaptlab.load_artifact(tmp_path / "art", progress=False).predict_proba(toy_splits.test.texts)
+    np.testing.assert_array_equal(reloaded, result.test_proba)
+    assert set(result.manifest) >= set(MANIFEST_KEYS) and list(result.manifest["cost"]) == list(COST_KEYS)
+    assert not Path(str(tmp_path / "art") + ".work").exists()  # the job runner cleaned its work directory
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_constructors_only_store_parameters_and_get_params_round_trips(name):
+    cls = STRATEGIES[name]
+    strategy = cls(model="./no/such/model")  # resolving it would raise: constructors must not load anything
+    params = strategy.get_params()
+    assert cls(**params).get_params() == params
+    assert "device" not in params and "progress" not in params  # runtime options are not what was learned
+    with pytest.raises(AdaptlabError, match="unknown parameter"):
+        cls.check_params({"no_such_option": 1}, "options")
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("lora", {"r": 0}, "--r must be at least 1"),
+    ("lora", {"lr": float("inf")}, "--lr must be a finite number"),
+    ("full", {"grad_clip": -1.0}, "--grad-clip must be greater than 0"),
+    ("prefix-tuning", {"encoder_hidden_size": 0}, "--encoder-hidden-size must be at least 1"),
+    ("p-tuning", {"encoder_type": "GRU"}, "--encoder-type must be one of MLP, LSTM"),
+    ("lora", {"precision": "16"}, "--precision must be one of"),
+    ("lora", {"r": "eight"}, "--r must be an integer"),
+])
+def test_parameter_values_are_checked_from_their_declaration(name, value, message):
+    with pytest.raises(AdaptlabError, match=message):
+        STRATEGIES[name](**value)
+
+
+def test_device_cuda_without_cuda_exits_2_before_training(cli, tiny_bert, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    data = write_csv(tmp_path / "toy.csv", sentiment_rows(12))
+    code, _, err = cli("train", "lora", "--data", data, "--model", tiny_bert, "--device", "cuda", "-o", tmp_path / "out")
+    assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.work").exists()
+    code, _, err = cli("train", "lora", "--data", data, "--model", tiny_bert, "--device", "tpu", "-o", tmp_path / "out")
+    assert code == 2 and "--device must be" in err
+
+
+def test_lightning_gets_the_runtime_device(tiny_bert, toy_splits, tmp_path, monkeypatch):
+    import lightning
+
+    seen = {}
+    original = lightning.Trainer.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.update(accelerator=kwargs["accelerator"], devices=kwargs["devices"], precision=kwargs["precision"])
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(lightning.Trainer, "__init__", spy)
+    adaptlab.train("lora", toy_splits, tmp_path / "art", model=str(tiny_bert), device="cpu", epochs=1, progress=False)
+    assert seen == {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+
+
+def test_manifest_and_cost_keys_are_identical_across_families(tiny_bert, tiny_llama, toy_splits, tmp_path, monkeypatch):
+    from adaptlab.rlhf import PPOConfig, read_preferences, split_preferences, train_ppo, train_reward_model
+    from adaptlab.rlhf.dpo import train_dpo
+
+    classifier = adaptlab.train("lora", toy_splits, tmp_path / "clf", model=str(tiny_bert), epochs=1, progress=False).manifest
+    rows = [{"prompt": f"Question {i}?", "chosen": f"A kind, helpful answer number {i}.", "rejected": "no."} for i in range(30)]
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text("\n".join(json.dumps(r) for r in rows))
+    split = split_preferences(read_preferences(str(prefs))[0], str(prefs), seed=0)
+    reward = train_reward_model(split, tmp_path / "rm", model=str(tiny_bert), epochs=1, progress=False)
+    dpo = train_dpo(split, tmp_path / "dpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False)
+    ppo = train_ppo(str(tiny_llama), [f"Prompt {i}:" for i in range(8)], lambda p, r: [float(len(x)) for x in r],
+                    PPOConfig(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=4), tmp_path / "ppo", progress=False)
+    manifests = {"classifier": classifier, "reward": reward, "dpo": dpo, "ppo": ppo}
+    keys = {name: sorted(m) for name, m in manifests.items()}
+    assert all(k == keys["classifier"] for k in keys.values()), keys
+    assert all(list(m["cost"]) == list(COST_KEYS) for m in manifests.values())
+    assert set(dpo["metrics"]) == {"test", "val"}  # validation during training, test once after
+    assert json.loads((tmp_path / "ppo" / "train_prompts.json").read_text()) == [f"Prompt {i}:" for i in range(8)]
+    for manifest in manifests.values():
+        assert manifest["cost"]["train_seconds"] > 0 and manifest["cost"]["eval_seconds"] >= 0
+
+
+def test_knn_icl_builds_its_embedder_once(tiny_llama, toy_splits, tmp_path, monkeypatch):
+    import adaptlab.methods.icl as icl
+
+    built = []
+    original = icl.Embedder.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("cache"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(icl.Embedder, "__init__", counting)
+    adaptlab.train("icl", toy_splits, tmp_path / "knn", model=str(tiny_llama), k=2, selection="knn", progress=False)
+    artifact = adaptlab.load_artifact(tmp_path / "knn", progress=False, cache=False)
+    built.clear()
+    for _ in range(3):
+        artifact.predict_proba(["a great film", "a dull film"])
+    assert len(built) == 1 and built == [False]  # one embedder for every request, without the disk cache
+
+
+def test_streamed_generation_runs_on_the_launchers_thread(tiny_llama):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from adaptlab.generation import Generator, SamplingOptions
+
+    generator = Generator(str(tiny_llama), "cpu")
+    threads = []
+    original = generator.model.generate
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    generator.model.generate = recording
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptlab-compute") as executor:
+        pieces = list(generator.stream("Hello", SamplingOptions(max_new_tokens=4), launch=executor.submit))
+    assert threads and threads[0].startswith("adaptlab-compute") and isinstance("".join(pieces), str)
+
+
+def test_one_lora_config_module_and_short_modules():
+    constructing = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "LoraConfig(" in p.read_text())
+    assert constructing == ["models/adapters.py"]
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long
+
+
+def test_old_precision_names_and_v1_manifests_still_load(tiny_bert, toy_splits, tmp_path):
+    adaptlab.train("lora", toy_splits, tmp_path / "art", model=str(tiny_bert), epochs=1, progress=False)
+    path = tmp_path / "art" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    before = adaptlab.load_artifact(tmp_path / "art", progress=False).predict_proba(["a fine film"])
+    # the format-1 layout: extras at the top level, Lightning's precision names
+    v1 = {**{k: v for k, v in manifest.items() if k not in ("details", "runtime")}, **manifest["details"], "format_version": 1,
+          "params": {**manifest["params"], "precision": "32", "accelerator": "auto"}}
+    path.write_text(json.dumps(v1))
+    after = adaptlab.load_artifact(tmp_path / "art", progress=False).predict_proba(["a fine film"])
+    np.testing.assert_array_equal(before, after)
