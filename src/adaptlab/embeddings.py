@@ -23,7 +23,7 @@ import torch
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models import cache_root, load_backbone, load_tokenizer, resolve_model
-from adaptlab.models.loading import pad_id
+from adaptlab.models.loading import pad_batch, pad_id
 from adaptlab.progress import progress_bar
 from adaptlab.runtime import Runtime
 
@@ -150,7 +150,7 @@ class Embedder:
             f"embedding {len(texts)} texts", total=len(texts), enabled=self.progress
         ) as advance:
             for batch in batches:
-                ids, mask = _pad([token_ids[i] for i in batch], padding)
+                ids, mask = pad_batch([token_ids[i] for i in batch], padding)
                 hidden = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
                 pooled = pool(hidden.float(), mask.to(self.device), self.pooling)
                 if self.normalize:
@@ -169,17 +169,6 @@ class Embedder:
             done = np.concatenate(pending)
             flush(done, out[done])
         return out
-
-
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence in this batch only."""
-    length = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -142,14 +142,13 @@ class Artifact:
 
     def predict(self, texts: Sequence[str]) -> list[dict]:
         """One ``{"label": ..., "probabilities": {label: p}}`` per text."""
-        proba = self.predict_proba(texts)
-        return [
-            {
-                "label": self.label_names[int(row.argmax())],
-                "probabilities": {name: float(p) for name, p in zip(self.label_names, row)},
-            }
-            for row in proba
-        ]
+        return format_predictions(self.label_names, self.predict_proba(texts))
+
+
+def format_predictions(label_names: list[str], proba: np.ndarray) -> list[dict]:
+    """``{"label", "probabilities": {label: p}}`` per row: the shape of ``predict --json`` and ``/v1/classify``."""
+    return [{"label": label_names[int(row.argmax())], "probabilities": {name: float(p) for name, p in zip(label_names, row)}}
+            for row in proba]
 
 
 def load_artifact(path: str | Path, **runtime: Any) -> Artifact:

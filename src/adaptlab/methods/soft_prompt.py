@@ -26,7 +26,7 @@ from adaptlab.methods.icl import parse_label_words
 from adaptlab.models.adapters import prompt_learning_config
 from adaptlab.models.causal import load_causal_lm
 from adaptlab.models.classifier import count_parameters
-from adaptlab.models.loading import max_positions
+from adaptlab.models.loading import max_positions, pad_batch
 from adaptlab.params import param
 from adaptlab.prompting.scoring import encode_label_words, target_logprobs
 from adaptlab.prompting.template import PromptOptions, PromptTemplate, default_example
@@ -55,12 +55,7 @@ class VerbalizerModel(nn.Module):
                 rows.append(torch.cat([input_ids[b, : lengths[b]], torch.tensor(label, device=device)]))
                 starts.append(lengths[b])
                 labels.append(label)
-        width = max(len(r) for r in rows)
-        ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        mask = torch.zeros_like(ids)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
+        ids, mask = (t.to(device) for t in pad_batch([row.tolist() for row in rows], 0))
         prompts = self.peft.get_prompt(batch_size=len(rows))
         virtual = prompts.shape[1]
         embeds = torch.cat([prompts.to(self.embed.weight.dtype), self.embed(ids)], dim=1)

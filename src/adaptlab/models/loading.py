@@ -166,6 +166,22 @@ def pad_id(tokenizer) -> int:
     return value
 
 
+def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple:
+    """``(input_ids, attention_mask)`` long tensors: every sequence padded to the longest in this batch only, on
+    ``side`` (decoders that classify from the last position pad on the left). The one padding routine of
+    training, embedding, scoring and the soft-prompt classifier."""
+    import torch
+
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(length - len(sequence), length) if side == "left" else slice(0, len(sequence))
+        ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
 def max_positions(model_or_config) -> int | None:
     """How many positions the model reads (None when its config does not say)."""
     config = getattr(model_or_config, "config", model_or_config)

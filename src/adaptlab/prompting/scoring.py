@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import max_positions, pad_id
+from adaptlab.models.loading import max_positions, pad_batch, pad_id
 from adaptlab.progress import progress_bar
 
 
@@ -103,13 +103,8 @@ class LabelScorer:
     def _score_batch(self, batch: list, cache, cached_length: int, out: np.ndarray) -> None:
         """Run one right-padded batch (after a copy of the prefix cache) and add each target's log-prob to ``out``."""
         device = self.model.device
-        width = max(len(ids) for _, ids, _ in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), cached_length + width), dtype=torch.long)
-        mask[:, :cached_length] = 1
-        for row, (_, ids, _) in enumerate(batch):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, cached_length : cached_length + len(ids)] = 1
+        input_ids, mask = pad_batch([ids for _, ids, _ in batch], self.pad_id)
+        mask = torch.cat([torch.ones((len(batch), cached_length), dtype=torch.long), mask], dim=1)  # the shared prefix
         kwargs = {}
         if cache is not None:
             batch_cache = copy.deepcopy(cache)

@@ -201,11 +201,10 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             if len(text) > options.max_chars:
                 raise ApiError(413, "too_large", f"texts[{number}] has {len(text)} characters; at most {options.max_chars}")
         name = request.model or next(n for n, a in registry.artifacts.items() if a is artifact)
+        from adaptlab.runner import format_predictions
+
         proba = await batchers[name].submit(request.texts)
-        labels = artifact.label_names
-        return {"model": name, "predictions": [
-            {"label": labels[int(row.argmax())], "probabilities": {label: float(p) for label, p in zip(labels, row)}}
-            for row in proba]}
+        return {"model": name, "predictions": format_predictions(artifact.label_names, proba)}
 
     def sse(pieces, final=None):
         for piece in pieces:

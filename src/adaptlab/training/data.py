@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
+from adaptlab.models.loading import pad_batch
+
 MEGABATCH = 50  # batches per length-sorted group
 
 
@@ -64,14 +66,7 @@ class PadCollator:
                 "features": torch.stack([it["features"] for it in items]),
                 "labels": torch.stack([it["labels"] for it in items]),
             }
-        length = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), length), dtype=torch.long)
-        for row, item in enumerate(items):
-            seq = torch.as_tensor(item["input_ids"], dtype=torch.long)
-            span = slice(length - len(seq), length) if self.side == "left" else slice(0, len(seq))
-            ids[row, span] = seq
-            mask[row, span] = 1
+        ids, mask = pad_batch([it["input_ids"] for it in items], self.pad_id, self.side)
         labels = torch.as_tensor([it["labels"] for it in items], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
