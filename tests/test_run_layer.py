@@ -171,3 +171,11 @@ def test_old_precision_names_and_v1_manifests_still_load(tiny_bert, toy_splits, 
     path.write_text(json.dumps(v1))
     after = adaptlab.load_artifact(tmp_path / "art", progress=False).predict_proba(["a fine film"])
     np.testing.assert_array_equal(before, after)
+
+
+def test_rlhf_options_are_checked_before_the_data_is_read(cli, tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    code, _, err = cli("rlhf", "dpo", "--data", missing, "-o", tmp_path / "dpo", "--beta", "-1")
+    assert code == 2 and "--beta must be greater than 0" in err
+    code, _, err = cli("rlhf", "reward", "--data", missing, "-o", tmp_path / "rm", "--method", "qlora")
+    assert code == 2 and "--method must be one of lora, full" in err

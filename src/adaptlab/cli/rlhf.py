@@ -26,15 +26,18 @@ PREFERENCE_OPTIONS = {
 }
 
 
-def _preferences(values: dict):
+def _preferences(values: dict, job: type):
+    """Check the job's options (constructing it only stores and checks them), then read and split the data."""
     from adaptlab.errors import AdaptlabError
     from adaptlab.rlhf import read_preferences, split_preferences
 
     data, output = values.pop("data"), values.pop("output")
+    skip_invalid, train_size = bool(values.pop("skip_invalid")), values.pop("train_size")
     if data is None or output is None:
         raise AdaptlabError("--data and --output are required")
-    pairs, kind = read_preferences(data, bool(values.pop("skip_invalid")))
-    split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=values.pop("train_size"))
+    job(**given(values))  # a bad option fails before the data is read
+    pairs, kind = read_preferences(data, skip_invalid)
+    split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=train_size)
     return split, kind, output
 
 
@@ -42,7 +45,7 @@ def reward(values: dict) -> None:
     from adaptlab.rlhf import train_reward_model
 
     as_json = values.pop("as_json")
-    split, kind, output = _preferences(values)
+    split, kind, output = _preferences(values, RewardModel)
     manifest = train_reward_model(split, output, **given(values))
     if as_json:
         print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
@@ -57,7 +60,7 @@ def reward(values: dict) -> None:
 def dpo(values: dict) -> None:
     from adaptlab.rlhf.dpo import train_dpo
 
-    split, _, output = _preferences(values)
+    split, _, output = _preferences(values, DPOPolicy)
     manifest = train_dpo(split, output, **given(values))
     test = manifest["metrics"]["test"]
     out.print(f"DPO on {split.describe()['pairs']['train']} pairs -> {output}; held-out preference accuracy "
