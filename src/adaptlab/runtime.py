@@ -57,10 +57,12 @@ def native_bf16(device: torch.device) -> bool:
 
 @dataclass(frozen=True)
 class Runtime:
-    """A device and a precision. ``device=None`` means CUDA when available, else the CPU."""
+    """A device and a precision. ``device=None`` means CUDA when available, else the CPU. ``training``: what
+    ``auto`` resolves for (and what ``describe`` records) — a training job or inference."""
 
     device: str | None = None
     precision: str = "auto"
+    training: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", normalize_precision(self.precision))
@@ -82,8 +84,10 @@ class Runtime:
             raise AdaptlabError(f"--device {self.device}: MPS is not available here; use --device cpu")
         return device
 
-    def resolved_precision(self, training: bool = False) -> str:
-        """``fp32``, ``bf16`` or ``fp16`` for this device (see the module docstring for ``auto``)."""
+    def resolved_precision(self, training: bool | None = None) -> str:
+        """``fp32``, ``bf16`` or ``fp16`` for this device (see the module docstring for ``auto``); ``training``
+        overrides the runtime's own."""
+        training = self.training if training is None else training
         device = self.torch_device
         if self.precision == "fp16" and device.type != "cuda":
             raise AdaptlabError("--precision fp16 needs a CUDA device (float16 on a CPU is slow and loses accuracy); use bf16 or fp32")
@@ -93,7 +97,7 @@ class Runtime:
             return "fp32"
         return "bf16" if native_bf16(device) else "fp32"
 
-    def autocast(self, training: bool = False) -> contextlib.AbstractContextManager:
+    def autocast(self, training: bool | None = None) -> contextlib.AbstractContextManager:
         """The inference context for this precision (a no-op in fp32)."""
         precision = self.resolved_precision(training)
         if precision == "fp32":
@@ -115,4 +119,4 @@ class Runtime:
 
     def describe(self) -> dict:
         """What a manifest records: the device type and the precision actually used."""
-        return {"device": self.torch_device.type, "precision": self.resolved_precision(training=True)}
+        return {"device": self.torch_device.type, "precision": self.resolved_precision()}

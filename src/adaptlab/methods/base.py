@@ -121,7 +121,8 @@ class Strategy(abc.ABC):
     # -- parameters (scikit-learn style) ------------------------------------------------------------------
     @property
     def runtime(self) -> Runtime:
-        return Runtime(self.device, getattr(self, "precision", "auto"))
+        # strategies without a precision parameter (in-context learning) run in fp32
+        return Runtime(self.device, getattr(self, "precision", "fp32"))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         return [self.label_names[i] for i in self.predict_proba(texts).argmax(axis=1)]

@@ -25,6 +25,7 @@ from adaptlab.models import resolve_model
 from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
 from adaptlab.models.loading import ModelRef, max_positions
 from adaptlab.params import param
+from adaptlab.runtime import Runtime
 from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
 from adaptlab.training.engine import FitReport, TrainingOptions, fit_module
 
@@ -43,6 +44,10 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     def check(self) -> None:
         self.check_training()
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.device, self.precision, training=True)
 
     @property
     def ref(self) -> ModelRef:
@@ -68,8 +73,8 @@ class GradientStrategy(Strategy, TrainingOptions):
 class TokenClassifierStrategy(GradientStrategy):
     """Strategies that run a (partly) trainable transformer on tokens: last-k, full and PEFT."""
 
-    #: positions a method prepends (virtual tokens), kept free when the default max length is chosen
     def reserved_positions(self) -> int:
+        """Positions a method prepends (virtual tokens), kept free when the default max length is chosen."""
         return 0
 
     def fit(self, splits, workdir: Path) -> "TokenClassifierStrategy":

@@ -66,7 +66,7 @@ class HeadOnly(GradientStrategy):
     def _embedder(self) -> Embedder:
         # Features are computed in the precision training runs in, so cached and naive loops agree.
         self.pooling_ = self.pooling or ("last" if model_kind(self.ref) == "decoder" else "mean")
-        return Embedder(self.model, self.pooling_, max_length=self.max_length, precision=self.runtime.resolved_precision(training=True),
+        return Embedder(self.model, self.pooling_, max_length=self.max_length, precision=self.runtime.resolved_precision(),
                         device=self.device, progress=self.progress, cache=self.cache)
 
     def fit(self, splits, workdir: Path) -> "HeadOnly":

@@ -60,7 +60,7 @@ class DPOPolicy:
 
     @property
     def runtime(self) -> Runtime:
-        return Runtime(self.device, self.precision)
+        return Runtime(self.device, self.precision, training=True)
 
     def fit(self, data: PreferenceSplit, workdir: Path) -> "DPOPolicy":
         from trl import DPOConfig, DPOTrainer

@@ -325,7 +325,7 @@ class PPOJob:
                  resume: bool, progress: bool) -> None:
         config.check()
         self.model, self.reward, self.config, self.reward_spec = model, reward, config, reward_spec
-        self.runtime = Runtime(device)
+        self.runtime = Runtime(device, "fp32", training=True)  # PPO runs without autocast
         self.resume, self.progress = resume, progress
 
     def fit(self, prompts: list[str], workdir: Path) -> None:

@@ -133,7 +133,7 @@ class RewardModel(TrainingOptions):
 
     @property
     def runtime(self) -> Runtime:
-        return Runtime(self.device, self.precision)
+        return Runtime(self.device, self.precision, training=True)
 
     def _build(self):
         self.ref_ = resolve_model(self.model)
