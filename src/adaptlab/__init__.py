@@ -8,6 +8,11 @@ The Python API mirrors the CLI::
     print(result.metrics["accuracy"])
     adaptlab.load_artifact("runs/rt").predict(["a gorgeous, moving film"])
     vectors = adaptlab.embed(["some text"], model="minilm")
+
+    # generation: supervised fine-tuning of a causal LM (conversations, prompt/completion or plain text)
+    tasks = adaptlab.load_generation_splits("wiki-descriptions", train_size=512, test_size=64)
+    manifest = adaptlab.train_sft(tasks, "runs/sft", method="lora").manifest
+    print(manifest["metrics"]["test"]["rouge_l"], manifest["metrics"]["forgetting"]["general_ppl_relative"])
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ if TYPE_CHECKING:
 
     from adaptlab.data import LabeledTexts, Splits, load_data, split_data
     from adaptlab.embeddings import Embedder
+    from adaptlab.data.generation import GenerationSplits, load_generation_data, load_generation_splits
     from adaptlab.runner import Artifact, TrainResult, load_artifact, train
+    from adaptlab.sft import SFTJob, train_sft
 
 __version__ = "0.1.0"
 
@@ -39,6 +46,11 @@ _LAZY = {
     "TrainResult": "adaptlab.runner",
     "load_artifact": "adaptlab.runner",
     "train": "adaptlab.runner",
+    "GenerationSplits": "adaptlab.data.generation",
+    "load_generation_data": "adaptlab.data.generation",
+    "load_generation_splits": "adaptlab.data.generation",
+    "SFTJob": "adaptlab.sft",
+    "train_sft": "adaptlab.sft",
 }
 
 
@@ -77,13 +89,18 @@ __all__ = [
     "AdaptlabError",
     "Artifact",
     "Embedder",
+    "GenerationSplits",
     "LabeledTexts",
+    "SFTJob",
     "Splits",
     "TrainResult",
     "embed",
     "load_artifact",
     "load_data",
+    "load_generation_data",
+    "load_generation_splits",
     "load_splits",
     "split_data",
     "train",
+    "train_sft",
 ]

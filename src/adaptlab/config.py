@@ -113,3 +113,48 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
         params=param_values,
         output=output or base.get("output"),
     )
+
+
+@dataclass
+class GenerationDataConfig:
+    """The ``data`` section of an SFT config (``adaptlab sft train --config``)."""
+
+    source: str = "wiki-descriptions"
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: str = "messages"
+    text_column: str = "text"
+    system: str | None = None
+    seed: int = 0
+    train_size: int | None = None
+    val_size: int | None = None
+    test_size: int | None = None
+
+    def __post_init__(self) -> None:
+        DataConfig.__post_init__(self)  # the same checks of seed and sizes
+
+    def load(self):
+        from adaptlab.data.generation import load_generation_splits
+
+        values = dataclasses.asdict(self)
+        return load_generation_splits(values.pop("source"), **values)
+
+
+def sft_config(yaml_path: str | Path | None, data: dict, params: dict, output: str | None) -> TrainConfig:
+    """An SFT run's YAML (sections ``data``, ``params``, ``output``) merged with command-line values (None = not given)."""
+    from adaptlab.params import check_names, coerce_all
+    from adaptlab.sft.job import SFTJob
+
+    base = read_yaml(yaml_path) if yaml_path else {}
+    where = f"config file '{yaml_path}'" if yaml_path else "options"
+    check_keys(base, {"data", "params", "output"}, where)
+    data_values = dict(base.get("data") or {})
+    check_keys(data_values, {f.name for f in dataclasses.fields(GenerationDataConfig)}, f"{where}, section data")
+    data_values.update({("source" if k == "data" else k): v for k, v in data.items() if v is not None})
+    param_values = dict(base.get("params") or {})
+    check_names(SFTJob, param_values, f"{where}, section params", "SFT")
+    param_values = coerce_all(SFTJob, param_values, f"{where}, section params")
+    param_values.update({k: v for k, v in params.items() if v is not None})
+    param_values.setdefault("seed", data_values.get("seed", 0))
+    return TrainConfig(strategy="sft", data=GenerationDataConfig(**data_values), params=param_values,
+                       output=output or base.get("output"))

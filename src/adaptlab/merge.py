@@ -1,4 +1,6 @@
-"""Fold a LoRA adapter into its base model, giving an ordinary ``full`` artifact."""
+"""Fold a LoRA adapter into its base model: a classifier becomes an ordinary ``full`` artifact; a generator
+(SFT, DPO or PPO policy) keeps its strategy, with a plain transformers directory (``model/``, tokenizer and chat
+template inside) that ``pipeline("text-generation")`` loads."""
 
 from __future__ import annotations
 
@@ -7,19 +9,22 @@ from pathlib import Path
 from adaptlab.artifacts import read_manifest, write_artifact
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods import get_strategy
+from adaptlab.models.causal import GENERATOR_STRATEGIES
 from adaptlab.runner import load_artifact
 
 
 def merge_lora(artifact: str | Path, output: str | Path) -> dict:
     """Merge ``artifact`` (strategy ``lora``) into the base weights and write a ``full`` artifact to ``output``."""
     manifest = read_manifest(Path(artifact))
+    if Path(output).resolve() == Path(artifact).resolve():
+        raise AdaptlabError("--output must differ from the artifact being merged")
+    if manifest["strategy"] in GENERATOR_STRATEGIES:
+        return _merge_generator(Path(artifact), Path(output), manifest)
     if not get_strategy(manifest["strategy"]).mergeable:
         raise AdaptlabError(
             f"artifact '{artifact}' is '{manifest['strategy']}'; only LoRA adapters can be merged into the weights "
             "(prompt-learning methods add tokens, they do not change weights)"
         )
-    if Path(output).resolve() == Path(artifact).resolve():
-        raise AdaptlabError("--output must differ from the artifact being merged")
     merged, tokenizer = load_artifact(artifact, progress=False).strategy.merged_model()
     total = sum(p.numel() for p in merged.parameters())
 
@@ -35,3 +40,25 @@ def merge_lora(artifact: str | Path, output: str | Path) -> dict:
     return write_artifact(Path(output), {
         "strategy": "full", **keep, "params": params, "cost": {**manifest["cost"], "total_params": total}, "details": details,
     }, write)
+
+
+def _merge_generator(artifact: Path, output: Path, manifest: dict) -> dict:
+    import json
+
+    from adaptlab.models.causal import load_causal_lm
+
+    adapter = artifact / "adapter" / "adapter_config.json"
+    if not adapter.exists():
+        raise AdaptlabError(f"artifact '{artifact}' already holds full weights (model/); there is nothing to merge")
+    if json.loads(adapter.read_text(encoding="utf-8")).get("peft_type") != "LORA":
+        raise AdaptlabError(f"artifact '{artifact}' is a prompt-learning adapter; only LoRA adapters can be merged into the weights")
+    merged, tokenizer, _ = load_causal_lm(str(artifact), "cpu")  # LoRA adapters are merged on load
+
+    def write(directory: Path) -> None:
+        merged.save_pretrained(directory / "model")
+        tokenizer.save_pretrained(directory / "model")
+
+    keep = {k: manifest[k] for k in ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training")}
+    details = {**(manifest.get("details") or {}), "merged_from": {"artifact": artifact.name, "strategy": manifest["strategy"]}}
+    total = sum(p.numel() for p in merged.parameters())
+    return write_artifact(output, {**keep, "cost": {**manifest["cost"], "total_params": total}, "details": details}, write)

@@ -1,7 +1,7 @@
 """The ``adaptlab`` command line: a thin layer over the Python API, one module per family.
 
 Bad input raises ``AdaptlabError`` anywhere below; ``main`` prints it as one line and exits with code 2.
-The ``train`` and ``rlhf`` groups generate their options from the parameter dataclasses, which import the
+The ``train``, ``rlhf`` and ``sft`` groups generate their options from the parameter dataclasses, which import the
 model libraries; they are loaded only when invoked, so ``adaptlab --help`` and other commands start fast.
 """
 
@@ -19,6 +19,7 @@ HELP = "Adapt a language model to your task in every way the field knows, and me
 LAZY_GROUPS = {
     "train": ("adaptlab.cli.train", "train_app", "Train one adaptation strategy and save its artifact."),
     "rlhf": ("adaptlab.cli.rlhf", "rlhf_app", "Learning from human preferences: reward models, PPO, DPO, policy evaluation."),
+    "sft": ("adaptlab.cli.sft", "sft_app", "Supervised fine-tuning of causal LMs on conversations, prompt/completion pairs or plain text."),
 }
 
 

@@ -26,7 +26,7 @@ NAMED_DATASETS = {
     "imdb": "IMDB movie reviews (train split): 25,000 long reviews, 2 classes",
 }
 FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
@@ -44,7 +44,7 @@ def load_data(
     path = Path(name).expanduser()
     if path.exists() or path.suffix.lower() in FILE_SUFFIXES:
         return _load_file(path, text_column, label_column, id_column)
-    if _HUB_ID.match(name):
+    if HUB_ID.match(name):
         return _load_hub(name, text_column, label_column, id_column)
     raise AdaptlabError(
         f"data '{name}' is not a named dataset ({', '.join(NAMED_DATASETS)}), an existing file, "
@@ -70,6 +70,14 @@ def _load_named(name: str) -> LabeledTexts:
 
 
 def _load_file(path: Path, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
+    frame, row_name = read_table(path)
+    return _from_frame(frame, str(path), text_column, label_column, id_column, row_name)
+
+
+def read_table(path: Path, need: str = "a header and at least one row per class") -> tuple[pd.DataFrame, Callable[[int], str]]:
+    """A CSV/JSONL/JSON/Parquet file as a frame, plus how to name its rows in messages ("row 3", "line 7").
+
+    ``need`` says, in the message for an empty file, what the file should hold."""
     if not path.exists():
         raise AdaptlabError(f"data file '{path}' does not exist; check the path")
     if path.is_dir():
@@ -80,25 +88,21 @@ def _load_file(path: Path, text_column: str, label_column: str, id_column: str |
             f"data file '{path}' has an unsupported type '{suffix}'; use .csv, .jsonl or .parquet"
         )
     if path.stat().st_size == 0:
-        raise AdaptlabError(f"data file '{path}' is empty; it needs a header and at least one row per class")
+        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
     if suffix in {".parquet", ".pq"}:
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise AdaptlabError(f"data file '{path}' is not a readable Parquet file ({exc})") from None
-        row_name: Callable[[int], str] = lambda i: f"row {i + 1}"
-    else:
-        text = _read_utf8(path)
-        if suffix == ".csv":
-            frame = _parse_csv(path, text)
-            row_name = lambda i: f"row {i + 1}"
-        else:
-            frame, lines = _parse_json_records(path, text, suffix)
-            row_name = lambda i: f"line {lines[i]}" if lines else f"record {i + 1}"
-    return _from_frame(frame, str(path), text_column, label_column, id_column, row_name)
+        return frame, lambda i: f"row {i + 1}"
+    text = read_utf8(path)
+    if suffix == ".csv":
+        return _parse_csv(path, text, need), lambda i: f"row {i + 1}"
+    frame, lines = _parse_json_records(path, text, suffix, need)
+    return frame, (lambda i: f"line {lines[i]}" if lines else f"record {i + 1}")
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
@@ -110,9 +114,9 @@ def _read_utf8(path: Path) -> str:
         ) from None
 
 
-def _parse_csv(path: Path, text: str) -> pd.DataFrame:
+def _parse_csv(path: Path, text: str, need: str = "a header and at least one row per class") -> pd.DataFrame:
     if not text.strip():
-        raise AdaptlabError(f"data file '{path}' is empty; it needs a header and at least one row per class")
+        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
     try:
         # Everything as strings, nothing turned into NaN: emptiness is checked explicitly below.
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
@@ -120,7 +124,7 @@ def _parse_csv(path: Path, text: str) -> pd.DataFrame:
         raise AdaptlabError(f"data file '{path}' is not valid CSV ({str(exc).strip()})") from None
 
 
-def _parse_json_records(path: Path, text: str, suffix: str) -> tuple[pd.DataFrame, list[int]]:
+def _parse_json_records(path: Path, text: str, suffix: str, need: str = "at least one record per class") -> tuple[pd.DataFrame, list[int]]:
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -141,7 +145,7 @@ def _parse_json_records(path: Path, text: str, suffix: str) -> tuple[pd.DataFram
                 ) from None
             lines.append(number)
     if not records:
-        raise AdaptlabError(f"data file '{path}' is empty; it needs at least one record per class")
+        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             where = f"line {lines[i]}" if lines else f"record {i + 1}"
@@ -272,14 +276,14 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
         if suffix in {".parquet", ".pq"}:
             frame = pd.read_parquet(path)
         else:
-            text = _read_utf8(path)
+            text = read_utf8(path)
             frame = _parse_csv(path, text) if suffix == ".csv" else _parse_json_records(path, text, suffix)[0]
         if text_column not in frame.columns:
             available = ", ".join(map(str, frame.columns))
             raise AdaptlabError(f"input '{path}' has no column '{text_column}' (columns: {available}); pass --text-column NAME")
         texts = frame[text_column].tolist()
     else:
-        texts = _read_utf8(path).splitlines()
+        texts = read_utf8(path).splitlines()
         texts = [t for t in texts if t.strip()]
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():

@@ -26,7 +26,7 @@ from adaptlab.models.classifier import count_parameters, load_classifier, logits
 from adaptlab.models.loading import ModelRef, max_positions
 from adaptlab.params import param
 from adaptlab.runtime import Runtime
-from adaptlab.training.data import ClassificationDataModule, PadCollator, TokenizedDataset
+from adaptlab.training.data import BatchDataModule, PadCollator, TokenizedDataset
 from adaptlab.training.engine import FitReport, TrainingOptions, fit_module
 
 DEFAULT_MAX_LENGTH = 256
@@ -58,7 +58,7 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     def train_module(self, module: nn.Module, train, val, collate, workdir: Path) -> None:
         """Fit ``module`` with this strategy's options on the Lightning engine (best validation weights kept)."""
-        data = ClassificationDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
+        data = BatchDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
         self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime)
 
     def training_report(self) -> dict | None:

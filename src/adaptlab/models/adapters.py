@@ -7,6 +7,7 @@ Task types and their LoRA defaults (each family's measured choice, kept in one t
 | ``classifier`` | 8 | 16 | 0.1 | attention query/value (PEFT's per-architecture map) | ``train lora`` |
 | ``reward`` | 16 | 32 | 0.05 | as ``classifier`` | ``rlhf reward`` |
 | ``policy`` | 16 | 32 | 0.0 | every linear layer | ``rlhf ppo``, ``rlhf dpo`` (dropout 0.05) |
+| ``sft`` | 16 | 32 | 0.05 | every linear layer | ``sft`` (supervised fine-tuning of causal LMs) |
 
 ``use_dora`` (weight-decomposed LoRA) and ``use_rslora`` (rank-stabilised scaling alpha/sqrt(r)) are passed to
 PEFT unchanged. The new classification head (``modules_to_save``) is trained and saved with the adapter.
@@ -34,8 +35,9 @@ LORA_DEFAULTS = {
     "classifier": LoraDefaults(8, 16, 0.1, None),
     "reward": LoraDefaults(16, 32, 0.05, None),
     "policy": LoraDefaults(16, 32, 0.0, "all-linear"),
+    "sft": LoraDefaults(16, 32, 0.05, "all-linear"),
 }
-_TASK_TYPES = {"classifier": "SEQ_CLS", "reward": "SEQ_CLS", "policy": "CAUSAL_LM"}
+_TASK_TYPES = {"classifier": "SEQ_CLS", "reward": "SEQ_CLS", "policy": "CAUSAL_LM", "sft": "CAUSAL_LM"}
 _LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}  # architectures PEFT has no default for
 
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import string
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from adaptlab._io import write_json
+from adaptlab.metrics import exact_match, token_f1
 from adaptlab.errors import AdaptlabError
 
 KS = (1, 3, 5, 10)
@@ -109,29 +108,6 @@ def retrieval_metrics(ranked: list[list[set[str]]], queries: list[Query]) -> dic
         ideal = sum(1.0 / math.log2(rank + 1) for rank in range(1, min(len(query.relevant), 10) + 1))
         metrics["ndcg@10"].append(dcg / ideal)
     return {name: round(float(np.mean(values)), 4) for name, values in metrics.items()}
-
-
-# -- answers (SQuAD's official normalisation) ------------------------------------------------------------
-def normalize_answer(text: str) -> str:
-    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, golds: tuple[str, ...]) -> float:
-    return float(any(normalize_answer(prediction) == normalize_answer(g) for g in golds))
-
-
-def token_f1(prediction: str, golds: tuple[str, ...]) -> float:
-    def f1(gold: str) -> float:
-        pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
-        common = sum((Counter(pred_tokens) & Counter(gold_tokens)).values())
-        if common == 0:
-            return 0.0
-        precision, recall = common / len(pred_tokens), common / len(gold_tokens)
-        return 2 * precision * recall / (precision + recall)
-
-    return max((f1(g) for g in golds), default=0.0)
 
 
 def clean_answer(text: str) -> str:

@@ -101,7 +101,9 @@ class DPOPolicy:
                 "total_params": sum(p.numel() for p in model.parameters())}
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref_)
 
     def get_params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime")}
@@ -114,8 +116,9 @@ class DPOPolicy:
         return {}
 
     def save(self, directory: Path) -> None:
-        self.trainer_.model.save_pretrained(directory / ("adapter" if self.method == "lora" else "model"))
-        self.tokenizer_.save_pretrained(directory / "tokenizer")
+        from adaptlab.models.causal import save_generator
+
+        save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
 
 
 def train_dpo(data: PreferenceSplit, output: str | Path, **params: Any) -> dict:

@@ -276,13 +276,14 @@ class PPOTrainer:
         self.score_stats = core.RunningMoments(**state["score_stats"])
         torch.set_rng_state(state["torch_rng"])
 
-    def save(self, directory: Path) -> None:
-        """LoRA: a PEFT adapter (loadable with ``PeftModel.from_pretrained``); full: the model's safetensors.
-        The value head is saved beside it (only needed to continue training)."""
+    def save(self, directory: Path, base: dict) -> None:
+        """The policy as every generator is saved (``save_generator``: a PEFT adapter or the model's safetensors,
+        tokenizer inside); the value head beside it (only needed to continue training)."""
         from safetensors.torch import save_file
 
-        self.policy.lm.save_pretrained(directory / ("adapter" if self.config.method == "lora" else "model"))
-        self.tokenizer.save_pretrained(directory / "tokenizer")
+        from adaptlab.models.causal import save_generator
+
+        save_generator(self.policy.lm, self.tokenizer, directory, base)
         save_file({k: v.contiguous() for k, v in self.policy.value_head.state_dict().items()}, directory / "value_head.safetensors")
 
 
@@ -355,7 +356,9 @@ class PPOJob:
         return {"trainable_params": trainable, "total_params": total}
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.trainer_.ref_info.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.trainer_.ref_info)
 
     def get_params(self) -> dict:
         return {**dataclasses.asdict(self.config), "reward": self.reward_spec}
@@ -369,7 +372,7 @@ class PPOJob:
     def save(self, directory: Path) -> None:
         import shutil
 
-        self.trainer_.save(directory)
+        self.trainer_.save(directory, self.base_model())
         if (self.workdir_ / "samples.jsonl").exists():
             shutil.copy(self.workdir_ / "samples.jsonl", directory / "samples.jsonl")
         # the prompts trained on, so `rlhf eval` can hold out different ones

@@ -147,11 +147,11 @@ class RewardModel(TrainingOptions):
         return get_peft_model(bundle.model, config)
 
     def fit(self, data: PreferenceSplit, workdir: Path) -> "RewardModel":
-        from adaptlab.training.data import ClassificationDataModule
+        from adaptlab.training.data import BatchDataModule
 
         self.network_ = self._build()
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
-        datamodule = ClassificationDataModule(
+        datamodule = BatchDataModule(
             PairDataset(data.train, self.tokenizer_, self.max_length), PairDataset(data.val, self.tokenizer_, self.max_length),
             collate, self.batch_size, self.seed, self.group_by_length)
         self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self, workdir, self.runtime)

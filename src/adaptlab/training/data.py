@@ -1,4 +1,4 @@
-"""Datasets, batching and the LightningDataModule for classification training.
+"""Datasets, batching and the LightningDataModule for every gradient-based job (classifiers and causal LMs).
 
 Batches are grouped by length (as ``group_by_length`` in HF Trainer): shuffled indices are cut into
 mega-batches, each sorted by length and split into batches whose order is shuffled again. Padding then
@@ -71,6 +71,61 @@ class PadCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+class CausalDataset(Dataset):
+    """Token ids with per-token labels (``-100`` outside the loss); packed rows also carry position ids that
+    restart at every example, so attention never crosses from one example into another."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+    def lengths(self) -> list[int]:
+        return [len(row["input_ids"]) for row in self.rows]
+
+
+def causal_rows(examples: list[tuple[list[int], list[int]]], block_size: int | None = None) -> list[dict]:
+    """One row per example, or (``block_size`` given) examples packed greedily, longest first, into rows of at
+    most ``block_size`` tokens with position ids reset per example. A packed example's first label is dropped:
+    it would be predicted from the previous example's last token (unpacked, nothing predicts it either)."""
+    if block_size is None:
+        return [{"input_ids": ids, "labels": labels} for ids, labels in examples]
+    rows: list[dict] = []
+    current = {"input_ids": [], "labels": [], "position_ids": []}
+    for ids, labels in sorted(examples, key=lambda e: -len(e[0])):
+        if current["input_ids"] and len(current["input_ids"]) + len(ids) > block_size:
+            rows.append(current)
+            current = {"input_ids": [], "labels": [], "position_ids": []}
+        current["input_ids"] += ids
+        current["labels"] += [-100] + labels[1:]
+        current["position_ids"] += list(range(len(ids)))
+    if current["input_ids"]:
+        rows.append(current)
+    return rows
+
+
+class CausalCollator:
+    """Right-pads ids (labels with ``-100``). Packed batches carry position ids and no attention mask:
+    transformers then builds a block-diagonal causal mask from the position ids (the padding forms a block
+    of its own)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict:
+        ids, mask = pad_batch([it["input_ids"] for it in items], self.pad_id)
+        labels, _ = pad_batch([it["labels"] for it in items], -100)
+        if "position_ids" not in items[0]:
+            return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        width = ids.shape[1]
+        positions = torch.tensor([it["position_ids"] + list(range(width - len(it["position_ids"]))) for it in items])
+        return {"input_ids": ids, "position_ids": positions, "labels": labels}
+
+
 class LengthGroupedBatchSampler:
     """Length-grouped, shuffled batches; deterministic in (seed, epoch); shards batches across DDP ranks."""
 
@@ -111,7 +166,7 @@ class LengthGroupedBatchSampler:
         return n
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class BatchDataModule(L.LightningDataModule):
     def __init__(self, train: Dataset, val: Dataset, collate: PadCollator, batch_size: int, seed: int,
                  group_by_length: bool = True) -> None:
         super().__init__()

@@ -1,8 +1,11 @@
-"""Engineering around ``ClassificationModule``: the Lightning Trainer, checkpoints, resume, best model.
+"""Engineering around the research modules: the Lightning Trainer, checkpoints, resume, best model.
+
+One engine for every objective: ``classification`` (``ClassificationModule``, best model by validation
+accuracy) and ``causal-lm`` (``CausalLMModule`` for supervised fine-tuning, best by validation loss).
 
 Checkpoints live in the job's work directory (``<output>.work/``, see ``adaptlab.jobs``): ``last.ckpt`` after every epoch (what ``resume`` continues from;
 an epoch cut short is redone, with the same batches and the same dropout) and ``best.ckpt``, selected on
-validation accuracy only. After training the best weights are loaded back. The accelerator,
+validation only. After training the best weights are loaded back. The accelerator,
 devices and precision come from the job's ``Runtime``; ``devices``, ``strategy`` and ``num_nodes`` go on to
 Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
 """
@@ -25,14 +28,16 @@ from adaptlab.jobs import training_log_path
 from adaptlab.params import param
 from adaptlab.progress import stderr
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime, normalize_precision
-from adaptlab.training.data import ClassificationDataModule
-from adaptlab.training.module import SCHEDULES, ClassificationModule
+from adaptlab.training.data import BatchDataModule
+from adaptlab.training.module import SCHEDULES, CausalLMModule, ClassificationModule
 
 # Lightning's start-up chatter (GPU/TPU availability, tips) is not what a user needs to read.
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.rank_zero"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 LOGGERS = ("csv", "tensorboard", "none")
+#: objective -> (module, the validation metric that picks the best epoch, and its direction)
+OBJECTIVES = {"classification": (ClassificationModule, "val_acc", "max"), "causal-lm": (CausalLMModule, "val_loss", "min")}
 ACCELERATOR_TO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 
 
@@ -51,7 +56,7 @@ class TrainingOptions:
     grad_clip: float | None = param(1.0, "Clip the gradient norm to this value.", above=0)
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
                            choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
-    patience: int | None = param(None, "Stop early after this many epochs without validation-accuracy gain.", minimum=1)
+    patience: int | None = param(None, "Stop early after this many epochs without validation gain.", minimum=1)
     group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
     seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
     logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
@@ -95,53 +100,65 @@ class FitReport:
     steps: int
     best_val_acc: float | None
     best_epoch: int | None
+    best_val_loss: float | None
     seconds: float
     samples_per_second: float
     resumed_from_epoch: int | None
+    tokens_per_second: float | None  # trained (labelled) tokens per second; causal LMs only
 
 
 class _EpochTimer(Callback):
-    """Counts the samples actually trained on, for an honest throughput figure (also shown in the bar)."""
+    """Counts the samples (and, for causal LMs, the labelled tokens) actually trained on, for an honest
+    throughput figure (also shown in the bar)."""
 
     def __init__(self) -> None:
-        self.samples = 0
+        self.samples = self.tokens = 0
         self.seconds = 0.0
         self._start = 0.0
-        self._epoch_samples = 0
+        self._epoch_samples = self._epoch_tokens = 0
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._start = time.perf_counter()
-        self._epoch_samples = 0
+        self._epoch_samples = self._epoch_tokens = 0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self.samples += len(batch["labels"])
-        self._epoch_samples += len(batch["labels"])
-        elapsed = time.perf_counter() - self._start
-        module.log("samples_per_s", self._epoch_samples / max(elapsed, 1e-9), prog_bar=True, on_step=True, on_epoch=False)
+        labels = batch["labels"]
+        self.samples += len(labels)
+        self._epoch_samples += len(labels)
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        if labels.ndim == 2:
+            tokens = int((labels[:, 1:] != -100).sum())
+            self.tokens += tokens
+            self._epoch_tokens += tokens
+            module.log("tokens_per_s", self._epoch_tokens / elapsed, prog_bar=True, on_step=True, on_epoch=False)
+        else:
+            module.log("samples_per_s", self._epoch_samples / elapsed, prog_bar=True, on_step=True, on_epoch=False)
 
     def on_train_epoch_end(self, trainer, module) -> None:
         self.seconds += time.perf_counter() - self._start
 
 
-def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: TrainingOptions, workdir: Path,
-               runtime: Runtime) -> FitReport:
-    """Train ``model`` in place in ``workdir`` (the job's); on return it holds the best weights by validation accuracy."""
+def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingOptions, workdir: Path,
+               runtime: Runtime, objective: str = "classification") -> FitReport:
+    """Train ``model`` in place in ``workdir`` (the job's); on return it holds the best weights by the
+    objective's validation metric (accuracy for classifiers, loss for causal LMs)."""
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
     model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it is given
-    module = ClassificationModule(
+    module_class, monitor, mode = OBJECTIVES[objective]
+    module = module_class(
         model, lr=options.lr, weight_decay=options.weight_decay, warmup_ratio=options.warmup_ratio,
         schedule=options.schedule, seed=options.seed,
     )
     best = ModelCheckpoint(
-        dirpath=workdir / "checkpoints", filename="best", monitor="val_acc", mode="max", save_top_k=1,
+        dirpath=workdir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
         save_last=True, enable_version_counter=False,
     )
     timer = _EpochTimer()
     callbacks: list[Callback] = [best, timer, *options.callbacks]
     if options.patience:
-        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=options.patience))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=options.patience))
     if options.progress:
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))  # stdout stays clean for --json
     logger: Any = False
@@ -184,9 +201,11 @@ def fit_module(model: torch.nn.Module, data: ClassificationDataModule, options: 
     return FitReport(
         epochs_run=trainer.current_epoch,
         steps=trainer.global_step,
-        best_val_acc=best_score,
+        best_val_acc=best_score if monitor == "val_acc" else None,
         best_epoch=best_epoch,
+        best_val_loss=best_score if monitor == "val_loss" else None,
         seconds=seconds,
         samples_per_second=timer.samples / max(timer.seconds, 1e-9),
         resumed_from_epoch=resumed_from,
+        tokens_per_second=round(timer.tokens / max(timer.seconds, 1e-9), 1) if timer.tokens else None,
     )

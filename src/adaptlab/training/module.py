@@ -1,9 +1,12 @@
-"""The LightningModule shared by every gradient-based strategy: the research code, nothing else.
+"""The LightningModules of every gradient-based job: the research code, nothing else.
 
-It wraps any ``nn.Module`` that maps a batch to class logits (an HF classification model, a PEFT model,
-a head over features, or a reward model's (rejected, chosen) score pair, for which cross-entropy is the
-Bradley-Terry loss), trains it with cross-entropy, and reports validation loss and accuracy.
-Checkpoints hold only trainable weights: frozen ones are reloaded from the base model.
+``ClassificationModule`` wraps any ``nn.Module`` that maps a batch to class logits (an HF classification model,
+a PEFT model, a head over features, or a reward model's (rejected, chosen) score pair, for which cross-entropy
+is the Bradley-Terry loss), trains it with cross-entropy, and reports validation loss and accuracy.
+``CausalLMModule`` wraps a causal LM (plain or PEFT) for supervised fine-tuning: next-token cross-entropy on
+the tokens whose label is not ``-100`` (completions, assistant turns), validation loss weighted by tokens.
+Both share the optimiser, schedule, per-batch seeding and checkpoints that hold only trainable weights
+(frozen ones are reloaded from the base model).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from adaptlab.models.classifier import logits_of
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 
 
-class ClassificationModule(L.LightningModule):
+class AdaptationModule(L.LightningModule):
+    """What every job's module shares: AdamW without decay on biases and norms, a per-step schedule, seeding
+    by (seed, epoch, batch), and checkpoints trimmed to the trainable weights."""
+
     def __init__(
         self,
         model: nn.Module,
@@ -36,29 +42,10 @@ class ClassificationModule(L.LightningModule):
         self.seed = seed
         self.strict_loading = False  # checkpoints carry trainable weights only
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
-        return logits_of(self.model(**inputs)).float()
-
-    def on_train_epoch_start(self) -> None:
-        # Randomness (dropout) depends only on (seed, epoch): a resumed run matches an uninterrupted one.
-        torch.manual_seed(self.seed * 100_003 + self.current_epoch)
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if "weights" in batch:  # per-example weights (e.g. the pairs of one ranked prompt share one unit)
-            losses = F.cross_entropy(self(batch), batch["labels"], reduction="none")
-            loss = (losses * batch["weights"]).sum() / batch["weights"].sum()
-        else:
-            loss = F.cross_entropy(self(batch), batch["labels"])
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self(batch)
-        n = len(batch["labels"])
-        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=n, sync_dist=True)
-        accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
-        self.log("val_acc", accuracy, prog_bar=True, batch_size=n, sync_dist=True)
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Randomness (dropout) depends only on (seed, epoch, batch): a resumed run matches an uninterrupted one, whatever
+        # else drew random numbers in between (data loader set-up draws one when it is created).
+        torch.manual_seed(self.seed * 1_000_003 + self.current_epoch * 100_003 + batch_idx)
 
     def configure_optimizers(self):
         decay, no_decay = [], []
@@ -78,3 +65,59 @@ class ClassificationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+
+class ClassificationModule(AdaptationModule):
+    def forward(self, batch: dict) -> torch.Tensor:
+        inputs = {k: v for k, v in batch.items() if k not in ("labels", "weights")}
+        return logits_of(self.model(**inputs)).float()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "weights" in batch:  # per-example weights (e.g. the pairs of one ranked prompt share one unit)
+            losses = F.cross_entropy(self(batch), batch["labels"], reduction="none")
+            loss = (losses * batch["weights"]).sum() / batch["weights"].sum()
+        else:
+            loss = F.cross_entropy(self(batch), batch["labels"])
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch)
+        n = len(batch["labels"])
+        self.log("val_loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=n, sync_dist=True)
+        accuracy = (logits.argmax(-1) == batch["labels"]).float().mean()
+        self.log("val_acc", accuracy, prog_bar=True, batch_size=n, sync_dist=True)
+
+
+class CausalLMModule(AdaptationModule):
+    def token_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Mean next-token cross-entropy over the labelled tokens, and how many there were."""
+        return causal_lm_loss(self.model, batch, reduction="mean")
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, tokens = self.token_loss(batch)
+        self.log("train_loss", loss, prog_bar=True, batch_size=tokens)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, tokens = self.token_loss(batch)
+        self.log("val_loss", loss, prog_bar=True, batch_size=tokens, sync_dist=True)
+
+
+def causal_lm_loss(model: nn.Module, batch: dict, reduction: str = "mean") -> tuple[torch.Tensor, int]:
+    """Next-token cross-entropy on the tokens whose label is not -100 (``reduction`` mean or sum), and their
+    count. The LM head runs only at those positions where the model allows it (``decoder_and_head``)."""
+    from adaptlab.models.causal import decoder_and_head
+
+    # no KV cache: it is not needed for a loss, and with one transformers ignores packed position ids
+    inputs = {**{k: v for k, v in batch.items() if k != "labels"}, "use_cache": False}
+    targets = batch["labels"][:, 1:]
+    keep = targets != -100
+    parts = decoder_and_head(model)
+    if parts is None:
+        logits = model(**inputs).logits[:, -batch["labels"].shape[1]:][:, :-1][keep]  # prompt tuning prepends tokens
+    else:
+        decoder, head = parts
+        logits = head(decoder(**inputs).last_hidden_state[:, :-1][keep])
+    loss = F.cross_entropy(logits.float(), targets[keep], reduction=reduction)
+    return loss, int(keep.sum())

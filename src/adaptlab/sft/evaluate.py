@@ -1,0 +1,134 @@
+"""How good a causal LM is at a generation task, and how much of what it knew it kept.
+
+- ``sequence_loss``: token-weighted next-token loss on labelled tokens (held-out loss; perplexity = exp(loss)).
+- ``generate_replies``: batched greedy generation from rendered prompts (left-padded), reporting for each reply
+  whether the model stopped by itself (emitted its end-of-turn token) or ran into ``max_new_tokens``.
+- ``reply_metrics``: exact match and token F1 (SQuAD normalisation) and ROUGE-L against the references.
+- ``forgetting_probe``: perplexity on general text no training saw, and zero-shot Rotten Tomatoes accuracy by
+  label scoring; measured before and after tuning, the deltas are the forgetting.
+
+Every function works on plain and PEFT models alike (prompt tuning's virtual tokens included).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from adaptlab.metrics import exact_match, rouge_l, token_f1
+from adaptlab.models.loading import pad_batch, pad_id
+from adaptlab.sft.template import IGNORE, encode_text
+
+RT_QUESTION = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\nReview: "
+RT_SAMPLE = 200  # Rotten Tomatoes test-pool sentences scored for the forgetting probe
+GENERAL_MAX_TOKENS = 128  # tokens of each general text scored (the opening of a Wikipedia summary)
+
+
+@torch.inference_mode()
+def sequence_loss(model, examples: Sequence[tuple[list[int], list[int]]], pad: int, batch_size: int = 16) -> dict:
+    """``{"loss", "perplexity", "tokens"}`` over the labelled tokens of ``examples`` ((ids, labels) pairs)."""
+    from adaptlab.training.module import causal_lm_loss
+
+    total, tokens = 0.0, 0
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))  # similar lengths, little padding
+    for start in range(0, len(order), batch_size):
+        batch = [examples[i] for i in order[start : start + batch_size]]
+        ids, mask = pad_batch([ids for ids, _ in batch], pad)
+        labels, _ = pad_batch([labels for _, labels in batch], IGNORE)
+        inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        loss, count = causal_lm_loss(model, {k: v.to(model.device) for k, v in inputs.items()}, reduction="sum")
+        total += float(loss)
+        tokens += count
+    loss = total / max(tokens, 1)
+    return {"loss": round(loss, 4), "perplexity": round(math.exp(min(loss, 50)), 3), "tokens": tokens}
+
+
+@torch.inference_mode()
+def generate_replies(model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int = 16) -> dict:
+    """Greedy replies to token-id ``prompts``: ``{"texts", "lengths", "stopped", "seconds", "tokens"}``."""
+    eos = tokenizer.eos_token_id
+    texts, lengths, stopped = [""] * len(prompts), [0] * len(prompts), [False] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    start_time = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        members = order[start : start + batch_size]
+        ids, mask = pad_batch([prompts[i] for i in members], pad_id(tokenizer), side="left")
+        output = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=False,
+                                max_new_tokens=max_new_tokens, pad_token_id=pad_id(tokenizer), eos_token_id=eos)
+        for row, i in enumerate(members):
+            new = output[row, ids.shape[1]:].tolist()
+            end = new.index(eos) if eos in new else len(new)
+            texts[i] = tokenizer.decode(new[:end], skip_special_tokens=True).strip()
+            lengths[i], stopped[i] = end, eos in new
+    seconds = time.perf_counter() - start_time
+    return {"texts": texts, "lengths": lengths, "stopped": stopped, "seconds": seconds, "tokens": sum(lengths)}
+
+
+def reply_metrics(replies: dict, references: Sequence[str]) -> dict:
+    """Means over the replies; ``per_example`` keeps the ROUGE-L, F1 and EM lists for paired comparisons."""
+    texts = replies["texts"]
+    per_example = {
+        "exact_match": [exact_match(t, (r,)) for t, r in zip(texts, references)],
+        "token_f1": [token_f1(t, (r,)) for t, r in zip(texts, references)],
+        "rouge_l": [rouge_l(t, r) for t, r in zip(texts, references)],
+    }
+    summary = {name: round(float(np.mean(values)), 4) for name, values in per_example.items()}
+    return {
+        **summary, "n": len(texts), "mean_length": round(float(np.mean(replies["lengths"])), 2),
+        "stopped": round(float(np.mean(replies["stopped"])), 4),
+        "generated_tokens_per_second": round(replies["tokens"] / max(replies["seconds"], 1e-9), 1),
+        "per_example": per_example,
+    }
+
+
+def rotten_tomatoes_probe() -> tuple[list[str], np.ndarray]:
+    """A fixed sample of Rotten Tomatoes sentences (balanced, seed 0): the zero-shot classification probe."""
+    from adaptlab.data import load_data
+
+    data = load_data("rotten_tomatoes")
+    rng = np.random.default_rng(0)
+    chosen = np.concatenate([rng.choice(np.flatnonzero(data.labels == k), RT_SAMPLE // 2, replace=False) for k in (0, 1)])
+    return [data.texts[i] for i in chosen], data.labels[chosen]
+
+
+@torch.inference_mode()
+def rt_accuracy(model, tokenizer, texts: Sequence[str], labels: np.ndarray, batch_size: int = 16) -> float:
+    """Zero-shot accuracy by comparing the next-token scores of "negative" and "positive" after the question."""
+    from adaptlab.sft.template import encode_prompt
+
+    from adaptlab.models.causal import decoder_and_head
+
+    words = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("negative", "positive")]
+    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": RT_QUESTION + t}]) for t in texts]
+    parts = decoder_and_head(model)
+    predictions = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = pad_batch(prompts[start : start + batch_size], pad_id(tokenizer), side="left")
+        inputs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
+        if parts is None:  # prompt learning: the full forward adds the virtual tokens
+            logits = model(**inputs).logits[:, -1]
+        else:  # the LM head at the last position only
+            logits = parts[1](parts[0](**inputs).last_hidden_state[:, -1])
+        predictions += logits[:, words].argmax(-1).tolist()
+    return round(float(np.mean(np.asarray(predictions) == labels)), 4)
+
+
+def forgetting_probe(model, tokenizer, general_texts: Sequence[str], rt: tuple[list[str], np.ndarray]) -> dict:
+    """``{"general_ppl", "rt_accuracy"}`` for one model (call before and after tuning)."""
+    examples = [chunk for text in general_texts for chunk in encode_text(tokenizer, text, GENERAL_MAX_TOKENS)[:1]]
+    general = sequence_loss(model, examples, pad_id(tokenizer))
+    return {"general_ppl": general["perplexity"], "rt_accuracy": rt_accuracy(model, tokenizer, *rt)}
+
+
+def forgetting_deltas(before: dict, after: dict) -> dict:
+    """Before, after and the change (perplexity also as a relative change)."""
+    return {
+        "before": before, "after": after,
+        "general_ppl_delta": round(after["general_ppl"] - before["general_ppl"], 3),
+        "general_ppl_relative": round(after["general_ppl"] / before["general_ppl"] - 1, 4),
+        "rt_accuracy_delta": round(after["rt_accuracy"] - before["rt_accuracy"], 4),
+    }

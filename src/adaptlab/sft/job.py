@@ -1,0 +1,254 @@
+"""Supervised fine-tuning of a causal LM: one job (``adaptlab.jobs.Job``) for every method, on the Lightning engine.
+
+Methods: ``full`` (every weight), ``last-k`` (the last ``layers`` blocks and the final norm), ``lora`` (PEFT,
+with DoRA and rsLoRA switches), ``prefix-tuning`` and ``prompt-tuning`` (PEFT's virtual tokens). The data are
+conversations (loss on assistant turns, end-of-turn token included) or plain text (every token; packed).
+Training is the classifiers' engine with the ``causal-lm`` objective: best epoch by validation loss, resume
+from the last checkpoint, DDP through ``--devices``/``--strategy``.
+
+Evaluation (after ``fit``, on the test split once): held-out loss and perplexity, greedy replies scored by
+exact match, token F1 and ROUGE-L, mean length and the share that stopped by itself, a few samples, and the
+forgetting probe before and after (general-text perplexity, zero-shot Rotten Tomatoes accuracy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import run_job
+from adaptlab.params import check_fields, check_names, param
+from adaptlab.runtime import Runtime
+from adaptlab.training.engine import TrainingOptions
+
+METHODS = ("full", "last-k", "lora", "prefix-tuning", "prompt-tuning")
+#: default peak learning rate per method: pretrained weights take small steps, new virtual tokens large ones
+DEFAULT_LR = {"full": 2e-5, "last-k": 5e-5, "lora": 2e-4, "prefix-tuning": 5e-3, "prompt-tuning": 3e-2}
+PROMPT_LEARNING = {"prefix-tuning": "prefix", "prompt-tuning": "prompt"}
+SAMPLES = 5  # (prompt, reference, output) rows kept in the manifest
+
+
+@dataclass(kw_only=True, eq=False)
+class SFTJob(TrainingOptions):
+    """Adapt a causal LM to generate like the training data (``adaptlab sft``)."""
+
+    name = "sft"
+    model: str = param("smollm2-135m", "Causal LM to adapt: short name, Hub id, local directory, or an sft/dpo/ppo artifact.")
+    method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning.", choices=METHODS)
+    lr: float | None = param(None, "Peak learning rate (default per method: full 2e-5, last-k 5e-5, lora 2e-4, "
+                             "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0)
+    epochs: int = param(2, "Training epochs.", minimum=1)
+    batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1)
+    r: int = param(16, "LoRA rank.", minimum=1)
+    alpha: int = param(32, "LoRA alpha (scale = alpha / r).", minimum=1)
+    lora_dropout: float = param(0.05, "LoRA dropout.", minimum=0, below=1)
+    use_dora: bool = param(False, "DoRA: weight-decomposed LoRA.")
+    use_rslora: bool = param(False, "rsLoRA: scale by alpha / sqrt(r).")
+    layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1)
+    num_virtual_tokens: int = param(20, "prefix/prompt tuning: virtual tokens.", minimum=1, below=1025)
+    init_text: str | None = param(None, "prompt tuning: start the virtual tokens from this text's embeddings.")
+    max_length: int = param(512, "Tokens per example (or packed block); longer ones are cut.", minimum=8, below=100_001)
+    packing: bool | None = param(None, "Pack examples into blocks of max-length (position ids reset per example); "
+                                 "default: on for plain text, off for conversations.")
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass: less memory, ~30% slower.")
+    max_new_tokens: int = param(48, "Evaluation: most tokens generated per test reply.", minimum=1, below=4097)
+    generate_limit: int | None = param(256, "Evaluation: test examples generated and scored (all are used for the loss).", minimum=1)
+    forgetting: bool = param(True, "Measure forgetting (general-text perplexity, zero-shot Rotten Tomatoes) before and after.")
+    forgetting_text: str | None = param(None, "File of general text (.txt/.jsonl) for the forgetting perplexity "
+                                        "(default: held-out Wikipedia summaries).")
+    device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
+    progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.method]
+        self.check_training()
+        if self.packing and self.method in PROMPT_LEARNING:
+            raise AdaptlabError(f"--packing cannot be used with {self.method}: virtual tokens would sit only before the first packed example")
+        if self.forgetting_text is not None and not Path(self.forgetting_text).is_file():
+            raise AdaptlabError(f"--forgetting-text '{self.forgetting_text}' does not exist; pass a .txt or .jsonl file")
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.device, self.precision, training=True)
+
+    # -- training ------------------------------------------------------------------------------------------
+    def fit(self, splits, workdir: Path) -> "SFTJob":
+        from adaptlab.models.causal import is_artifact, load_causal_lm
+        from adaptlab.models.loading import pad_id
+        from adaptlab.sft.template import ensure_chat_template
+        from adaptlab.training.data import BatchDataModule, CausalCollator, CausalDataset, causal_rows
+        from adaptlab.training.engine import fit_module
+
+        if self.method in PROMPT_LEARNING and is_artifact(self.model):
+            raise AdaptlabError(f"{self.method} cannot start from an artifact (its virtual tokens cannot be merged into it); "
+                                "start from a model, or use lora, last-k or full")
+        self.splits_ = splits
+        lm, self.tokenizer_, self.ref_ = load_causal_lm(self.model, "cpu")
+        if splits.kind == "chat":
+            ensure_chat_template(self.tokenizer_)
+        self.kept_ = {name: self._encode(getattr(splits, name)) for name in ("train", "val", "test")}
+        for name in ("train", "val"):
+            if not self.kept_[name]:
+                raise AdaptlabError(f"no {name} example has a token to learn from after truncation to {self.max_length}; raise --max-length")
+        self.model_ = self._adapt(lm)
+        if self.gradient_checkpointing:
+            self.model_.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        block = self.max_length if self._packing() else None
+        train, val = (CausalDataset(causal_rows(self.kept_[name], block)) for name in ("train", "val"))
+        data = BatchDataModule(train, val, CausalCollator(pad_id(self.tokenizer_)), self.batch_size, self.seed, self.group_by_length)
+        self.report_ = fit_module(self.model_, data, self, workdir, self.runtime, objective="causal-lm")
+        self.model_.eval()
+        if self.gradient_checkpointing:
+            self.model_.gradient_checkpointing_disable()
+        return self
+
+    def _packing(self) -> bool:
+        return self.splits_.kind == "text" if self.packing is None else self.packing
+
+    def _encode(self, part) -> list[tuple[list[int], list[int]]]:
+        from adaptlab.sft.template import encode_conversation, encode_text
+
+        if part.kind == "text":
+            return [chunk for text in part.records for chunk in encode_text(self.tokenizer_, text, self.max_length) if len(chunk[0]) > 1]
+        encoded = (encode_conversation(self.tokenizer_, messages, self.max_length) for messages in part.records)
+        return [e for e in encoded if e is not None]
+
+    def _adapt(self, lm):
+        """The network to train: the method's PEFT wrapper, or the model with the right weights unfrozen."""
+        from peft import get_peft_model
+
+        from adaptlab.models.adapters import lora_config, prompt_learning_config
+        from adaptlab.models.classifier import transformer_blocks
+
+        if self.method == "full":
+            return lm.requires_grad_(True)
+        if self.method == "last-k":
+            blocks = transformer_blocks(lm)
+            if self.layers > len(blocks):
+                raise AdaptlabError(f"--layers {self.layers} is more than the {len(blocks)} blocks model '{self.model}' has")
+            lm.requires_grad_(False)
+            for block in blocks[-self.layers:]:
+                block.requires_grad_(True)
+            final_norm = getattr(lm.get_decoder(), "norm", None)  # between the last block and the LM head
+            if final_norm is not None:
+                final_norm.requires_grad_(True)
+            return lm
+        if self.method == "lora":
+            config = lora_config("sft", lm, r=self.r, alpha=self.alpha, dropout=self.lora_dropout,
+                                 use_dora=self.use_dora, use_rslora=self.use_rslora)
+        else:
+            config = prompt_learning_config(PROMPT_LEARNING[self.method], "sft", lm, num_virtual_tokens=self.num_virtual_tokens,
+                                            init_text=self.init_text, tokenizer_path=self.ref_.path)
+        return get_peft_model(lm, config)
+
+    # -- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(self, splits) -> dict:
+        from adaptlab.models.loading import pad_id
+        from adaptlab.sft.evaluate import forgetting_deltas, sequence_loss
+
+        self.model_.to(self.runtime.torch_device)
+        pad = pad_id(self.tokenizer_)
+        metrics: dict[str, Any] = {"val": sequence_loss(self.model_, self.kept_["val"], pad)}
+        test = sequence_loss(self.model_, self.kept_["test"], pad) if self.kept_["test"] else {}
+        if splits.kind == "chat":
+            test.update(self._replies(splits.test.records))
+        metrics["test"] = test
+        if self.forgetting:
+            metrics["forgetting"] = forgetting_deltas(self._probe(before=True), self._probe(before=False))
+        return metrics
+
+    def _replies(self, records: list) -> dict:
+        from adaptlab.sft.evaluate import generate_replies, reply_metrics
+        from adaptlab.sft.template import encode_prompt, prompt_and_reference
+
+        asked = [prompt_and_reference(messages) for messages in records[: self.generate_limit]]
+        prompts = [encode_prompt(self.tokenizer_, messages) for messages, _ in asked]
+        replies = generate_replies(self.model_, self.tokenizer_, prompts, self.max_new_tokens)
+        self.rate_ = len(prompts) / max(replies["seconds"], 1e-9)
+        scores = reply_metrics(replies, [reference for _, reference in asked])
+        self.per_example_ = scores.pop("per_example")  # for paired comparisons (compare); not in the manifest
+        self.samples_ = [{"prompt": messages[-1]["content"], "reference": reference, "output": output}
+                         for (messages, reference), output in list(zip(asked, replies["texts"]))[:SAMPLES]]
+        return scores
+
+    def _probe(self, before: bool) -> dict:
+        """The forgetting probe on the tuned model, or (``before``) on the model it started from: PEFT adapters
+        switched off, or for full and last-k a fresh copy of the starting weights."""
+        import contextlib
+
+        from peft import PeftModel
+
+        from adaptlab.models.causal import load_causal_lm
+        from adaptlab.sft.evaluate import forgetting_probe, rotten_tomatoes_probe
+
+        if getattr(self, "general_", None) is None:
+            self.general_, self.rt_ = _general_texts(self.forgetting_text), rotten_tomatoes_probe()
+        model, context = self.model_, contextlib.nullcontext()
+        if before and isinstance(model, PeftModel):
+            context = model.disable_adapter()
+        elif before:
+            model = load_causal_lm(self.model, str(self.runtime.torch_device))[0]
+        with context:
+            return forgetting_probe(model, self.tokenizer_, self.general_, self.rt_)
+
+    def inference_rate(self, splits) -> float | None:
+        return getattr(self, "rate_", None)
+
+    # -- what the manifest records -------------------------------------------------------------------------
+    def cost(self) -> dict:
+        return {"trainable_params": sum(p.numel() for p in self.model_.parameters() if p.requires_grad),
+                "total_params": sum(p.numel() for p in self.model_.parameters())}
+
+    def base_model(self) -> dict:
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref_)
+
+    def get_params(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime")}
+
+    def training_report(self) -> dict:
+        return dataclasses.asdict(self.report_)
+
+    def details(self) -> dict:
+        sizes = {name: len(getattr(self.splits_, name)) for name in ("train", "val", "test")}
+        return {
+            "data_kind": self.splits_.kind, "chat_template": self.tokenizer_.chat_template,
+            "packing": self._packing(), "examples_cut_or_dropped": {n: sizes[n] - len(self.kept_[n]) for n in sizes}
+            if self.splits_.kind == "chat" else None,
+            "samples": getattr(self, "samples_", []),
+        }
+
+    def save(self, directory: Path) -> None:
+        from adaptlab.models.causal import save_generator
+
+        save_generator(self.model_, self.tokenizer_, directory, self.base_model())
+
+
+def _general_texts(path: str | None) -> list[str]:
+    from adaptlab.data.generation import general_text_sample, load_generation_data
+
+    if path is None:
+        return general_text_sample()
+    data = load_generation_data(path)
+    if data.kind != "text":
+        raise AdaptlabError(f"--forgetting-text '{path}' must be plain text (.txt, or .jsonl rows with 'text')")
+    return data.records
+
+
+def train_sft(splits, output: str | Path, **params: Any):
+    """Fine-tune on ``splits`` (``adaptlab.load_generation_splits``) and write the artifact; returns ``JobResult``.
+
+    >>> splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=512, test_size=64)
+    >>> adaptlab.train_sft(splits, "runs/sft-lora", method="lora", epochs=1).manifest["metrics"]["test"]["rouge_l"]
+    """
+    check_names(SFTJob, params, "train_sft", "SFT")
+    params.setdefault("seed", splits.seed)
+    job = SFTJob(**params)
+    return run_job(job, splits, output, seed=job.seed, labels=[], data_description=splits.describe(),
+                   train_examples=len(splits.train), resume=job.resume)
