@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/rag.py
 	$(PY) benchmarks/serve_load.py
 	$(PY) benchmarks/reward_hh.py
+	$(PY) benchmarks/sft.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -226,7 +226,8 @@ def test_retrieval_metrics_match_hand_computed_values():
 
 
 def test_squad_answer_normalisation_exact_match_and_f1():
-    from adaptlab.rag.evaluate import clean_answer, exact_match, token_f1
+    from adaptlab.metrics import exact_match, token_f1
+    from adaptlab.rag.evaluate import clean_answer
 
     assert exact_match("The Denver Broncos!", ("Denver Broncos",)) == 1.0
     assert token_f1("Denver Broncos team", ("Denver Broncos",)) == pytest.approx(0.8)

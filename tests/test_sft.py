@@ -184,6 +184,9 @@ def test_every_method_trains_evaluates_and_reloads_as_a_generator(tiny_llama, tm
     test = manifest["metrics"]["test"]
     assert {"loss", "perplexity", "rouge_l", "token_f1", "exact_match", "mean_length", "stopped"} <= set(test)
     assert manifest["strategy"] == "sft" and manifest["params"]["method"] == method
+    from adaptlab.jobs import COST_KEYS, MANIFEST_KEYS
+
+    assert set(MANIFEST_KEYS) <= set(manifest) and set(COST_KEYS) == set(manifest["cost"])  # the one schema
     trainable, total = manifest["cost"]["trainable_params"], manifest["cost"]["total_params"]
     assert 0 < trainable <= total and (trainable == total) == (method == "full")
     assert manifest["training"]["tokens_per_second"] > 0 and manifest["training"]["best_val_loss"] is not None
@@ -193,6 +196,21 @@ def test_every_method_trains_evaluates_and_reloads_as_a_generator(tiny_llama, tm
     generator = Generator(str(tmp_path / method))
     prompt = generator.render_chat(splits.test.records[0][0]["content"])
     assert generator.generate(prompt) == Generator(str(tmp_path / method)).generate(prompt)  # reload is deterministic
+
+
+def test_plain_text_trains_packed_with_checkpointing_and_accumulation(tiny_llama, tmp_path):
+    import adaptlab
+
+    folder = tmp_path / "domain"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text("\n\n".join(f"Paragraph {j} of document {i} about owls." for j in range(4)))
+    splits = adaptlab.load_generation_splits(folder)
+    manifest = adaptlab.train_sft(splits, tmp_path / "cpt", model=str(tiny_llama), method="lora", max_length=32,
+                                  gradient_checkpointing=True, grad_accum=2, **FAST).manifest
+    assert manifest["details"]["data_kind"] == "text" and manifest["details"]["packing"] is True
+    assert manifest["metrics"]["test"]["perplexity"] > 1 and "rouge_l" not in manifest["metrics"]["test"]
+    assert manifest["training"]["steps"] >= 1
 
 
 def test_lora_adapter_loads_with_plain_peft_and_merges_for_pipeline(tiny_llama, tmp_path):
@@ -208,10 +226,14 @@ def test_lora_adapter_loads_with_plain_peft_and_merges_for_pipeline(tiny_llama, 
     config = json.loads((tmp_path / "lora" / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_llama) and config["task_type"] == "CAUSAL_LM"
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama), tmp_path / "lora" / "adapter")
+    from peft import AutoPeftModelForCausalLM
+
+    auto = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "lora" / "adapter")  # finds the base by itself
     ours = Generator(str(tmp_path / "lora"))
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         torch.testing.assert_close(tuned(input_ids=ids).logits, ours.model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(auto(input_ids=ids).logits, ours.model(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
     merge_lora(tmp_path / "lora", tmp_path / "merged")
     prompt = ours.render_chat("Say the colour number 3.")
     pipe = pipeline("text-generation", model=str(tmp_path / "merged" / "model"))
@@ -298,6 +320,17 @@ def test_sft_cli_trains_generates_and_refuses_bad_data_in_one_line(tiny_llama, t
     assert code == 2 and "methd" in stderr
 
 
+def test_ddp_on_two_cpu_processes(tiny_llama, tmp_path):
+    data = write_jsonl(tmp_path / "pc.jsonl", pc_rows(40))
+    command = [str(Path(sys.executable).parent / "adaptlab"), "sft", "train", "--data", str(data), "--model", str(tiny_llama),
+               "--epochs", "1", "--batch-size", "4", "--devices", "2", "--strategy", "ddp", "--device", "cpu",
+               "--max-new-tokens", "2", "--no-forgetting", "-o", str(tmp_path / "ddp")]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("artifact:") == 1  # one report, from rank 0
+    assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["training"]["epochs_run"] == 1
+
+
 def test_sft_eval_scores_zero_and_few_shot_prompting(tiny_llama, tmp_path, cli):
     data = write_jsonl(tmp_path / "pc.jsonl", pc_rows(40))
     code, stdout, stderr = cli("sft", "eval", "--data", str(data), "--model", str(tiny_llama), "--shots", "2",
@@ -305,6 +338,53 @@ def test_sft_eval_scores_zero_and_few_shot_prompting(tiny_llama, tmp_path, cli):
     assert code == 0, stderr
     result = json.loads(stdout)
     assert result["strategy"] == "2-shot" and result["metrics"]["test"]["n"] == 4
+
+
+# -- generator artifacts in the rest of the toolkit ---------------------------------------------------------
+def prompts_file(directory: Path) -> Path:
+    path = directory / "prompts.txt"
+    path.write_text("\n".join(f"Question {i}:" for i in range(4)))
+    return path
+
+
+def test_sft_then_dpo_then_generate_serve_and_rag_from_the_artifacts(tiny_llama, tiny_bert, tmp_path, cli, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the PPO reward function test_rlhf:colons
+    from fastapi.testclient import TestClient
+
+    from adaptlab.rag import RagIndex
+    from adaptlab.serve import create_app, load_registry
+
+    data = write_jsonl(tmp_path / "pc.jsonl", pc_rows(40))
+    sft = tmp_path / "sft"
+    assert cli("sft", "train", "--data", str(data), "--model", str(tiny_llama), "--epochs", "1", "--max-new-tokens", "2",
+               "--no-forgetting", "-o", str(sft))[0] == 0
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", [{"prompt": f"Question {i}", "chosen": "a kind answer",
+                                                    "rejected": "a rude answer"} for i in range(30)])
+    code, _, err = cli("rlhf", "dpo", "--data", str(prefs), "--model", str(sft), "--epochs", "1", "--max-length", "64",
+                       "-o", str(tmp_path / "dpo"))
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "dpo" / "manifest.json").read_text())
+    assert manifest["base_model"]["name"] == str(tiny_llama) and manifest["base_model"]["started_from"]["strategy"] == "sft"
+    assert (tmp_path / "dpo" / "model" / "config.json").exists()  # self-contained: SFT and DPO merged, no dependency
+    code, _, err = cli("rlhf", "ppo", "--reward", "test_rlhf:colons", "--prompts", str(prompts_file(tmp_path)),
+                       "--model", str(sft), "--steps", "1", "--batch-size", "2", "--mini-batch-size", "2",
+                       "--max-new-tokens", "3", "-o", str(tmp_path / "ppo"))
+    assert code == 0, err
+    for artifact in (sft, tmp_path / "dpo", tmp_path / "ppo"):
+        code, out, err = cli("generate", "--model", str(artifact), "--max-new-tokens", "3", "--no-stream", "Hello")
+        assert code == 0, err
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "eiffel.txt").write_text("The Eiffel Tower was completed in 1889.")
+    RagIndex(tmp_path / "store", model=str(tiny_bert), progress=False).update([str(tmp_path / "docs")])
+    code, out, err = cli("rag", "ask", "When?", "--store", str(tmp_path / "store"), "--model", str(sft), "-k", "1",
+                         "--max-new-tokens", "3", "--json")
+    assert code == 0, err
+    registry = load_registry({}, [str(tmp_path / "dpo")], None, "cpu")
+    with TestClient(create_app(registry)) as client:
+        reply = client.post("/v1/generate", json={"prompt": "Hello", "max_new_tokens": 3})
+        assert reply.status_code == 200 and isinstance(reply.json()["text"], str)
+    code, _, err = cli("generate", "--model", str(tmp_path / "docs"), "Hello")
+    assert code == 2 and "config.json" in err
 
 
 # -- the real packaged model -------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ def train(values: dict) -> None:
     splits = config.data.load()
     output = config.output or f"runs/sft-{config.params.get('method', 'lora')}"
     manifest = train_sft(splits, output, **config.params).manifest
+    if not manifest:  # a secondary process of multi-process training: rank 0 reports
+        return
     if as_json:
         print(json.dumps({"artifact": str(output), **{k: manifest[k] for k in ("metrics", "cost")}}, indent=2))
         return

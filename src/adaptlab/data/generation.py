@@ -29,7 +29,7 @@ from adaptlab.data.loaders import FILE_SUFFIXES, HUB_ID, read_table, read_utf8
 from adaptlab.errors import AdaptlabError
 
 NAMED_TASKS = {
-    "wiki-descriptions": "Wikipedia article opening -> its short description (about 9,800 rows, offline)",
+    "wiki-descriptions": "Wikipedia article opening -> its short description (9,799 rows, offline)",
     "wikipedia": "Wikipedia summaries as plain text, for domain adaptation (about 10,000 articles, offline)",
 }
 WIKI_INSTRUCTION = "Write the short description of the Wikipedia article that begins:\n\n"

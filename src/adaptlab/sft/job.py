@@ -108,6 +108,8 @@ class SFTJob(TrainingOptions):
         return self
 
     def _packing(self) -> bool:
+        if self.method in PROMPT_LEARNING:  # the virtual tokens would precede only the first example of a block
+            return False
         return self.splits_.kind == "text" if self.packing is None else self.packing
 
     def _encode(self, part) -> list[tuple[list[int], list[int]]]:
