@@ -7,6 +7,8 @@ the thread a ``launch`` function chooses: the server keeps all model work on its
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -52,8 +54,29 @@ class SamplingOptions:
 
 
 class Generator:
+    #: a view on a PEFT model that several served names share (``adaptlab.serve.generators``) selects its
+    #: ``adapter`` before generating, or switches every adapter off when it is None (the base)
+    shared: bool = False
+    adapter: str | None = None
+
     def __init__(self, model: str = "smollm2-135m", device: str | None = None) -> None:
         self.model, self.tokenizer, self.ref = load_causal_lm(model, device)
+
+    def view(self, adapter: str | None, tokenizer=None) -> "Generator":
+        """The same weights generating through ``adapter`` (None: none), with its own tokenizer if given."""
+        view = copy.copy(self)
+        view.shared, view.adapter, view.tokenizer = True, adapter, tokenizer or self.tokenizer
+        return view
+
+    def selected(self):
+        """Select this generator's adapter for the next forward passes (a no-op for a plain model). Callers run
+        it and the generation in one piece of work on the compute thread, so no other request interleaves."""
+        if not self.shared:
+            return contextlib.nullcontext()
+        if self.adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(self.adapter)
+        return contextlib.nullcontext()
 
     @classmethod
     def from_loaded(cls, model, tokenizer, ref) -> "Generator":
@@ -89,7 +112,7 @@ class Generator:
         options.check()
         inputs = self._inputs(prompt)
         torch.manual_seed(options.seed)
-        with torch.inference_mode():
+        with self.selected(), torch.inference_mode():
             output = self.model.generate(**inputs, **options.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
@@ -112,7 +135,7 @@ class Generator:
 
         def run() -> None:
             try:
-                with torch.inference_mode():
+                with self.selected(), torch.inference_mode():
                     self.model.generate(**inputs, **options.generate_kwargs(), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([halt]),
                                         pad_token_id=self.tokenizer.pad_token_id)

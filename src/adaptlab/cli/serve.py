@@ -16,7 +16,10 @@ def serve(
     artifacts: Annotated[Optional[list[str]], typer.Argument(help="Artifact directories, as PATH or NAME=PATH.")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 exposes the server to the network).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    generator: Annotated[Optional[list[str]], typer.Option(help="Causal LM for /v1/generate and /v1/rag/ask (repeatable), e.g. smollm2-135m.")] = None,
+    generator: Annotated[Optional[list[str]], typer.Option(help="Causal LM for /v1/chat/completions, /v1/completions, /v1/generate and /v1/rag/ask (repeatable): MODEL or NAME=MODEL, e.g. smollm2-135m or sft=runs/sft-lora (LoRA artifacts of one base share it).")] = None,
+    embedder: Annotated[Optional[list[str]], typer.Option(help="Embedding model for /v1/embeddings (repeatable), e.g. minilm.")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' on every /v1 route (or set ADAPTLAB_API_KEY).", envvar="ADAPTLAB_API_KEY")] = None,
+    max_concurrent: Annotated[int, typer.Option(help="Most generations in flight on the OpenAI routes; more get 429.")] = 64,
     rag_store: Annotated[Optional[str], typer.Option(help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL).")] = None,
     max_batch: Annotated[int, typer.Option(help="Most texts per forward pass.")] = 32,
     batch_window_ms: Annotated[float, typer.Option(help="How long a lone request waits for company, in ms.")] = 5.0,
@@ -27,7 +30,8 @@ def serve(
     max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 20_000,
     device: DEVICE = None,
 ) -> None:
-    """Serve artifacts over HTTP: /v1/classify, /v1/generate, /v1/rag/ask, /v1/models, /health; docs at /docs."""
+    """Serve artifacts over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and
+    /v1/models, plus /v1/classify, /v1/generate, /v1/rag/ask, /health; docs at /docs."""
     import uvicorn
 
     from adaptlab.runtime import Runtime
@@ -35,7 +39,8 @@ def serve(
     from adaptlab.serve.allocator import keep_large_buffers
     from adaptlab.serve.precision import check_serve_precision
 
-    for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars)):
+    for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars),
+                        ("--max-concurrent", max_concurrent)):
         if value < 1:
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
     if batch_window_ms < 0:
@@ -43,15 +48,16 @@ def serve(
     check_serve_precision(precision)
     Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     named = parse_artifact_arguments(artifacts or [])
-    if not named and not generator and rag_store is None:
-        raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL or --rag-store DIR")
+    if not named and not generator and not embedder and rag_store is None:
+        raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL, --embedder MODEL or --rag-store DIR")
     if rag_store is not None:
         existing_store(rag_store)
         generator = generator or ["smollm2-135m"]
     keep_large_buffers()  # steady throughput from the first request (see adaptlab.serve.allocator)
-    registry = load_registry(named, generator or [], rag_store, device, share_lora)
+    registry = load_registry(named, generator or [], rag_store, device, share_lora, embedder or [])
     options = ServeOptions(max_batch=max_batch, batch_window_ms=batch_window_ms, batching=batching,
-                           max_texts=max_texts, max_chars=max_chars, precision=precision)
-    Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators]) or 'RAG'} on "
+                           max_texts=max_texts, max_chars=max_chars, precision=precision,
+                           max_concurrent=max_concurrent, api_key=api_key or None)
+    Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators, *registry.embedders]) or 'RAG'} on "
                                f"http://{host}:{port} (docs: /docs)")
     uvicorn.run(create_app(registry, options), host=host, port=port, log_level="warning")

@@ -73,21 +73,26 @@ def _from_artifact(path: Path, name: str) -> tuple:
     if manifest["strategy"] not in GENERATOR_STRATEGIES:
         raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' classifier, not a generator; use a causal "
                             f"LM or an artifact of {', '.join(GENERATOR_STRATEGIES)}")
-    tokenizer_dir = path / "tokenizer" if (path / "tokenizer").is_dir() else path / ("model" if (path / "model").is_dir() else "adapter")
-    tokenizer = prepare_tokenizer(ModelRef(name, str(tokenizer_dir), local=True), "decoder")
+    tokenizer = artifact_tokenizer(path)
     if (path / "model").is_dir():
         model = AutoModelForCausalLM.from_pretrained(path / "model")
     else:
         from peft import PeftModel
 
-        base, _, _ = load_causal_lm(_base_name(manifest["base_model"], path), "cpu")
+        base, _, _ = load_causal_lm(find_base(manifest["base_model"], path), "cpu")
         model = PeftModel.from_pretrained(base, path / "adapter")
         if model.peft_config["default"].peft_type.value == "LORA":
             model = model.merge_and_unload()
     return model, tokenizer, ModelRef(name, str(path.resolve()), local=True)
 
 
-def _base_name(record: dict, artifact: Path) -> str:
+def artifact_tokenizer(path: Path):
+    """A generator artifact's tokenizer (with the chat template it was trained with), ready to pad."""
+    tokenizer_dir = path / "tokenizer" if (path / "tokenizer").is_dir() else path / ("model" if (path / "model").is_dir() else "adapter")
+    return prepare_tokenizer(ModelRef(str(path), str(tokenizer_dir), local=True), "decoder")
+
+
+def find_base(record: dict, artifact: Path) -> str:
     """The base an adapter artifact needs, found here: its name (short name, directory) or else its Hub id."""
     name = record["name"]
     if name in PACKAGED_MODELS or Path(name).expanduser().is_dir() or not record.get("hub_id"):

@@ -37,6 +37,9 @@ class ServeOptions:
     max_body_bytes: int = 2 * 2**20
     max_new_tokens: int = 1024
     precision: str = "auto"  # auto | fp32 | bf16, see adaptlab.serve.precision
+    max_concurrent: int = 64  # generations in flight on the OpenAI routes; more get 429
+    max_generation_batch: int = 16  # requests decoded together
+    api_key: str | None = None  # when set, every /v1 route needs "Authorization: Bearer <key>"
 
 
 class _Strict(BaseModel):
@@ -85,7 +88,8 @@ class ApiError(Exception):
 
 
 def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+    """OpenAI's error envelope, on every route (``type`` and ``code`` name the kind of error)."""
+    return JSONResponse({"error": {"type": kind, "message": message, "param": None, "code": kind}}, status_code=status)
 
 
 class BodyLimit:
@@ -135,6 +139,8 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         for name, artifact in registry.artifacts.items()
     }
 
+    decoders = _decoders(registry, executor, options)
+
     @asynccontextmanager
     async def lifespan(_app):
         yield
@@ -144,6 +150,8 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
 
     app = FastAPI(title="adaptlab", description="Serve trained adaptlab artifacts.", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=options.max_body_bytes)
+    if options.api_key:
+        app.add_middleware(BearerKey, key=options.api_key)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
@@ -178,11 +186,18 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
     async def health() -> dict:
         return {"status": "ok", "models": list(registry.artifacts), "generators": list(registry.generators),
                 "rag": registry.rag is not None,
-                "batches": {name: {"forward_passes": b.batches, "texts": b.texts} for name, b in batchers.items()}}
+                "batches": {name: {"forward_passes": b.batches, "texts": b.texts} for name, b in batchers.items()},
+                "generation_batches": {name: {"batches": d.batches, "requests": d.requests} for name, d in decoders.items()}}
 
     @app.get("/v1/models")
     async def models() -> dict:
+        """OpenAI's list (``object``, ``data``: every generator, adapters with their ``parent``, classifiers and
+        embedders) plus adaptlab's own detail (``models``, ``generators``, ``rag``)."""
+        entry = lambda name, **extra: {"id": name, "object": "model", "created": 0, "owned_by": "adaptlab", **extra}
+        data = [entry(n, parent=registry.parents.get(n), kind="generator") for n in registry.generators]
+        data += [entry(n, kind="classifier") for n in registry.artifacts] + [entry(n, kind="embedder") for n in registry.embedders]
         return {
+            "object": "list", "data": data,
             "models": [{
                 "name": name, "strategy": a.manifest["strategy"], "base_model": a.manifest["base_model"]["name"],
                 "labels": a.label_names, "test_accuracy": a.manifest["metrics"]["test"]["accuracy"],
@@ -191,6 +206,10 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             "generators": list(registry.generators),
             "rag": None if registry.rag is None else {"store": registry.rag.store.location, "chunks": registry.rag.store.count()},
         }
+
+    from adaptlab.serve.openai_api import openai_router
+
+    app.include_router(openai_router(registry, decoders, executor, options, ApiError))
 
     @app.post("/v1/classify", response_model=ClassifyResponse)
     async def classify(request: ClassifyRequest) -> dict:
@@ -252,6 +271,42 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         return summary()
 
     return app
+
+
+def _decoders(registry: Registry, executor, options: ServeOptions) -> dict:
+    """One batched decoder per served weights (adapters of one base share their base's), by generator name."""
+    from adaptlab.models.causal import decoder_and_head
+    from adaptlab.serve.decoding import BatchedDecoder, UnbatchedDecoder
+
+    by_weights: dict[int, object] = {}
+    decoders = {}
+    for name, generator in registry.generators.items():
+        if decoder_and_head(generator.model) is None:
+            decoders[name] = UnbatchedDecoder(generator, executor)
+            continue
+        key = id(generator.model)
+        if key not in by_weights:
+            by_weights[key] = BatchedDecoder(generator.model, generator.tokenizer, executor,
+                                             max_batch=options.max_generation_batch, shared=generator.shared)
+        decoders[name] = by_weights[key]
+    return decoders
+
+
+class BearerKey:
+    """``--api-key``: every /v1 route needs ``Authorization: Bearer <key>``, compared in constant time (401 otherwise)."""
+
+    def __init__(self, app, key: str) -> None:
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        import hmac
+
+        if scope["type"] == "http" and scope["path"].startswith("/v1"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + self.key):
+                refusal = _error(401, "invalid_api_key", "missing or wrong API key; send Authorization: Bearer <key>")
+                return await refusal(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 async def _in_thread(executor, function, *args):

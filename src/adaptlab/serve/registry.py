@@ -43,7 +43,9 @@ class AdapterView(nn.Module):
 @dataclass
 class Registry:
     artifacts: dict = field(default_factory=dict)  # name -> Artifact
-    generators: dict = field(default_factory=dict)  # name -> Generator
+    generators: dict = field(default_factory=dict)  # name -> Generator (adapters: a view of their shared base)
+    parents: dict = field(default_factory=dict)  # generator adapter name -> the served base it sits on
+    embedders: dict = field(default_factory=dict)  # name -> Embedder, for /v1/embeddings
     shared_bases: dict = field(default_factory=dict)  # artifact name -> name of the artifact whose base it uses
     rag: object = None  # RagIndex
     device: str | None = None  # where the models run (None: CUDA when available)
@@ -84,7 +86,7 @@ def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:
 
 
 def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: str | None, device: str | None,
-                  share_lora: bool = True) -> Registry:
+                  share_lora: bool = True, embedders: list[str] = ()) -> Registry:
     from adaptlab.artifacts import read_manifest
     from adaptlab.generation import Generator
     from adaptlab.methods import get_strategy
@@ -108,8 +110,16 @@ def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: 
         causal_lm = registry.artifacts[name].strategy.causal_lm()
         if causal_lm is not None:  # its causal LM can generate too, without a second copy
             registry.generators[name] = Generator.from_loaded(*causal_lm)
-    for model in generators:
-        registry.generators[model] = Generator(model, device)
+    from adaptlab.serve.generators import load_generators, parse_generator_arguments
+
+    for name, served in load_generators(parse_generator_arguments(generators), device).items():
+        registry.generators[name] = served.generator
+        if served.parent is not None:
+            registry.parents[name] = served.parent
+    from adaptlab.embeddings import Embedder
+
+    for model in embedders:  # no cache: a server would otherwise store a vector for every text it is sent
+        registry.embedders[model] = Embedder(model, normalize=True, progress=False, cache=False, device=device)
     if rag_store is not None:
         from adaptlab.rag import RagIndex
 
