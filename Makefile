@@ -34,6 +34,7 @@ bench: install
 	$(PY) benchmarks/compare_presets.py
 	$(PY) benchmarks/rag.py
 	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/serve_generation.py
 	$(PY) benchmarks/reward_hh.py
 	$(PY) benchmarks/sft.py
 

@@ -210,3 +210,26 @@ def test_batched_decoder_matches_transformers_generate(tiny_llama):
     text = generator.tokenizer.decode([t for t in expected.tolist() if t != generator.tokenizer.eos_token_id],
                                       skip_special_tokens=True)
     assert "".join(i for i in items if isinstance(i, str)) == text
+
+
+@pytest.mark.slow
+def test_smollm2_and_its_sft_adapter_through_the_openai_client(tmp_path):
+    import adaptlab
+    from adaptlab.serve import load_registry
+
+    splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=48, val_size=8, test_size=4)
+    adaptlab.train_sft(splits, tmp_path / "sft", method="lora", epochs=1, batch_size=8, lr=1e-3, forgetting=False,
+                       max_new_tokens=2, generate_limit=1, progress=False)
+    registry = load_registry({}, ["smollm2-135m", f"wiki={tmp_path / 'sft'}"], None, "cpu")
+    assert registry.generators["wiki"].model is registry.generators["smollm2-135m"].model  # one copy of SmolLM2
+    test_client, client = make_client(registry)
+    with test_client:
+        messages = [{"role": "user", "content": splits.test.records[0][-2]["content"]}]
+        tuned = client.chat.completions.create(model="wiki", messages=messages, max_tokens=24, temperature=0)
+        base = client.chat.completions.create(model="smollm2-135m", messages=messages, max_tokens=24, temperature=0)
+        assert tuned.choices[0].finish_reason in ("stop", "length") and tuned.choices[0].message.content.strip()
+        assert tuned.usage.completion_tokens <= 24 and base.usage.prompt_tokens == tuned.usage.prompt_tokens
+        assert tuned.choices[0].message.content != base.choices[0].message.content
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="wiki", messages=messages, max_tokens=24, temperature=0, stream=True) if c.choices)
+        assert streamed == tuned.choices[0].message.content

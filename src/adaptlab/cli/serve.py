@@ -20,6 +20,7 @@ def serve(
     embedder: Annotated[Optional[list[str]], typer.Option(help="Embedding model for /v1/embeddings (repeatable), e.g. minilm.")] = None,
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' on every /v1 route (or set ADAPTLAB_API_KEY).", envvar="ADAPTLAB_API_KEY")] = None,
     max_concurrent: Annotated[int, typer.Option(help="Most generations in flight on the OpenAI routes; more get 429.")] = 64,
+    generation_batch: Annotated[int, typer.Option(help="Most generation requests decoded together (1: one at a time).")] = 16,
     rag_store: Annotated[Optional[str], typer.Option(help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL).")] = None,
     max_batch: Annotated[int, typer.Option(help="Most texts per forward pass.")] = 32,
     batch_window_ms: Annotated[float, typer.Option(help="How long a lone request waits for company, in ms.")] = 5.0,
@@ -40,7 +41,7 @@ def serve(
     from adaptlab.serve.precision import check_serve_precision
 
     for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars),
-                        ("--max-concurrent", max_concurrent)):
+                        ("--max-concurrent", max_concurrent), ("--generation-batch", generation_batch)):
         if value < 1:
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
     if batch_window_ms < 0:
@@ -57,7 +58,7 @@ def serve(
     registry = load_registry(named, generator or [], rag_store, device, share_lora, embedder or [])
     options = ServeOptions(max_batch=max_batch, batch_window_ms=batch_window_ms, batching=batching,
                            max_texts=max_texts, max_chars=max_chars, precision=precision,
-                           max_concurrent=max_concurrent, api_key=api_key or None)
+                           max_concurrent=max_concurrent, max_generation_batch=generation_batch, api_key=api_key or None)
     Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators, *registry.embedders]) or 'RAG'} on "
                                f"http://{host}:{port} (docs: /docs)")
     uvicorn.run(create_app(registry, options), host=host, port=port, log_level="warning")

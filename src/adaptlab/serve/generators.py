@@ -42,25 +42,35 @@ def parse_generator_arguments(values: list[str]) -> dict[str, str]:
 def load_generators(named: dict[str, str], device: str | None) -> dict[str, ServedGenerator]:
     from adaptlab.artifacts import read_manifest
     from adaptlab.generation import Generator
-    from adaptlab.models.causal import artifact_tokenizer, is_artifact
+    from adaptlab.models.causal import artifact_tokenizer
 
     served: dict[str, ServedGenerator] = {}
     bases: dict[str, tuple[str, object]] = {}  # base fingerprint -> (served base name, its Generator)
-    for name, model in named.items():
-        adapter_config = Path(model) / "adapter" / "adapter_config.json"
-        if not (is_artifact(model) and adapter_config.exists() and _is_lora(adapter_config)):
-            served[name] = ServedGenerator(Generator(model, device))
-            continue
+    lora = {name: model for name, model in named.items() if _is_lora_artifact(model)}
+    for name, model in lora.items():  # adapters first, so a base also asked for by name is that same copy
         base = read_manifest(Path(model))["base_model"]
         if base["fingerprint"] not in bases:
             bases[base["fingerprint"]] = _shared_base(base, name, model, device)
-            base_name, generator = bases[base["fingerprint"]]
-            served.setdefault(base_name, ServedGenerator(generator.view(None)))
         else:
-            base_name, generator = bases[base["fingerprint"]]
-            generator.model.load_adapter(str(Path(model) / "adapter"), adapter_name=name)
+            bases[base["fingerprint"]][1].model.load_adapter(str(Path(model) / "adapter"), adapter_name=name)
+        base_name, generator = bases[base["fingerprint"]]
         served[name] = ServedGenerator(generator.view(name, artifact_tokenizer(Path(model))), adapter=name, parent=base_name)
+    shared = {base_name: generator for base_name, generator in bases.values()}
+    for name, model in named.items():
+        if name in lora:
+            continue
+        served[name] = ServedGenerator(shared[model].view(None) if model in shared else Generator(model, device))
+    for base_name, generator in shared.items():  # the base itself is served too, under its own name
+        if not any(s.generator.model is generator.model and s.adapter is None for s in served.values()):
+            served[base_name] = ServedGenerator(generator.view(None))
     return served
+
+
+def _is_lora_artifact(model: str) -> bool:
+    from adaptlab.models.causal import is_artifact
+
+    adapter_config = Path(model) / "adapter" / "adapter_config.json"
+    return is_artifact(model) and adapter_config.exists() and _is_lora(adapter_config)
 
 
 def _is_lora(adapter_config: Path) -> bool:
