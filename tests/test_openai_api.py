@@ -233,3 +233,20 @@ def test_smollm2_and_its_sft_adapter_through_the_openai_client(tmp_path):
         streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
             model="wiki", messages=messages, max_tokens=24, temperature=0, stream=True) if c.choices)
         assert streamed == tuned.choices[0].message.content
+
+
+def test_prompt_learning_adapters_are_served_one_request_at_a_time(learnable_llama, tmp_path):
+    """Prefix tuning's virtual tokens only PEFT's own generate adds: such a generator is served unbatched."""
+    import adaptlab
+    from adaptlab.serve import load_registry
+
+    rows = [{"prompt": f"Say something {i}.", "completion": "ok"} for i in range(24)]
+    splits = adaptlab.load_generation_splits(write_jsonl(tmp_path / "ok.jsonl", rows))
+    adaptlab.train_sft(splits, tmp_path / "prefix", model=str(learnable_llama), method="prefix-tuning", epochs=1,
+                       forgetting=False, max_new_tokens=2, generate_limit=2, progress=False)
+    registry = load_registry({}, [f"prefix={tmp_path / 'prefix'}"], None, "cpu")
+    test_client, client = make_client(registry)
+    with test_client:
+        reply = client.completions.create(model="prefix", prompt="Say something 1.", max_tokens=4, temperature=0)
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 4
+        assert test_client.get("/health").json()["generation_batches"]["prefix"]["requests"] == 1
