@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 from _common import save
+from serve_load import _serve
 
 LEVELS = (1, 4, 16)
 MODES = {"batched": [], "one_at_a_time": ["--generation-batch", "1"]}
@@ -62,25 +60,6 @@ async def _load(url: str, clients: int, rounds: int, max_tokens: int) -> dict:
             "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1)}
 
 
-def _serve(options: list[str]) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "adaptlab", "serve", "--generator", "smollm2-135m", "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command + options, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.kill()
-    raise SystemExit("the server did not start")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2, help="requests each client sends")
@@ -88,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for mode, options in MODES.items():
-        server, url = _serve(options)
+        server, url = _serve(["--generator", "smollm2-135m", *options])
         try:
             asyncio.run(_load(url, 1, 1, 8))  # warm-up
             for clients in LEVELS:  # a lone client sends more requests: its latency is the figure compared

@@ -107,14 +107,15 @@ CONFIGURATIONS = {  # result key -> extra `adaptlab serve` options
 }
 
 
-def _serve(artifact: str, options: list[str]) -> tuple[subprocess.Popen, str]:
+def _serve(arguments: list[str]) -> tuple[subprocess.Popen, str]:
+    """Start `adaptlab serve ARGUMENTS` on a free loopback port; return it and its URL once /health answers."""
     import httpx
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "adaptlab", "serve", artifact, "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command + options, stdout=subprocess.DEVNULL)
+    command = [sys.executable, "-m", "adaptlab", "serve", *arguments, "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -142,7 +143,7 @@ def main() -> None:
     print(model, flush=True)
     results = {}
     for key, options in CONFIGURATIONS.items():
-        server, url = _serve(artifact, options)
+        server, url = _serve([artifact, *options])
         try:
             results[key] = [asyncio.run(_load(url, texts, clients, args.requests, args.seconds)) for clients in LEVELS]
         finally:
