@@ -21,33 +21,46 @@ def compare(
     train_size: TrainSize = None,
     val_size: ValSize = None,
     test_size: TestSize = None,
+    task: Annotated[Optional[str], typer.Option(help="classification or generation (default: generation for prompt/completion or chat data, e.g. wiki-descriptions).")] = None,
+    prompt_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the prompt (default prompt).")] = None,
+    completion_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the reply (default completion).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="quick (default; < 15 min on 2 CPU cores), standard or full: data sizes, epochs, draws.")] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default minilm,smollm2-135m): classifier strategies run on the encoders, prompting on the causal LMs.")] = None,
-    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated subset of: zero-shot, few-shot, features-logreg, features-rf, head, last-k, full, lora, prefix-tuning, p-tuning, prompt-tuning, soft-prompt.")] = None,
+    strategies: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the ladder. Classification: zero-shot, few-shot, features-logreg, features-rf, head, last-k, full, lora, prefix-tuning, p-tuning, prompt-tuning, soft-prompt. Generation: zero-shot, few-shot, knn-shot, rag, prompt-tuning, prefix-tuning, lora, last-k, full, dpo.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Training seeds per strategy (mean ± std; the split stays the same).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every gradient-based strategy (default: the preset's).")] = None,
+    metric: Annotated[Optional[str], typer.Option(help="Generation: rouge_l (default), token_f1 or exact_match ranks the entries and decides ties.")] = None,
+    documents: Annotated[Optional[list[str]], typer.Option("--documents", help="Generation: files, folders, wikipedia or an existing store; adds the rag entry.")] = None,
+    preferences: Annotated[Optional[str], typer.Option(help="Generation: preference pairs (JSONL/CSV/feedback export); adds dpo after lora.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a strategy parameter: ENTRY.PARAM=VALUE, e.g. lora.r=16, all.batch_size=16.")] = None,
     device: DEVICE = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file describing the comparison; options given here override it.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Directory for runs, results.json and report.html.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run every adaptation strategy on one split and rank them: accuracy, cost, a report with plots.
+    """Run every adaptation strategy on one split and rank them: quality, cost (and for generation, forgetting),
+    a report with plots. Classification data get the classifier ladder, prompt/completion or chat data the
+    generation ladder (prompting, retrieval, SFT methods, DPO).
 
     Re-running the same command skips finished runs and resumes an interrupted one."""
     from adaptlab.compare import compare_plan, run_comparison
     from adaptlab.compare.plan import parse_overrides
-    from adaptlab.compare.report import leaderboard_table
 
     data_values = {"source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
+                   "prompt_column": prompt_column, "completion_column": completion_column,
                    "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size}
-    options = {"preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
+    options = {"task": task, "preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
+               "metric": metric, "documents": documents or None, "preferences": preferences,
                "device": device, "output": output, "params": parse_overrides(set_ or [])}
     comparison = run_comparison(compare_plan(config, data_values, options))
     if as_json:
         print(json.dumps(comparison.results, indent=2))
         return
-    wide = Console(width=max(out.width, 120))  # the leaderboard has eleven columns; let a narrow pipe wrap lines
+    if comparison.results.get("task") == "generation":
+        from adaptlab.compare.generation_report import leaderboard_table
+    else:
+        from adaptlab.compare.report import leaderboard_table
+    wide = Console(width=max(out.width, 140))  # the leaderboards have 11-15 columns; let a narrow pipe wrap lines
     wide.print(leaderboard_table(comparison.results))
     for line in comparison.results["recommendation"]:
         out.print(f"• {line}")

@@ -5,6 +5,9 @@ An *entry* is one rung of the ladder: a strategy with the parameters that make i
 model with one training seed. Every run of a comparison uses the same data split (the data seed is fixed);
 ``--seeds`` varies only the training seed, so differences between runs are the strategies', not the split's.
 
+``task="generation"`` (inferred from prompt/completion or chat data) compares the generation ladder of
+``adaptlab.compare.generation`` instead: prompting, retrieval, every SFT method and DPO on a causal LM.
+
 Default hyper-parameters are each strategy's own (documented in ``adaptlab.methods.finetune``: learning rates
 from 1e-1 for prompt tuning down to 5e-5 for full fine-tuning, picked on validation accuracy). The on-disk embedding cache is off for every run, so no entry's time
 benefits from another's work.
@@ -18,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptlab.config import DataConfig, check_keys, parse_yaml, read_yaml
+from adaptlab.config import DataConfig, GenerationDataConfig, check_keys, parse_yaml, read_yaml
 from adaptlab.errors import AdaptlabError
 
 
@@ -77,6 +80,9 @@ PRESETS = {
     "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None),
 }
 DEFAULT_MODELS = ("minilm", "smollm2-135m")
+DEFAULT_GENERATION_MODELS = ("smollm2-135m",)
+TASKS = ("classification", "generation")
+QUALITY_METRICS = ("rouge_l", "token_f1", "exact_match")  # generation: the one that ranks (--metric)
 
 
 @dataclass(frozen=True)
@@ -111,17 +117,54 @@ class Run:
 
 @dataclass
 class ComparePlan:
-    data: DataConfig
+    data: DataConfig | GenerationDataConfig
+    #: classification or generation; None: generation for prompt/completion or chat data, else classification
+    task: str | None = None
     preset: str = "quick"
-    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    #: None: minilm and smollm2-135m for classification, smollm2-135m for generation
+    models: list[str] | None = None
     strategies: list[str] | None = None  # entry names; None = the default ladder
     seeds: int = 1
     epochs: int | None = None
     params: dict[str, dict] = field(default_factory=dict)  # entry name (or "all") -> parameter overrides
+    #: generation: the metric that ranks entries and decides ties
+    metric: str = "rouge_l"
+    #: generation: files, folders, ``wikipedia`` or an existing store for the ``rag`` entry (added when given)
+    documents: list[str] | None = None
+    #: generation: preference pairs for the ``dpo`` entry (added after ``lora`` when given)
+    preferences: str | None = None
     output: str | None = None
     device: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = infer_task(str(self.data.source))
+        if self.task not in TASKS:
+            raise AdaptlabError(f"--task must be classification or generation, not '{self.task}'")
+        if self.task == "generation" and isinstance(self.data, DataConfig):
+            shared = {k: getattr(self.data, k) for k in ("source", "seed", "train_size", "val_size", "test_size")}
+            self.data = GenerationDataConfig(**shared)
+        if self.task == "classification" and isinstance(self.data, GenerationDataConfig):
+            raise AdaptlabError(f"data '{self.data.source}' was given as generation data; use --task generation")
+        if self.models is None:
+            self.models = list(DEFAULT_GENERATION_MODELS if self.task == "generation" else DEFAULT_MODELS)
+        if isinstance(self.documents, str):
+            self.documents = [self.documents]
+
+    @property
+    def entries(self) -> dict[str, Entry]:
+        """The ladder this plan's task draws from."""
+        if self.task == "generation":
+            from adaptlab.compare.generation import GENERATION_ENTRIES
+
+            return GENERATION_ENTRIES
+        return ENTRIES
+
     def check(self) -> None:
+        if self.task == "generation":
+            self._check_generation()
+        elif self.documents or self.preferences or self.metric != "rouge_l":
+            raise AdaptlabError("--documents, --preferences and --metric are for generation tasks (--task generation)")
         if self.preset not in PRESETS:
             raise AdaptlabError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
         if not isinstance(self.seeds, int) or self.seeds < 1:
@@ -134,26 +177,50 @@ class ComparePlan:
             repeated = sorted({v for v in values if values.count(v) > 1})
             if repeated:
                 raise AdaptlabError(f"{option} lists {', '.join(repeated)} more than once")
+        entries = self.entries
         for name in self.strategies or []:
-            if name not in ENTRIES:
-                raise AdaptlabError(f"--strategies: unknown entry '{name}' (available: {', '.join(ENTRIES)})")
+            if name not in entries:
+                raise AdaptlabError(f"--strategies: unknown {self.task} entry '{name}' (available: {', '.join(entries)})")
         for name, overrides in self.params.items():
-            if name != "all" and name not in ENTRIES:
-                raise AdaptlabError(f"parameter overrides for unknown entry '{name}' (available: all, {', '.join(ENTRIES)})")
+            if name != "all" and name not in entries:
+                raise AdaptlabError(f"parameter overrides for unknown entry '{name}' (available: all, {', '.join(entries)})")
             if not isinstance(overrides, dict):
                 raise AdaptlabError(f"parameter overrides for '{name}' must be a mapping, not {overrides!r}")
 
-    def data_config(self) -> DataConfig:
+    def _check_generation(self) -> None:
+        from pathlib import Path
+
+        if self.metric not in QUALITY_METRICS:
+            raise AdaptlabError(f"--metric must be one of {', '.join(QUALITY_METRICS)}, not '{self.metric}'")
+        if self.preferences is not None and not Path(self.preferences).is_file() and "/" not in self.preferences:
+            raise AdaptlabError(f"--preferences '{self.preferences}' does not exist; pass a preference file (JSONL/CSV) or a Hub id")
+        chosen = self.strategies or []
+        for name, needs, option in (("rag", self.documents, "--documents"), ("dpo", self.preferences, "--preferences")):
+            if name in chosen and not needs:
+                raise AdaptlabError(f"the {name} entry needs {option}")
+        if "dpo" in chosen and "lora" not in chosen:
+            raise AdaptlabError("the dpo entry starts from the lora run: list lora in --strategies too")
+
+    def data_config(self) -> DataConfig | GenerationDataConfig:
         """The data options with the preset's sizes filled in where the user gave none."""
-        preset = PRESETS[self.preset]
+        preset = self._preset()
         sizes = {k: getattr(preset, k) for k in ("train_size", "val_size", "test_size")}
         return dataclasses.replace(self.data, **{k: v for k, v in sizes.items() if getattr(self.data, k) is None})
+
+    def _preset(self):
+        if self.task == "generation":
+            from adaptlab.compare.generation import GENERATION_PRESETS
+
+            return GENERATION_PRESETS[self.preset]
+        return PRESETS[self.preset]
 
     def runs(self, models: dict[str, ModelInfo]) -> list[Run]:
         """Every run, in ladder order. Classifier entries run on each encoder in ``models`` (on the decoders
         only when no encoder is listed); prompting entries run on each causal LM."""
         from adaptlab.methods import get_strategy
 
+        if self.task == "generation":
+            return self._generation_runs(models)
         preset = PRESETS[self.preset]
         names = self.strategies or [e.name for e in ENTRIES.values() if e.in_default_ladder]
         encoders = [m for m in self.models if models[m].kind == "encoder"]
@@ -188,11 +255,67 @@ class ComparePlan:
             raise AdaptlabError(f"no run matches: entries {wanted} need a model kind missing from --models {','.join(self.models)}")
         return runs
 
+    def _generation_runs(self, models: dict[str, ModelInfo]) -> list[Run]:
+        """Every entry on every model (all causal LMs); ``rag`` and ``dpo`` join the default ladder when
+        their inputs are given. Overrides under ``all`` reach the entries that take them."""
+        from adaptlab.compare.generation import (GENERATION_ENTRIES, check_generation_params, generation_param_names,
+                                                 generation_params)
+
+        encoders = [m for m in self.models if models[m].kind != "decoder"]
+        if encoders:
+            raise AdaptlabError(f"--models {', '.join(encoders)}: a generation comparison needs causal LMs (e.g. smollm2-135m)")
+        wanted = {"rag": bool(self.documents), "dpo": bool(self.preferences)}
+        names = self.strategies or [e.name for e in GENERATION_ENTRIES.values() if e.in_default_ladder or wanted.get(e.name)]
+        preset, runs = self._preset(), []
+        for name in sorted(names, key=list(GENERATION_ENTRIES).index):
+            entry = GENERATION_ENTRIES[name]
+            for model in self.models:
+                params = generation_params(entry, model, preset, self.epochs)
+                if name == "rag":
+                    params["documents"] = list(self.documents)
+                if name == "dpo":
+                    params["preferences"] = self.preferences
+                if self.device:
+                    params["device"] = self.device
+                takes = generation_param_names(entry)
+                params.update({k: v for k, v in self.params.get("all", {}).items() if k in takes})
+                params.update(self.params.get(name, {}))
+                check_generation_params(entry, params)
+                for seed in range(self.seeds) if entry.seeded else [0]:
+                    runs.append(Run(name, entry.strategy, model, seed, params))
+        for key in self.params.get("all", {}):
+            if not any(key in generation_param_names(GENERATION_ENTRIES[n]) for n in names):
+                raise AdaptlabError(f"--set all.{key}: no selected entry takes a parameter '{key}'")
+        return runs
+
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-PLAN_KEYS = {"data", "preset", "models", "strategies", "seeds", "epochs", "params", "output", "device"}
+PLAN_KEYS = {"data", "task", "preset", "models", "strategies", "seeds", "epochs", "params", "metric", "documents",
+             "preferences", "output", "device"}
+
+
+def infer_task(source: str) -> str:
+    """generation for a named generation task or a table with ``messages`` or ``prompt``/``completion``
+    columns; classification otherwise (a Hub id needs ``--task generation`` to be read as generation data)."""
+    from pathlib import Path
+
+    from adaptlab.data.generation import NAMED_TASKS
+
+    if source in NAMED_TASKS:
+        return "generation"
+    path = Path(source).expanduser()
+    if path.is_file():
+        from adaptlab.data.loaders import read_table
+
+        try:
+            columns = set(read_table(path, need="one example per row")[0].columns)
+        except AdaptlabError:
+            return "classification"  # the classification loader reports what is wrong with the file
+        if "messages" in columns or {"prompt", "completion"} <= columns:
+            return "generation"
+    return "classification"
 
 
 def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> ComparePlan:
@@ -200,7 +323,7 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
 
     ::
 
-        data: {source: rotten_tomatoes, seed: 0}
+        data: {source: rotten_tomatoes, seed: 0}     # or wiki-descriptions / chat JSONL (task: generation)
         preset: standard
         models: [minilm, smollm2-135m]
         strategies: [zero-shot, features-logreg, head, lora, full]
@@ -212,17 +335,20 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, PLAN_KEYS, where)
     data_values = dict(base.pop("data", None) or {})
-    check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
     data_values.update({k: v for k, v in data.items() if v is not None})
     values = {**base, **{k: v for k, v in options.items() if v is not None}}
-    for key in ("models", "strategies"):
+    task = values.get("task") or infer_task(str(data_values.get("source", DataConfig.source)))
+    config = GenerationDataConfig if task == "generation" else DataConfig
+    check_keys(data_values, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
+    values["task"] = task
+    for key in ("models", "strategies", "documents"):
         if isinstance(values.get(key), str):
             values[key] = [part.strip() for part in values[key].split(",") if part.strip()]
     overrides = {name: dict(p) if isinstance(p, dict) else p for name, p in (base.get("params") or {}).items()}
     for name, extra in (options.get("params") or {}).items():
         overrides.setdefault(name, {}).update(extra)
     values["params"] = overrides
-    plan = ComparePlan(data=DataConfig(**data_values), **values)
+    plan = ComparePlan(data=config(**data_values), **values)
     plan.check()
     return plan
 

@@ -68,7 +68,7 @@ def leaderboard_table(results: dict):
 
 
 # -- plots -----------------------------------------------------------------------------------------------
-def _png(figure) -> str:
+def png(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -77,8 +77,10 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _scatter(entries: list[dict], x_key: str, pareto_key: str, title: str, xlabel: str, zero_label: str | None):
-    """Accuracy (with its bootstrap interval) against a cost on a log axis, the Pareto front joined up.
+def scatter_png(entries: list[dict], x_key: str, pareto_key: str, title: str, xlabel: str, zero_label: str | None,
+                quality: str = "accuracy", ylabel: str = "test accuracy (%), 95% bootstrap CI", log: bool = True) -> str:
+    """Quality (``entry[quality]``: mean and ci95 in [0, 1], drawn x100) against a cost on a log axis, the
+    Pareto front joined up.
     Entries with a cost of zero (prompting has no trainable parameters) sit at a marked position left of
     the smallest non-zero cost, since a log axis has no zero."""
     import matplotlib.pyplot as plt
@@ -89,9 +91,11 @@ def _scatter(entries: list[dict], x_key: str, pareto_key: str, title: str, xlabe
     positive = costs[costs > 0]
     zero_at = positive.min() / 10 if len(positive) else 1.0
     xs = np.where(costs > 0, costs, zero_at)
-    ys = np.array([100 * e["accuracy"]["mean"] for e in entries])
-    errors = np.array([[100 * (e["accuracy"]["mean"] - e["accuracy"]["ci95"][0]),
-                        100 * (e["accuracy"]["ci95"][1] - e["accuracy"]["mean"])] for e in entries]).T
+    if not log:
+        zero_at, xs = 0.0, costs
+    ys = np.array([100 * e[quality]["mean"] for e in entries])
+    errors = np.array([[100 * (e[quality]["mean"] - e[quality]["ci95"][0]),
+                        100 * (e[quality]["ci95"][1] - e[quality]["mean"])] for e in entries]).T
     front = np.array([e[pareto_key] for e in entries])
     axis.errorbar(xs, ys, yerr=errors, fmt="none", ecolor="#9aa5b1", elinewidth=1, capsize=3, zorder=1)
     axis.scatter(xs[~front], ys[~front], s=46, color="#7b8794", label="dominated", zorder=2)
@@ -101,27 +105,28 @@ def _scatter(entries: list[dict], x_key: str, pareto_key: str, title: str, xlabe
     for x, y, e in zip(xs, ys, entries):
         axis.annotate(e["entry"] if len({m["model"] for m in entries}) == 1 else f"{e['entry']} ({short_model(e['model'])})",
                       (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    axis.set_xscale("log")
-    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.xaxis.set_minor_formatter(NullFormatter())
-    if zero_label and (costs == 0).any():
+    if log:
+        axis.set_xscale("log")
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(NullFormatter())
+    if log and zero_label and (costs == 0).any():
         axis.axvline(zero_at * 1.8, color="#cbd2d9", linestyle=":", linewidth=1)
         ticks = [t for t in axis.get_xticks() if t >= zero_at * 9]
         axis.set_xticks([zero_at, *ticks])
         axis.set_xticklabels([zero_label, *[f"{t:g}" for t in ticks]])
         axis.set_xlim(zero_at / 2, xs.max() * 3)
     axis.set_xlabel(xlabel)
-    axis.set_ylabel("test accuracy (%), 95% bootstrap CI")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(True, which="major", alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
-    return _png(figure)
+    return png(figure)
 
 
 def _accuracy_vs_fraction(entries: list[dict]) -> str:
     """Entries whose model size is unknown (a Hub model not on disk) have no fraction and are left out."""
     known = [dict(e, _percent=100 * e["trainable_fraction"]) for e in entries if e["trainable_fraction"] is not None]
-    return _scatter(known, "_percent", "pareto_params", "Accuracy vs trainable parameters",
+    return scatter_png(known, "_percent", "pareto_params", "Accuracy vs trainable parameters",
                     "trainable parameters (% of the model, log scale)", "0 (none)")
 
 
@@ -149,7 +154,7 @@ def _confusions(entries: list[dict], labels: list[str]) -> str:
         axis.set_ylabel("true", fontsize=7)
     figure.suptitle("Test confusion matrices (row-normalised, summed over seeds)", fontsize=10)
     figure.tight_layout()
-    return _png(figure)
+    return png(figure)
 
 
 # -- HTML ------------------------------------------------------------------------------------------------
@@ -211,7 +216,7 @@ def render_html(results: dict) -> str:
             f"<img alt='Test accuracy against the fraction of trainable parameters, Pareto front in red' "
             f"src='data:image/png;base64,{_accuracy_vs_fraction(entries)}'>",
             f"<img alt='Test accuracy against training time, Pareto front in red' "
-            f"src='data:image/png;base64,{_scatter(entries, 'train_seconds', 'pareto_time', 'Accuracy vs training time', 'training time (seconds, log scale)', None)}'>",
+            f"src='data:image/png;base64,{scatter_png(entries, 'train_seconds', 'pareto_time', 'Accuracy vs training time', 'training time (seconds, log scale)', None)}'>",
             "</div>",
             "<h2>Where each strategy errs</h2>",
             f"<img alt='Confusion matrix of each strategy on the test split' src='data:image/png;base64,{_confusions(entries, labels)}'>",

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from adaptlab._io import write_json
 from adaptlab.compare.plan import ComparePlan, ModelInfo, Run
+from adaptlab.errors import AdaptlabError
 from adaptlab.progress import stderr
 
 
@@ -37,13 +38,19 @@ class Comparison:
 
 def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Comparison:
     """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html``."""
-    from adaptlab.compare.report import write_report
-    from adaptlab.compare.summary import summarise
+    if plan.task == "generation":
+        from adaptlab.compare.generation_report import write_report
+        from adaptlab.compare.generation_summary import summarise
+    else:
+        from adaptlab.compare.report import write_report
+        from adaptlab.compare.summary import summarise
 
     plan.check()
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
     output = Path(plan.output or f"runs/compare-{Path(str(data.source)).stem}")
+    if output.exists() and not output.is_dir():
+        raise AdaptlabError(f"--output '{output}' is a file; give a directory for the comparison")
     runs = plan.runs(_model_info(plan.models))
     write_json(output / "plan.json", {"plan": _plain(plan), "data": dataclasses.asdict(data), "runs": [r.key for r in runs]})
     stderr.print(f"comparing {len(runs)} runs on {data.source} (train/val/test {len(splits.train)}/{len(splits.val)}/"

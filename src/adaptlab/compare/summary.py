@@ -69,7 +69,7 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
         "labels": labels,
         "seeds": plan.seeds,
         "models": plan.models,
-        "hardware": _hardware(),
+        "hardware": hardware(),
         "wall_seconds": round(wall_seconds, 1),
         "entries": entries,
         "failures": failures,
@@ -177,7 +177,7 @@ def recommend(entries: list[dict]) -> list[str]:
     return lines
 
 
-def _hardware() -> dict:
+def hardware() -> dict:
     import torch
 
     return {

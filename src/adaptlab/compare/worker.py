@@ -17,6 +17,8 @@ from pathlib import Path
 from adaptlab._io import write_json
 from adaptlab.errors import AdaptlabError
 
+GENERATION_STRATEGIES = ("prompting", "rag", "sft", "dpo")  # the generation ladder's (adaptlab.compare.generation)
+
 
 def run(run_dir: Path) -> dict:
     from adaptlab.config import DataConfig
@@ -25,6 +27,10 @@ def run(run_dir: Path) -> dict:
     from adaptlab.runner import train
 
     spec = json.loads((run_dir / "spec.json").read_text(encoding="utf-8"))
+    if spec["strategy"] in GENERATION_STRATEGIES:
+        from adaptlab.compare.generation import run_generation
+
+        return run_generation(spec, run_dir)
     started = time.perf_counter()
     splits = DataConfig(**spec["data"]).load()
     params = dict(spec["params"], seed=spec["seed"])

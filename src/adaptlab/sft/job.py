@@ -14,10 +14,12 @@ forgetting probe before and after (general-text perplexity, zero-shot Rotten Tom
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from adaptlab._io import write_json
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param
@@ -50,6 +52,8 @@ class SFTJob(TrainingOptions):
     layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1)
     num_virtual_tokens: int = param(20, "prefix/prompt tuning: virtual tokens.", minimum=1, below=1025)
     init_text: str | None = param(None, "prompt tuning: start the virtual tokens from this text's embeddings.")
+    group_by_length: bool = param(False, "Batch examples of similar length together: 1.2x faster on a CPU, but "
+                                  "~2% higher held-out loss on small data (sft_batching.json); off, as in TRL.")
     max_length: int = param(512, "Tokens per example (or packed block); longer ones are cut.", minimum=8, below=100_001)
     packing: bool | None = param(None, "Pack examples into blocks of max-length (position ids reset per example); "
                                  "default: on for plain text, off for conversations.")
@@ -59,6 +63,9 @@ class SFTJob(TrainingOptions):
     forgetting: bool = param(True, "Measure forgetting (general-text perplexity, zero-shot Rotten Tomatoes) before and after.")
     forgetting_text: str | None = param(None, "File of general text (.txt/.jsonl) for the forgetting perplexity "
                                         "(default: held-out Wikipedia summaries).")
+    forgetting_baseline: str | None = param(None, "JSON file caching the forgetting probe of the starting model: read "
+                                            "if it exists, else written (a comparison probes each base once).",
+                                            runtime=True, cli=False)
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
@@ -188,6 +195,9 @@ class SFTJob(TrainingOptions):
         from adaptlab.models.causal import load_causal_lm
         from adaptlab.sft.evaluate import forgetting_probe, rotten_tomatoes_probe
 
+        cache = Path(self.forgetting_baseline) if before and self.forgetting_baseline else None
+        if cache is not None and cache.exists():
+            return json.loads(cache.read_text(encoding="utf-8"))
         if getattr(self, "general_", None) is None:
             self.general_, self.rt_ = _general_texts(self.forgetting_text), rotten_tomatoes_probe()
         model, context = self.model_, contextlib.nullcontext()
@@ -196,7 +206,10 @@ class SFTJob(TrainingOptions):
         elif before:
             model = load_causal_lm(self.model, str(self.runtime.torch_device))[0]
         with context:
-            return forgetting_probe(model, self.tokenizer_, self.general_, self.rt_)
+            probe = forgetting_probe(model, self.tokenizer_, self.general_, self.rt_)
+        if cache is not None:
+            write_json(cache, probe)
+        return probe
 
     def inference_rate(self, splits) -> float | None:
         return getattr(self, "rate_", None)
@@ -251,6 +264,10 @@ def train_sft(splits, output: str | Path, **params: Any):
     """
     check_names(SFTJob, params, "train_sft", "SFT")
     params.setdefault("seed", splits.seed)
-    job = SFTJob(**params)
+    return fit_sft(SFTJob(**params), splits, output)
+
+
+def fit_sft(job: SFTJob, splits, output: str | Path):
+    """Run a constructed job (the comparison keeps it for its per-example scores); returns ``JobResult``."""
     return run_job(job, splits, output, seed=job.seed, labels=[], data_description=splits.describe(),
                    train_examples=len(splits.train), resume=job.resume)

@@ -11,6 +11,8 @@ Both share the optimiser, schedule, per-batch seeding and checkpoints that hold 
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import nn
@@ -57,9 +59,8 @@ class AdaptationModule(L.LightningModule):
             lr=self.lr,
         )
         total = self.trainer.estimated_stepping_batches
-        scheduler = get_scheduler(
-            self.schedule, optimizer, num_warmup_steps=int(self.warmup_ratio * total), num_training_steps=total
-        )
+        warmup = math.ceil(self.warmup_ratio * total)  # rounded up, as transformers' Trainer does
+        scheduler = get_scheduler(self.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

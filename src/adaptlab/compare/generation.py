@@ -1,0 +1,252 @@
+"""The generation ladder: every way to adapt a causal LM to a prompt -> reply task, as comparison entries.
+
+Rungs, cheapest first: prompting with no weights changed (``zero-shot``; ``few-shot``, k random training
+conversations as earlier chat turns, the draw kept chosen on validation loss; ``knn-shot``, the k training
+examples nearest each prompt by embedding), ``rag`` (retrieved passages in the prompt, the index code of
+``adaptlab rag``; only with ``--documents``), then supervised fine-tuning through ``adaptlab.sft`` (prompt and
+prefix tuning, LoRA, the last blocks, every weight), and ``dpo`` on ``--preferences`` starting from the LoRA run.
+
+Learning rates are the ones measured on wiki-descriptions (``benchmarks/results/sft_ladder.json``); the
+presets set the data sizes, epochs and batch so the ``quick`` ladder on SmolLM2 fits in 15 minutes on 2 CPU
+threads. Forgetting (general-text perplexity and zero-shot Rotten Tomatoes accuracy, before -> after) is
+measured for every entry that changes weights; the base model is probed once per comparison, not per run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptlab._io import write_json
+from adaptlab.compare.plan import Entry
+from adaptlab.errors import AdaptlabError
+
+GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
+    Entry("zero-shot", "prompting", {"shots": 0}, "the instruction prompt alone, no weights changed",
+          seeded=False, epochs=False),
+    Entry("few-shot", "prompting", {"shots": 4, "selection": "random"},
+          "4 training conversations as earlier chat turns (draw kept on validation loss)", epochs=False),
+    Entry("knn-shot", "prompting", {"shots": 4, "selection": "nearest"},
+          "the 4 training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
+    Entry("rag", "rag", {"k": 3}, "the top-3 passages retrieved from --documents put before the prompt",
+          seeded=False, epochs=False, in_default_ladder=False),
+    Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": 3e-2}, "20 trained input embeddings (PEFT)"),
+    Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": 1e-3}, "20 trained key/value prefixes per layer (PEFT)"),
+    Entry("lora", "sft", {"method": "lora", "lr": 1e-3}, "LoRA r=16 on every linear layer (PEFT)"),
+    Entry("last-k", "sft", {"method": "last-k", "layers": 2, "lr": 1e-4}, "the last 2 transformer blocks trained"),
+    Entry("full", "sft", {"method": "full", "lr": 5e-5}, "every weight trained"),
+    Entry("dpo", "dpo", {"beta": 0.1}, "DPO on --preferences starting from the lora run (its cost included)",
+          in_default_ladder=False),
+)}
+
+
+@dataclass(frozen=True)
+class GenerationPreset:
+    train_size: int | None
+    val_size: int | None
+    test_size: int | None
+    epochs: int
+    batch_size: int
+    draws: int  # few-shot demonstration draws
+    max_new_tokens: int
+    max_length: int
+
+
+GENERATION_PRESETS = {
+    # Measured: the default ladder on wiki-descriptions with SmolLM2 in under 15 minutes on 2 CPU threads
+    # (benchmarks/results/compare_generation_quick.json).
+    "quick": GenerationPreset(train_size=64, val_size=16, test_size=48, epochs=1, batch_size=4, draws=1,
+                              max_new_tokens=24, max_length=256),
+    "standard": GenerationPreset(train_size=256, val_size=32, test_size=128, epochs=2, batch_size=8, draws=3,
+                                 max_new_tokens=32, max_length=512),
+    "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5,
+                             max_new_tokens=48, max_length=1024),
+}
+METRICS = ("rouge_l", "token_f1", "exact_match")
+
+
+def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs: int | None) -> dict:
+    """An entry's parameters under a preset (before the user's overrides)."""
+    params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens}
+    if entry.strategy == "sft":
+        params.update(epochs=epochs or preset.epochs, batch_size=preset.batch_size, max_length=preset.max_length)
+    elif entry.strategy == "dpo":
+        params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length)
+    elif entry.name == "few-shot":
+        params["draws"] = preset.draws
+    return params
+
+
+def generation_param_names(entry: Entry) -> set[str]:
+    """What an entry takes: its job's parameters (SFT, DPO) or the prompting options."""
+    from adaptlab.params import params_of
+
+    if entry.strategy == "sft":
+        from adaptlab.sft.job import SFTJob
+
+        return {f.name for f in params_of(SFTJob)}
+    if entry.strategy == "dpo":
+        from adaptlab.rlhf.dpo import DPOPolicy
+
+        return {f.name for f in params_of(DPOPolicy)} | set(_ENTRY_KEYS["dpo"])
+    return set(_ENTRY_KEYS[entry.strategy])
+
+
+def check_generation_params(entry: Entry, params: dict) -> None:
+    """Unknown names and bad values fail while planning, not in a worker minutes later."""
+    unknown = sorted(set(params) - generation_param_names(entry))
+    if unknown:
+        raise AdaptlabError(f"entry '{entry.name}' takes no parameter {', '.join(map(repr, unknown))}; "
+                            f"it takes: {', '.join(sorted(generation_param_names(entry)))}")
+    if entry.strategy == "sft":
+        from adaptlab.sft.job import SFTJob
+
+        SFTJob(**params)  # constructing only stores and checks the values
+    elif entry.strategy == "dpo":
+        from adaptlab.rlhf.dpo import DPOPolicy
+
+        DPOPolicy(**{k: v for k, v in params.items() if k not in _ENTRY_KEYS["dpo"]})
+    elif params.get("shots", 0) < 0 or min(params.get("draws", 1), params.get("k", 1), params["max_new_tokens"]) < 1:
+        raise AdaptlabError(f"entry '{entry.name}': shots must be >= 0 and draws, k, max_new_tokens >= 1")
+
+
+#: what the prompting entries take, and what the dpo entry takes beside DPOPolicy's parameters
+_ENTRY_KEYS = {
+    "prompting": ("model", "shots", "selection", "draws", "max_new_tokens", "generate_limit", "device"),
+    "rag": ("model", "k", "max_new_tokens", "generate_limit", "device", "documents"),
+    "dpo": ("preferences", "max_new_tokens", "generate_limit"),
+}
+
+
+# -- one run, in the worker process ----------------------------------------------------------------------
+def run_generation(spec: dict, run_dir: Path) -> dict:
+    """Evaluate or train one generation entry; the result the summary reads."""
+    from adaptlab.config import GenerationDataConfig
+    from adaptlab.measure import measure
+
+    started = time.perf_counter()
+    splits = GenerationDataConfig(**spec["data"]).load()
+    params, seed = dict(spec["params"]), spec["seed"]
+    baseline = run_dir.parents[1] / "forgetting-baseline.json"  # one probe of each base model per comparison
+    if spec["strategy"] in ("prompting", "rag"):
+        with measure() as cost:
+            setup = _retrieval(params, run_dir) if spec["strategy"] == "rag" else None
+            result = _prompting(params, splits, seed, setup)
+        measured = cost.as_dict()
+        run = {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
+               "forgetting": _no_forgetting(), "artifact_bytes": 0, "base_model": result["base_model"],
+               "cost": {"trainable_params": 0, "total_params": None, "peak_rss_mb": measured["peak_rss_mb"],
+                        "train_seconds": round(setup[1], 2) if setup else 0.0,
+                        "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
+    elif spec["strategy"] == "sft":
+        run = _sft(params, splits, seed, run_dir, baseline)
+    else:
+        run = _dpo(params, splits, seed, run_dir, baseline)
+    return {"status": "done", "spec": spec, "data": splits.describe(), **run,
+            "wall_seconds": round(time.perf_counter() - started, 2)}
+
+
+def _prompting(params: dict, splits, seed: int, setup) -> dict:
+    from adaptlab.sft.prompting import evaluate_prompting
+
+    return evaluate_prompting(params["model"], splits, shots=params.get("shots", 0), selection=params.get("selection", "random"),
+                              draws=params.get("draws", 1), seed=seed, context=setup[0] if setup else None,
+                              max_new_tokens=params["max_new_tokens"], generate_limit=params.get("generate_limit"),
+                              device=params.get("device"))
+
+
+def _sft(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict:
+    from adaptlab.jobs import work_dir
+    from adaptlab.sft.job import SFTJob, fit_sft
+
+    artifact = run_dir / "artifact"
+    resume = (work_dir(artifact) / "checkpoints" / "last.ckpt").exists()
+    job = SFTJob(**params, seed=seed, forgetting_baseline=str(baseline), resume=resume)
+    manifest = fit_sft(job, splits, artifact).manifest
+    cost = manifest["cost"]
+    return {"metrics": manifest["metrics"], "per_example": job.per_example_, "samples": job.samples_,
+            "forgetting": manifest["metrics"]["forgetting"], "artifact_bytes": manifest["size_bytes"],
+            "base_model": manifest["base_model"], "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
+            "cost": {key: cost.get(key) for key in ("trainable_params", "total_params", "peak_rss_mb", "train_seconds")}
+            | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
+
+
+def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict:
+    """DPO from the LoRA run's artifact, then the same test metrics and forgetting as every other entry."""
+    import json
+
+    from adaptlab.measure import measure
+    from adaptlab.rlhf import read_preferences, split_preferences
+    from adaptlab.rlhf.dpo import train_dpo
+    from adaptlab.sft.evaluate import forgetting_deltas
+
+    lora = run_dir.parents[1] / "lora" / run_dir.name  # runs/<model>/<entry>/seed-<s>
+    if not (lora / "result.json").exists():
+        raise AdaptlabError("the dpo entry starts from the lora run, which has not finished; see the lora entry's error")
+    lora_result = json.loads((lora / "result.json").read_text(encoding="utf-8"))
+    evaluation = {key: params.pop(key) for key in ("max_new_tokens", "generate_limit", "device") if key in params}
+    base, preferences = params.pop("model"), params.pop("preferences")
+    pairs, _ = read_preferences(preferences)
+    split = split_preferences(pairs, preferences, seed=seed)
+    artifact = run_dir / "artifact"
+    manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
+                         device=evaluation.get("device"))
+    with measure() as cost:
+        result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
+        after = _probe(str(artifact))
+        if not baseline.exists():
+            write_json(baseline, _probe(base))
+    forgetting = forgetting_deltas(json.loads(baseline.read_text(encoding="utf-8")), after)
+    return {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
+            "forgetting": forgetting, "artifact_bytes": manifest["size_bytes"], "base_model": manifest["base_model"],
+            "cost": {"trainable_params": manifest["cost"]["trainable_params"] + lora_result["cost"]["trainable_params"],
+                     "total_params": manifest["cost"].get("total_params"),
+                     "peak_rss_mb": max(manifest["cost"]["peak_rss_mb"], cost.as_dict()["peak_rss_mb"]),
+                     "train_seconds": round(manifest["cost"]["train_seconds"] + lora_result["cost"]["train_seconds"], 2),
+                     "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
+
+
+def _probe(model: str) -> dict:
+    from adaptlab.data.generation import general_text_sample
+    from adaptlab.models.causal import load_causal_lm
+    from adaptlab.sft.evaluate import forgetting_probe, rotten_tomatoes_probe
+
+    lm, tokenizer, _ = load_causal_lm(model, None)
+    return forgetting_probe(lm, tokenizer, general_text_sample(), rotten_tomatoes_probe())
+
+
+def _no_forgetting() -> dict:
+    """Prompting changes no weight: nothing can be forgotten (measured as zero, not skipped)."""
+    return {"general_ppl_delta": 0.0, "general_ppl_relative": 0.0, "rt_accuracy_delta": 0.0}
+
+
+def _retrieval(params: dict, run_dir: Path):
+    """(context function, seconds spent building the index): ``documents`` is an existing store, or files
+    and named corpora indexed once into the comparison's ``rag-index`` directory."""
+    from adaptlab.rag import RagIndex
+
+    started = time.perf_counter()
+    documents = list(params["documents"])
+    if len(documents) == 1 and _is_store(documents[0]):
+        index = RagIndex(documents[0], progress=False, device=params.get("device"))
+    else:
+        index = RagIndex(run_dir.parents[2] / "rag-index", device=params.get("device"))
+        index.update(documents)
+    k = params["k"]
+
+    def with_context(messages: list[dict]) -> list[dict]:
+        question = messages[-2]["content"]
+        hits = index.search(question, k)
+        passages = "\n\n".join(f"[{n}] {hit.chunk.title}: {hit.chunk.text}" for n, hit in enumerate(hits, start=1))
+        return [*messages[:-2], {"role": "user", "content": f"Context:\n{passages}\n\n{question}"}, messages[-1]]
+
+    return with_context, time.perf_counter() - started
+
+
+def _is_store(location: str) -> bool:
+    from adaptlab.rag.store import open_store
+
+    if location.startswith(("postgresql://", "postgres://")):
+        return True
+    return Path(location).is_dir() and open_store(location).read_meta() is not None
