@@ -93,7 +93,7 @@ def test_yaml_generation_plan(tmp_path):
                       "metric: token_f1\nparams: {lora: {r: 4}}\n", encoding="utf-8")
     plan = compare_plan(config, {}, {"seeds": 2})
     assert plan.task == "generation" and plan.metric == "token_f1" and plan.seeds == 2
-    assert plan.data_config().train_size == 32 and plan.data_config().test_size == 48
+    assert plan.data_config().train_size == 32 and plan.data_config().test_size == 32
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {source: wiki-descriptions, label_column: y}\n", encoding="utf-8")
     with pytest.raises(AdaptlabError, match="label_column"):
@@ -200,7 +200,7 @@ def test_generation_compare_runs_every_kind_of_entry_and_skips_finished_runs(cli
     assert by["lora"]["forgetting_ppl_delta"] is not None and Path(by["lora"]["artifacts"][0], "adapter").is_dir()
     assert by["dpo"]["trainable_params"] > by["lora"]["trainable_params"]  # the lora run it starts from is counted
     assert by["dpo"]["train_seconds"] > by["lora"]["train_seconds"] and by["rag"]["train_seconds"] > 0
-    assert (output / "runs").glob("*/forgetting-baseline.json")
+    assert list((output / "runs").glob("*/forgetting-baseline-96.json"))
     for entry in results["entries"]:
         assert 0 <= entry["rouge_l"]["ci95"][0] <= entry["rouge_l"]["mean"] <= entry["rouge_l"]["ci95"][1] <= 1
     assert len(results["samples"]) == 5 and len(results["samples"][0]["outputs"]) == 5

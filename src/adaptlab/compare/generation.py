@@ -25,10 +25,10 @@ from adaptlab.errors import AdaptlabError
 GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("zero-shot", "prompting", {"shots": 0}, "the instruction prompt alone, no weights changed",
           seeded=False, epochs=False),
-    Entry("few-shot", "prompting", {"shots": 4, "selection": "random"},
-          "4 training conversations as earlier chat turns (draw kept on validation loss)", epochs=False),
-    Entry("knn-shot", "prompting", {"shots": 4, "selection": "nearest"},
-          "the 4 training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
+    Entry("few-shot", "prompting", {"selection": "random"},
+          "k training conversations as earlier chat turns (draw kept on validation loss)", epochs=False),
+    Entry("knn-shot", "prompting", {"selection": "nearest"},
+          "the k training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
     Entry("rag", "rag", {"k": 3}, "the top-3 passages retrieved from --documents put before the prompt",
           seeded=False, epochs=False, in_default_ladder=False),
     Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": 3e-2}, "20 trained input embeddings (PEFT)"),
@@ -49,19 +49,21 @@ class GenerationPreset:
     epochs: int
     batch_size: int
     draws: int  # few-shot demonstration draws
+    shots: int  # few-shot and knn-shot demonstrations (long prompts: prefill dominates prompting's cost)
     max_new_tokens: int
     max_length: int
+    forgetting_sample: int  # Rotten Tomatoes sentences (and a third as many general texts) per forgetting probe
 
 
 GENERATION_PRESETS = {
     # Measured: the default ladder on wiki-descriptions with SmolLM2 in under 15 minutes on 2 CPU threads
     # (benchmarks/results/compare_generation_quick.json).
-    "quick": GenerationPreset(train_size=64, val_size=16, test_size=48, epochs=1, batch_size=4, draws=1,
-                              max_new_tokens=24, max_length=256),
-    "standard": GenerationPreset(train_size=256, val_size=32, test_size=128, epochs=2, batch_size=8, draws=3,
-                                 max_new_tokens=32, max_length=512),
-    "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5,
-                             max_new_tokens=48, max_length=1024),
+    "quick": GenerationPreset(train_size=64, val_size=16, test_size=32, epochs=1, batch_size=4, draws=1, shots=2,
+                              max_new_tokens=16, max_length=256, forgetting_sample=96),
+    "standard": GenerationPreset(train_size=256, val_size=32, test_size=128, epochs=2, batch_size=8, draws=3, shots=4,
+                                 max_new_tokens=32, max_length=512, forgetting_sample=200),
+    "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5, shots=4,
+                             max_new_tokens=48, max_length=1024, forgetting_sample=200),
 }
 METRICS = ("rouge_l", "token_f1", "exact_match")
 
@@ -70,11 +72,15 @@ def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs
     """An entry's parameters under a preset (before the user's overrides)."""
     params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens}
     if entry.strategy == "sft":
-        params.update(epochs=epochs or preset.epochs, batch_size=preset.batch_size, max_length=preset.max_length)
+        params.update(epochs=epochs or preset.epochs, batch_size=preset.batch_size, max_length=preset.max_length,
+                      forgetting_sample=preset.forgetting_sample)
     elif entry.strategy == "dpo":
-        params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length)
-    elif entry.name == "few-shot":
-        params["draws"] = preset.draws
+        params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length,
+                      forgetting_sample=preset.forgetting_sample)
+    elif entry.name in ("few-shot", "knn-shot"):
+        params["shots"] = preset.shots
+        if entry.name == "few-shot":
+            params["draws"] = preset.draws
     return params
 
 
@@ -115,7 +121,7 @@ def check_generation_params(entry: Entry, params: dict) -> None:
 _ENTRY_KEYS = {
     "prompting": ("model", "shots", "selection", "draws", "max_new_tokens", "generate_limit", "device"),
     "rag": ("model", "k", "max_new_tokens", "generate_limit", "device", "documents"),
-    "dpo": ("preferences", "max_new_tokens", "generate_limit"),
+    "dpo": ("preferences", "max_new_tokens", "generate_limit", "forgetting_sample"),
 }
 
 
@@ -128,7 +134,8 @@ def run_generation(spec: dict, run_dir: Path) -> dict:
     started = time.perf_counter()
     splits = GenerationDataConfig(**spec["data"]).load()
     params, seed = dict(spec["params"]), spec["seed"]
-    baseline = run_dir.parents[1] / "forgetting-baseline.json"  # one probe of each base model per comparison
+    size = params.get("forgetting_sample", 200)  # one probe of each base model (and probe size) per comparison
+    baseline = run_dir.parents[1] / f"forgetting-baseline-{size}.json"
     if spec["strategy"] in ("prompting", "rag"):
         with measure() as cost:
             setup = _retrieval(params, run_dir) if spec["strategy"] == "rag" else None
@@ -186,6 +193,7 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
         raise AdaptlabError("the dpo entry starts from the lora run, which has not finished; see the lora entry's error")
     lora_result = json.loads((lora / "result.json").read_text(encoding="utf-8"))
     evaluation = {key: params.pop(key) for key in ("max_new_tokens", "generate_limit", "device") if key in params}
+    size = params.pop("forgetting_sample", 200)
     base, preferences = params.pop("model"), params.pop("preferences")
     pairs, _ = read_preferences(preferences)
     split = split_preferences(pairs, preferences, seed=seed)
@@ -194,9 +202,9 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
                          device=evaluation.get("device"))
     with measure() as cost:
         result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
-        after = _probe(str(artifact))
+        after = _probe(str(artifact), size)
         if not baseline.exists():
-            write_json(baseline, _probe(base))
+            write_json(baseline, _probe(base, size))
     forgetting = forgetting_deltas(json.loads(baseline.read_text(encoding="utf-8")), after)
     return {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
             "forgetting": forgetting, "artifact_bytes": manifest["size_bytes"], "base_model": manifest["base_model"],
@@ -207,13 +215,12 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
                      "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
 
 
-def _probe(model: str) -> dict:
-    from adaptlab.data.generation import general_text_sample
+def _probe(model: str, size: int) -> dict:
     from adaptlab.models.causal import load_causal_lm
-    from adaptlab.sft.evaluate import forgetting_probe, rotten_tomatoes_probe
+    from adaptlab.sft.evaluate import forgetting_probe, forgetting_sample
 
     lm, tokenizer, _ = load_causal_lm(model, None)
-    return forgetting_probe(lm, tokenizer, general_text_sample(), rotten_tomatoes_probe())
+    return forgetting_probe(lm, tokenizer, *forgetting_sample(size))
 
 
 def _no_forgetting() -> dict:

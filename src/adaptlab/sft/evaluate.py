@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.metrics import exact_match, rouge_l, token_f1
 from adaptlab.models.loading import pad_batch, pad_id
 from adaptlab.sft.template import IGNORE, encode_text
@@ -85,14 +86,30 @@ def reply_metrics(replies: dict, references: Sequence[str]) -> dict:
     }
 
 
-def rotten_tomatoes_probe() -> tuple[list[str], np.ndarray]:
+def rotten_tomatoes_probe(size: int = RT_SAMPLE) -> tuple[list[str], np.ndarray]:
     """A fixed sample of Rotten Tomatoes sentences (balanced, seed 0): the zero-shot classification probe."""
     from adaptlab.data import load_data
 
     data = load_data("rotten_tomatoes")
     rng = np.random.default_rng(0)
-    chosen = np.concatenate([rng.choice(np.flatnonzero(data.labels == k), RT_SAMPLE // 2, replace=False) for k in (0, 1)])
+    chosen = np.concatenate([rng.choice(np.flatnonzero(data.labels == k), size // 2, replace=False) for k in (0, 1)])
     return [data.texts[i] for i in chosen], data.labels[chosen]
+
+
+def forgetting_sample(size: int = RT_SAMPLE, forgetting_text: str | None = None) -> tuple[list[str], tuple]:
+    """(general texts, Rotten Tomatoes probe) for ``forgetting_probe``: ``size`` sentences, and the default
+    general sample (64 held-out Wikipedia summaries) cut to a third of ``size`` (at least 8) so that a smaller
+    probe is cheaper on both halves; a ``forgetting_text`` file is used whole."""
+    from adaptlab.data.generation import general_text_sample, load_generation_data
+
+    if forgetting_text is None:
+        general = general_text_sample()[: max(8, size // 3)]
+    else:
+        data = load_generation_data(forgetting_text)
+        if data.kind != "text":
+            raise AdaptlabError(f"--forgetting-text '{forgetting_text}' must be plain text (.txt, or .jsonl rows with 'text')")
+        general = data.records
+    return general, rotten_tomatoes_probe(size)
 
 
 @torch.inference_mode()

@@ -63,6 +63,8 @@ class SFTJob(TrainingOptions):
     forgetting: bool = param(True, "Measure forgetting (general-text perplexity, zero-shot Rotten Tomatoes) before and after.")
     forgetting_text: str | None = param(None, "File of general text (.txt/.jsonl) for the forgetting perplexity "
                                         "(default: held-out Wikipedia summaries).")
+    forgetting_sample: int = param(200, "Forgetting probe size: Rotten Tomatoes sentences scored zero-shot, and a third "
+                                   "as many held-out Wikipedia summaries (at most 64) for the perplexity.", minimum=16, below=10_001)
     forgetting_baseline: str | None = param(None, "JSON file caching the forgetting probe of the starting model: read "
                                             "if it exists, else written (a comparison probes each base once).",
                                             runtime=True, cli=False)
@@ -193,13 +195,13 @@ class SFTJob(TrainingOptions):
         from peft import PeftModel
 
         from adaptlab.models.causal import load_causal_lm
-        from adaptlab.sft.evaluate import forgetting_probe, rotten_tomatoes_probe
+        from adaptlab.sft.evaluate import forgetting_probe, forgetting_sample
 
         cache = Path(self.forgetting_baseline) if before and self.forgetting_baseline else None
         if cache is not None and cache.exists():
             return json.loads(cache.read_text(encoding="utf-8"))
         if getattr(self, "general_", None) is None:
-            self.general_, self.rt_ = _general_texts(self.forgetting_text), rotten_tomatoes_probe()
+            self.general_, self.rt_ = forgetting_sample(self.forgetting_sample, self.forgetting_text)
         model, context = self.model_, contextlib.nullcontext()
         if before and isinstance(model, PeftModel):
             context = model.disable_adapter()
@@ -243,17 +245,6 @@ class SFTJob(TrainingOptions):
         from adaptlab.models.causal import save_generator
 
         save_generator(self.model_, self.tokenizer_, directory, self.base_model())
-
-
-def _general_texts(path: str | None) -> list[str]:
-    from adaptlab.data.generation import general_text_sample, load_generation_data
-
-    if path is None:
-        return general_text_sample()
-    data = load_generation_data(path)
-    if data.kind != "text":
-        raise AdaptlabError(f"--forgetting-text '{path}' must be plain text (.txt, or .jsonl rows with 'text')")
-    return data.records
 
 
 def train_sft(splits, output: str | Path, **params: Any):
