@@ -200,7 +200,7 @@ def test_generation_compare_runs_every_kind_of_entry_and_skips_finished_runs(cli
     assert by["lora"]["forgetting_ppl_delta"] is not None and Path(by["lora"]["artifacts"][0], "adapter").is_dir()
     assert by["dpo"]["trainable_params"] > by["lora"]["trainable_params"]  # the lora run it starts from is counted
     assert by["dpo"]["train_seconds"] > by["lora"]["train_seconds"] and by["rag"]["train_seconds"] > 0
-    assert list((output / "runs").glob("*/forgetting-baseline-96.json"))
+    assert list((output / "runs").glob("*/forgetting-baseline-64.json"))
     for entry in results["entries"]:
         assert 0 <= entry["rouge_l"]["ci95"][0] <= entry["rouge_l"]["mean"] <= entry["rouge_l"]["ci95"][1] <= 1
     assert len(results["samples"]) == 5 and len(results["samples"][0]["outputs"]) == 5

@@ -59,9 +59,9 @@ GENERATION_PRESETS = {
     # Measured: the default ladder on wiki-descriptions with SmolLM2 in under 15 minutes on 2 CPU threads
     # (benchmarks/results/compare_generation_quick.json).
     "quick": GenerationPreset(train_size=64, val_size=16, test_size=32, epochs=1, batch_size=4, draws=1, shots=2,
-                              max_new_tokens=16, max_length=256, forgetting_sample=96),
-    "standard": GenerationPreset(train_size=256, val_size=32, test_size=128, epochs=2, batch_size=8, draws=3, shots=4,
-                                 max_new_tokens=32, max_length=512, forgetting_sample=200),
+                              max_new_tokens=16, max_length=256, forgetting_sample=64),
+    "standard": GenerationPreset(train_size=256, val_size=32, test_size=64, epochs=1, batch_size=8, draws=3, shots=4,
+                                 max_new_tokens=24, max_length=512, forgetting_sample=200),
     "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5, shots=4,
                              max_new_tokens=48, max_length=1024, forgetting_sample=200),
 }

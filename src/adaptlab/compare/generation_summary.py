@@ -94,6 +94,7 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "test_over_draws": done[0]["metrics"].get("test_over_draws"),
         "params": done[0]["spec"]["params"], "artifacts": artifacts, "sizes": done[0]["data"]["sizes"],
         "samples": done[0]["samples"], "resumed_from_epoch": done[0].get("resumed_from_epoch"),
+        "scored_examples": n,
         "_scores": scores,
     }
     return summary
@@ -157,6 +158,10 @@ def recommend(entries: list[dict], metric: str) -> list[str]:
                      f"of training instead of {best['train_seconds']:.0f} s.")
     else:
         lines.append(f"Recommended: {name(best)}; no cheaper entry is statistically tied with it.")
+    n = best["scored_examples"]
+    if n < 100 and len(tied) >= max(2, len(entries) // 2):
+        lines.append(f"With {n} test examples most entries are within noise of each other; a larger --test-size "
+                     "(or --preset standard) separates them.")
     by_entry = {e["entry"]: e for e in reversed(entries)}  # each entry's best model
     forgetting = [f"{n} {_forgetting_phrase(by_entry[n])}" for n in ("lora", "full") if n in by_entry]
     if forgetting:
