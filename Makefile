@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/adaptlab compare --data rotten_tomatoes --preset quick --output runs/demo-compare
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile   # two workers, each with half the cores (tests/conftest.py)
 
 bench: install
 	$(PY) benchmarks/embedding_throughput.py
@@ -37,6 +37,8 @@ bench: install
 	$(PY) benchmarks/serve_generation.py
 	$(PY) benchmarks/reward_hh.py
 	$(PY) benchmarks/sft.py
+	$(PY) benchmarks/compare_generation.py --preset quick
+	$(PY) benchmarks/compare_generation.py --preset standard
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
