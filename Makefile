@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/adaptlab compare --data rotten_tomatoes --preset quick --output runs/demo-compare
 
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile   # two workers, each with half the cores (tests/conftest.py)
+	$(PY) -m pytest -q -n 2   # two workers, each with half the cores (tests/conftest.py)
 
 bench: install
 	$(PY) benchmarks/embedding_throughput.py

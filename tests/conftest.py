@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+os.environ.setdefault("COLUMNS", "200")  # rich wraps at 80 columns without a terminal; long tmp paths would break lines
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: each worker (and what it starts) gets its share of the cores
     _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -85,6 +86,11 @@ def isolated_cache(tmp_path, monkeypatch):
     (cache / "models").symlink_to(shared_models, target_is_directory=True)
     monkeypatch.setenv("ADAPTLAB_CACHE", str(cache))
     yield
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def write_csv(path: Path, rows: list[dict] | str) -> Path:

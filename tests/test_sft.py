@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import write_jsonl
 from adaptlab.errors import AdaptlabError
 
 CHAT = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue"}]
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return path
 
 
 def pc_rows(n: int = 24) -> list[dict]:
@@ -397,8 +393,8 @@ def test_smollm2_sft_learns_to_stop_and_survives_merge_and_pipeline(tmp_path):
     from adaptlab.merge import merge_lora
 
     splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=48, val_size=8, test_size=8)
-    manifest = adaptlab.train_sft(splits, tmp_path / "sft", method="lora", epochs=1, batch_size=8, lr=1e-3,
-                                  max_new_tokens=16, progress=False).manifest
+    manifest = adaptlab.train_sft(splits, tmp_path / "sft", method="lora", epochs=1, batch_size=4, lr=1e-3,
+                                  max_new_tokens=16, forgetting_sample=32, progress=False).manifest
     test, forgetting = manifest["metrics"]["test"], manifest["metrics"]["forgetting"]
     assert test["stopped"] >= 0.75 and test["mean_length"] < 16  # replies end with the end-of-turn token
     assert test["rouge_l"] > 0.1 and test["perplexity"] < manifest["metrics"]["forgetting"]["before"]["general_ppl"] * 10

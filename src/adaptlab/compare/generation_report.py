@@ -10,10 +10,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from adaptlab._io import atomic_file
 from adaptlab.compare.generation_summary import LABELS
 from adaptlab.compare.plan import short_model
-from adaptlab.compare.report import STYLE, scatter_png
+from adaptlab.compare.report import STYLE, failures_section, leaderboard_html, scatter_png, settings_table, write_page
 
 COLUMNS = ("#", "strategy", "model", "ROUGE-L", "95% CI", "F1", "EM", "loss", "forget ppl", "RT Δ", "trainable",
            "train s", "tok/s", "RSS MB", "size MB")
@@ -92,14 +91,8 @@ def render_html(results: dict) -> str:
         "</ul></div>",
     ]
     if entries:
-        parts.append("<h2>Leaderboard</h2><table><thead><tr>")
-        parts += [f"<th class='{'l' if c in ('strategy', 'model') else ''}' scope='col'>{esc(c)}</th>" for c in COLUMNS]
-        parts.append("<th class='l' scope='col'>what it is</th></tr></thead><tbody>")
-        for rank, entry in enumerate(entries, start=1):
-            cls = "best" if rank == 1 else ("tied" if entry["tied_with_best"] else "")
-            cells = "".join(f"<td class='{'l' if i in (1, 2) else ''}'>{esc(c)}</td>" for i, c in enumerate(_row(rank, entry, metric)))
-            parts.append(f"<tr class='{cls}'>{cells}<td class='l wrap'>{esc(entry['description'])}</td></tr>")
-        parts += ["</tbody></table>", f"<p class='meta'>{esc(LEGEND)}</p>"]
+        parts += leaderboard_html(COLUMNS, [_row(rank, entry, metric) for rank, entry in enumerate(entries, start=1)], entries, esc)
+        parts.append(f"<p class='meta'>{esc(LEGEND)}</p>")
         ylabel = f"test {label} (x100), 95% bootstrap CI"
         known = [dict(e, _percent=100 * e["trainable_fraction"]) for e in entries if e["trainable_fraction"] is not None]
         known += [dict(e, _percent=0.0) for e in entries if e["trainable_fraction"] is None and not e["trainable_params"]]
@@ -119,18 +112,8 @@ def render_html(results: dict) -> str:
         parts.append("</div>")
         parts += _samples(results["samples"], esc)
         parts += _draws(entries, esc)
-        parts.append("<h2>Settings</h2><table><thead><tr><th class='l'>strategy</th><th class='l'>model</th>"
-                     "<th class='l'>parameters</th><th class='l'>artifacts</th></tr></thead><tbody>")
-        for e in entries:
-            params = ", ".join(f"{k}={v}" for k, v in sorted(e["params"].items()) if v is not None and k != "model")
-            parts.append(f"<tr><td class='l'>{esc(e['entry'])}</td><td class='l'>{esc(e['model'])}</td>"
-                         f"<td class='l wrap'>{esc(params)}</td><td class='l wrap'>{esc(', '.join(e['artifacts']))}</td></tr>")
-        parts.append("</tbody></table>")
-    if results["failures"]:
-        parts.append("<h2 class='fail'>Runs that failed</h2><ul>")
-        parts += [f"<li class='fail'>{esc(f['entry'])} ({esc(f['model'])}): {esc('; '.join(f['errors']))}</li>"
-                  for f in results["failures"]]
-        parts.append("</ul><p>Re-running the same command retries them and skips everything that finished.</p>")
+        parts += settings_table(entries, esc)
+    parts += failures_section(results["failures"], esc)
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -161,6 +144,4 @@ def _draws(entries: list[dict], esc) -> list[str]:
 
 
 def write_report(results: dict, path: Path) -> None:
-    page = render_html(results)
-    with atomic_file(path) as handle:
-        handle.write(page)
+    write_page(render_html(results), path)

@@ -9,38 +9,24 @@ recommended, with a sentence on what it forgets.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from adaptlab.compare.generation import GENERATION_ENTRIES
 from adaptlab.compare.plan import ComparePlan, Run, short_model
-from adaptlab.compare.summary import BOOTSTRAP_SAMPLES, CONFIDENCE, hardware
+from adaptlab.compare.summary import BOOTSTRAP_SAMPLES, CONFIDENCE, collect_runs, hardware
 
 LABELS = {"rouge_l": "ROUGE-L", "token_f1": "token F1", "exact_match": "exact match"}
 
 
 def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_seconds: float) -> dict:
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.entry, run.model), []).append(run)
     entries, failures = [], []
-    for (entry, model), members in groups.items():
-        done, failed, artifacts = [], [], []
-        for run in members:
-            run_dir = output / "runs" / run.key
-            if (run_dir / "result.json").exists():
-                result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
-                if result["spec"] == run.spec(data):  # else stale: from other settings
-                    done.append(result)
-                    artifacts.append(str(run_dir / "artifact") if result["artifact_bytes"] else None)
-            elif (run_dir / "failed.json").exists():
-                failed.append(json.loads((run_dir / "failed.json").read_text(encoding="utf-8"))["error"])
+    for (entry, model), done, failed, artifacts in collect_runs(runs, output, data):
         if failed:
             failures.append({"entry": entry, "model": model, "errors": failed})
-        if done:
-            entries.append(_entry_summary(entry, model, done, [a for a in artifacts if a]))
+        if done:  # prompting entries write no artifact
+            entries.append(_entry_summary(entry, model, done, [a for a, r in zip(artifacts, done) if r["artifact_bytes"]]))
     metric = plan.metric
     entries.sort(key=lambda e: -e[metric]["mean"])
     if entries:

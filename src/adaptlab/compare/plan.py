@@ -180,7 +180,7 @@ class ComparePlan:
         entries = self.entries
         for name in self.strategies or []:
             if name not in entries:
-                raise AdaptlabError(f"--strategies: unknown {self.task} entry '{name}' (available: {', '.join(entries)})")
+                raise AdaptlabError(f"--strategies: unknown entry '{name}' for {self.task} (available: {', '.join(entries)})")
         for name, overrides in self.params.items():
             if name != "all" and name not in entries:
                 raise AdaptlabError(f"parameter overrides for unknown entry '{name}' (available: all, {', '.join(entries)})")

@@ -195,16 +195,7 @@ def render_html(results: dict) -> str:
         "</ul></div>",
     ]
     if entries:
-        parts.append("<h2>Leaderboard</h2><table><thead><tr>")
-        parts += [f"<th class='{'l' if c in ('strategy', 'model') else ''}' scope='col'>{esc(c)}</th>" for c in COLUMNS]
-        parts.append("<th class='l' scope='col'>what it is</th></tr></thead><tbody>")
-        for rank, entry in enumerate(entries, start=1):
-            cls = "best" if rank == 1 else ("tied" if entry["tied_with_best"] else "")
-            cells = _row(rank, entry)
-            parts.append(f"<tr class='{cls}'>" + "".join(
-                f"<td class='{'l' if i in (1, 2) else ''}'>{esc(c)}</td>" for i, c in enumerate(cells))
-                + f"<td class='l wrap'>{esc(entry['description'])}</td></tr>")
-        parts.append("</tbody></table>")
+        parts += leaderboard_html(COLUMNS, [_row(rank, entry) for rank, entry in enumerate(entries, start=1)], entries, esc)
         parts.append("<p class='meta'>acc %: test accuracy, mean ± standard deviation over training seeds. 95% CI: bootstrap over "
                      "test examples. F1: macro-F1. trainable: trained parameters (% of the model). Green rows are "
                      "statistically tied with the best (paired bootstrap). train s: training time in seconds, embedding "
@@ -229,23 +220,47 @@ def render_html(results: dict) -> str:
                 parts.append(f"<li>{esc(e['entry'])} ({esc(e['model'])}): test accuracy over {len(d['accuracy'])} demonstration "
                              f"draws {100 * d['mean']:.1f}% ± {100 * d['std']:.1f}; the draw kept was chosen on validation.</li>")
             parts.append("</ul>")
-        parts.append("<h2>Settings</h2><table><thead><tr><th class='l'>strategy</th><th class='l'>model</th>"
-                     "<th class='l'>parameters</th><th class='l'>artifacts</th></tr></thead><tbody>")
-        for e in entries:
-            params = ", ".join(f"{k}={v}" for k, v in sorted(e["params"].items()) if v is not None and k != "model")
-            parts.append(f"<tr><td class='l'>{esc(e['entry'])}</td><td class='l'>{esc(e['model'])}</td>"
-                         f"<td class='l wrap'>{esc(params)}</td><td class='l wrap'>{esc(', '.join(e['artifacts']))}</td></tr>")
-        parts.append("</tbody></table>")
-    if results["failures"]:
-        parts.append("<h2 class='fail'>Runs that failed</h2><ul>")
-        parts += [f"<li class='fail'>{esc(f['entry'])} ({esc(f['model'])}): {esc('; '.join(f['errors']))}</li>"
-                  for f in results["failures"]]
-        parts.append("</ul><p>Re-running the same command retries them and skips everything that finished.</p>")
+        parts += settings_table(entries, esc)
+    parts += failures_section(results["failures"], esc)
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(results: dict, path: Path) -> None:
-    page = render_html(results)
+def leaderboard_html(columns: tuple[str, ...], rows: list[list[str]], entries: list[dict], esc) -> list[str]:
+    """The ranked table: the best row and the rows tied with it highlighted, each entry described."""
+    parts = ["<h2>Leaderboard</h2><table><thead><tr>",
+             *[f"<th class='{'l' if c in ('strategy', 'model') else ''}' scope='col'>{esc(c)}</th>" for c in columns],
+             "<th class='l' scope='col'>what it is</th></tr></thead><tbody>"]
+    for rank, (cells, entry) in enumerate(zip(rows, entries), start=1):
+        cls = "best" if rank == 1 else ("tied" if entry["tied_with_best"] else "")
+        parts.append(f"<tr class='{cls}'>" + "".join(f"<td class='{'l' if i in (1, 2) else ''}'>{esc(c)}</td>" for i, c in enumerate(cells))
+                     + f"<td class='l wrap'>{esc(entry['description'])}</td></tr>")
+    return [*parts, "</tbody></table>"]
+
+
+def settings_table(entries: list[dict], esc) -> list[str]:
+    """Every entry's parameters and artifact paths (both kinds of report)."""
+    parts = ["<h2>Settings</h2><table><thead><tr><th class='l'>strategy</th><th class='l'>model</th>"
+             "<th class='l'>parameters</th><th class='l'>artifacts</th></tr></thead><tbody>"]
+    for e in entries:
+        params = ", ".join(f"{k}={v}" for k, v in sorted(e["params"].items()) if v is not None and k != "model")
+        parts.append(f"<tr><td class='l'>{esc(e['entry'])}</td><td class='l'>{esc(e['model'])}</td>"
+                     f"<td class='l wrap'>{esc(params)}</td><td class='l wrap'>{esc(', '.join(e['artifacts']))}</td></tr>")
+    return [*parts, "</tbody></table>"]
+
+
+def failures_section(failures: list[dict], esc) -> list[str]:
+    if not failures:
+        return []
+    return ["<h2 class='fail'>Runs that failed</h2><ul>",
+            *[f"<li class='fail'>{esc(f['entry'])} ({esc(f['model'])}): {esc('; '.join(f['errors']))}</li>" for f in failures],
+            "</ul><p>Re-running the same command retries them and skips everything that finished.</p>"]
+
+
+def write_page(page: str, path: Path) -> None:
     with atomic_file(path) as handle:
         handle.write(page)
+
+
+def write_report(results: dict, path: Path) -> None:
+    write_page(render_html(results), path)

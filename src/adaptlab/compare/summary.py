@@ -21,22 +21,8 @@ CONFIDENCE = 0.95
 
 
 def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_seconds: float) -> dict:
-    groups: dict[tuple[str, str], list[Run]] = {}
-    for run in runs:
-        groups.setdefault((run.entry, run.model), []).append(run)
     entries, failures, labels = [], [], None
-    for (entry, model), members in groups.items():
-        done, failed, artifacts = [], [], []
-        for run in members:
-            run_dir = output / "runs" / run.key
-            if (run_dir / "result.json").exists():
-                result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
-                if result["spec"] != run.spec(data):  # stale: from other settings
-                    continue
-                done.append(result)
-                artifacts.append(str(run_dir / "artifact"))
-            elif (run_dir / "failed.json").exists():
-                failed.append(json.loads((run_dir / "failed.json").read_text(encoding="utf-8"))["error"])
+    for (entry, model), done, failed, artifacts in collect_runs(runs, output, data):
         if failed:
             failures.append({"entry": entry, "model": model, "errors": failed})
         if done:
@@ -75,6 +61,28 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
         "failures": failures,
         "recommendation": recommend(entries),
     }
+
+
+def collect_runs(runs: list[Run], output: Path, data) -> list[tuple[tuple[str, str], list[dict], list[str], list[str]]]:
+    """Per (entry, model), in ladder order: the finished results whose settings match the plan (a stale one,
+    from other settings, is ignored), the errors of failed runs, and the finished runs' artifact paths."""
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.entry, run.model), []).append(run)
+    collected = []
+    for key, members in groups.items():
+        done, failed, artifacts = [], [], []
+        for run in members:
+            run_dir = output / "runs" / run.key
+            if (run_dir / "result.json").exists():
+                result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+                if result["spec"] == run.spec(data):
+                    done.append(result)
+                    artifacts.append(str(run_dir / "artifact"))
+            elif (run_dir / "failed.json").exists():
+                failed.append(json.loads((run_dir / "failed.json").read_text(encoding="utf-8"))["error"])
+        collected.append((key, done, failed, artifacts))
+    return collected
 
 
 def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str]) -> dict:
