@@ -80,6 +80,7 @@ class ClassificationModule(AdaptationModule):
         else:
             loss = F.cross_entropy(self(batch), batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["labels"]))  # a row per epoch
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -98,6 +99,7 @@ class CausalLMModule(AdaptationModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, tokens = self.token_loss(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=tokens)
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=tokens)  # token-weighted epoch mean
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
