@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab._io import write_json
 from adaptlab.compare.plan import Entry
 from adaptlab.errors import AdaptlabError
 
@@ -65,7 +64,6 @@ GENERATION_PRESETS = {
     "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5, shots=4,
                              max_new_tokens=48, max_length=1024, forgetting_sample=200),
 }
-METRICS = ("rouge_l", "token_f1", "exact_match")
 
 
 def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs: int | None) -> dict:
@@ -101,10 +99,11 @@ def generation_param_names(entry: Entry) -> set[str]:
 
 def check_generation_params(entry: Entry, params: dict) -> None:
     """Unknown names and bad values fail while planning, not in a worker minutes later."""
-    unknown = sorted(set(params) - generation_param_names(entry))
+    takes = generation_param_names(entry)
+    unknown = sorted(set(params) - takes)
     if unknown:
         raise AdaptlabError(f"entry '{entry.name}' takes no parameter {', '.join(map(repr, unknown))}; "
-                            f"it takes: {', '.join(sorted(generation_param_names(entry)))}")
+                            f"it takes: {', '.join(sorted(takes))}")
     if entry.strategy == "sft":
         from adaptlab.sft.job import SFTJob
 
@@ -186,7 +185,7 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
     from adaptlab.measure import measure
     from adaptlab.rlhf import read_preferences, split_preferences
     from adaptlab.rlhf.dpo import train_dpo
-    from adaptlab.sft.evaluate import forgetting_deltas
+    from adaptlab.sft.evaluate import cached_probe, forgetting_deltas
 
     lora = run_dir.parents[1] / "lora" / run_dir.name  # runs/<model>/<entry>/seed-<s>
     if not (lora / "result.json").exists():
@@ -203,9 +202,8 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
     with measure() as cost:
         result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
         after = _probe(str(artifact), size)
-        if not baseline.exists():
-            write_json(baseline, _probe(base, size))
-    forgetting = forgetting_deltas(json.loads(baseline.read_text(encoding="utf-8")), after)
+        before = cached_probe(baseline, lambda: _probe(base, size))
+    forgetting = forgetting_deltas(before, after)
     return {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
             "forgetting": forgetting, "artifact_bytes": manifest["size_bytes"], "base_model": manifest["base_model"],
             "cost": {"trainable_params": manifest["cost"]["trainable_params"] + lora_result["cost"]["trainable_params"],
@@ -232,6 +230,7 @@ def _retrieval(params: dict, run_dir: Path):
     """(context function, seconds spent building the index): ``documents`` is an existing store, or files
     and named corpora indexed once into the comparison's ``rag-index`` directory."""
     from adaptlab.rag import RagIndex
+    from adaptlab.rag.answer import format_passages
 
     started = time.perf_counter()
     documents = list(params["documents"])
@@ -244,9 +243,8 @@ def _retrieval(params: dict, run_dir: Path):
 
     def with_context(messages: list[dict]) -> list[dict]:
         question = messages[-2]["content"]
-        hits = index.search(question, k)
-        passages = "\n\n".join(f"[{n}] {hit.chunk.title}: {hit.chunk.text}" for n, hit in enumerate(hits, start=1))
-        return [*messages[:-2], {"role": "user", "content": f"Context:\n{passages}\n\n{question}"}, messages[-1]]
+        context = format_passages(index.search(question, k))
+        return [*messages[:-2], {"role": "user", "content": f"Context:\n{context}\n\n{question}"}, messages[-1]]
 
     return with_context, time.perf_counter() - started
 

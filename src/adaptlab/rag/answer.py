@@ -35,8 +35,12 @@ def build_prompt(question: str, hits: list[Hit], short: bool = False) -> tuple[s
     """(system, user) messages. Without hits: the closed-book prompt."""
     if not hits:
         return SYSTEM_CLOSED, f"Question: {question}" + (SHORT if short else "")
-    context = "\n\n".join(f"[{n}] {hit.chunk.title}: {hit.chunk.text}" for n, hit in enumerate(hits, start=1))
-    return SYSTEM_RAG, f"Context:\n{context}\n\nQuestion: {question}" + (SHORT if short else "")
+    return SYSTEM_RAG, f"Context:\n{format_passages(hits)}\n\nQuestion: {question}" + (SHORT if short else "")
+
+
+def format_passages(hits: list[Hit]) -> str:
+    """The retrieved chunks numbered [1]..[k], each with its title: what a reader is asked to cite."""
+    return "\n\n".join(f"[{n}] {hit.chunk.title}: {hit.chunk.text}" for n, hit in enumerate(hits, start=1))
 
 
 class Answerer:

@@ -12,13 +12,16 @@ Every function works on plain and PEFT models alike (prompt tuning's virtual tok
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from adaptlab._io import write_json
 from adaptlab.errors import AdaptlabError
 from adaptlab.metrics import exact_match, rouge_l, token_f1
 from adaptlab.models.loading import pad_batch, pad_id
@@ -139,6 +142,17 @@ def forgetting_probe(model, tokenizer, general_texts: Sequence[str], rt: tuple[l
     examples = [chunk for text in general_texts for chunk in encode_text(tokenizer, text, GENERAL_MAX_TOKENS)[:1]]
     general = sequence_loss(model, examples, pad_id(tokenizer))
     return {"general_ppl": general["perplexity"], "rt_accuracy": rt_accuracy(model, tokenizer, *rt)}
+
+
+def cached_probe(cache: Path | None, compute: Callable[[], dict]) -> dict:
+    """The starting model's probe read from ``cache`` if it is there, else computed (and written when a cache
+    is given): a comparison probes each base model once, not once per run."""
+    if cache is not None and cache.exists():
+        return json.loads(cache.read_text(encoding="utf-8"))
+    probe = compute()
+    if cache is not None:
+        write_json(cache, probe)
+    return probe
 
 
 def forgetting_deltas(before: dict, after: dict) -> dict:

@@ -14,12 +14,10 @@ forgetting probe before and after (general-text perplexity, zero-shot Rotten Tom
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from adaptlab._io import write_json
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param
@@ -199,29 +197,30 @@ class SFTJob(TrainingOptions):
 
     def _probe(self, before: bool) -> dict:
         """The forgetting probe on the tuned model, or (``before``) on the model it started from: PEFT adapters
-        switched off, or for full and last-k a fresh copy of the starting weights."""
-        import contextlib
+        switched off, or for full and last-k a fresh copy of the starting weights (read from
+        ``forgetting_baseline`` when a comparison already probed it)."""
+        from adaptlab.sft.evaluate import cached_probe
 
+        if before:
+            return cached_probe(Path(self.forgetting_baseline) if self.forgetting_baseline else None, self._probe_start)
+        return self._run_probe(self.model_)
+
+    def _probe_start(self) -> dict:
         from peft import PeftModel
 
         from adaptlab.models.causal import load_causal_lm
+
+        if isinstance(self.model_, PeftModel):
+            with self.model_.disable_adapter():
+                return self._run_probe(self.model_)
+        return self._run_probe(load_causal_lm(self.model, str(self.runtime.torch_device))[0])
+
+    def _run_probe(self, model) -> dict:
         from adaptlab.sft.evaluate import forgetting_probe, forgetting_sample
 
-        cache = Path(self.forgetting_baseline) if before and self.forgetting_baseline else None
-        if cache is not None and cache.exists():
-            return json.loads(cache.read_text(encoding="utf-8"))
         if getattr(self, "general_", None) is None:
             self.general_, self.rt_ = forgetting_sample(self.forgetting_sample, self.forgetting_text)
-        model, context = self.model_, contextlib.nullcontext()
-        if before and isinstance(model, PeftModel):
-            context = model.disable_adapter()
-        elif before:
-            model = load_causal_lm(self.model, str(self.runtime.torch_device))[0]
-        with context:
-            probe = forgetting_probe(model, self.tokenizer_, self.general_, self.rt_)
-        if cache is not None:
-            write_json(cache, probe)
-        return probe
+        return forgetting_probe(model, self.tokenizer_, self.general_, self.rt_)
 
     def inference_rate(self, splits) -> float | None:
         return getattr(self, "rate_", None)
