@@ -22,10 +22,13 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/adaptlab compare --data rotten_tomatoes --preset quick --output runs/demo-compare
 
+# Chromium and the PostgreSQL test server too (where this machine allows), so a local run is CI's run.
 test: install
+	tests/install_test_deps.sh
 	$(PY) -m pytest -q -n 2   # two workers, each with half the cores (tests/conftest.py)
 
 bench: install
+	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/embedding_throughput.py
 	$(PY) benchmarks/lora_vs_hf_trainer.py
 	$(PY) benchmarks/head_cached_vs_naive.py

@@ -30,7 +30,8 @@ def main() -> None:
     os.environ.setdefault("ADAPTLAB_CACHE", tempfile.mkdtemp(prefix="adaptlab-bench-"))
     import adaptlab
     from adaptlab.rlhf.evaluate import evaluate_policy
-    from adaptlab.rlhf.ppo import PPOConfig, load_reward, review_prompts, train_ppo
+    from adaptlab.rlhf.ppo import PPOConfig, review_prompts, train_ppo
+    from adaptlab.rlhf.rewards import load_reward
 
     work = Path(tempfile.mkdtemp(prefix="adaptlab-ppo-"))
     splits = adaptlab.load_splits("imdb", train_size=2000, val_size=300, test_size=500)

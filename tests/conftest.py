@@ -24,40 +24,17 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with random weights and MiniLM's real tokenizer: runs in milliseconds."""
-    import torch
-    from transformers import BertConfig, BertModel
+    from adaptlab.models.tiny import save_tiny_bert
 
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(MINILM_DIR / name, directory / name)
-    return directory
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer, 16-wide Llama (SmolLM2's architecture) with random weights and SmolLM2's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from adaptlab.models.tiny import save_tiny_llama
 
-    from adaptlab.models import resolve_model
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m").path)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, intermediate_size=32, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +110,14 @@ def cli(capsys, monkeypatch):
         return code, captured.out, captured.err
 
     return run
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action, as a terminal gives it (a test runner's process may ignore SIGINT, and
+    children inherit an ignored signal)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def read_json_lines(text: str) -> list[dict]:

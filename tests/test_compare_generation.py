@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_jsonl
+from conftest import default_sigint, write_jsonl
 
 from adaptlab.compare.plan import ComparePlan, ModelInfo, Run, compare_plan, infer_task
 from adaptlab.config import DataConfig, GenerationDataConfig
@@ -211,11 +211,24 @@ def test_generation_compare_runs_every_kind_of_entry_and_skips_finished_runs(cli
 def test_a_failing_generation_entry_is_reported_and_the_others_finish(cli, tiny_llama, tmp_path):
     data = write_jsonl(tmp_path / "colours.jsonl", colour_rows())
     code, out, _ = cli(*tiny_args(tiny_llama, data, tmp_path / "cmp", "--strategies", "zero-shot,last-k", "--set", "last-k.layers=99"))
-    assert code == 0
+    assert code == 1  # the report is written, and the exit code says a run failed
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert [e["entry"] for e in results["entries"]] == ["zero-shot"]
     assert results["failures"][0]["entry"] == "last-k" and "layers" in results["failures"][0]["errors"][0]
     assert "failed: last-k" in out
+
+
+def workers_of(output: Path) -> list[str]:
+    """Live worker processes writing into ``output`` (from /proc: their command lines)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"adaptlab.compare.worker" in argv and any(str(output).encode() in arg for arg in argv):
+            found.append(cmdline.parent.name)
+    return found
 
 
 def test_generation_compare_resumes_after_ctrl_c_and_kill_9(tiny_llama, tmp_path):
@@ -227,20 +240,32 @@ def test_generation_compare_resumes_after_ctrl_c_and_kill_9(tiny_llama, tmp_path
                                                                       "--epochs", "12", "--train-size", "160"))]
     pattern, seen = "runs/*/lora/seed-0/artifact.work/checkpoints/last.ckpt", 0
     for sig in (signal.SIGINT, signal.SIGKILL):
-        process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               preexec_fn=default_sigint)
         deadline, newer = time.time() + 180, None
         while time.time() < deadline and newer is None:  # a checkpoint written by this attempt: it is training
             newer = next((p for p in output.glob(pattern) if p.stat().st_mtime_ns > seen), None)
             time.sleep(0.2)
         assert newer is not None, "training never wrote a checkpoint"
         seen = newer.stat().st_mtime_ns
-        os.killpg(process.pid, sig)
+        if sig == signal.SIGINT:
+            os.killpg(process.pid, sig)  # Ctrl-C reaches the whole foreground group
+        else:
+            os.kill(process.pid, sig)  # kill -9 of the comparison alone: its worker must not live on
         assert process.wait(timeout=60) != 0
+        deadline = time.time() + 20
+        while time.time() < deadline and workers_of(output):
+            time.sleep(0.2)
+        assert not workers_of(output), "a worker outlived the comparison"
+        if sig == signal.SIGINT:  # an interrupted invocation still counts its time (resumed comparisons add up)
+            interrupted = json.loads((output / "elapsed.json").read_text())["seconds"]
+            assert interrupted > 0
         assert not list(output.glob("runs/*/lora/seed-0/result.json")) and not list(output.glob("runs/*/lora/seed-0/failed.json"))
     finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert finished.returncode == 0, finished.stderr[-2000:]
     result = json.loads(next(output.glob("runs/*/lora/seed-0/result.json")).read_text())
     assert result["resumed_from_epoch"] is not None and result["resumed_from_epoch"] >= 1
+    assert json.loads((output / "results.json").read_text())["wall_seconds"] > interrupted
 
 
 # -- the real packaged model -----------------------------------------------------------------------------

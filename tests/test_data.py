@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pandas as pd
@@ -85,10 +86,35 @@ def test_oversized_sample_names_the_option(cli):
 
 
 def test_hub_dataset_offline_fails_clearly(monkeypatch):
+    from adaptlab.hub import hub_unreachable
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(AdaptlabError, match="Hugging Face Hub.*offline"):
+    hub_unreachable.cache_clear()
+    with pytest.raises(AdaptlabError, match="Hugging Face Hub is not reachable .offline: HF_HUB_OFFLINE"):
         load_data("someone/no-such-dataset-xyz")
+    hub_unreachable.cache_clear()
+
+
+def test_a_typo_of_a_named_dataset_is_refused_with_a_suggestion(cli):
+    start = time.perf_counter()
+    code, _, err = cli("data", "--data", "rotten_tomato")
+    assert code == 2 and "did you mean rotten_tomatoes?" in err and len(err.strip().splitlines()) == 1
+    assert time.perf_counter() - start < 10  # no Hub retries (they took 24-41 s offline)
+
+
+def test_without_network_a_hub_name_fails_fast_with_one_line(monkeypatch):
+    """No HF_HUB_OFFLINE, no route to the Hub (as in this sandbox, or a laptop on a plane): the connect check
+    answers within seconds instead of datasets' retries."""
+    from adaptlab.hub import hub_unreachable
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    hub_unreachable.cache_clear()
+    start = time.perf_counter()
+    with pytest.raises(AdaptlabError, match=r"not reachable \(offline\? 127.0.0.1"):
+        load_data("someone/no-such-dataset-xyz")
+    assert time.perf_counter() - start < 5
+    hub_unreachable.cache_clear()
 
 
 def test_split_is_deterministic_stratified_and_disjoint():

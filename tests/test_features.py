@@ -33,7 +33,7 @@ def test_artifact_reload_gives_bit_identical_predictions(tiny_bert, toy_splits, 
     assert {"train_seconds", "peak_rss_mb", "trainable_params", "total_params"} <= set(manifest["cost"])
     assert manifest["cost"]["total_params"] > manifest["cost"]["trainable_params"] > 0
     files = {p.name for p in (tmp_path / "art").iterdir()}
-    assert files == {"manifest.json", "classifier.skops"}
+    assert files == {"manifest.json", "classifier.skops", "README.md"}  # README.md: the model card
     texts = toy_splits.test.texts + ["something never seen before"]
     # recompute everything after reload: no embedding cache involved
     before = adaptlab.load_artifact(tmp_path / "art", cache=False, progress=False).predict_proba(texts)
@@ -89,7 +89,8 @@ def test_failed_training_leaves_the_previous_artifact(tiny_bert, toy_splits, tmp
 
     monkeypatch.setattr(FeatureClassifier, "save", broken_save)
     with pytest.raises(KeyboardInterrupt):
-        adaptlab.train("features", toy_splits, tmp_path / "art", model=str(tiny_bert), precision="fp32", progress=False)
+        adaptlab.train("features", toy_splits, tmp_path / "art", model=str(tiny_bert), precision="fp32", progress=False,
+                       overwrite=True)
     assert (tmp_path / "art" / "manifest.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["art", "toy.csv"]
 

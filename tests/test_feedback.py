@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.feedback import db as dbmod
 from adaptlab.feedback import project
 from adaptlab.feedback.app import create_app
 from adaptlab.feedback.cli import feedback_app
@@ -80,7 +81,7 @@ def test_tokens_are_stored_hashed(setup):
     directory, _, tokens = setup
     stored = {r["name"]: r["token_hash"] for r in db(directory).execute("SELECT name, token_hash FROM annotators")}
     assert all(tokens[name] not in stored[name] and len(stored[name]) == 64 for name in tokens)
-    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 2
     assert db(directory).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -192,6 +193,55 @@ def test_assignment_spreads_items_least_covered_first(tmp_path):
     assert page_state(b.get("/").text)["prompt"] == 2  # with overlap 1, item 1 is now taken
 
 
+def test_submit_refuses_unassigned_items_oversized_and_hostile_bodies(tmp_path):
+    """Overlap is enforced when a ranking is stored, not only when items are handed out; every field and the
+    body are bounded; hostile JSON is a 4xx for that request, never a 500."""
+    directory = make_project(tmp_path, n_prompts=3, overlap=1)
+    app = create_app(directory)
+    (alice, state), (bob, bob_state) = (signed_in(app, project.add_annotator(directory, name)) for name in ("alice", "bob"))
+    assert rank(alice, state).status_code == 200
+    stolen = dict(bob_state, prompt=state["prompt"])  # bob's own CSRF token, alice's item (overlap 1: taken)
+    response = rank(bob, stolen)
+    assert response.status_code == 409 and "not open to you" in response.json()["error"]["message"]
+    headers = {"X-CSRF-Token": bob_state["csrf"]}
+    assert bob.post("/api/submit", content=b"[" * 100_000 + b"]" * 100_000, headers=headers).status_code == 413
+    assert bob.post("/api/submit", content=b"[" * 5_000 + b"]" * 5_000, headers=headers).status_code == 422
+    assert rank(bob, dict(bob_state, prompt=2**70)).status_code == 422
+    assert rank(bob, bob_state, action="flag", reason="x" * 5_000).status_code == 422
+    assert bob.post("/api/submit", content=b'{"a": "\xff"}', headers=headers).status_code == 422  # not UTF-8
+    live = db(directory).execute("SELECT prompt_id, COUNT(*) AS n FROM submissions GROUP BY prompt_id").fetchall()
+    assert [tuple(r) for r in live] == [(state["prompt"], 1)]
+
+
+def test_candidates_are_shown_in_a_stored_order_per_annotator(tmp_path):
+    """Position bias: each annotator sees each item's candidates shuffled by a seed stored with them (the same
+    order on every visit, reproducible from the database), not in import order."""
+    directory = make_project(tmp_path, n_prompts=6, overlap=8)
+    app = create_app(directory)
+    tokens = [project.add_annotator(directory, f"a{i}") for i in range(6)]
+    orders = []
+    for token in tokens:
+        client, state = signed_in(app, token)
+        assert page_state(client.get("/").text)["ids"] == state["ids"]  # stable across visits
+        orders.append(tuple(state["ids"]))
+    assert len(set(orders)) > 1 and orders.count(tuple(sorted(orders[0]))) < len(orders)
+    seeds = [r["order_seed"] for r in db(directory).execute("SELECT order_seed FROM annotators ORDER BY id")]
+    assert len(set(seeds)) == len(seeds)
+    conn = dbmod.connect(directory)
+    assert [tuple(r["id"] for r in dbmod.item(conn, 1, i + 1)[1]) for i in range(6)] == orders
+
+
+def test_a_version_1_project_is_upgraded_in_place(tmp_path):
+    directory = make_project(tmp_path, n_prompts=2, overlap=1)
+    project.add_annotator(directory, "alice")
+    conn = db(directory)
+    conn.executescript("ALTER TABLE annotators DROP COLUMN order_seed; PRAGMA user_version = 1;")
+    conn.close()
+    upgraded = dbmod.connect(directory)
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sorted(r["id"] for r in dbmod.item(upgraded, 1, 1)[1]) == [1, 2, 3, 4]
+
+
 def test_export_formats_feed_read_preferences(setup, tmp_path):
     directory, app, tokens = setup
     alice, state = signed_in(app, tokens["alice"])
@@ -250,8 +300,8 @@ def test_agreement_on_a_hand_made_case(tmp_path):
 def test_admin_page_shows_progress_and_agreement(setup):
     _, app, tokens = setup
     signed = [signed_in(app, tokens[name]) for name in ("alice", "bob")]  # both are shown item 1
-    for client, state in signed:
-        rank(client, state)
+    for client, state in signed:  # the same order from both (each is shown the candidates in their own order)
+        rank(client, state, [[i] for i in sorted(state["ids"])])
     boss, _ = signed_in(app, tokens["boss"])
     page = boss.get("/admin")
     assert page.status_code == 200
@@ -369,25 +419,28 @@ def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
     artifacts = Path(os.environ.get("ADAPTLAB_TEST_ARTIFACTS", tmp_path))
     artifacts.mkdir(parents=True, exist_ok=True)
     order = lambda page: [int(i) for i in page.eval_on_selector_all("#ranking li", "els => els.map(e => e.dataset.id)")]
+    alice = db(directory).execute("SELECT id FROM annotators WHERE name = 'alice'").fetchone()["id"]
+    shown = lambda prompt: [row["id"] for row in dbmod.item(db(directory), prompt, alice)[1]]  # her shuffled order
+    a, b, c, d = shown(1)
 
     with live_server(directory) as base, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{base}/login?token={link}")
-        assert page.url == f"{base}/" and order(page) == [1, 2, 3, 4]
-        assert page.locator("#ranking li").first.inner_text().count("<script>window.__xss=1</script>") == 1
+        assert page.url == f"{base}/" and order(page) == [a, b, c, d] and sorted(order(page)) == [1, 2, 3, 4]
+        assert page.locator("#ranking").inner_text().count("<script>window.__xss=1</script>") == 1
         assert page.locator("#ranking img, #ranking a, #ranking script").count() == 0
         assert "<img src=x onerror=" in page.locator("#ranking").inner_text()
 
-        page.drag_and_drop("#ranking li[data-id='4']", "#ranking li[data-id='1']")
-        assert order(page) == [4, 1, 2, 3]
-        page.focus("#ranking li[data-id='2']")
+        page.drag_and_drop(f"#ranking li[data-id='{d}']", f"#ranking li[data-id='{a}']")
+        assert order(page) == [d, a, b, c]
+        page.focus(f"#ranking li[data-id='{b}']")
         page.keyboard.press("Alt+ArrowUp")
         page.keyboard.press("Alt+ArrowUp")
-        assert order(page) == [2, 4, 1, 3]
+        assert order(page) == [b, d, a, c]
         page.keyboard.press("Alt+ArrowDown")
-        assert order(page) == [4, 2, 1, 3]
-        assert page.evaluate("document.activeElement.dataset.id") == "2"
+        assert order(page) == [d, b, a, c]
+        assert page.evaluate("document.activeElement.dataset.id") == str(b)
         page.get_by_label("Rank 4 of 4").get_by_label("Tie with the one above").check()
         page.screenshot(path=str(artifacts / "feedback-ranking.png"), full_page=True)
 
@@ -395,13 +448,13 @@ def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
             page.get_by_role("button", name="Submit ranking").click()
         conn = db(directory)
         row = conn.execute("SELECT prompt_id, status, ranking, undone FROM submissions").fetchone()
-        assert (row["prompt_id"], row["status"], json.loads(row["ranking"]), row["undone"]) == (1, "ranked", [[4], [2], [1, 3]], 0)
-        assert "1 of 2 done" in page.content() and order(page) == [5, 6, 7, 8]
+        assert (row["prompt_id"], row["status"], json.loads(row["ranking"]), row["undone"]) == (1, "ranked", [[d], [b], [a, c]], 0)
+        assert "1 of 2 done" in page.content() and order(page) == shown(2)
 
         with page.expect_navigation():
             page.get_by_role("button", name="Undo last submission").click()
         assert conn.execute("SELECT undone FROM submissions").fetchone()[0] == 1
-        assert order(page) == [1, 2, 3, 4] and "0 of 2 done" in page.content()
+        assert order(page) == [a, b, c, d] and "0 of 2 done" in page.content()
         assert page.evaluate("typeof window.__xss") == "undefined"
         browser.close()
     assert (artifacts / "feedback-ranking.png").stat().st_size > 10_000

@@ -184,7 +184,7 @@ def test_real_smollm2_soft_prompt_short_run(tmp_path):
                                   adaptlab.load_artifact(tmp_path / "sp", progress=False).predict_proba(texts))
 
 def test_soft_prompt_scores_match_plain_peft_and_reload(tiny_llama, toy_splits, tmp_path):
-    from adaptlab.methods.soft_prompt import VerbalizerModel
+    from adaptlab.prompting.verbalizer import VerbalizerModel
 
     result = adaptlab.train("soft-prompt", toy_splits, tmp_path / "sp", model=str(tiny_llama), epochs=2, batch_size=8,
                             init_text="Classify the sentiment", progress=False)

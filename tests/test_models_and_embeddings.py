@@ -8,7 +8,7 @@ import torch
 
 from adaptlab import AdaptlabError, Embedder
 from adaptlab._io import atomic_directory
-from adaptlab.models import PACKAGED_MODELS, load_backbone, model_kind, resolve_model
+from adaptlab.models import PACKAGED_MODELS, model_kind, resolve_model
 from conftest import MINILM_DIR
 
 
@@ -28,11 +28,15 @@ def test_local_directory_and_bad_paths(tiny_bert, tmp_path):
 
 
 def test_hub_model_offline_fails_clearly(monkeypatch):
-    import huggingface_hub.constants
+    from adaptlab.hub import hub_unreachable
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
-    with pytest.raises(AdaptlabError, match="Hugging Face Hub failed.*offline"):
-        load_backbone(resolve_model("someone/no-such-model-xyz"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_unreachable.cache_clear()
+    with pytest.raises(AdaptlabError, match="not a packaged model .*Hugging Face Hub is not reachable .offline"):
+        resolve_model("someone/no-such-model-xyz")
+    with pytest.raises(AdaptlabError, match="did you mean minilm"):
+        resolve_model("minilmm")
+    hub_unreachable.cache_clear()
 
 
 def test_fingerprint_changes_when_weights_are_rewritten(tiny_bert, tmp_path):

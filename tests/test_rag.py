@@ -258,8 +258,9 @@ def test_rag_eval_on_a_squad_file(cli, tmp_path):
     assert "| hit@1 |" in (tmp_path / "eval" / "results.md").read_text()
     queries = tmp_path / "queries.jsonl"
     queries.write_text('{"question": "red planet iron", "relevant": ["Mars#0"]}\n')
-    code, out, err = cli("rag", "eval", "--queries", queries, "--store", tmp_path / "store", "--output", tmp_path / "eval2")
+    code, out, err = cli("rag", "eval", "--queries", queries, "--store", tmp_path / "store", "--output", tmp_path / "eval2", "--json")
     assert code == 0 and json.loads((tmp_path / "eval2" / "results.json").read_text())["retrieval"]["hit@1"] == 1.0
+    assert json.loads(out)["retrieval"]["hit@1"] == 1.0 and "results:" in err  # plain JSON on stdout, the human line on stderr
 
 
 @pytest.mark.slow

@@ -74,7 +74,7 @@ def test_encoding_keeps_the_prompt_tail_and_the_response_head():
     from transformers import AutoTokenizer
 
     from adaptlab.models import resolve_model
-    from adaptlab.rlhf.reward import encode, special_template
+    from adaptlab.rlhf.pairs import encode, special_template
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm").path)
     before, between, after = special_template(tokenizer)
@@ -87,7 +87,7 @@ def test_encoding_keeps_the_prompt_tail_and_the_response_head():
 def test_bradley_terry_is_the_cross_entropy_the_engine_minimises():
     from torch.nn import functional as F
 
-    from adaptlab.rlhf.reward import PairwiseScores
+    from adaptlab.rlhf.pairs import PairwiseScores
 
     class Fixed(torch.nn.Module):
         def forward(self, input_ids, attention_mask):
@@ -131,7 +131,7 @@ def test_lora_reward_model_adapter_loads_with_plain_peft(tmp_path, tiny_bert):
     ours = RewardModel.load(tmp_path / "rm")
     base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=1)
     plain = PeftModel.from_pretrained(base, tmp_path / "rm" / "adapter").eval()
-    from adaptlab.rlhf.reward import encode
+    from adaptlab.rlhf.pairs import encode
 
     ids = torch.tensor([encode(ours.tokenizer_, "Question 1", "a kind answer", ours.max_length)])
     with torch.inference_mode():
@@ -321,3 +321,19 @@ def test_running_moments_match_numpy_over_batches():
     for chunk in np.array_split(values, 7):
         moments.update(torch.tensor(chunk))
     assert moments.mean == pytest.approx(values.mean()) and moments.std == pytest.approx(values.std(ddof=1))
+
+
+def test_a_user_reward_function_is_checked_on_every_call():
+    """User code gets one-line errors: not callable, wrong count, strings, NaN (instead of a tensor traceback
+    mid-training)."""
+    from adaptlab.rlhf import checked_reward
+
+    with pytest.raises(AdaptlabError, match="not callable"):
+        checked_reward(3)
+    assert checked_reward(lambda p, r: np.ones(len(r)))(["a", "b"], ["c", "d"]) == [1.0, 1.0]
+    cases = ((lambda p, r: "high", "returned str for 2 responses"), (lambda p, r: [1.0], "returned 1 values for 2 responses"),
+             (lambda p, r: ["x", "y"], "returned 'x' among its scores"), (lambda p, r: [float("nan"), 1.0], "returned nan"),
+             (lambda p, r: [True, 1.0], "returned True"))
+    for function, message in cases:
+        with pytest.raises(AdaptlabError, match=message):
+            checked_reward(function)(["a", "b"], ["c", "d"])

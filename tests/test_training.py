@@ -179,6 +179,10 @@ def test_merge_folds_lora_into_a_plain_model(tiny_bert, toy_splits, tmp_path, cl
     from transformers import AutoModelForSequenceClassification
 
     AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged" / "model")  # loads without PEFT
+    from transformers import pipeline  # the tokenizer is inside model/: pipeline agrees with adaptlab
+
+    labels = [row["label"] for row in pipeline("text-classification", model=str(tmp_path / "merged" / "model"))(texts)]
+    assert labels == [toy_splits.label_names[i] for i in merged.predict_proba(texts).argmax(1)]
     code, _, err = cli("merge", tmp_path / "merged", "-o", tmp_path / "again")
     assert code == 2 and "only LoRA adapters can be merged" in err
 

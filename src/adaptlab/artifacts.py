@@ -18,6 +18,7 @@ from pathlib import Path
 
 from adaptlab._io import atomic_directory, write_json
 from adaptlab.errors import AdaptlabError
+from adaptlab.model_card import finish_artifact_files
 
 FORMAT = "adaptlab-artifact"
 FORMAT_VERSION = 2  # 2: one schema for every family (strategy-specific facts under "details", "runtime")
@@ -49,6 +50,7 @@ def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path]
     directory = Path(directory)
     with atomic_directory(directory) as tmp:
         write_files(tmp)
+        finish_artifact_files(tmp, manifest)  # model card, portable adapter configs
         files = {
             str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
         }
@@ -77,7 +79,7 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdaptlabError(f"artifact manifest '{path}' is not valid JSON ({exc}); re-run training") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise AdaptlabError(f"'{path}' is not an adaptlab artifact manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise AdaptlabError(f"artifact '{directory}' was written by a newer adaptlab; upgrade adaptlab to load it")

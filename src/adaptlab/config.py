@@ -92,6 +92,14 @@ def read_yaml(path: str | Path) -> dict:
     return content
 
 
+def section(base: dict, name: str, where: str) -> dict:
+    """A YAML section that must be a mapping (``data: [1, 2]`` is a one-line error, not a TypeError)."""
+    value = base.get(name) or {}
+    if not isinstance(value, dict):
+        raise AdaptlabError(f"{where}: section '{name}' must be a mapping of keys to values, not {type(value).__name__}")
+    return dict(value)
+
+
 def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params: dict, output: str | None) -> TrainConfig:
     """Merge a YAML file (if any) with command-line values (``None`` = not given) into a checked config."""
     from adaptlab.methods import get_strategy
@@ -101,10 +109,10 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
     check_keys(base, {"strategy", "data", "params", "output"}, where)
     if base.get("strategy", strategy) != strategy:
         raise AdaptlabError(f"{where} is for strategy '{base['strategy']}', not '{strategy}'")
-    data_values = dict(base.get("data") or {})
+    data_values = section(base, "data", where)
     check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
     data_values.update({k: v for k, v in data.items() if v is not None})
-    param_values = dict(base.get("params") or {})
+    param_values = section(base, "params", where)
     get_strategy(strategy).check_params(param_values, f"{where}, section params")
     param_values.update({k: v for k, v in params.items() if v is not None})
     return TrainConfig(
@@ -148,10 +156,10 @@ def sft_config(yaml_path: str | Path | None, data: dict, params: dict, output: s
     base = read_yaml(yaml_path) if yaml_path else {}
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, {"data", "params", "output"}, where)
-    data_values = dict(base.get("data") or {})
+    data_values = section(base, "data", where)
     check_keys(data_values, {f.name for f in dataclasses.fields(GenerationDataConfig)}, f"{where}, section data")
     data_values.update({("source" if k == "data" else k): v for k, v in data.items() if v is not None})
-    param_values = dict(base.get("params") or {})
+    param_values = section(base, "params", where)
     check_names(SFTJob, param_values, f"{where}, section params", "SFT")
     param_values = coerce_all(SFTJob, param_values, f"{where}, section params")
     param_values.update({k: v for k, v in params.items() if v is not None})

@@ -16,16 +16,18 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models import cache_root, load_backbone, load_tokenizer, resolve_model
 from adaptlab.models.loading import pad_batch, pad_id
 from adaptlab.progress import progress_bar
 from adaptlab.runtime import Runtime
+
+if TYPE_CHECKING:  # torch loads with the model, not with this module
+    import torch
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")
@@ -117,8 +119,10 @@ class Embedder:
 
     # -- embedding ----------------------------------------------------------------------------------------
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Return a float32 array of shape (len(texts), dim), in the order of ``texts``."""
-        texts = list(texts)
+        """Return a float32 array of shape (len(texts), dim), in the order of ``texts`` (one string: one text)."""
+        from adaptlab.data.dataset import as_texts
+
+        texts = as_texts(texts)
         if not texts:
             raise AdaptlabError("no texts to embed")
         if not self.use_cache:
@@ -138,6 +142,8 @@ class Embedder:
 
     def _compute(self, texts: list[str], flush: Callable[[np.ndarray, np.ndarray], None] | None = None) -> np.ndarray:
         """Embed ``texts``; ``flush(indices, vectors)`` receives finished rows every ~``FLUSH_EVERY`` texts."""
+        import torch
+
         tokenizer, model = self.tokenizer, self.model
         padding = pad_id(tokenizer)
         token_ids = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
@@ -172,6 +178,8 @@ class Embedder:
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    import torch
+
     if pooling == "cls":
         return hidden[:, 0]
     if pooling == "last":

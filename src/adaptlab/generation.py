@@ -170,7 +170,9 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         raise AdaptlabError(f"--examples file '{path}' does not exist")
     shots = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    from adaptlab.data.loaders import read_utf8
+
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -4,21 +4,25 @@ The engineering every training job needs, written once (Lightning's split: the j
 seed everything, give the job a work directory for checkpoints and logs (``<output>.work``), time ``fit``
 alone (``train_seconds`` never includes evaluation) and its peak memory, evaluate, then write one manifest
 schema and one ``cost`` schema through the atomic artifact writer, keep the training log, and remove the
-work directory. A job is any object with the methods of ``Job``.
+work directory. A job is any object with the methods of ``Job``. An existing ``output`` is never replaced
+unless the caller says ``overwrite`` (``--overwrite``), and only if it is an artifact or a file.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from adaptlab.artifacts import write_artifact
+from adaptlab._io import write_json
+from adaptlab.artifacts import MANIFEST, write_artifact
+from adaptlab.errors import AdaptlabError
 from adaptlab.measure import measure
 from adaptlab.runtime import Runtime
 
@@ -27,6 +31,7 @@ COST_KEYS = ("trainable_params", "total_params", "train_seconds", "train_samples
              "inference_texts_per_second", "peak_rss_mb", "peak_cuda_mb")
 #: the keys every manifest has (``write_artifact`` adds format, files, sizes, versions and the date)
 MANIFEST_KEYS = ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training", "details")
+RUN_RECORD = "run.json"  # in a work directory: the data and settings its checkpoints belong to
 TRAINING_LOG = "training_log.csv"  # name of the per-epoch / per-step log inside an artifact
 
 
@@ -35,12 +40,58 @@ def work_dir(output: str | Path) -> Path:
     return Path(str(output) + ".work")
 
 
+def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse an ``output`` that would destroy something: one of the ``inputs`` (or a directory holding one, or a
+    path inside one), a finished artifact or a file (unless ``overwrite``), or a non-empty directory that is not
+    an adaptlab artifact (always: it holds the user's files). Inputs that are not paths (named datasets, Hub
+    ids) are skipped."""
+    output = Path(output).expanduser()
+    target = output.resolve()
+    for given in inputs:
+        source = Path(str(given)).expanduser()
+        if not source.exists():
+            continue
+        source = source.resolve()
+        if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
+            relation = "is" if target == source else ("contains" if source.is_relative_to(target) else "lies inside")
+            raise AdaptlabError(f"--output '{output}' {relation} the input '{given}'; write the output somewhere else")
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+        return
+    if output.is_dir() and not (output / MANIFEST).is_file():
+        raise AdaptlabError(f"--output '{output}' is a non-empty directory that is not an adaptlab artifact; "
+                            "choose a new directory (adaptlab replaces only its own artifacts)")
+    if not overwrite:
+        what = "an artifact" if output.is_dir() else "a file"
+        raise AdaptlabError(f"--output '{output}' already holds {what}; pass --overwrite to replace it, or choose another --output")
+
+
+def check_resumable(workdir: Path, settings: dict, resume: bool) -> None:
+    """Record what a run trains on and with (``run.json`` in its work directory); with ``resume``, refuse a
+    checkpoint made for other data or settings, naming what differs. More ``epochs`` is allowed: continuing a
+    finished schedule for longer is what resuming is often for."""
+    record = workdir / RUN_RECORD
+    if resume and record.exists():
+        before = json.loads(record.read_text(encoding="utf-8"))
+        now = json.loads(json.dumps(settings, default=str))  # as it would be stored
+        changed = [] if before["data"] == now["data"] else ["the data"]
+        old, new = before["params"], now["params"]
+        changed += [f"--{key.replace('_', '-')} ({old.get(key)!r} -> {new.get(key)!r})" for key in sorted(set(old) | set(new))
+                    if key != "epochs" and old.get(key) != new.get(key)]
+        if changed:
+            raise AdaptlabError(f"--resume: the checkpoint in '{workdir}' was made with other settings: {', '.join(changed)}; "
+                                "restore them, or run without --resume to start over")
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(record, json.loads(json.dumps(settings, default=str)))
+
+
 def training_log_path(workdir: Path) -> Path:
     """Where a job writes its CSV log inside its work directory (Lightning's CSVLogger layout)."""
     return workdir / "logs" / "metrics.csv"
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -69,18 +120,31 @@ class JobResult:
 
 
 def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[str], data_description: dict,
-            train_examples: int, resume: bool = False) -> JobResult:
+            train_examples: int, resume: bool = False, overwrite: bool = False) -> JobResult:
     """Fit ``job`` on ``data``, evaluate it, and write its artifact to ``output``.
 
     ``train_examples``: what one epoch or run trains on (texts, pairs, rollouts), for samples/s.
     ``resume``: keep the work directory of an interrupted run so the job can continue from its checkpoint.
+    ``overwrite``: replace an artifact (or file) already at ``output``; refused otherwise (``check_output``).
     """
     output = Path(output)
+    check_output(output, overwrite)
     workdir = work_dir(output)
     runtime = job.runtime.describe()  # a bad device fails here, before any work
     if not resume and workdir.exists():
         shutil.rmtree(workdir)
+    check_resumable(workdir, {"data": data_description, "params": job.get_params()}, resume)
     seed_everything(seed)
+    try:
+        return _fit_evaluate_write(job, data, output, workdir, runtime, labels, data_description, train_examples)
+    except BaseException:  # interrupted or failed: keep checkpoints to resume from, but no empty work directory
+        if workdir.is_dir() and [p.name for p in workdir.iterdir()] == [RUN_RECORD]:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+
+
+def _fit_evaluate_write(job: Job, data: Any, output: Path, workdir: Path, runtime: dict, labels: list[str],
+                        data_description: dict, train_examples: int) -> JobResult:
     with measure() as fit_cost:
         job.fit(data, workdir)
     if _secondary_rank():  # multi-process training (DDP...): only rank 0 evaluates and writes the artifact
@@ -117,4 +181,6 @@ def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[
 
 
 def _secondary_rank() -> bool:
+    import torch
+
     return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0

@@ -14,8 +14,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import torch
-
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -44,6 +42,8 @@ class Measurement:
 
 @contextlib.contextmanager
 def measure(interval: float = 0.05) -> Iterator[Measurement]:
+    import torch
+
     result = Measurement(peak_rss_bytes=current_rss_bytes())
     stop = threading.Event()
 

@@ -8,16 +8,17 @@ from pathlib import Path
 
 from adaptlab.artifacts import read_manifest, write_artifact
 from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import check_output
 from adaptlab.methods import get_strategy
 from adaptlab.models.causal import GENERATOR_STRATEGIES
 from adaptlab.runner import load_artifact
 
 
-def merge_lora(artifact: str | Path, output: str | Path) -> dict:
-    """Merge ``artifact`` (strategy ``lora``) into the base weights and write a ``full`` artifact to ``output``."""
+def merge_lora(artifact: str | Path, output: str | Path, *, overwrite: bool = False) -> dict:
+    """Merge ``artifact`` (strategy ``lora``) into the base weights and write a ``full`` artifact to ``output``
+    (an artifact already there is replaced only with ``overwrite``)."""
     manifest = read_manifest(Path(artifact))
-    if Path(output).resolve() == Path(artifact).resolve():
-        raise AdaptlabError("--output must differ from the artifact being merged")
+    check_output(output, overwrite, inputs=[artifact])
     if manifest["strategy"] in GENERATOR_STRATEGIES:
         return _merge_generator(Path(artifact), Path(output), manifest)
     if not get_strategy(manifest["strategy"]).mergeable:
@@ -30,7 +31,8 @@ def merge_lora(artifact: str | Path, output: str | Path) -> dict:
 
     def write(directory: Path) -> None:
         merged.save_pretrained(directory / "model")
-        tokenizer.save_pretrained(directory / "tokenizer")
+        tokenizer.save_pretrained(directory / "model")  # complete for pipeline("text-classification")
+        tokenizer.save_pretrained(directory / "tokenizer")  # where every token classifier artifact keeps it
 
     keep = {k: manifest[k] for k in ("base_model", "labels", "data", "runtime", "metrics", "training")}
     full_params = set(get_strategy("full").param_names())

@@ -8,11 +8,12 @@ import string
 from collections import Counter
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, label_names: list[str]) -> dict:
     """Accuracy, macro-F1, per-class F1 and the confusion matrix (rows: true label, columns: predicted)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     y_pred = proba.argmax(axis=1)
     labels = list(range(len(label_names)))
     per_class = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)

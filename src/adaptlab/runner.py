@@ -14,6 +14,8 @@ import numpy as np
 
 from adaptlab.artifacts import read_manifest
 from adaptlab.data import Splits
+from adaptlab.errors import AdaptlabError
+from adaptlab.data.dataset import as_texts
 from adaptlab.jobs import run_job
 from adaptlab.measure import measure
 from adaptlab.methods import Strategy, get_strategy
@@ -86,12 +88,18 @@ class ClassifierJob:
         self.strategy.save(directory)
 
 
-def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **params: Any) -> TrainResult:
-    """Fit ``strategy`` (a name plus keyword ``params``, or a ready instance) and save its artifact.
+def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, *, overwrite: bool = False,
+          **params: Any) -> TrainResult:
+    """Fit ``strategy`` (a name plus keyword ``params``, or a ready instance) and save its artifact; an artifact
+    already at ``output`` is replaced only with ``overwrite=True``.
 
     >>> splits = adaptlab.load_splits("rotten_tomatoes", train_size=2000)
     >>> adaptlab.train("features", splits, "runs/rt", classifier="logreg").metrics["accuracy"]
     """
+    if not isinstance(splits, Splits):
+        raise AdaptlabError(f"train: splits must come from adaptlab.load_splits (a Splits), not {type(splits).__name__}")
+    if not isinstance(output, (str, Path)) or not str(output):
+        raise AdaptlabError(f"train: output must be a directory path, not {output!r}")
     if isinstance(strategy, str):
         cls = get_strategy(strategy)
         cls.check_params(params, "train")
@@ -101,7 +109,7 @@ def train(strategy: str | Strategy, splits: Splits, output: str | Path, /, **par
     job = ClassifierJob(strategy)
     result = run_job(job, splits, output, seed=strategy.get_params().get("seed", splits.seed), labels=splits.label_names,
                      data_description=splits.describe(), train_examples=len(splits.train),
-                     resume=bool(getattr(strategy, "resume", False)))
+                     resume=bool(getattr(strategy, "resume", False)), overwrite=overwrite)
     return TrainResult(result.artifact, result.manifest, job.test_proba)
 
 
@@ -137,10 +145,14 @@ class Artifact:
     def name(self) -> str:
         return self.path.resolve().name
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return self.strategy.predict_proba(list(texts))
+    def predict_proba(self, texts: str | Sequence[str]) -> np.ndarray:
+        """(len(texts), labels) probabilities; one string is one text, no texts give an empty array."""
+        texts = as_texts(texts)
+        if not texts:
+            return np.empty((0, len(self.label_names)), dtype=np.float32)
+        return self.strategy.predict_proba(texts)
 
-    def predict(self, texts: Sequence[str]) -> list[dict]:
+    def predict(self, texts: str | Sequence[str]) -> list[dict]:
         """One ``{"label": ..., "probabilities": {label: p}}`` per text."""
         return format_predictions(self.label_names, self.predict_proba(texts))
 

@@ -23,11 +23,12 @@ import contextlib
 import re
 import sys
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from adaptlab.errors import AdaptlabError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved, so option validation stays fast
+    import torch
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -50,6 +51,8 @@ def normalize_precision(value: str, option: str = "--precision") -> str:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bfloat16 matrix products in hardware."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
@@ -72,6 +75,8 @@ class Runtime:
     @property
     def torch_device(self) -> torch.device:
         """The device, checked: asking for CUDA where there is none fails here, before any work."""
+        import torch
+
         if self.device is None:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         device = torch.device(self.device)
@@ -102,6 +107,8 @@ class Runtime:
         precision = self.resolved_precision(training)
         if precision == "fp32":
             return contextlib.nullcontext()
+        import torch
+
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(self.torch_device.type, dtype=dtype)
 

@@ -8,7 +8,10 @@ model libraries; they are loaded only when invoked, so ``adaptlab --help`` and o
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
+from typing import Annotated
 
 import typer
 
@@ -23,12 +26,25 @@ LAZY_GROUPS = {
 }
 
 
+def verbosity(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="",
+                                          help="Show the libraries' deprecation and future warnings (hidden by default).")] = False,
+) -> None:
+    """Deprecation notices from transformers, Lightning and torch are addressed to their developers, not to someone
+    training a model: hidden unless ``--verbose`` (comparison workers inherit the setting through the environment)."""
+    if not verbose:
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def build_app(argv: list[str]) -> typer.Typer:
     from adaptlab.cli import compare, rag, serve, tools
     from adaptlab.feedback.cli import feedback_app
 
-    app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-    invoked = argv[1] if len(argv) > 1 else None
+    app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                      callback=verbosity)
+    invoked = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
     for name, (module, attribute, help_text) in LAZY_GROUPS.items():
         group = (getattr(importlib.import_module(module), attribute) if name == invoked
                  else typer.Typer(help=help_text, no_args_is_help=True))

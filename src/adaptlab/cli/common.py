@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -19,20 +20,22 @@ err = Console(stderr=True)
 
 
 def opt(kind, help: str, *flags: str):
-    return Annotated[Optional[kind], typer.Option(*flags, help=help)]
+    """An option that is None unless given; flags show as flags (no ``<bool>`` value in the help)."""
+    return Annotated[Optional[kind], typer.Option(*flags, help=help, **({"metavar": ""} if kind is bool else {}))]
 
 
 DataOpt = opt(str, "Named dataset (rotten_tomatoes, imdb), a .csv/.jsonl/.parquet file, or a Hub dataset id.", "--data")
-TextCol = opt(str, "Column holding the text.")
-LabelCol = opt(str, "Column holding the label (strings or integers).")
+TextCol = opt(str, "Column holding the text (default: text).")
+LabelCol = opt(str, "Column holding the label, strings or integers (default: label).")
 IdCol = opt(str, "Optional column of unique example ids.")
-Seed = opt(int, "Seed for the split and for training.")
-TrainSize = opt(int, "Sub-sample the training split to this many examples (stratified).")
-ValSize = opt(int, "Sub-sample the validation split.")
-TestSize = opt(int, "Sub-sample the test split.")
+Seed = opt(int, "Seed for the split and for training (default: 0).")
+TrainSize = opt(int, "Sub-sample the training split to this many examples, stratified (default: all).")
+ValSize = opt(int, "Sub-sample the validation split (default: all).")
+TestSize = opt(int, "Sub-sample the test split (default: all).")
 ConfigOpt = opt(Path, "YAML file describing the run; options given here override it.", "--config")
-OutputOpt = opt(str, "Artifact directory to write.", "--output", "-o")
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.")]
+OutputOpt = opt(str, "Artifact directory to write (default: runs/<data>-<strategy>).", "--output", "-o")
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.", metavar="")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace the artifact or file already at --output (refused otherwise).", metavar="")]
 DEVICE = opt(str, "cpu, cuda, cuda:1 ... (default: cuda if available).")
 
 # name -> (annotation, DataConfig field); None unless given, so YAML values survive.
@@ -65,10 +68,11 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), first: tuple[typ
 
 
 def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dict], None]) -> Callable:
-    """A typer command whose keyword options are ``annotations`` (all defaulting to None, or False for
-    ``as_json``); ``run`` receives the values as a dict."""
+    """A typer command whose keyword options are ``annotations`` (defaulting to None, or False for plain flags
+    such as ``--json``); ``run`` receives the values as a dict."""
+    flag = lambda annotation: typing.get_args(annotation)[:1] == (bool,)
     parameters = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                    default=False if key == "as_json" else None)
+                                    default=False if flag(annotation) else None)
                   for key, annotation in annotations.items()]
 
     def function(**values) -> None:
@@ -79,6 +83,12 @@ def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dic
     function.__doc__ = doc
     function.__name__ = name
     return function
+
+
+def default_output(source: str | Path, what: str) -> str:
+    """Where a command writes when ``-o/--output`` is not given, the same rule everywhere: ``runs/<data>-<what>``
+    (``runs/rotten_tomatoes-lora``, ``runs/wiki-descriptions-sft-lora``, ``runs/prefs-reward-model``)."""
+    return f"runs/{Path(str(source)).stem}-{what}"
 
 
 def given(values: dict) -> dict:

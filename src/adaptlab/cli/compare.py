@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, JsonOpt, LabelCol, TestSize, TextCol, TrainSize, ValSize, out
+from adaptlab.cli.common import DEVICE, DataOpt, IdCol, JsonOpt, LabelCol, TextCol, out
 
 
 def compare(
@@ -17,17 +17,17 @@ def compare(
     text_column: TextCol = None,
     label_column: LabelCol = None,
     id_column: IdCol = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the data split (the same split for every run).")] = None,
-    train_size: TrainSize = None,
-    val_size: ValSize = None,
-    test_size: TestSize = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the data split, the same split for every run (default: 0).")] = None,
+    train_size: Annotated[Optional[int], typer.Option(help="Training examples, stratified (default: the preset's).")] = None,
+    val_size: Annotated[Optional[int], typer.Option(help="Validation examples (default: the preset's).")] = None,
+    test_size: Annotated[Optional[int], typer.Option(help="Test examples (default: the preset's).")] = None,
     task: Annotated[Optional[str], typer.Option(help="classification or generation (default: generation for prompt/completion or chat data, e.g. wiki-descriptions).")] = None,
     prompt_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the prompt (default prompt).")] = None,
     completion_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the reply (default completion).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="quick (default; < 15 min on 2 CPU cores), standard or full: data sizes, epochs, draws.")] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default minilm,smollm2-135m): classifier strategies run on the encoders, prompting on the causal LMs.")] = None,
     strategies: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the ladder. Classification: zero-shot, few-shot, features-logreg, features-rf, head, last-k, full, lora, prefix-tuning, p-tuning, prompt-tuning, soft-prompt. Generation: zero-shot, few-shot, knn-shot, rag, prompt-tuning, prefix-tuning, lora, last-k, full, dpo.")] = None,
-    seeds: Annotated[Optional[int], typer.Option(help="Training seeds per strategy (mean ± std; the split stays the same).")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="Training seeds per strategy: mean ± std, the split stays the same (default: 1).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every gradient-based strategy (default: the preset's).")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Generation: rouge_l (default), token_f1 or exact_match ranks the entries and decides ties.")] = None,
     documents: Annotated[Optional[list[str]], typer.Option("--documents", help="Generation: files, folders, wikipedia or an existing store; adds the rag entry.")] = None,
@@ -35,7 +35,7 @@ def compare(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a strategy parameter: ENTRY.PARAM=VALUE, e.g. lora.r=16, all.batch_size=16.")] = None,
     device: DEVICE = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file describing the comparison; options given here override it.")] = None,
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Directory for runs, results.json and report.html.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Directory for runs, results.json and report.html (default: runs/<data>-compare).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run every adaptation strategy on one split and rank them: quality, cost (and for generation, forgetting),
@@ -55,6 +55,8 @@ def compare(
     comparison = run_comparison(compare_plan(config, data_values, options))
     if as_json:
         print(json.dumps(comparison.results, indent=2))
+        if comparison.results["failures"]:
+            raise typer.Exit(1)
         return
     if comparison.results.get("task") == "generation":
         from adaptlab.compare.generation_report import leaderboard_table
@@ -67,3 +69,5 @@ def compare(
     for failure in comparison.results["failures"]:
         out.print(f"[red]failed: {failure['entry']} ({failure['model']}): {failure['errors'][-1]}[/]")
     out.print(f"report: {comparison.report.resolve()}  (results: {comparison.output / 'results.json'})")
+    if comparison.results["failures"]:  # the report is written, but a script must see that runs failed
+        raise typer.Exit(1)

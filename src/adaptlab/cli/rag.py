@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from adaptlab.cli.common import DEVICE, JsonOpt, out
+from adaptlab.cli.common import DEVICE, JsonOpt, default_output, err, out
 from adaptlab.errors import AdaptlabError
 
 rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def rag_index(
     model: Annotated[Optional[str], typer.Option(help="Embedding model (default minilm; fixed once the store exists).")] = None,
     chunk_size: Annotated[Optional[int], typer.Option(help="Chunk length in the embedder's tokens (default 200).")] = None,
     chunk_overlap: Annotated[Optional[int], typer.Option(help="Tokens shared by consecutive chunks (default: a fifth of the size, at most 40).")] = None,
-    ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate (IVF-PQ) index, for large stores.")] = False,
+    ann: Annotated[bool, typer.Option("--ann", help="Also build an approximate (IVF-PQ) index, for large stores.", metavar="")] = False,
     device: DEVICE = None,
 ) -> None:
     """Add, replace and remove documents so the store matches PATHS; unchanged files are skipped."""
@@ -87,10 +87,10 @@ def rag_ask(
     store: StoreOpt = "rag-store",
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks given to the model as context.")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
-    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.")] = False,
+    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.", metavar="")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.")] = True,
+    stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.", metavar="")] = True,
     as_json: JsonOpt = False,
     device: DEVICE = None,
 ) -> None:
@@ -133,8 +133,9 @@ def rag_eval(
     answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM for the answers.")] = "smollm2-135m",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for results.json and results.md.")] = Path("runs/rag-eval"),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<squad or queries file>-rag-eval).")] = None,
     device: DEVICE = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Retrieval hit@k / recall@k / MRR / nDCG@10, and answer exact match and F1 with vs without retrieval."""
     from adaptlab.rag import RagIndex
@@ -142,6 +143,9 @@ def rag_eval(
 
     if (squad is None) == (queries is None):
         raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
+    output = output or Path(default_output(squad or queries, "rag-eval"))
+    if output.exists() and not output.is_dir():
+        raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
     if squad is not None:
         index, query_list = index_squad(squad, output, store, device)
     else:
@@ -151,5 +155,15 @@ def rag_eval(
         query_list = query_list[:limit]
     result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device)
     write_results(result, output)
-    out.print(json.dumps({key: result[key] for key in ("retrieval", "search_ms")} | ({"answers": {m: result["answers"][m] for m in ("rag", "closed_book")}} if "answers" in result else {})))
+    summary = {key: result[key] for key in ("queries", "retrieval", "search_ms")}
+    if "answers" in result:
+        summary["answers"] = {mode: result["answers"][mode] for mode in ("rag", "closed_book")}
+    if as_json:  # plain JSON on stdout, for tools; the human line goes to stderr
+        print(json.dumps(summary, indent=2))
+        err.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
+        return
+    retrieval = ", ".join(f"{name} {value:.3f}" for name, value in result["retrieval"].items())
+    out.print(f"{result['queries']} questions: {retrieval}; search p50 {result['search_ms']['p50']:.1f} ms")
+    for mode, scores in summary.get("answers", {}).items():
+        out.print(f"answers ({mode.replace('_', '-')}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")

@@ -9,44 +9,48 @@ from typing import Annotated, Optional
 
 import typer
 
-from adaptlab.cli.common import DEVICE, JsonOpt, command, dataclass_options, format_params, given, opt, out
+from adaptlab.cli.common import DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt, out
 from adaptlab.rlhf.dpo import DPOPolicy
-from adaptlab.rlhf.ppo import PPOConfig
+from adaptlab.rlhf.ppo_config import PPOConfig
 from adaptlab.rlhf.reward import RewardModel
-from adaptlab.training.engine import TrainingOptions
+from adaptlab.training.options import TrainingOptions
 
 rlhf_app = typer.Typer(help="Learning from human preferences: reward models, PPO, DPO, policy evaluation.", no_args_is_help=True)
 
 PreferenceData = opt(str, "Preference data: pairs, rankings or HH-RLHF dialogues (.jsonl[.gz], .json, .csv), a feedback project, or a Hub id.", "--data")
-Output = opt(Path, "Artifact directory to write.", "--output", "-o")
+Output = opt(Path, "Artifact directory to write (default: runs/<data>-<command>, e.g. runs/prefs-reward-model).", "--output", "-o")
 PREFERENCE_OPTIONS = {
-    "data": PreferenceData, "output": Output,
+    "data": PreferenceData, "output": Output, "overwrite": OverwriteOpt,
     "train_size": opt(int, "Sub-sample the training pairs."),
     "skip_invalid": opt(bool, "Drop invalid rows (counted) instead of stopping at the first.", "--skip-invalid/--no-skip-invalid"),
 }
 
 
-def _preferences(values: dict, job: type):
-    """Check the job's options (constructing it only stores and checks them), then read and split the data."""
+def _preferences(values: dict, job: type, what: str):
+    """Check the job's options (constructing it only stores and checks them) and the output, then read and split
+    the data. Returns the split, the data's kind, the output and whether to overwrite it."""
     from adaptlab.errors import AdaptlabError
+    from adaptlab.jobs import check_output
     from adaptlab.rlhf import read_preferences, split_preferences
 
-    data, output = values.pop("data"), values.pop("output")
+    data, output, overwrite = values.pop("data"), values.pop("output"), values.pop("overwrite")
     skip_invalid, train_size = bool(values.pop("skip_invalid")), values.pop("train_size")
-    if data is None or output is None:
-        raise AdaptlabError("--data and --output are required")
+    if data is None:
+        raise AdaptlabError("--data is required")
+    output = output or default_output(data, what)
     job(**given(values))  # a bad option fails before the data is read
+    check_output(output, overwrite, inputs=[data])
     pairs, kind = read_preferences(data, skip_invalid)
     split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=train_size)
-    return split, kind, output
+    return split, kind, output, overwrite
 
 
 def reward(values: dict) -> None:
     from adaptlab.rlhf import train_reward_model
 
     as_json = values.pop("as_json")
-    split, kind, output = _preferences(values, RewardModel)
-    manifest = train_reward_model(split, output, **given(values))
+    split, kind, output, overwrite = _preferences(values, RewardModel, "reward-model")
+    manifest = train_reward_model(split, output, overwrite=overwrite, **given(values))
     if as_json:
         print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
         return
@@ -60,8 +64,8 @@ def reward(values: dict) -> None:
 def dpo(values: dict) -> None:
     from adaptlab.rlhf.dpo import train_dpo
 
-    split, _, output = _preferences(values, DPOPolicy)
-    manifest = train_dpo(split, output, **given(values))
+    split, _, output, overwrite = _preferences(values, DPOPolicy, "dpo")
+    manifest = train_dpo(split, output, overwrite=overwrite, **given(values))
     test = manifest["metrics"]["test"]
     out.print(f"DPO on {split.describe()['pairs']['train']} pairs -> {output}; held-out preference accuracy "
               f"{test.get('rewards/accuracies', float('nan')):.3f}, margin {test.get('rewards/margins', float('nan')):.3f}")
@@ -69,7 +73,7 @@ def dpo(values: dict) -> None:
 
 PPO_OPTIONS = {
     "reward": opt(str, "A reward-model artifact, a classifier artifact (with --reward-label), or module:function."),
-    "output": Output,
+    "output": Output, "overwrite": OverwriteOpt,
     "prompts": opt(str, "'imdb' (first words of IMDB reviews), or a .txt / .jsonl / .csv file of prompts. (default: imdb)"),
     "prompt_column": opt(str, "Column of a tabular --prompts file. (default: prompt)"),
     "reward_label": opt(str, "For a classifier reward: the label whose log-odds is the reward."),
@@ -81,17 +85,23 @@ PPO_OPTIONS = {
 
 def ppo(values: dict) -> None:
     from adaptlab.errors import AdaptlabError
-    from adaptlab.rlhf.ppo import load_reward, read_prompts, train_ppo
+    from adaptlab.jobs import check_output
 
-    spec, output, device = values.pop("reward"), values.pop("output"), values.pop("device")
-    if spec is None or output is None:
-        raise AdaptlabError("--reward and --output are required")
+    spec, output, device, overwrite = values.pop("reward"), values.pop("output"), values.pop("device"), values.pop("overwrite")
+    if spec is None:
+        raise AdaptlabError("--reward is required")
     model, resume = values.pop("model") or "smollm2-135m", bool(values.pop("resume"))
     prompts, column, label = values.pop("prompts") or "imdb", values.pop("prompt_column") or "prompt", values.pop("reward_label")
+    output = output or default_output(prompts, "ppo")
+    check_output(output, overwrite, inputs=[prompts, spec, model])
     config = PPOConfig(**given(values))
+
+    from adaptlab.rlhf.ppo import read_prompts, train_ppo
+    from adaptlab.rlhf.rewards import load_reward
+
     prompt_list = read_prompts(prompts, column, None, config.seed)
     manifest = train_ppo(model, prompt_list, load_reward(spec, label, device), config, output, reward_spec=spec,
-                         resume=resume, device=device)
+                         resume=resume, device=device, overwrite=overwrite)
     metrics = manifest["metrics"]
     out.print(f"{metrics['steps']} PPO steps: mean reward {metrics['reward_first_steps']:.3f} (first 3) -> "
               f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")
@@ -104,15 +114,18 @@ def rlhf_eval(
     reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
     prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
     prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
-    n: Annotated[int, typer.Option(help="How many prompts.")] = 64,
+    n: Annotated[int, typer.Option("-n", "--n", help="How many prompts.")] = 64,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
     seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
-    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for results.json and results.md.")] = Path("runs/rlhf-eval"),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<policy>-rlhf-eval).")] = None,
     device: DEVICE = None,
 ) -> None:
     """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
     from adaptlab.rlhf.evaluate import evaluate_policy, held_out, write_report
-    from adaptlab.rlhf.ppo import load_reward, read_prompts
+    from adaptlab.rlhf.ppo import read_prompts
+    from adaptlab.rlhf.rewards import load_reward
+
+    output = output or Path(default_output(policy, "rlhf-eval"))
 
     # a generous draw of candidates, so that n remain once the policy's training prompts are left out
     drawn = 4 * n if prompts in ("imdb", "rotten_tomatoes") else None

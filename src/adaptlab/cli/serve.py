@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -21,11 +22,11 @@ def serve(
     api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' on every /v1 route (or set ADAPTLAB_API_KEY).", envvar="ADAPTLAB_API_KEY")] = None,
     max_concurrent: Annotated[int, typer.Option(help="Most generations in flight on the OpenAI routes; more get 429.")] = 64,
     generation_batch: Annotated[int, typer.Option(help="Most generation requests decoded together (1: one at a time).")] = 16,
-    rag_store: Annotated[Optional[str], typer.Option(help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL).")] = None,
+    rag_store: Annotated[Optional[str], typer.Option("--store", "--rag-store", help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL), as `rag --store`.")] = None,
     max_batch: Annotated[int, typer.Option(help="Most texts per forward pass.")] = 32,
     batch_window_ms: Annotated[float, typer.Option(help="How long a lone request waits for company, in ms.")] = 5.0,
-    batching: Annotated[bool, typer.Option(help="Dynamic micro-batching (--no-batching: one forward pass per request).")] = True,
-    share_lora: Annotated[bool, typer.Option(help="Serve LoRA adapters of the same base on one copy of it.")] = True,
+    batching: Annotated[bool, typer.Option(help="Dynamic micro-batching (--no-batching: one forward pass per request).", metavar="")] = True,
+    share_lora: Annotated[bool, typer.Option(help="Serve LoRA adapters of the same base on one copy of it.", metavar="")] = True,
     precision: Annotated[str, typer.Option(help="auto (bf16 autocast for passes of 8+ texts where the hardware has native bf16 and a start-up probe shows bf16 leaves the model's answers within 0.01), fp32 or bf16.")] = "auto",
     max_texts: Annotated[int, typer.Option(help="Most texts per classify request.")] = 256,
     max_chars: Annotated[int, typer.Option(help="Longest text accepted, in characters.")] = 20_000,
@@ -33,27 +34,30 @@ def serve(
 ) -> None:
     """Serve artifacts over HTTP: OpenAI-compatible /v1/chat/completions, /v1/completions, /v1/embeddings and
     /v1/models, plus /v1/classify, /v1/generate, /v1/rag/ask, /health; docs at /docs."""
-    import uvicorn
-
     from adaptlab.runtime import Runtime
-    from adaptlab.serve import ServeOptions, create_app, load_registry, parse_artifact_arguments
-    from adaptlab.serve.allocator import keep_large_buffers
     from adaptlab.serve.precision import check_serve_precision
 
     for name, value in (("--max-batch", max_batch), ("--max-texts", max_texts), ("--max-chars", max_chars),
                         ("--max-concurrent", max_concurrent), ("--generation-batch", generation_batch)):
         if value < 1:
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
+    if not 1 <= port <= 65535:
+        raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
     if batch_window_ms < 0:
         raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
     check_serve_precision(precision)
-    Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     named = parse_artifact_arguments(artifacts or [])
+    Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     if not named and not generator and not embedder and rag_store is None:
-        raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL, --embedder MODEL or --rag-store DIR")
+        raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL, --embedder MODEL or --store DIR")
     if rag_store is not None:
         existing_store(rag_store)
         generator = generator or ["smollm2-135m"]
+    import uvicorn
+
+    from adaptlab.serve import ServeOptions, create_app, load_registry
+    from adaptlab.serve.allocator import keep_large_buffers
+
     keep_large_buffers()  # steady throughput from the first request (see adaptlab.serve.allocator)
     registry = load_registry(named, generator or [], rag_store, device, share_lora, embedder or [])
     options = ServeOptions(max_batch=max_batch, batch_window_ms=batch_window_ms, batching=batching,
@@ -62,3 +66,20 @@ def serve(
     Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators, *registry.embedders]) or 'RAG'} on "
                                f"http://{host}:{port} (docs: /docs)")
     uvicorn.run(create_app(registry, options), host=host, port=port, log_level="warning")
+
+
+def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:
+    """``PATH`` or ``NAME=PATH`` -> {name: path}; names default to the directory name and must be unique."""
+    named: dict[str, Path] = {}
+    for value in values:
+        name, equals, path = value.partition("=")
+        path = Path(path if equals else value)
+        name = name if equals else path.resolve().name
+        if not name.strip() or not str(path):
+            raise AdaptlabError(f"'{value}': give an artifact as PATH or NAME=PATH, with a non-empty name and path")
+        if not (path / "manifest.json").is_file():
+            raise AdaptlabError(f"'{path}' is not an adaptlab artifact (no manifest.json); train one with `adaptlab train`")
+        if name in named:
+            raise AdaptlabError(f"two artifacts are named '{name}'; name them with NAME=PATH")
+        named[name] = path
+    return named

@@ -10,9 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from adaptlab.cli.common import JsonOpt, command, dataclass_options, format_params, given, opt, out
+from adaptlab.cli.common import JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt, out
 from adaptlab.sft.job import SFTJob
-from adaptlab.training.engine import TrainingOptions
+from adaptlab.training.options import TrainingOptions
 
 sft_app = typer.Typer(help="Supervised fine-tuning of causal LMs on conversations, prompt/completion pairs or plain text.",
                       no_args_is_help=True)
@@ -25,26 +25,28 @@ DATA_OPTIONS = {
     "messages_column": opt(str, "Column holding chat messages (default messages)."),
     "text_column": opt(str, "Column holding plain text (default text)."),
     "system": opt(str, "System message put before every prompt/completion example."),
-    "seed": opt(int, "Seed for the split and for training."),
-    "train_size": opt(int, "Sub-sample the training split."),
-    "val_size": opt(int, "Sub-sample the validation split."),
-    "test_size": opt(int, "Sub-sample the test split."),
+    "seed": opt(int, "Seed for the split and for training (default: 0)."),
+    "train_size": opt(int, "Sub-sample the training split (default: all)."),
+    "val_size": opt(int, "Sub-sample the validation split (default: all)."),
+    "test_size": opt(int, "Sub-sample the test split (default: all)."),
 }
 CONFIG = opt(str, "YAML file with data/params/output sections; options given here override it.", "--config")
-OUTPUT = opt(str, "Artifact directory to write.", "--output", "-o")
+OUTPUT = opt(str, "Artifact directory to write (default: runs/<data>-sft-<method>).", "--output", "-o")
 
 
 def train(values: dict) -> None:
     from adaptlab.config import sft_config
+    from adaptlab.jobs import check_output
     from adaptlab.sft import train_sft
 
     data = {name: values.pop(name) for name in DATA_OPTIONS}
-    config_path, output, as_json = values.pop("config"), values.pop("output"), values.pop("as_json")
+    config_path, output, as_json, overwrite = values.pop("config"), values.pop("output"), values.pop("as_json"), values.pop("overwrite")
     config = sft_config(config_path, data, given(values), output)
     SFTJob(**config.params)  # a bad option fails before the data is read
+    output = config.output or default_output(config.data.source, f"sft-{config.params.get('method', 'lora')}")
+    check_output(output, overwrite, inputs=[config.data.source])
     splits = config.data.load()
-    output = config.output or f"runs/sft-{config.params.get('method', 'lora')}"
-    manifest = train_sft(splits, output, **config.params).manifest
+    manifest = train_sft(splits, output, overwrite=overwrite, **config.params).manifest
     if not manifest:  # a secondary process of multi-process training: rank 0 reports
         return
     if as_json:
@@ -126,7 +128,7 @@ def evaluate(
 
 def _register() -> None:
     own = dataclass_options(SFTJob, exclude=("seed",), first=(TrainingOptions,))
-    annotations = {**DATA_OPTIONS, **own, "config": CONFIG, "output": OUTPUT, "as_json": JsonOpt}
+    annotations = {**DATA_OPTIONS, **own, "config": CONFIG, "output": OUTPUT, "overwrite": OverwriteOpt, "as_json": JsonOpt}
     doc = ("Fine-tune a causal LM (full, last-k, LoRA, prefix or prompt tuning) and measure replies, perplexity and "
            "forgetting; writes an artifact that `generate`, `serve`, `rag ask`, `merge` and `rlhf` accept.")
     sft_app.command("train")(command("sft_train", doc, annotations, train))

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, LabelCol, Seed, TestSize, TextCol, TrainSize, ValSize, out
+from adaptlab.cli.common import DEVICE, DataOpt, IdCol, LabelCol, OverwriteOpt, Seed, TestSize, TextCol, TrainSize, ValSize, out
 from adaptlab.errors import AdaptlabError
 
 
@@ -21,13 +21,13 @@ def generate(
     system: Annotated[Optional[str], typer.Option(help="System message / instruction.")] = None,
     template: Annotated[Optional[str], typer.Option(help="Format string with {text}; the prompt argument fills it.")] = None,
     examples: Annotated[Optional[Path], typer.Option(help="JSONL of few-shot examples: {\"input\": ..., \"output\": ...}.")] = None,
-    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt as is, without the chat template.")] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the prompt as is, without the chat template.", metavar="")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy; higher = more random.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.")] = True,
+    stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.", metavar="")] = True,
     device: DEVICE = None,
 ) -> None:
     """Generate text with a causal LM, streamed to the terminal."""
@@ -53,11 +53,12 @@ def generate(
 def merge(
     artifact: Annotated[Path, typer.Argument(help="A LoRA artifact.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the merged (full) artifact.")],
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Fold a LoRA adapter into the base weights: a plain fine-tuned model, no PEFT needed to run it."""
     from adaptlab.merge import merge_lora
 
-    manifest = merge_lora(artifact, output)
+    manifest = merge_lora(artifact, output, overwrite=overwrite)
     out.print(f"merged {artifact} into {output} ({manifest['size_bytes'] / 2**20:.1f} MiB, strategy 'full')")
 
 
@@ -84,7 +85,7 @@ def predict(
     file: Annotated[Optional[Path], typer.Option(help=".txt (one text per line) or .csv/.jsonl/.parquet file.")] = None,
     text_column: Annotated[str, typer.Option(help="Text column of a tabular --file.")] = "text",
     device: Annotated[Optional[str], typer.Option(help="cpu or cuda (default: cuda if available).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: text, label, probabilities.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line: text, label, probabilities.", metavar="")] = False,
 ) -> None:
     """Classify texts with a trained artifact; prints each label with its probability."""
     from adaptlab.runner import load_artifact
@@ -113,10 +114,11 @@ def embed(
     text_column: Annotated[str, typer.Option(help="Text column of a tabular --file or --data.")] = "text",
     model: Annotated[str, typer.Option(help="minilm, smollm2-135m, a Hub id or a local directory.")] = "minilm",
     pooling: Annotated[str, typer.Option(help="mean, cls or last.")] = "mean",
-    normalize: Annotated[bool, typer.Option(help="Scale vectors to unit length (for cosine similarity).")] = False,
+    normalize: Annotated[bool, typer.Option(help="Scale vectors to unit length (for cosine similarity).", metavar="")] = False,
     batch_size: Annotated[int, typer.Option(help="Texts per batch.")] = 64,
     precision: Annotated[str, typer.Option(help="auto, fp32 or bf16.")] = "auto",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write: .npy (matrix) or .parquet (text + vector).")] = Path("embeddings.npy"),
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Embed texts with a frozen model, using and filling the on-disk embedding cache."""
     import numpy as np
@@ -125,8 +127,11 @@ def embed(
     from adaptlab.data import read_texts
     from adaptlab.embeddings import Embedder
 
+    from adaptlab.jobs import check_output
+
     if output.suffix not in {".npy", ".parquet"}:
         raise AdaptlabError(f"--output '{output}' must end in .npy or .parquet")
+    check_output(output, overwrite, inputs=[p for p in (file, data) if p is not None])
     if data is not None:
         if texts or file:
             raise AdaptlabError("give --data, --file or texts, not several")

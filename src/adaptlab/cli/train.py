@@ -4,27 +4,32 @@ parameter fields (help text and defaults live next to the field, in ``adaptlab.m
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 from rich.table import Table
 
-from adaptlab.cli.common import DATA_OPTIONS, ConfigOpt, JsonOpt, OutputOpt, command, dataclass_options, format_params, given, out
+from adaptlab.cli.common import (DATA_OPTIONS, ConfigOpt, JsonOpt, OutputOpt, OverwriteOpt, command, dataclass_options,
+                                 default_output, format_params, given, out)
 from adaptlab.methods import STRATEGIES
-from adaptlab.training.engine import TrainingOptions
+from adaptlab.training.options import TrainingOptions
 
 train_app = typer.Typer(help="Train one adaptation strategy and save its artifact.", no_args_is_help=True)
 
 
 def run_training(strategy: str, values: dict) -> None:
     from adaptlab.config import train_config
-    from adaptlab.runner import train
+    from adaptlab.jobs import check_output
 
     data_values = {target: values.pop(name) for name, (_, target) in DATA_OPTIONS.items()}
-    config_path, output, as_json = values.pop("config"), values.pop("output"), values.pop("as_json")
+    config_path, output, as_json, overwrite = values.pop("config"), values.pop("output"), values.pop("as_json"), values.pop("overwrite")
     config = train_config(strategy, config_path, data_values, given(values), output)
-    output = config.output or f"runs/{Path(str(config.data.source)).stem}-{strategy}"
-    result = train(strategy, config.data.load(), output, **config.params)
+    output = config.output or default_output(config.data.source, strategy)
+    check_output(output, overwrite, inputs=[config.data.source])
+    splits = config.data.load()  # bad data is reported before the model libraries load
+
+    from adaptlab.runner import train
+
+    result = train(strategy, splits, output, overwrite=overwrite, **config.params)
     if not result.manifest:  # a secondary process of multi-process training: rank 0 reports
         return
     if as_json:
@@ -64,7 +69,7 @@ def _register(name: str, cls: type) -> None:
     # --seed is the data option (it seeds the split and, by default, training)
     own = dataclass_options(cls, exclude=("seed",), first=(TrainingOptions,))
     annotations = {**{k: a for k, (a, _) in DATA_OPTIONS.items()}, **own,
-                   "config": ConfigOpt, "output": OutputOpt, "as_json": JsonOpt}
+                   "config": ConfigOpt, "output": OutputOpt, "overwrite": OverwriteOpt, "as_json": JsonOpt}
     run = lambda values: run_training(name, values)
     train_app.command(name)(command(f"train_{name.replace('-', '_')}", cls.description, annotations, run))
 

@@ -169,7 +169,7 @@ def _sft(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
     artifact = run_dir / "artifact"
     resume = (work_dir(artifact) / "checkpoints" / "last.ckpt").exists()
     job = SFTJob(**params, seed=seed, forgetting_baseline=str(baseline), resume=resume)
-    manifest = fit_sft(job, splits, artifact).manifest
+    manifest = fit_sft(job, splits, artifact, overwrite=True).manifest
     cost = manifest["cost"]
     return {"metrics": manifest["metrics"], "per_example": job.per_example_, "samples": job.samples_,
             "forgetting": manifest["metrics"]["forgetting"], "artifact_bytes": manifest["size_bytes"],
@@ -198,7 +198,7 @@ def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
     split = split_preferences(pairs, preferences, seed=seed)
     artifact = run_dir / "artifact"
     manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
-                         device=evaluation.get("device"))
+                         device=evaluation.get("device"), overwrite=True)
     with measure() as cost:
         result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
         after = _probe(str(artifact), size)

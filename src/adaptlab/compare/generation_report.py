@@ -31,7 +31,7 @@ def _row(rank: int, entry: dict, metric: str) -> list[str]:
         _number(entry["token_f1"]["mean"]), _number(entry["exact_match"]["mean"]), _number(entry["eval_loss"]["mean"]),
         _percent(entry["forgetting_ppl_relative"]), _number(None if entry["forgetting_rt_accuracy_delta"] is None
                                                             else 100 * entry["forgetting_rt_accuracy_delta"], 1, True),
-        _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}", _number(entry["generated_tokens_per_second"], 0),
+        _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", _number(entry["generated_tokens_per_second"], 0),
         f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from adaptlab.compare.generation import GENERATION_ENTRIES
 from adaptlab.compare.plan import ComparePlan, Run, short_model
-from adaptlab.compare.summary import BOOTSTRAP_SAMPLES, CONFIDENCE, collect_runs, hardware
+from adaptlab.compare.summary import BOOTSTRAP_SAMPLES, CONFIDENCE, collect_runs, hardware, recommendation
 
 LABELS = {"rouge_l": "ROUGE-L", "token_f1": "token F1", "exact_match": "exact match"}
 
@@ -138,12 +138,7 @@ def recommend(entries: list[dict], metric: str) -> list[str]:
     tied = [e for e in entries[1:] if e["tied_with_best"]]
     if tied:
         lines.append(f"Within noise of it (paired bootstrap, {CONFIDENCE:.0%}): " + ", ".join(name(e) for e in tied) + ".")
-    cheapest = min([best, *tied], key=lambda e: (e["train_seconds"], e["trainable_params"]))
-    if cheapest is not best:
-        lines.append(f"Recommended: {name(cheapest)}: statistically tied with the best, {cheapest['train_seconds']:.0f} s "
-                     f"of training instead of {best['train_seconds']:.0f} s.")
-    else:
-        lines.append(f"Recommended: {name(best)}; no cheaper entry is statistically tied with it.")
+    lines.append(recommendation(best, tied, name))
     n = best["scored_examples"]
     if n < 100 and len(tied) >= max(2, len(entries) // 2):
         lines.append(f"With {n} test examples most entries are within noise of each other; a larger --test-size "

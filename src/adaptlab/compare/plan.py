@@ -244,7 +244,10 @@ class ComparePlan:
                 params.update({k: v for k, v in self.params.get("all", {}).items() if k in known})
                 params.update(self.params.get(name, {}))
                 strategy.check_params(params, f"entry '{name}'")
-                strategy(**params)  # every value is checked now (constructing only stores), not in a worker later
+                try:
+                    strategy(**params)  # every value is checked now (constructing only stores), not in a worker later
+                except AdaptlabError as exc:
+                    raise AdaptlabError(f"entry '{name}' (settings from the preset and --set): {exc}") from None
                 for seed in range(self.seeds) if entry.seeded else [0]:
                     runs.append(Run(name, entry.strategy, model, seed, params))
         for key in self.params.get("all", {}):
@@ -344,6 +347,8 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     for key in ("models", "strategies", "documents"):
         if isinstance(values.get(key), str):
             values[key] = [part.strip() for part in values[key].split(",") if part.strip()]
+            if not values[key]:  # "--strategies ," must not mean "everything"
+                raise AdaptlabError(f"--{key} lists nothing; give comma-separated names or leave the option out")
     overrides = {name: dict(p) if isinstance(p, dict) else p for name, p in (base.get("params") or {}).items()}
     for name, extra in (options.get("params") or {}).items():
         overrides.setdefault(name, {}).update(extra)

@@ -47,7 +47,7 @@ def _row(rank: int, entry: dict) -> list[str]:
     low, high = entry["accuracy"]["ci95"]
     return [
         str(rank), entry["entry"], short_model(entry["model"]), _accuracy(entry), f"{100 * low:.1f}-{100 * high:.1f}",
-        f"{entry['macro_f1']['mean']:.3f}", _params(entry), f"{entry['train_seconds']:.1f}",
+        f"{entry['macro_f1']['mean']:.3f}", _params(entry), f"{entry['train_seconds']:.1f}" if entry["train_seconds"] else "none",
         f"{entry['inference_texts_per_second']:.0f}", f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
 
@@ -72,7 +72,8 @@ def png(figure) -> str:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=110)  # not cropped: every plot of a kind keeps its figure size
     plt.close(figure)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -84,7 +85,7 @@ def scatter_png(entries: list[dict], x_key: str, pareto_key: str, title: str, xl
     Entries with a cost of zero (prompting has no trainable parameters) sit at a marked position left of
     the smallest non-zero cost, since a log axis has no zero."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     costs = np.array([float(e[x_key] or 0) for e in entries])
@@ -107,14 +108,16 @@ def scatter_png(entries: list[dict], x_key: str, pareto_key: str, title: str, xl
                       (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if log:
         axis.set_xscale("log")
+        if xs.max() / xs[costs > 0].min(initial=xs.max()) < 10:  # 1, 2 and 5 per decade: a short span still gets labels
+            axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         axis.xaxis.set_minor_formatter(NullFormatter())
     if log and zero_label and (costs == 0).any():
         axis.axvline(zero_at * 1.8, color="#cbd2d9", linestyle=":", linewidth=1)
-        ticks = [t for t in axis.get_xticks() if t >= zero_at * 9]
+        axis.set_xlim(zero_at / 2, xs.max() * 3)
+        ticks = [t for t in axis.get_xticks() if zero_at * 3 <= t <= xs.max() * 3]
         axis.set_xticks([zero_at, *ticks])
         axis.set_xticklabels([zero_label, *[f"{t:g}" for t in ticks]])
-        axis.set_xlim(zero_at / 2, xs.max() * 3)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title)
@@ -207,7 +210,7 @@ def render_html(results: dict) -> str:
             f"<img alt='Test accuracy against the fraction of trainable parameters, Pareto front in red' "
             f"src='data:image/png;base64,{_accuracy_vs_fraction(entries)}'>",
             f"<img alt='Test accuracy against training time, Pareto front in red' "
-            f"src='data:image/png;base64,{scatter_png(entries, 'train_seconds', 'pareto_time', 'Accuracy vs training time', 'training time (seconds, log scale)', None)}'>",
+            f"src='data:image/png;base64,{scatter_png(entries, 'train_seconds', 'pareto_time', 'Accuracy vs training time', 'training time (seconds, log scale)', '0 (none)')}'>",
             "</div>",
             "<h2>Where each strategy errs</h2>",
             f"<img alt='Confusion matrix of each strategy on the test split' src='data:image/png;base64,{_confusions(entries, labels)}'>",

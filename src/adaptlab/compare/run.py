@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,9 @@ class Comparison:
         return self.output / "report.html"
 
 
+ELAPSED = "elapsed.json"  # wall seconds of every invocation so far (resumes add up)
+
+
 def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Comparison:
     """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html``."""
     if plan.task == "generation":
@@ -48,17 +52,22 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
     plan.check()
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
-    output = Path(plan.output or f"runs/compare-{Path(str(data.source)).stem}")
+    output = Path(plan.output or f"runs/{Path(str(data.source)).stem}-compare")  # the CLI's rule: runs/<data>-<what>
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for the comparison")
     runs = plan.runs(_model_info(plan.models))
     write_json(output / "plan.json", {"plan": _plain(plan), "data": dataclasses.asdict(data), "runs": [r.key for r in runs]})
     stderr.print(f"comparing {len(runs)} runs on {data.source} (train/val/test {len(splits.train)}/{len(splits.val)}/"
                  f"{len(splits.test)}) into {output}")
-    started = time.perf_counter()
-    for number, run in enumerate(runs, start=1):
-        _execute(run, output / "runs" / run.key, data, f"[{number}/{len(runs)}]", rerun_failed)
-    results = summarise(plan, data, runs, output, wall_seconds=time.perf_counter() - started)
+    started, elapsed = time.perf_counter(), output / ELAPSED
+    earlier = json.loads(elapsed.read_text(encoding="utf-8"))["seconds"] if elapsed.exists() else 0.0
+    try:
+        for number, run in enumerate(runs, start=1):
+            _execute(run, output / "runs" / run.key, data, f"[{number}/{len(runs)}]", rerun_failed)
+    finally:  # interrupted or not, this invocation's time counts: a resumed comparison reports its whole cost
+        wall_seconds = earlier + time.perf_counter() - started
+        write_json(elapsed, {"seconds": round(wall_seconds, 1)})
+    results = summarise(plan, data, runs, output, wall_seconds=wall_seconds)
     write_json(output / "results.json", results)
     write_report(results, output / "report.html")
     return Comparison(output, results)
@@ -78,7 +87,8 @@ def _execute(run: Run, run_dir: Path, data, prefix: str, rerun_failed: bool) -> 
     failed_file.unlink(missing_ok=True)
     write_json(spec_file, spec)
     stderr.print(f"{prefix} [bold]{run.label}[/] seed {run.seed}")
-    process = subprocess.Popen([sys.executable, "-m", "adaptlab.compare.worker", str(run_dir)], env=_worker_env())
+    process = subprocess.Popen([sys.executable, "-m", "adaptlab.compare.worker", str(run_dir)], env=_worker_env(),
+                               preexec_fn=_die_with_parent)
     try:
         code = process.wait()
     except KeyboardInterrupt:
@@ -87,6 +97,15 @@ def _execute(run: Run, run_dir: Path, data, prefix: str, rerun_failed: bool) -> 
         raise
     if code != 0 and not failed_file.exists():
         write_json(failed_file, {"status": "failed", "error": f"worker process exited with code {code}"})
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it starts: on Linux, ask the kernel for SIGTERM when the comparison process dies (even
+    by kill -9), so no orphaned worker goes on writing into a run directory a re-run is using."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _worker_env() -> dict:

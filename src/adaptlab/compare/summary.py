@@ -18,6 +18,7 @@ from adaptlab.compare.plan import ENTRIES, ComparePlan, Run, short_model
 
 BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
+TIME_TOLERANCE = 0.10  # training times this close to the fastest count as equal when choosing the cheapest
 
 
 def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_seconds: float) -> dict:
@@ -107,7 +108,9 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "trainable_params": trainable,
         "total_params": total,
         "trainable_fraction": None if not total else trainable / total,
-        "train_seconds": round(float(np.mean([c["train_seconds"] for c in cost])), 2),
+        # prompting without examples trains and selects nothing (its fit only loads the model): no training time,
+        # as in the generation ladder
+        "train_seconds": 0.0 if not trainable and not first["params"].get("k") else round(float(np.mean([c["train_seconds"] for c in cost])), 2),
         "inference_texts_per_second": round(float(np.mean([c["inference_texts_per_second"] for c in cost])), 1),
         "peak_rss_mb": round(float(max(c["peak_rss_mb"] for c in cost)), 1),
         "peak_cuda_mb": max((c.get("peak_cuda_mb") or 0) for c in cost) or None,
@@ -155,14 +158,7 @@ def recommend(entries: list[dict]) -> list[str]:
     tied = [e for e in entries[1:] if e["tied_with_best"]]
     if tied:
         lines.append(f"Within noise of it (paired bootstrap, {CONFIDENCE:.0%}): " + ", ".join(name(e) for e in tied) + ".")
-    contenders = [best, *tied]
-    cheapest = min(contenders, key=lambda e: e["train_seconds"])
-    if cheapest is not best and best["train_seconds"] > 0:
-        lines.append(f"Recommended: {name(cheapest)}: statistically tied with the best and trains in "
-                     f"{cheapest['train_seconds']:.0f} s instead of {best['train_seconds']:.0f} s "
-                     f"({best['train_seconds'] / max(cheapest['train_seconds'], 1e-9):.1f}x faster).")
-    else:
-        lines.append(f"Recommended: {name(best)}; no cheaper strategy is statistically tied with it.")
+    lines.append(recommendation(best, tied, name))
     full = next((e for e in entries if e["entry"] == "full"), None)  # the most accurate full fine-tune
     lora = next((e for e in entries if full and e["entry"] == "lora" and e["model"] == full["model"]), None)
     if lora and full and full["accuracy"]["mean"] > 0 and full["trainable_params"] and full["train_seconds"]:
@@ -183,6 +179,27 @@ def recommend(entries: list[dict]) -> list[str]:
     lines.append(f"Fastest at inference within 1 point of the best: {name(fastest)} "
                  f"({fastest['inference_texts_per_second']:.0f} texts/s).")
     return lines
+
+
+def recommendation(best: dict, tied: list[dict], name) -> str:
+    """The cheapest entry statistically tied with the best. Cheaper means less training time; times within
+    ``TIME_TOLERANCE`` of the fastest (run-to-run noise on a CPU) count as equal, and among those the entry that
+    trains the fewest parameters (so the smaller artifact) wins."""
+    contenders = [best, *tied]
+    fastest = min(e["train_seconds"] for e in contenders)
+    near = [e for e in contenders if e["train_seconds"] <= fastest * (1 + TIME_TOLERANCE) + 1.0]
+    chosen = min(near, key=lambda e: (e["trainable_params"] or 0, e["train_seconds"], contenders.index(e)))
+    if chosen is best:
+        return (f"Recommended: {name(best)}; no entry tied with it trains in clearly less time (by more than "
+                f"{TIME_TOLERANCE:.0%}) or as fast with fewer trained parameters.")
+    seconds = f"{chosen['train_seconds']:.0f} s of training instead of {best['train_seconds']:.0f} s"
+    if chosen["train_seconds"] == 0:
+        return f"Recommended: {name(chosen)}: statistically tied with the best, and no training at all."
+    if chosen["train_seconds"] * (1 + TIME_TOLERANCE) < best["train_seconds"]:
+        return (f"Recommended: {name(chosen)}: statistically tied with the best, {seconds} "
+                f"({best['train_seconds'] / chosen['train_seconds']:.1f}x faster).")
+    return (f"Recommended: {name(chosen)}: statistically tied with the best, about as fast ({seconds}) and "
+            f"{chosen['trainable_params']:,} trained parameters instead of {best['trainable_params']:,}.")
 
 
 def hardware() -> dict:

@@ -37,7 +37,7 @@ def run(run_dir: Path) -> dict:
     artifact = run_dir / "artifact"
     if "resume" in get_strategy(spec["strategy"]).param_names() and (work_dir(artifact) / "checkpoints" / "last.ckpt").exists():
         params["resume"] = True
-    result = train(spec["strategy"], splits, artifact, **params)
+    result = train(spec["strategy"], splits, artifact, overwrite=True, **params)  # the comparison owns its run directories
     manifest = result.manifest
     return {
         "status": "done",

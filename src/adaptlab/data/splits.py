@@ -9,6 +9,7 @@ split is for model selection (early stopping, hyper-parameters); the test split 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,16 @@ class Splits:
         }
 
 
+def check_split_options(seed: Any, **sizes: Any) -> None:
+    """The split options as the CLI, YAML and the Python API give them: a seed numpy accepts and whole,
+    positive sizes (``train_size=2.5``, ``True`` or ``-1`` are one-line errors, not tracebacks later)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise AdaptlabError(f"--seed must be a whole number from 0 to {2**32 - 1}, not {seed!r}")
+    for name, size in sizes.items():
+        if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1):
+            raise AdaptlabError(f"--{name.replace('_', '-')} must be a whole number of at least 1, not {size!r}")
+
+
 def split_data(
     data: LabeledTexts,
     *,
@@ -55,6 +66,7 @@ def split_data(
     test_size: int | None = None,
 ) -> Splits:
     """Split ``data`` into stratified train/validation/test sets; sizes sub-sample each pool."""
+    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
     if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
     counts = np.bincount(data.labels, minlength=len(data.label_names))

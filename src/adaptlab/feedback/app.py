@@ -28,6 +28,8 @@ from adaptlab.feedback.project import FORMATS, agreement, export_rows
 
 COOKIE = "adaptlab_session"
 ACTIONS = {"rank": "ranked", "skip": "skipped", "flag": "flagged"}
+MAX_BODY_BYTES = 64 * 1024  # a submission is a few hundred bytes; anything near this is not one
+MAX_REASON_CHARS = 500  # the flag reason box holds as much (maxlength)
 
 STYLE = """
 body { font: 16px/1.5 system-ui, sans-serif; max-width: 62rem; margin: 1rem auto; padding: 0 1rem; color: #1a1a1a; }
@@ -235,7 +237,7 @@ def create_app(directory: Path) -> FastAPI:
         if prompt_id is None:
             body = f'<main>{status}<h2>All done</h2><p>No items are left for you. Thank you!</p>{undo}{tail}</main>'
             return _html("All done", _header(user, csrf) + body + _script(request), request, csrf=csrf)
-        text, candidates = db.item(c, prompt_id)
+        text, candidates = db.item(c, prompt_id, user.id)
         items = "".join(_candidate(i, row["id"], row["text"], len(candidates)) for i, row in enumerate(candidates, start=1))
         body = (f'<main data-prompt="{prompt_id}" data-submission="{secrets.token_urlsafe(16)}">{status}'
                 f'<h2 id="prompt-label">Prompt</h2><div class="prompt" aria-labelledby="prompt-label">{escape(text)}</div>'
@@ -255,14 +257,19 @@ def create_app(directory: Path) -> FastAPI:
 
     def store(request: Request, raw: bytes) -> Response:
         user, _ = auth(request, csrf=request.headers.get("X-CSRF-Token", ""))
+        if len(raw) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the body is larger than {MAX_BODY_BYTES // 1024} KiB")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # bad JSON, not UTF-8, or nested past Python's recursion limit
             raise HTTPException(422, "the body must be JSON") from None
         sid, prompt_id, action = (body.get(k) if isinstance(body, dict) else None for k in ("submission_id", "prompt_id", "action"))
-        if not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or action not in ACTIONS:
-            raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (an integer) and action (rank, skip or flag)")
+        if (not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or not 0 < prompt_id < 2**63
+                or action not in ACTIONS):
+            raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (a positive integer) and action (rank, skip or flag)")
         reason = body.get("reason")
+        if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
+            raise HTTPException(422, f"a flag reason is at most {MAX_REASON_CHARS} characters")
         try:
             stored = db.submit(conn(), user.id, sid, prompt_id, ACTIONS[action], body.get("ranking"),
                                reason if isinstance(reason, str) else None)

@@ -24,7 +24,7 @@ def new(
     prompts: Annotated[Path | None, typer.Option(help="JSONL of prompts: {\"prompt\": ...} per line.")] = None,
     candidates: Annotated[Path | None, typer.Option(help="Import candidates instead of sampling: JSONL of {\"prompt\", \"responses\": [...]} or {\"prompt\", \"response\", \"source\"}.")] = None,
     model: Annotated[str, typer.Option(help="Causal LM that samples the candidates.")] = "smollm2-135m",
-    n: Annotated[int, typer.Option("-n", help="Candidates sampled per prompt.")] = 4,
+    n: Annotated[int, typer.Option("-n", "--n", help="Candidates sampled per prompt.")] = 4,
     overlap: Annotated[int, typer.Option(help="How many annotators rank each item (above 1 measures agreement).")] = 1,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per candidate.")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 would give identical candidates).")] = 1.0,
@@ -45,12 +45,17 @@ def new(
 def add_annotator(
     project: Project,
     name: Annotated[str, typer.Argument(help="The annotator's name (unique in the project).")],
-    admin: Annotated[bool, typer.Option("--admin", help="May see progress and agreement and export.")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="May see progress and agreement and export.", metavar="")] = False,
     base_url: Annotated[str, typer.Option(help="Where the app is served, for the printed link.")] = "http://127.0.0.1:8000",
 ) -> None:
     """Add an annotator and print their login link (shown once; only a hash of the token is stored)."""
+    from urllib.parse import urlparse
+
     from adaptlab.feedback.project import add_annotator as add
 
+    url = urlparse(base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise AdaptlabError(f"--base-url must look like http://HOST:PORT, not '{base_url}'")
     token = add(project, name, admin)
     print(f"{base_url.rstrip('/')}/login?token={token}")
 
@@ -62,6 +67,11 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
     """Serve the ranking app for the annotators."""
+    from adaptlab.feedback.db import connect
+
+    if not 1 <= port <= 65535:
+        raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
+    connect(project).close()  # not a project: one line, before the web stack loads
     import uvicorn
 
     from adaptlab.feedback.app import create_app
@@ -76,10 +86,14 @@ def export(
     project: Project,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
     format: Annotated[str, typer.Option("--format", help="pairs (ties give no pair) or rankings (tie-free submissions only).")] = "pairs",
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a file already at --output.")] = False,
 ) -> None:
     """Write the ranked submissions as preference JSONL that `adaptlab rlhf reward --data` reads."""
     from adaptlab._io import atomic_file
     from adaptlab.feedback.project import export as rows_of
+    from adaptlab.jobs import check_output
+
+    check_output(output, overwrite, inputs=[project])  # never over (or inside) the project itself
 
     rows = rows_of(project, format)
     if not rows:

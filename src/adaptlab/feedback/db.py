@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import secrets
 import sqlite3
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from adaptlab.errors import AdaptlabError
 
 DB_NAME = "feedback.sqlite"  # adaptlab.rlhf.preferences recognises a project by this file
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: annotators.order_seed (candidates shown in a per-annotator order)
 STATUSES = ("ranked", "skipped", "flagged")
 SESSION_SECONDS = 7 * 24 * 3600
 
@@ -32,7 +33,7 @@ CREATE TABLE prompts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE TABLE candidates (id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
                          text TEXT NOT NULL, source TEXT, UNIQUE (prompt_id, text));
 CREATE TABLE annotators (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
-                         is_admin INTEGER NOT NULL DEFAULT 0);
+                         is_admin INTEGER NOT NULL DEFAULT 0, order_seed INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
                        csrf TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE submissions (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
@@ -78,11 +79,19 @@ def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.DatabaseError as exc:  # "file is not a database": damaged or not ours
+        conn.close()
+        raise AdaptlabError(f"'{path}' is not a readable feedback database ({exc}); restore it from a backup") from None
     conn.execute("PRAGMA foreign_keys=ON")
     if create:
         conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == 1:  # a project made before candidate orders were shuffled: give each annotator a seed
+        conn.executescript("BEGIN IMMEDIATE; ALTER TABLE annotators ADD COLUMN order_seed INTEGER NOT NULL DEFAULT 0; "
+                           "UPDATE annotators SET order_seed = abs(random() % 2147483647); PRAGMA user_version = 2; COMMIT;")
+        version = 2
     if version != SCHEMA_VERSION:
         conn.close()
         raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
@@ -110,7 +119,8 @@ def add_annotator(conn: sqlite3.Connection, name: str, admin: bool) -> str:
     token = secrets.token_urlsafe(32)
     try:
         with transaction(conn):
-            conn.execute("INSERT INTO annotators (name, token_hash, is_admin) VALUES (?, ?, ?)", (name, sha256(token), int(admin)))
+            conn.execute("INSERT INTO annotators (name, token_hash, is_admin, order_seed) VALUES (?, ?, ?, ?)",
+                         (name, sha256(token), int(admin), secrets.randbits(31)))
     except sqlite3.IntegrityError:
         raise AdaptlabError(f"an annotator named '{name}' already exists") from None
     return token
@@ -153,12 +163,18 @@ def may_redo(conn: sqlite3.Connection, annotator_id: int, prompt_id: int) -> boo
     return any(r["undone"] for r in rows) and not any(not r["undone"] for r in rows)
 
 
-def item(conn: sqlite3.Connection, prompt_id: int) -> tuple[str, list[sqlite3.Row]]:
-    """The prompt's text and its candidates (id, text) in a fixed order."""
+def item(conn: sqlite3.Connection, prompt_id: int, annotator_id: int | None = None) -> tuple[str, list[sqlite3.Row]]:
+    """The prompt's text and its candidates (id, text): in import order, or, for an annotator, shuffled by their
+    stored seed and the prompt (the same order on every visit; different annotators see different orders, so the
+    position a candidate is shown at does not bias the rankings)."""
     prompt = conn.execute("SELECT text FROM prompts WHERE id = ?", (prompt_id,)).fetchone()
     if prompt is None:
         raise Invalid(f"unknown prompt {prompt_id}")
-    return prompt["text"], conn.execute("SELECT id, text FROM candidates WHERE prompt_id = ? ORDER BY id", (prompt_id,)).fetchall()
+    candidates = conn.execute("SELECT id, text FROM candidates WHERE prompt_id = ? ORDER BY id", (prompt_id,)).fetchall()
+    if annotator_id is not None:
+        seed = conn.execute("SELECT order_seed FROM annotators WHERE id = ?", (annotator_id,)).fetchone()["order_seed"]
+        random.Random(f"{seed}:{prompt_id}").shuffle(candidates)
+    return prompt["text"], candidates
 
 
 def progress(conn: sqlite3.Connection, annotator_id: int) -> tuple[int, int]:
@@ -182,6 +198,9 @@ def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prom
                 raise Conflict("this submission id is already used")
             return False
         _, candidates = item(conn, prompt_id)
+        assigned = conn.execute(f"SELECT 1 FROM ({_OPEN}) WHERE id = ?", (annotator_id, prompt_id)).fetchone()
+        if assigned is None and not may_redo(conn, annotator_id, prompt_id):
+            raise Conflict("this item is not open to you: it was not assigned to you, or it already has its annotators")
         if status == "ranked":
             _check_ranking(ranking, {c["id"] for c in candidates})
         try:

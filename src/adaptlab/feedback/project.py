@@ -14,6 +14,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adaptlab._io import atomic_directory
 from adaptlab.errors import AdaptlabError
 from adaptlab.feedback import db
 
@@ -29,7 +30,9 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise AdaptlabError(f"'{path}' does not exist")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    from adaptlab.data.loaders import read_utf8
+
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if line.strip():
             try:
                 row = json.loads(line)
@@ -87,6 +90,8 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
         raise AdaptlabError(f"--overlap must be at least 1, not {overlap}")
     if (Path(directory) / db.DB_NAME).exists():  # checked before sampling, which can take a while
         raise AdaptlabError(f"'{directory}' already holds a feedback project")
+    if Path(directory).exists() and (not Path(directory).is_dir() or any(Path(directory).iterdir())):
+        raise AdaptlabError(f"'{directory}' exists and is not an empty directory; give a new directory for the project")
     if candidates_path is None and prompts_path is None:
         raise AdaptlabError("give --prompts (to sample candidates) or --candidates (to import them)")
     if candidates_path is not None:
@@ -107,16 +112,17 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
     kept = {p: c for p, c in ((p, _distinct(c)) for p, c in candidates.items()) if len(c) >= 2}
     if not kept:
         raise AdaptlabError("no prompt has two distinct, non-empty candidates to rank")
-    conn = db.connect(directory, create=True)
-    try:
-        with db.transaction(conn):
-            conn.execute("INSERT INTO project VALUES (1, ?, ?, ?, ?)", (overlap, max(map(len, kept.values())), model_name, time.time()))
-            for prompt, responses in kept.items():
-                prompt_id = conn.execute("INSERT INTO prompts (text) VALUES (?)", (prompt,)).lastrowid
-                conn.executemany("INSERT INTO candidates (prompt_id, text, source) VALUES (?, ?, ?)",
-                                 [(prompt_id, text, source) for text, source in responses])
-    finally:
-        conn.close()
+    with atomic_directory(Path(directory)) as building:  # killed midway: no half-made project is left behind
+        conn = db.connect(building, create=True)
+        try:
+            with db.transaction(conn):
+                conn.execute("INSERT INTO project VALUES (1, ?, ?, ?, ?)", (overlap, max(map(len, kept.values())), model_name, time.time()))
+                for prompt, responses in kept.items():
+                    prompt_id = conn.execute("INSERT INTO prompts (text) VALUES (?)", (prompt,)).lastrowid
+                    conn.executemany("INSERT INTO candidates (prompt_id, text, source) VALUES (?, ?, ?)",
+                                     [(prompt_id, text, source) for text, source in responses])
+        finally:
+            conn.close()
     return {"project": str(directory), "prompts": len(kept), "skipped_prompts": len(candidates) - len(kept),
             "candidates": sum(map(len, kept.values())), "overlap": overlap}
 
@@ -125,6 +131,8 @@ def add_annotator(directory: Path, name: str, admin: bool = False) -> str:
     """The new annotator's login token (shown once: only its SHA-256 is stored)."""
     if not name.strip():
         raise AdaptlabError("the annotator name is empty")
+    if any(not character.isprintable() for character in name) or len(name) > 100:
+        raise AdaptlabError(f"annotator name {name!r} must be at most 100 printable characters (no newlines or tabs)")
     conn = db.connect(directory)
     try:
         return db.add_annotator(conn, name.strip(), admin)

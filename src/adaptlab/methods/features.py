@@ -13,11 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from adaptlab.data import Splits
 from adaptlab.embeddings import POOLINGS, Embedder
@@ -68,6 +63,11 @@ class FeatureClassifier(Strategy):
                         precision=self.precision, device=self.device, cache=self.cache, progress=self.progress)
 
     def _make_estimator(self, C: float):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         if self.classifier == "logreg":
             return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=self.seed))
         return RandomForestClassifier(n_estimators=self.n_estimators, random_state=self.seed, n_jobs=-1)
@@ -97,6 +97,9 @@ class FeatureClassifier(Strategy):
         return self.estimator_.predict_proba(self.embedder_.embed(texts))
 
     def _head_params(self) -> int:
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.pipeline import Pipeline
+
         if isinstance(self.estimator_, Pipeline):
             scaler, logreg = self.estimator_[0], self.estimator_[-1]
             return int(logreg.coef_.size + logreg.intercept_.size + scaler.mean_.size + scaler.scale_.size)
@@ -112,13 +115,19 @@ class FeatureClassifier(Strategy):
         }
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.embedder_.ref.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.embedder_.ref)
 
     def save(self, directory: Path) -> None:
+        import skops.io
+
         skops.io.dump(self.estimator_, directory / _FILE)
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "FeatureClassifier":
+        import skops.io
+
         # reload with the precision that was actually used, not "auto" resolved again on another machine
         used = {"precision": manifest["details"]["embedding"]["precision"]}
         strategy = cls.rebuild({**manifest, "params": {**manifest["params"], **used}}, runtime)
@@ -147,6 +156,11 @@ class FeatureClassifier(Strategy):
 
 
 def _is_expected_estimator(estimator: Any) -> bool:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if isinstance(estimator, RandomForestClassifier):
         return True
     return (

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.gradient import TokenClassifierStrategy
 from adaptlab.models.classifier import load_classifier, transformer_blocks
 from adaptlab.params import param
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True, eq=False)
@@ -24,7 +25,9 @@ class FullFineTune(TokenClassifierStrategy):
         return bundle.model.requires_grad_(True)
 
     def save_weights(self, directory: Path) -> None:
-        self.model_.save_pretrained(directory / "model")  # a plain transformers model directory
+        # a plain transformers model directory, tokenizer inside, so pipeline("text-classification", model=...) works
+        self.model_.save_pretrained(directory / "model")
+        self.tokenizer_.save_pretrained(directory / "model")
 
     def load_weights(self, directory: Path) -> nn.Module:
         from transformers import AutoModelForSequenceClassification
@@ -52,10 +55,14 @@ class LastKLayers(TokenClassifierStrategy):
         return model
 
     def save_weights(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
         trainable = {n: p.detach().contiguous() for n, p in self.model_.named_parameters() if p.requires_grad}
         save_file(trainable, directory / "trainable.safetensors")
 
     def load_weights(self, directory: Path) -> nn.Module:
+        from safetensors.torch import load_file
+
         model = load_classifier(self.ref, self.label_names).model
         state = load_file(directory / "trainable.safetensors")
         missing = set(state) - {n for n, _ in model.named_parameters()}

@@ -13,21 +13,22 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.base import Strategy
-from adaptlab.models import resolve_model
-from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
-from adaptlab.models.loading import ModelRef, max_positions
+from adaptlab.models.loading import ModelRef, max_positions, resolve_model
 from adaptlab.params import param
 from adaptlab.runtime import Runtime
-from adaptlab.training.data import BatchDataModule, PadCollator, TokenizedDataset
-from adaptlab.training.engine import FitReport, TrainingOptions, fit_module
+from adaptlab.training.options import TrainingOptions
+
+if TYPE_CHECKING:  # torch, Lightning and transformers load when a strategy trains or predicts, not when options are built
+    from torch import nn
+
+    from adaptlab.training.data import PadCollator
+    from adaptlab.training.engine import FitReport
 
 DEFAULT_MAX_LENGTH = 256
 PREDICT_BATCH = 64
@@ -58,6 +59,9 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     def train_module(self, module: nn.Module, train, val, collate, workdir: Path) -> None:
         """Fit ``module`` with this strategy's options on the Lightning engine (best validation weights kept)."""
+        from adaptlab.training.data import BatchDataModule
+        from adaptlab.training.engine import fit_module
+
         data = BatchDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
         self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime)
 
@@ -66,7 +70,9 @@ class GradientStrategy(Strategy, TrainingOptions):
         return None if report is None else dataclasses.asdict(report)
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -78,6 +84,9 @@ class TokenClassifierStrategy(GradientStrategy):
         return 0
 
     def fit(self, splits, workdir: Path) -> "TokenClassifierStrategy":
+        from adaptlab.models.classifier import count_parameters, load_classifier
+        from adaptlab.training.data import TokenizedDataset
+
         self.label_names = splits.label_names
         bundle = load_classifier(self.ref, self.label_names)
         self.tokenizer_ = bundle.tokenizer
@@ -96,6 +105,8 @@ class TokenClassifierStrategy(GradientStrategy):
         raise NotImplementedError
 
     def _collator(self) -> PadCollator:
+        from adaptlab.training.data import PadCollator
+
         return PadCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
 
     def _resolve_max_length(self, model: nn.Module) -> int:
@@ -108,6 +119,10 @@ class TokenClassifierStrategy(GradientStrategy):
         return self.max_length
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from adaptlab.models.classifier import logits_of
+
         texts = list(texts)
         device = self.runtime.torch_device
         model = self.model_.to(device).eval()

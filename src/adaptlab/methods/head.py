@@ -12,43 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
 
-from adaptlab.embeddings import POOLINGS, Embedder, pool
+from adaptlab.embeddings import POOLINGS, Embedder
 from adaptlab.methods.gradient import GradientStrategy
 from adaptlab.models.loading import count_checkpoint_parameters, model_kind, pad_id
 from adaptlab.params import param
-from adaptlab.training.data import FeatureDataset, PadCollator, TokenizedDataset
-
-
-class FrozenBackboneHead(nn.Module):
-    """Backbone (frozen, always in eval mode) -> pooling -> head: the naive loop the cache replaces."""
-
-    def __init__(self, backbone: nn.Module, pooling: str, head: nn.Module) -> None:
-        super().__init__()
-        self.backbone, self.pooling, self.head = backbone.requires_grad_(False), pooling, head
-
-    def train(self, mode: bool = True) -> "FrozenBackboneHead":
-        super().train(mode)
-        self.backbone.eval()
-        return self
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            features = pool(hidden.float(), attention_mask, self.pooling)
-        return self.head(features)
-
-
-class FeatureHead(nn.Module):
-    def __init__(self, dim: int, n_classes: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout, self.linear = nn.Dropout(dropout), nn.Linear(dim, n_classes)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(features))
 
 
 @dataclass(kw_only=True, eq=False)
@@ -70,6 +38,11 @@ class HeadOnly(GradientStrategy):
                         device=self.device, progress=self.progress, cache=self.cache)
 
     def fit(self, splits, workdir: Path) -> "HeadOnly":
+        import torch
+
+        from adaptlab.models.heads import FeatureHead, FrozenBackboneHead
+        from adaptlab.training.data import FeatureDataset, PadCollator, TokenizedDataset
+
         self.label_names = splits.label_names
         self.embedder_ = self._embedder()
         torch.manual_seed(self.seed)  # the head's initial weights: identical for cached and naive runs
@@ -81,7 +54,7 @@ class HeadOnly(GradientStrategy):
             lengths = lambda token_ids: [len(x) for x in token_ids]  # same batches as the naive loop
             train = FeatureDataset(self.embedder_.embed(splits.train.texts), splits.train.labels, lengths(train_ids))
             val = FeatureDataset(self.embedder_.embed(splits.val.texts), splits.val.labels, lengths(val_ids))
-            module: nn.Module = self.head_
+            module: torch.nn.Module = self.head_
             collate = PadCollator(0)
         else:
             train = TokenizedDataset(train_ids, splits.train.labels)
@@ -98,6 +71,8 @@ class HeadOnly(GradientStrategy):
         return int(AutoConfig.from_pretrained(self.ref.path).hidden_size)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
         features = torch.as_tensor(self.embedder_.embed(list(texts)))
         with torch.inference_mode():
             return torch.softmax(self.head_.eval()(features).float(), dim=-1).numpy()
@@ -111,6 +86,8 @@ class HeadOnly(GradientStrategy):
         return {"trainable_params": head, "total_params": None if backbone is None else backbone + head}
 
     def save(self, directory: Path) -> None:
+        from safetensors.torch import save_file
+
         save_file(self.head_.state_dict(), directory / "head.safetensors")
 
     def details(self) -> dict:
@@ -118,6 +95,10 @@ class HeadOnly(GradientStrategy):
 
     @classmethod
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "HeadOnly":
+        from safetensors.torch import load_file
+
+        from adaptlab.models.heads import FeatureHead
+
         strategy = cls.rebuild(manifest, runtime)
         strategy.embedder_ = strategy._embedder()
         strategy.head_ = FeatureHead(strategy._dim(), len(strategy.label_names), strategy.dropout)

@@ -22,11 +22,9 @@ import numpy as np
 from adaptlab.data import Splits
 from adaptlab.embeddings import Embedder
 from adaptlab.errors import AdaptlabError
-from adaptlab.generation import Generator, SamplingOptions
 from adaptlab.methods.base import Strategy
 from adaptlab.models.causal import load_causal_lm
 from adaptlab.params import param
-from adaptlab.prompting.scoring import LabelScorer
 from adaptlab.prompting.template import Demonstration, PromptOptions, PromptTemplate, default_example, is_sentiment
 
 SELECTIONS = ("random", "balanced", "knn")
@@ -73,6 +71,8 @@ class InContextClassifier(PromptOptions, Strategy):
             self.draws = 1  # zero-shot has nothing to draw
 
     def _load_model(self) -> None:
+        from adaptlab.prompting.scoring import LabelScorer
+
         self.lm_, self.tokenizer_, self.ref_ = load_causal_lm(self.model, self.device)
         self.scorer_ = LabelScorer(self.lm_, self.tokenizer_, batch_size=self.batch_size,
                                    normalize_length=self.normalize_length, progress=self.progress)
@@ -188,6 +188,8 @@ class InContextClassifier(PromptOptions, Strategy):
 
     def _generate_and_parse(self, items: list[tuple[str, str]]) -> np.ndarray:
         """Generate a few tokens greedily and take the first label word that appears (uniform if none)."""
+        from adaptlab.generation import Generator, SamplingOptions
+
         generator = Generator.from_loaded(self.lm_, self.tokenizer_, self.ref_)
         options = SamplingOptions(max_new_tokens=5)
         proba = np.full((len(items), len(self.words_)), 1 / len(self.words_))
@@ -204,7 +206,9 @@ class InContextClassifier(PromptOptions, Strategy):
         return {"trainable_params": 0, "total_params": sum(p.numel() for p in self.lm_.parameters())}
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref_)
 
     def details(self) -> dict:
         return {"prompting": {"chosen_draw": self.chosen_, "val_accuracy_by_draw": self.val_by_draw_,

@@ -11,8 +11,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.gradient import TokenClassifierStrategy
@@ -20,6 +19,9 @@ from adaptlab.models.adapters import lora_config, prompt_learning_config
 from adaptlab.models.classifier import load_classifier
 from adaptlab.models.loading import max_positions
 from adaptlab.params import param
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(kw_only=True, eq=False)

@@ -16,62 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from adaptlab.data import Splits
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.gradient import GradientStrategy
 from adaptlab.methods.icl import parse_label_words
-from adaptlab.models.adapters import prompt_learning_config
 from adaptlab.models.causal import load_causal_lm
-from adaptlab.models.classifier import count_parameters
-from adaptlab.models.loading import max_positions, pad_batch
+from adaptlab.models.loading import max_positions
 from adaptlab.params import param
-from adaptlab.prompting.scoring import encode_label_words, target_logprobs
 from adaptlab.prompting.template import PromptOptions, PromptTemplate, default_example
-from adaptlab.training.data import PadCollator, TokenizedDataset
 
 PREDICT_BATCH = 16
-
-
-class VerbalizerModel(nn.Module):
-    """PEFT prompt-tuned LM -> per-label log-likelihood of each label word after the prompt (class logits)."""
-
-    def __init__(self, peft_model, label_ids: list[list[int]], normalize_length: bool) -> None:
-        super().__init__()
-        self.peft = peft_model
-        base = peft_model.get_base_model()
-        self.decoder, self.lm_head, self.embed = base.get_decoder(), base.get_output_embeddings(), base.get_input_embeddings()
-        self.label_ids, self.normalize_length = label_ids, normalize_length
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``input_ids``: right-padded prompts (B, T). Returns (B, K) label log-likelihoods."""
-        device, k = input_ids.device, len(self.label_ids)
-        lengths = attention_mask.sum(1).tolist()
-        rows, starts, labels = [], [], []
-        for b in range(len(input_ids)):  # one sequence per (prompt, label word)
-            for label in self.label_ids:
-                rows.append(torch.cat([input_ids[b, : lengths[b]], torch.tensor(label, device=device)]))
-                starts.append(lengths[b])
-                labels.append(label)
-        ids, mask = (t.to(device) for t in pad_batch([row.tolist() for row in rows], 0))
-        prompts = self.peft.get_prompt(batch_size=len(rows))
-        virtual = prompts.shape[1]
-        embeds = torch.cat([prompts.to(self.embed.weight.dtype), self.embed(ids)], dim=1)
-        full_mask = torch.cat([torch.ones((len(rows), virtual), dtype=mask.dtype, device=device), mask], dim=1)
-        hidden = self.decoder(inputs_embeds=embeds, attention_mask=full_mask).last_hidden_state
-        owners, positions, targets = [], [], []
-        for i, (start, label) in enumerate(zip(starts, labels)):
-            for j, token in enumerate(label):
-                owners.append(i)
-                positions.append(virtual + start - 1 + j)  # the output that predicts this label token
-                targets.append(token)
-        token_scores = target_logprobs(hidden, self.lm_head, owners, positions, targets)
-        totals = torch.zeros(len(rows), device=device).index_add(0, torch.tensor(owners, device=device), token_scores)
-        if self.normalize_length:
-            totals = totals / torch.tensor([len(label) for label in labels], device=device)
-        return totals.view(len(input_ids), k)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -85,6 +40,8 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
     lr: float = param(3e-2, "Peak learning rate.", above=0)
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
+        from adaptlab.prompting.scoring import encode_label_words
+
         self.words_ = parse_label_words(self.label_words, label_names)
         example = self.template or default_example(label_names)
         instruction = self.instruction if self.instruction is not None else f"Answer with one of: {', '.join(self.words_)}."
@@ -101,6 +58,11 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
 
     def fit(self, splits: Splits, workdir: Path) -> "SoftPromptClassifier":
         from peft import get_peft_model
+
+        from adaptlab.models.adapters import prompt_learning_config
+        from adaptlab.models.classifier import count_parameters
+        from adaptlab.prompting.verbalizer import VerbalizerModel
+        from adaptlab.training.data import PadCollator, TokenizedDataset
 
         self.label_names = splits.label_names
         lm, self.tokenizer_, _ = load_causal_lm(self.model)
@@ -125,17 +87,21 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
         self.counts_ = count_parameters(self.model_)
         return self
 
-    @torch.inference_mode()
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        from adaptlab.training.data import PadCollator
+
         model = self.model_.to(self.runtime.torch_device).eval()
         device = next(model.parameters()).device
         encoded = self._encode(self.tokenizer_, list(texts))
         collate = PadCollator(self.tokenizer_.pad_token_id, "right")
         out = []
-        for start in range(0, len(encoded), PREDICT_BATCH):
-            batch = collate([{"input_ids": ids, "labels": 0} for ids in encoded[start : start + PREDICT_BATCH]])
-            scores = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            out.append(torch.softmax(scores.float(), dim=-1).cpu().numpy())
+        with torch.inference_mode():
+            for start in range(0, len(encoded), PREDICT_BATCH):
+                batch = collate([{"input_ids": ids, "labels": 0} for ids in encoded[start : start + PREDICT_BATCH]])
+                scores = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+                out.append(torch.softmax(scores.float(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
     def cost(self) -> dict:
@@ -153,6 +119,8 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
     def load(cls, directory: Path, manifest: dict, **runtime: Any) -> "SoftPromptClassifier":
         from peft import PeftModel
         from transformers import AutoTokenizer
+
+        from adaptlab.prompting.verbalizer import VerbalizerModel
 
         strategy = cls.rebuild(manifest, runtime)
         lm, _, _ = load_causal_lm(strategy.model)

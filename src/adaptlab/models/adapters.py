@@ -16,11 +16,13 @@ PEFT unchanged. The new classification head (``modules_to_save``) is trained and
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models.classifier import linear_module_names
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ LORA_DEFAULTS = {
 }
 _TASK_TYPES = {"classifier": "SEQ_CLS", "reward": "SEQ_CLS", "policy": "CAUSAL_LM", "sft": "CAUSAL_LM"}
 _LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}  # architectures PEFT has no default for
+_PEFT_HEADS = ("classifier", "score")  # PEFT adds these to a SEQ_CLS adapter's modules_to_save itself
+
+
+def _modules_to_save(task: str, modules: list[str] | None) -> list[str] | None:
+    """The new modules PEFT must train and save besides the adapter, without the head names PEFT appends on
+    its own for classifiers (passing them too lists them twice in ``adapter_config.json``)."""
+    if modules is None or _TASK_TYPES[task] != "SEQ_CLS":
+        return None if modules is None else list(modules)
+    return [m for m in modules if m not in _PEFT_HEADS] or None
 
 
 def default_lora_targets(model: nn.Module) -> list[str] | str:
@@ -65,7 +76,7 @@ def lora_config(task: str, model: nn.Module, *, r: int | None = None, alpha: int
     targets = target_modules or defaults.target_modules or default_lora_targets(model)
     return LoraConfig(task_type=_TASK_TYPES[task], r=r or defaults.r, lora_alpha=alpha or defaults.alpha,
                       lora_dropout=defaults.dropout if dropout is None else dropout, target_modules=targets,
-                      use_dora=use_dora, use_rslora=use_rslora, modules_to_save=modules_to_save)
+                      use_dora=use_dora, use_rslora=use_rslora, modules_to_save=_modules_to_save(task, modules_to_save))
 
 
 def _model_dims(model: nn.Module) -> dict:
@@ -94,6 +105,7 @@ def prompt_learning_config(method: str, task: str, model: nn.Module, *, num_virt
                                          prompt_tuning_init_text=init_text, tokenizer_name_or_path=tokenizer_path)
     else:
         config = peft.PromptTuningConfig(**common)
-    if modules_to_save is not None:
-        config.modules_to_save = list(modules_to_save)
+    extra = _modules_to_save(task, modules_to_save)
+    if extra is not None:
+        config.modules_to_save = extra
     return config

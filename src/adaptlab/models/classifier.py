@@ -10,12 +10,14 @@ its end-of-text token for padding, as is standard; a model with neither is refus
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models.loading import ModelRef, hub_error, model_kind, prepare_tokenizer
+
+if TYPE_CHECKING:  # torch is imported where a model is built or inspected
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -67,6 +69,8 @@ def _owning_module(model: nn.Module, parameter_name: str) -> str:
 
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     """The stack of transformer layers, found structurally (works for BERT, RoBERTa, Llama, GPT-2...)."""
+    from torch import nn
+
     count = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
     candidates = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == count]
     if not candidates:
@@ -76,6 +80,7 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
 
 def linear_module_names(model: nn.Module) -> list[str]:
     """Short names of linear layers (what LoRA can target), e.g. query, value, q_proj."""
+    from torch import nn
     from transformers.pytorch_utils import Conv1D  # GPT-2 style linear layers
 
     return sorted({name.split(".")[-1] for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))})

@@ -6,19 +6,17 @@ a Hugging Face Hub id (downloaded by transformers when online; offline it fails 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import transformers
-
 from adaptlab._io import atomic_directory
 from adaptlab.errors import AdaptlabError
+from adaptlab.hub import check_hub_name
 from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
 
-transformers.utils.logging.disable_progress_bar()  # adaptlab draws its own progress bars
-transformers.utils.logging.set_verbosity_error()  # e.g. the expected "classifier newly initialised" report
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 
 
@@ -45,8 +43,20 @@ class ModelRef:
         return digest.hexdigest()[:16]
 
 
+@functools.cache
+def quiet_transformers() -> None:
+    """transformers' own progress bars and info logs off (adaptlab draws its own bars; e.g. the expected
+    "classifier newly initialised" report is noise). Done when the first model is resolved, not on import,
+    so commands that only validate their options never import transformers."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def resolve_model(name: str) -> ModelRef:
     """Find the weights for ``name``; packaged GGUF models are converted once into the cache."""
+    quiet_transformers()
     if name in PACKAGED_MODELS:
         spec = PACKAGED_MODELS[name]
         package_dir = spec.package_dir()
@@ -62,6 +72,7 @@ def resolve_model(name: str) -> ModelRef:
         return ModelRef(name, str(path.resolve()), local=True)
     if path.exists() or name.startswith((".", "/", "~")):
         raise AdaptlabError(f"model '{name}' is not a model directory; pass a directory with config.json")
+    check_hub_name(name, "model", PACKAGED_MODELS, "--model")
     return ModelRef(name, name, local=False)
 
 

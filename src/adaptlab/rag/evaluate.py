@@ -38,7 +38,7 @@ def load_squad(path: Path) -> tuple[list[dict], list[Query]]:
     """SQuAD v1.1 JSON -> (paragraph records for indexing, queries). Paragraph ids: ``<title>#<n>``."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or not UTF-8
         raise AdaptlabError(f"--squad '{path}' is not a readable SQuAD JSON file ({type(exc).__name__})") from None
     records, queries = [], []
     for article in data:

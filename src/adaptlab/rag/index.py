@@ -41,12 +41,17 @@ class RagIndex:
                  chunk_overlap: int | None = None, device: str | None = None, progress: bool = True) -> None:
         from adaptlab.embeddings import Embedder
 
+        for name, value, least in (("--chunk-size", chunk_size, 1), ("--chunk-overlap", chunk_overlap, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+                raise AdaptlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
+        if chunk_size is not None and chunk_overlap is not None and chunk_overlap >= chunk_size:
+            raise AdaptlabError(f"--chunk-overlap {chunk_overlap} must be smaller than --chunk-size {chunk_size}")
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.meta = self.store.read_meta()
         self.progress = progress
         if self.meta is None:
             self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
-            size = chunk_size or 200
+            size = 200 if chunk_size is None else chunk_size
             self.meta = {
                 "format": 1, "embedding": self._identity(), "dim": None,
                 "chunk_size": size, "chunk_overlap": min(40, size // 5) if chunk_overlap is None else chunk_overlap,
@@ -71,9 +76,10 @@ class RagIndex:
                 "normalize": True, "max_length": self.embedder.max_length}
 
     # -- indexing -----------------------------------------------------------------------------------------
-    def update(self, paths: list[str]) -> IndexReport:
-        """Bring the store in line with ``paths``: new files added, changed ones replaced, files that
-        disappeared from under these paths removed; unchanged files cost one hash each."""
+    def update(self, paths: str | Path | list[str | Path]) -> IndexReport:
+        """Bring the store in line with ``paths`` (one path, or a list): new files added, changed ones replaced,
+        files that disappeared from under these paths removed; unchanged files cost one hash each."""
+        paths = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
         started = time.perf_counter()
         report = IndexReport()
         files, roots = find_sources(paths)

@@ -121,9 +121,9 @@ class DPOPolicy:
         save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
 
 
-def train_dpo(data: PreferenceSplit, output: str | Path, **params: Any) -> dict:
+def train_dpo(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> dict:
     """Train with DPO and write the policy artifact; returns the manifest."""
     check_names(DPOPolicy, params, "train_dpo", "DPO")
     job = DPOPolicy(**params)
     return run_job(job, data, output, seed=job.seed, labels=[], data_description=data.describe(),
-                   train_examples=len(data.train)).manifest
+                   train_examples=len(data.train), overwrite=overwrite).manifest

@@ -52,8 +52,10 @@ def _load_policy(path: Path, device):
 @torch.inference_mode()
 def evaluate_policy(policy: str | Path, prompts: Sequence[str], reward, *, max_new_tokens: int = 24,
                     batch_size: int = 8, seed: int = 0, device: str | None = None) -> dict:
+    from adaptlab.rlhf.rewards import checked_reward
     from adaptlab.runtime import Runtime
 
+    reward = checked_reward(reward)  # before the models load
     device = Runtime(device).torch_device
     tuned, separate_base, tokenizer, manifest = _load_policy(Path(policy), device)
     tokenizer.padding_side = "left"

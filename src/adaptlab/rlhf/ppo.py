@@ -12,63 +12,23 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
-import importlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job, training_log_path
-from adaptlab.params import check_fields, param
 from adaptlab.rlhf import ppo_core as core
+from adaptlab.rlhf.ppo_config import PPOConfig
+from adaptlab.rlhf.rewards import RewardFn, checked_reward
 from adaptlab.runtime import Runtime
 
-RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 TRAIN_PROMPTS = "train_prompts.json"  # in a policy artifact: the prompts PPO trained on
-
-
-@dataclass(kw_only=True)
-class PPOConfig:
-    """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
-
-    steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1)
-    batch_size: int = param(8, "Prompts per step.", minimum=1)
-    mini_batch_size: int = param(4, "Rollouts per gradient step.", minimum=1)
-    ppo_epochs: int = param(4, "Passes over each batch of rollouts.", minimum=1)
-    max_new_tokens: int = param(24, "Tokens per response.", minimum=1)
-    temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0)
-    top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
-    lr: float = param(1e-4, "Learning rate.", above=0)
-    method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))
-    lora_r: int = param(16, "LoRA rank.", minimum=1)
-    init_kl_coef: float = param(0.2, "Initial KL penalty coefficient.", minimum=0)
-    target_kl: float | None = param(6.0, "Adaptive KL target (nats per response); 0 = fixed coefficient.", minimum=0)
-    kl_horizon: int = param(10_000, "Horizon of the adaptive KL controller.", minimum=1)
-    gamma: float = param(1.0, "Discount factor.", minimum=0, below=1.000001)
-    lam: float = param(0.95, "GAE lambda.", minimum=0, below=1.000001)
-    cliprange: float = param(0.2, "Policy ratio clip range.", above=0)
-    cliprange_value: float = param(0.2, "Value clip range.", above=0)
-    vf_coef: float = param(0.1, "Value loss coefficient.", minimum=0)
-    max_grad_norm: float = param(1.0, "Gradient norm clip.", above=0)
-    score_clip: float | None = param(None, "Clip (normalised) scores to +-this value.", above=0)
-    score_norm: bool = param(False, "Scale scores by a running mean/std of all scores seen (reward models drift in scale).")
-    seed: int = param(0, "Seed.", minimum=0, below=2**32)
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if not self.target_kl:
-            self.target_kl = None  # 0 on the command line: a fixed coefficient
-
-    def check(self) -> None:
-        if self.batch_size % self.mini_batch_size:
-            raise AdaptlabError("--batch-size must be a multiple of --mini-batch-size")
 
 
 class PolicyWithValue(nn.Module):
@@ -87,44 +47,12 @@ class PolicyWithValue(nn.Module):
         return out.logits, self.value_head(out.hidden_states[-1].float()).squeeze(-1)
 
 
-def load_reward(spec: str, label: str | None = None, device: str | None = None) -> RewardFn:
-    """``module:function``, a reward-model artifact, or a classifier artifact with ``label`` (its log-odds)."""
-    path = Path(spec)
-    if not path.exists() and ":" in spec:
-        module, _, name = spec.partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as exc:
-            raise AdaptlabError(f"--reward '{spec}': cannot import ({exc})") from None
-    if not (path / "manifest.json").exists():
-        raise AdaptlabError(f"--reward '{spec}' is neither an artifact directory nor module:function")
-    from adaptlab.artifacts import read_manifest
-
-    if read_manifest(path)["strategy"] == "reward-model":
-        from adaptlab.rlhf.reward import RewardModel
-
-        model = RewardModel.load(path, device=device)
-        return lambda prompts, responses: model.score(list(prompts), list(responses)).tolist()
-    from adaptlab.runner import load_artifact
-
-    classifier = load_artifact(path, device=device, progress=False)
-    if label not in classifier.label_names:
-        raise AdaptlabError(f"--reward-label must be one of {', '.join(classifier.label_names)} for classifier '{spec}'")
-    column = classifier.label_names.index(label)
-
-    def log_odds(prompts, responses):  # judged on prompt + response, as the text a reader sees
-        proba = np.clip(classifier.predict_proba([p + r for p, r in zip(prompts, responses)]), 1e-6, 1 - 1e-6)
-        return (np.log(proba[:, column]) - np.log1p(-proba[:, column])).tolist()
-
-    return log_odds
-
-
 class PPOTrainer:
     def __init__(self, model: str, reward: RewardFn, config: PPOConfig, device: str | None = None) -> None:
         from adaptlab.models.causal import load_causal_lm
 
         config.check()
-        self.config, self.reward = config, reward
+        self.config, self.reward = config, checked_reward(reward)  # user code: one finite number per response
         self.device = Runtime(device).torch_device
         torch.manual_seed(config.seed)
         lm, self.tokenizer, self.ref_info = load_causal_lm(model, str(self.device))
@@ -380,10 +308,11 @@ class PPOJob:
 
 
 def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOConfig, output: str | Path, *,
-              reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True) -> dict:
+              reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True,
+              overwrite: bool = False) -> dict:
     """Train and write the policy artifact (adapter or weights, value head, log, training prompts, manifest)."""
     prompts = list(prompts)
     job = PPOJob(model, reward, config, reward_spec, device, resume, progress)
     described = {"prompts": len(prompts), "fingerprint": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
     return run_job(job, prompts, output, seed=config.seed, labels=[], data_description=described,
-                   train_examples=config.steps * config.batch_size, resume=resume).manifest
+                   train_examples=config.steps * config.batch_size, resume=resume, overwrite=overwrite).manifest

@@ -18,96 +18,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import Dataset
 
 from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.measure import measure
-from adaptlab.models import resolve_model
-from adaptlab.models.adapters import lora_config
-from adaptlab.models.classifier import count_parameters, load_classifier, logits_of
+from adaptlab.models.loading import resolve_model
 from adaptlab.params import check_fields, check_names, param
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
 from adaptlab.runtime import Runtime
-from adaptlab.training.data import PadCollator
-from adaptlab.training.engine import TrainingOptions, fit_module
+from adaptlab.training.options import TrainingOptions
 
 STRATEGY = "reward-model"
 THROUGHPUT_PAIRS = 256  # held-out responses timed for the inference rate
-
-
-def special_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
-    """The special tokens the tokenizer puts before, between and after a text pair (e.g. BERT's [CLS] a [SEP]
-    b [SEP]; BOS a b for Llama), read off a tokenised probe pair."""
-    x = tokenizer("x", add_special_tokens=False)["input_ids"]
-    y = tokenizer("y", add_special_tokens=False)["input_ids"]
-    full = tokenizer("x", "y")["input_ids"]
-    find = lambda part, start: next((i for i in range(start, len(full) - len(part) + 1) if full[i:i + len(part)] == part), None)
-    i = find(x, 0)
-    j = None if i is None else find(y, i + len(x))
-    if j is None:
-        return [], [], []
-    return full[:i], full[i + len(x):j], full[j + len(y):]
-
-
-def encode(tokenizer, prompt: str, response: str, max_length: int, template=None) -> list[int]:
-    """Prompt tail + response head as one sequence with the model's special tokens."""
-    before, between, after = template or special_template(tokenizer)
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    budget = max(2, max_length - len(before) - len(between) - len(after))
-    response_ids = response_ids[: max(budget // 2, budget - len(prompt_ids))]
-    keep = budget - len(response_ids)
-    prompt_ids = prompt_ids[max(0, len(prompt_ids) - keep):] if keep > 0 else []
-    return before + prompt_ids + between + response_ids + after
-
-
-class PairDataset(Dataset):
-    def __init__(self, pairs: list[Pair], tokenizer, max_length: int) -> None:
-        template = special_template(tokenizer)
-        self.chosen = [encode(tokenizer, p.prompt, p.chosen, max_length, template) for p in pairs]
-        self.rejected = [encode(tokenizer, p.prompt, p.rejected, max_length, template) for p in pairs]
-        self.weights = [p.weight for p in pairs]
-
-    def __len__(self) -> int:
-        return len(self.chosen)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"chosen": self.chosen[i], "rejected": self.rejected[i], "weight": self.weights[i]}
-
-    def lengths(self) -> list[int]:
-        return [max(len(a), len(b)) for a, b in zip(self.chosen, self.rejected)]
-
-
-class PairCollator:
-    """Chosen sequences in rows 0..B-1, rejected in B..2B-1, padded together by the classifiers' ``PadCollator``;
-    labels all 1 (chosen wins)."""
-
-    def __init__(self, pad_id: int, side: str) -> None:
-        self.pad = PadCollator(pad_id, side)
-
-    def __call__(self, items: list[dict]) -> dict:
-        sequences = [it["chosen"] for it in items] + [it["rejected"] for it in items]
-        padded = self.pad([{"input_ids": seq, "labels": 0} for seq in sequences])
-        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
-                "labels": torch.ones(len(items), dtype=torch.long),
-                "weights": torch.as_tensor([it["weight"] for it in items], dtype=torch.float32)}
-
-
-class PairwiseScores(nn.Module):
-    """(2B sequences) -> (B, 2) logits ``(r_rejected, r_chosen)`` from a scalar-head model."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        rewards = logits_of(self.model(input_ids=input_ids, attention_mask=attention_mask)).squeeze(-1)
-        chosen, rejected = rewards.chunk(2)
-        return torch.stack([rejected, chosen], dim=-1)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -136,6 +59,9 @@ class RewardModel(TrainingOptions):
         return Runtime(self.device, self.precision, training=True)
 
     def _build(self):
+        from adaptlab.models.adapters import lora_config
+        from adaptlab.models.classifier import load_classifier
+
         self.ref_ = resolve_model(self.model)
         bundle = load_classifier(self.ref_, ["reward"])  # one output: the scalar reward
         self.tokenizer_ = bundle.tokenizer
@@ -147,7 +73,9 @@ class RewardModel(TrainingOptions):
         return get_peft_model(bundle.model, config)
 
     def fit(self, data: PreferenceSplit, workdir: Path) -> "RewardModel":
+        from adaptlab.rlhf.pairs import PairCollator, PairDataset, PairwiseScores
         from adaptlab.training.data import BatchDataModule
+        from adaptlab.training.engine import fit_module
 
         self.network_ = self._build()
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
@@ -169,11 +97,15 @@ class RewardModel(TrainingOptions):
         return len(pairs) / max(timing.seconds, 1e-9)
 
     def cost(self) -> dict:
+        from adaptlab.models.classifier import count_parameters
+
         trainable, total = count_parameters(self.network_)
         return {"trainable_params": trainable, "total_params": total}
 
     def base_model(self) -> dict:
-        return {"name": self.model, "fingerprint": self.ref_.fingerprint()}
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref_)
 
     def get_params(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
@@ -184,9 +116,13 @@ class RewardModel(TrainingOptions):
     def details(self) -> dict:
         return {"tokenization": {"max_length": self.max_length, "padding_side": self.tokenizer_.padding_side}}
 
-    @torch.inference_mode()
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """One scalar reward per (prompt, response)."""
+        import torch
+
+        from adaptlab.models.classifier import logits_of
+        from adaptlab.rlhf.pairs import PairCollator, encode, special_template
+
         if len(prompts) != len(responses):
             raise AdaptlabError(f"{len(prompts)} prompts but {len(responses)} responses")
         device = self.runtime.torch_device
@@ -196,13 +132,14 @@ class RewardModel(TrainingOptions):
         ids = [encode(self.tokenizer_, p, r, self.max_length, template) for p, r in zip(prompts, responses)]
         order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty(len(ids), dtype=np.float32)
-        for start in range(0, len(ids), batch_size):
-            index = order[start:start + batch_size]
-            batch = collate([{"chosen": ids[i], "rejected": [], "weight": 1.0} for i in index])
-            n = len(index)
-            rewards = logits_of(network(input_ids=batch["input_ids"][:n].to(device),
-                                        attention_mask=batch["attention_mask"][:n].to(device))).squeeze(-1)
-            out[index] = rewards.float().cpu().numpy()
+        with torch.inference_mode():
+            for start in range(0, len(ids), batch_size):
+                index = order[start:start + batch_size]
+                batch = collate([{"chosen": ids[i], "rejected": [], "weight": 1.0} for i in index])
+                n = len(index)
+                rewards = logits_of(network(input_ids=batch["input_ids"][:n].to(device),
+                                            attention_mask=batch["attention_mask"][:n].to(device))).squeeze(-1)
+                out[index] = rewards.float().cpu().numpy()
         return out
 
     def pairwise_accuracy(self, pairs: list[Pair]) -> dict:
@@ -225,6 +162,8 @@ class RewardModel(TrainingOptions):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "RewardModel":
         from transformers import AutoTokenizer
+
+        from adaptlab.models.classifier import load_classifier
 
         path = Path(path)
         manifest = read_manifest(path)
@@ -249,10 +188,10 @@ class RewardModel(TrainingOptions):
         return model
 
 
-def train_reward_model(data: PreferenceSplit, output: str | Path, **params: Any) -> dict:
+def train_reward_model(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> dict:
     """Fit, evaluate on the held-out prompts' pairs, and write the artifact; returns the manifest."""
     check_names(RewardModel, params, "train_reward_model", "the reward model")
     model = RewardModel(**params)
     result = run_job(model, data, output, seed=model.seed, labels=["reward"], data_description=data.describe(),
-                     train_examples=len(data.train), resume=model.resume)
+                     train_examples=len(data.train), resume=model.resume, overwrite=overwrite)
     return result.manifest

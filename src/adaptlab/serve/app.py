@@ -255,7 +255,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         from adaptlab.rag.store import describe
 
         if registry.rag is None:
-            raise ApiError(404, "no_rag_store", "no RAG store is served; start the server with --rag-store DIR")
+            raise ApiError(404, "no_rag_store", "no RAG store is served; start the server with --store DIR")
         name, generator = lookup(registry.generator, request.model)
         if request.max_new_tokens > options.max_new_tokens:
             raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.runtime import Runtime
@@ -65,6 +64,8 @@ class PrecisionPlan:
         def run(texts: list[str]) -> np.ndarray:
             if self.bf16_from is None or len(texts) < self.bf16_from:
                 return predict(texts)
+            import torch
+
             with torch.autocast(self.device_type, dtype=torch.bfloat16):
                 return predict(texts)
 
@@ -91,6 +92,8 @@ def plan_precision(predict: Callable[[list[str]], np.ndarray], precision: str, d
         return PrecisionPlan(1, device.type)
     texts = list(PROBE_TEXTS)
     fp32 = predict(texts)
+    import torch
+
     with torch.autocast(device.type, dtype=torch.bfloat16):
         bf16 = predict(texts)
     drift = float(np.abs(fp32 - bf16).max())

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from torch import nn
 
-from adaptlab.errors import AdaptlabError
 
 
 class AdapterView(nn.Module):
@@ -68,21 +67,6 @@ class Registry:
         if name not in self.generators:
             raise LookupError(f"unknown generator '{name}'; served: {', '.join(self.generators) or 'none'}")
         return name, self.generators[name]
-
-
-def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:
-    """``PATH`` or ``NAME=PATH`` -> {name: path}; names default to the directory name and must be unique."""
-    named: dict[str, Path] = {}
-    for value in values:
-        name, equals, path = value.partition("=")
-        path = Path(path if equals else value)
-        name = name if equals else path.resolve().name
-        if not (path / "manifest.json").is_file():
-            raise AdaptlabError(f"'{path}' is not an adaptlab artifact (no manifest.json); train one with `adaptlab train`")
-        if name in named:
-            raise AdaptlabError(f"two artifacts are named '{name}'; name them with NAME=PATH")
-        named[name] = path
-    return named
 
 
 def load_registry(artifacts: dict[str, Path], generators: list[str], rag_store: str | None, device: str | None,

@@ -22,7 +22,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param
 from adaptlab.runtime import Runtime
-from adaptlab.training.engine import TrainingOptions
+from adaptlab.training.options import TrainingOptions
 
 METHODS = ("full", "last-k", "lora", "prefix-tuning", "prompt-tuning")
 #: default peak learning rate per method: pretrained weights take small steps, new virtual tokens large ones
@@ -256,7 +256,7 @@ class SFTJob(TrainingOptions):
         save_generator(self.model_, self.tokenizer_, directory, self.base_model())
 
 
-def train_sft(splits, output: str | Path, **params: Any):
+def train_sft(splits, output: str | Path, *, overwrite: bool = False, **params: Any):
     """Fine-tune on ``splits`` (``adaptlab.load_generation_splits``) and write the artifact; returns ``JobResult``.
 
     >>> splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=512, test_size=64)
@@ -264,10 +264,10 @@ def train_sft(splits, output: str | Path, **params: Any):
     """
     check_names(SFTJob, params, "train_sft", "SFT")
     params.setdefault("seed", splits.seed)
-    return fit_sft(SFTJob(**params), splits, output)
+    return fit_sft(SFTJob(**params), splits, output, overwrite=overwrite)
 
 
-def fit_sft(job: SFTJob, splits, output: str | Path):
+def fit_sft(job: SFTJob, splits, output: str | Path, *, overwrite: bool = False):
     """Run a constructed job (the comparison keeps it for its per-example scores); returns ``JobResult``."""
     return run_job(job, splits, output, seed=job.seed, labels=[], data_description=splits.describe(),
-                   train_examples=len(splits.train), resume=job.resume)
+                   train_examples=len(splits.train), resume=job.resume, overwrite=overwrite)

@@ -21,8 +21,6 @@ from transformers import get_scheduler
 
 from adaptlab.models.classifier import logits_of
 
-SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
-
 
 class AdaptationModule(L.LightningModule):
     """What every job's module shares: AdamW without decay on biases and norms, a per-step schedule, seeding

@@ -1,0 +1,81 @@
+"""The options every gradient-based job exposes, declared apart from the engine so that building the command
+line (and validating a YAML file) needs neither Lightning nor torch."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from adaptlab.errors import AdaptlabError
+from adaptlab.params import param
+from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, normalize_precision
+
+if TYPE_CHECKING:
+    from adaptlab.runtime import Runtime
+
+SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
+LOGGERS = ("csv", "tensorboard", "none")
+ACCELERATOR_TO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
+
+
+@dataclass(kw_only=True, eq=False)
+class TrainingOptions:
+    """What every gradient-based job exposes (names follow Lightning / HF Trainer). Strategies inherit these
+    fields and override the defaults that differ (``lr``, ``epochs``)."""
+
+    epochs: int = param(3, "Training epochs.", minimum=1)
+    batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1)
+    lr: float = param(5e-5, "Peak learning rate.", above=0)
+    weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0)
+    warmup_ratio: float = param(0.06, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
+    schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
+    grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1)
+    grad_clip: float | None = param(1.0, "Clip the gradient norm to this value.", above=0)
+    precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
+                           choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
+    patience: int | None = param(None, "Stop early after this many epochs without validation gain.", minimum=1)
+    group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
+    seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
+    logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
+    devices: str | None = param(None, "Lightning devices for multi-process training: a count or a list such as 0,1.", runtime=True)
+    strategy: str = param("auto", "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ...", runtime=True)
+    num_nodes: int = param(1, "Machines for multi-node training.", runtime=True, minimum=1)
+    accelerator: str | None = param(None, "Deprecated: use --device.", runtime=True, choices=("auto", *ACCELERATOR_TO_DEVICE))
+    resume: bool = param(False, "Continue from the last checkpoint of an interrupted run.", runtime=True)
+    callbacks: list = param(runtime=True, cli=False, default_factory=list)
+
+    def check_training(self) -> None:
+        """Normalise deprecated spellings (with a line on stderr) and check what needs an optional package."""
+        self.precision = normalize_precision(self.precision)
+        if self.accelerator is not None:
+            replacement = ACCELERATOR_TO_DEVICE.get(self.accelerator)
+            print(f"adaptlab: --accelerator is deprecated; use --device {replacement or 'DEVICE'}", file=sys.stderr)
+            if getattr(self, "device", None) is None and replacement is not None:
+                self.device = replacement
+            self.accelerator = None
+        if self.devices is not None:
+            text = str(self.devices).strip()
+            parts = [part.strip() for part in text.split(",")]
+            if text != "auto" and not (all(p.isdigit() for p in parts) and (len(parts) > 1 or int(parts[0]) >= 1)):
+                raise AdaptlabError(f"--devices must be auto, a count of at least 1, or device ids such as 0,1, not '{text}'")
+        if self.strategy != "auto":  # Lightning's own list (imported only when a strategy is asked for)
+            from lightning.pytorch.strategies import StrategyRegistry
+
+            if self.strategy not in StrategyRegistry.available_strategies():
+                raise AdaptlabError(f"--strategy must be auto or one of Lightning's: "
+                                    f"{', '.join(sorted(StrategyRegistry.available_strategies()))}; not '{self.strategy}'")
+        if self.logger == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+
+    def lightning_devices(self, runtime: Runtime) -> dict:
+        """accelerator/devices/precision from the runtime; ``--devices`` (a count or ids) asks for several."""
+        args = runtime.lightning()
+        if self.devices is not None:  # checked in check_training: auto, a count, or a list of ids
+            text = str(self.devices).strip()
+            ids = [int(d) for d in text.split(",")] if text != "auto" else None
+            args["devices"] = "auto" if ids is None else (ids[0] if len(ids) == 1 else ids)
+        return args
