@@ -11,7 +11,7 @@ strategies are swept once, on `train lora`), each bad value in ``BAD_VALUES`` re
   right for some values ("x" is a fine --system prompt) and is listed for review;
 - other: any other exit code or a longer message.
 
-    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 30]
+    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 30] [--commands data,predict]
 """
 
 from __future__ import annotations
@@ -174,17 +174,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--commands", help="comma-separated subset, e.g. 'data,predict' (default: every command)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="adaptlab-sweep-"))
     os.environ["ADAPTLAB_CACHE"] = str(root / "cache")
     bases = workspace(root)
+    if args.commands:
+        bases = {name: base for name, base in bases.items() if name in {c.strip() for c in args.commands.split(",")}}
     todo = cases(bases)
     print(f"{len(todo)} cases over {len(bases)} commands", flush=True)
     started = time.perf_counter()
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(lambda item: run_case(item[0], item[1], root, args.timeout), enumerate(todo)))
     counts = {key: sum(r["outcome"] == key for r in results) for key in ("clean_refusal", "traceback", "damaged", "accepted", "other")}
-    save("bad_input_sweep", {
+    save("bad_input_sweep" if not args.commands else "bad_input_sweep_subset", {
         "cases": len(results), "commands": len(bases), "bad_values": list(BAD_VALUES),
         "clean_refusals": counts["clean_refusal"], "tracebacks": counts["traceback"], "damaged": counts["damaged"],
         "accepted": counts["accepted"], "other": counts["other"], "seconds": round(time.perf_counter() - started, 1),

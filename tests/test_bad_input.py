@@ -55,6 +55,7 @@ CASES = {
     "reward model onto its project": (["rlhf", "reward", "--data", f"{W}/project", "-o", f"{W}/project"], "is the input"),
     "merge onto itself": (["merge", f"{W}/lora", "-o", f"{W}/lora", "--overwrite"], "is the input"),
     "merge into user files": (["merge", f"{W}/lora", "-o", f"{W}/project", "--overwrite"], "not an adaptlab artifact"),
+    "merge onto the current directory": (["merge", f"{W}/lora", "-o", ""], "is the current directory"),
     "embed over the data": (["embed", "--file", f"{W}/texts.txt", "-o", f"{W}/data.csv"], "must end in .npy"),
     # numbers out of range
     "lr inf": (["train", "lora", "--data", f"{W}/data.csv", "--lr", "inf"], "--lr must be a finite number"),
@@ -97,7 +98,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_and_destroys_nothing(name, workspace, cli):
+def test_bad_input_is_one_line_and_destroys_nothing(name, workspace, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative outputs ("", ".") land in a scratch directory, never the checkout
     argv, needle = CASES[name]
     before = snapshot(workspace)
     code, _, err = cli(*[arg.replace(W, str(workspace)) for arg in argv])

@@ -47,6 +47,8 @@ def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Pat
     ids) are skipped."""
     output = Path(output).expanduser()
     target = output.resolve()
+    if target == Path.cwd().resolve() or Path.cwd().resolve().is_relative_to(target):  # "", "." or ".."
+        raise AdaptlabError(f"--output '{output}' is the current directory (or holds it); give a new directory")
     for given in inputs:
         source = Path(str(given)).expanduser()
         if not source.exists():
