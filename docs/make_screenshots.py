@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,10 +68,8 @@ def page_shot(page, url: str, target: Path) -> None:
 def ranking_server(directory: Path) -> Iterator[str]:
     """A real project (SmolLM2 samples four continuations of IMDB review openings), served on a free port;
     yields one annotator's login link."""
-    import uvicorn
-
     from adaptlab.data import load_data
-    from adaptlab.feedback.app import create_app
+    from adaptlab.feedback.app import serve_in_background
     from adaptlab.feedback.project import add_annotator
 
     prompts = directory.parent / "prompts.jsonl"
@@ -83,19 +78,8 @@ def ranking_server(directory: Path) -> Iterator[str]:
     subprocess.run([sys.executable, "-m", "adaptlab", "feedback", "new", str(directory), "--prompts", str(prompts),
                     "--model", "smollm2-135m", "-n", "4", "--max-new-tokens", "40"], check=True)
     token = add_annotator(directory, "alice")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(directory), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/login?token={token}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serve_in_background(directory) as base:
+        yield f"{base}/login?token={token}"
 
 
 if __name__ == "__main__":

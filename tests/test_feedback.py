@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
 import sqlite3
-import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +17,7 @@ from typer.testing import CliRunner
 from adaptlab.errors import AdaptlabError
 from adaptlab.feedback import db as dbmod
 from adaptlab.feedback import project
-from adaptlab.feedback.app import create_app
+from adaptlab.feedback.app import create_app, serve_in_background
 from adaptlab.feedback.cli import feedback_app
 from adaptlab.rlhf.preferences import read_preferences
 
@@ -362,28 +357,6 @@ def test_new_project_samples_candidates(tmp_path, tiny_llama):
     assert all(2 <= n <= 3 for (n,) in conn.execute("SELECT COUNT(*) FROM candidates GROUP BY prompt_id"))
 
 
-@contextlib.contextmanager
-def live_server(directory: Path) -> Iterator[str]:
-    """The app under uvicorn on a free loopback port, in a thread."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(directory), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
     directory = make_project(tmp_path, n_prompts=20, overlap=50)
     tokens = [project.add_annotator(directory, f"annotator-{i:02d}") for i in range(50)]
@@ -402,7 +375,7 @@ def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
             assert "All done" in client.get("/").text
         return 20
 
-    with live_server(directory) as base, ThreadPoolExecutor(50) as pool:
+    with serve_in_background(directory) as base, ThreadPoolExecutor(50) as pool:
         assert sum(pool.map(annotate, range(50), [base] * 50)) == 1000
     conn = db(directory)
     assert conn.execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 1000
@@ -423,7 +396,7 @@ def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
     shown = lambda prompt: [row["id"] for row in dbmod.item(db(directory), prompt, alice)[1]]  # her shuffled order
     a, b, c, d = shown(1)
 
-    with live_server(directory) as base, sync_api.sync_playwright() as p:
+    with serve_in_background(directory) as base, sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{base}/login?token={link}")

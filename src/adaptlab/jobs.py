@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,6 +24,7 @@ from adaptlab._io import write_json
 from adaptlab.artifacts import MANIFEST, write_artifact
 from adaptlab.errors import AdaptlabError
 from adaptlab.measure import measure
+from adaptlab.params import option_name
 from adaptlab.runtime import Runtime
 
 #: the keys of every manifest's ``cost``, whatever the family (None where a figure does not apply)
@@ -47,7 +48,7 @@ def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Pat
     ids) are skipped."""
     output = Path(output).expanduser()
     target = output.resolve()
-    if target == Path.cwd().resolve() or Path.cwd().resolve().is_relative_to(target):  # "", "." or ".."
+    if Path.cwd().resolve().is_relative_to(target):  # "", "." or "..": the working directory or one holding it
         raise AdaptlabError(f"--output '{output}' is the current directory (or holds it); give a new directory")
     for given in inputs:
         source = Path(str(given)).expanduser()
@@ -72,18 +73,18 @@ def check_resumable(workdir: Path, settings: dict, resume: bool) -> None:
     checkpoint made for other data or settings, naming what differs. More ``epochs`` is allowed: continuing a
     finished schedule for longer is what resuming is often for."""
     record = workdir / RUN_RECORD
+    now = json.loads(json.dumps(settings, default=str))  # as stored, so the comparison is like for like
     if resume and record.exists():
         before = json.loads(record.read_text(encoding="utf-8"))
-        now = json.loads(json.dumps(settings, default=str))  # as it would be stored
         changed = [] if before["data"] == now["data"] else ["the data"]
         old, new = before["params"], now["params"]
-        changed += [f"--{key.replace('_', '-')} ({old.get(key)!r} -> {new.get(key)!r})" for key in sorted(set(old) | set(new))
+        changed += [f"{option_name(key)} ({old.get(key)!r} -> {new.get(key)!r})" for key in sorted(set(old) | set(new))
                     if key != "epochs" and old.get(key) != new.get(key)]
         if changed:
             raise AdaptlabError(f"--resume: the checkpoint in '{workdir}' was made with other settings: {', '.join(changed)}; "
                                 "restore them, or run without --resume to start over")
     workdir.mkdir(parents=True, exist_ok=True)
-    write_json(record, json.loads(json.dumps(settings, default=str)))
+    write_json(record, now)
 
 
 def training_log_path(workdir: Path) -> Path:

@@ -17,23 +17,33 @@ from adaptlab.errors import AdaptlabError
 RewardFn = Callable[[Sequence[str], Sequence[str]], Sequence[float]]
 
 
-def checked_reward(reward: RewardFn, name: str = "the reward function") -> RewardFn:
-    """``reward``, refusing (one line) a non-callable and, per call, anything but one finite number per response."""
-    if not callable(reward):
-        raise AdaptlabError(f"{name} is not callable (got {type(reward).__name__}); give a function (prompts, responses) -> scores")
+class CheckedReward:
+    """A reward function whose every answer is checked: one finite number per response, else one line naming it."""
 
-    def call(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-        scores = reward(prompts, responses)
+    def __init__(self, reward: RewardFn, name: str) -> None:
+        self.reward, self.name = reward, name
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        scores = self.reward(prompts, responses)
         values = scores.tolist() if isinstance(scores, np.ndarray) else scores
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != len(responses):
-            got = f"{len(values)} values" if isinstance(values, Sequence) and not isinstance(values, (str, bytes)) else type(scores).__name__
-            raise AdaptlabError(f"{name} returned {got} for {len(responses)} responses; it must return one number per response")
+        is_list = isinstance(values, Sequence) and not isinstance(values, (str, bytes))
+        if not is_list or len(values) != len(responses):
+            got = f"{len(values)} values" if is_list else type(scores).__name__
+            raise AdaptlabError(f"{self.name} returned {got} for {len(responses)} responses; it must return one number per response")
         bad = [v for v in values if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v)]
         if bad:
-            raise AdaptlabError(f"{name} returned {bad[0]!r} among its scores; every score must be a finite number")
+            raise AdaptlabError(f"{self.name} returned {bad[0]!r} among its scores; every score must be a finite number")
         return [float(v) for v in values]
 
-    return call
+
+def checked_reward(reward: RewardFn, name: str = "the reward function") -> RewardFn:
+    """``reward``, refusing (one line) a non-callable and, per call, anything but one finite number per response.
+    A reward already checked is returned as it is, so each call is checked once however many layers wrap it."""
+    if isinstance(reward, CheckedReward):
+        return reward
+    if not callable(reward):
+        raise AdaptlabError(f"{name} is not callable (got {type(reward).__name__}); give a function (prompts, responses) -> scores")
+    return CheckedReward(reward, name)
 
 
 def load_reward(spec: str, label: str | None = None, device: str | None = None) -> RewardFn:
