@@ -59,9 +59,29 @@ def build_app(argv: list[str]) -> typer.Typer:
     return app
 
 
+def usage_error_line(exc: typer.TyperException) -> str:
+    """Click's own usage errors (unknown option, missing value, bad choice) as one line, like ours, naming the
+    command whose ``--help`` lists the right spelling, instead of a multi-line panel."""
+    context = getattr(exc, "ctx", None)
+    hint = f" (see '{context.command_path} --help')" if context is not None else ""
+    return " ".join(f"{exc.format_message().rstrip('.')}{hint}".split())
+
+
 def main() -> None:
+    from typer.main import get_command
+
     try:
-        build_app(sys.argv)()
+        exit_code = get_command(build_app(sys.argv)).main(args=sys.argv[1:], prog_name="adaptlab", standalone_mode=False)
+        if exit_code == 130:  # click turns Ctrl-C into exit code 130
+            raise KeyboardInterrupt
+        sys.exit(exit_code if isinstance(exit_code, int) else 0)
+    except typer.Abort:
+        print("adaptlab: aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.TyperException as exc:  # typer's vendored click.ClickException: usage errors
+        if type(exc).__name__ != "NoArgsIsHelpError":  # the help text was already printed
+            print(f"adaptlab: error: {usage_error_line(exc)}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     except AdaptlabError as exc:
         print(f"adaptlab: error: {exc}", file=sys.stderr)  # one line, never wrapped
         sys.exit(2)
