@@ -5,6 +5,8 @@ precision auto), by `adaptlab serve --no-batching` (one forward pass per request
 runs them in fp32, the faster precision for single texts) and by `adaptlab serve --precision fp32` (batching
 alone, without bf16). At 1, 8 and 32 concurrent clients each client sends one-sentence classify requests back
 to back over keep-alive connections. Bounded: at most --requests requests or --seconds seconds per level.
+Then a poisoned batch: 10 good + 1 malformed + 10 good requests at once, 5 rounds, with a 50 ms batching
+window (``poisoned_batch_good_failures``, target 0: a bad request fails alone).
 
     python benchmarks/serve_load.py [--requests 1200] [--seconds 40]
 """
@@ -64,6 +66,25 @@ async def _load(url: str, texts: list[str], clients: int, requests: int, seconds
             "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 1),
             "p95_ms": round(1000 * float(np.percentile(latencies, 95)), 1),
             "texts_per_forward_pass": round(texts_run / passes, 1)}
+
+
+async def _poisoned_batches(url: str, rounds: int = 5) -> dict:
+    """10 good + 1 malformed (a lone surrogate, which no tokenizer encodes) + 10 good requests at once, ``rounds``
+    times, on a server whose 50 ms window batches them together: the good ones must all succeed."""
+    import httpx
+
+    good = json.dumps({"texts": ["a fine film"]}).encode()
+    bad = b'{"texts": ["\\ud800"]}'
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        replies = []
+        for _ in range(rounds):
+            bodies = [good] * 10 + [bad] + [good] * 10
+            replies += await asyncio.gather(*[http.post("/v1/classify", content=body, headers=headers) for body in bodies])
+    statuses = [(reply.request.content == bad, reply.status_code) for reply in replies]
+    return {"rounds": rounds, "good_requests": sum(not is_bad for is_bad, _ in statuses),
+            "poisoned_batch_good_failures": sum(not is_bad and code != 200 for is_bad, code in statuses),
+            "bad_request_statuses": sorted({code for is_bad, code in statuses if is_bad})}
 
 
 def _forward_passes(url: str) -> tuple[int, int]:
@@ -150,6 +171,13 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         print(results, flush=True)
+    server, url = _serve([artifact, "--batch-window-ms", "50"])
+    try:
+        poisoned = asyncio.run(_poisoned_batches(url))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(poisoned, flush=True)
     single = results["one_forward_per_request"]
     ratio = lambda key: {str(c): round(b["requests_per_second"] / u["requests_per_second"], 2)
                          for c, b, u in zip(LEVELS, results[key], single)}
@@ -158,6 +186,7 @@ def main() -> None:
                                   "for passes of 8+ texts on this AMX CPU), uvicorn with uvloop + httptools",
                         "client": "raw asyncio HTTP/1.1 keep-alive connections, same machine",
                         "model_texts_per_second_without_http": model, "results": results,
+                        "poisoned_batch": poisoned, "poisoned_batch_good_failures": poisoned["poisoned_batch_good_failures"],
                         "throughput_ratio_batching_vs_single": ratio("micro_batching"),
                         "throughput_ratio_batching_fp32_vs_single": ratio("micro_batching_fp32")})
 

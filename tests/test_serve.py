@@ -194,6 +194,63 @@ def test_malformed_and_oversized_bodies(client):
     assert chunked.status_code == 413 and chunked.json()["error"]["type"] == "too_large"  # no declared length
     missing = test_client.get("/v2/nothing")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found"
+    for body in (b'{"texts": ["\xff\xfe"]}', b"[" * 100_000 + b"]" * 100_000):  # not UTF-8; nested too deeply
+        response = test_client.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and response.json()["error"]["type"] == "invalid_request", response.text
+    surrogate = test_client.post("/v1/classify", content=b'{"texts": ["fine", "\\ud800"], "model": "full"}',
+                                 headers={"content-type": "application/json"})
+    assert surrogate.status_code == 422 and "texts[1] is not valid Unicode" in surrogate.json()["error"]["message"]
+    seed = test_client.post("/v1/generate", json={"prompt": "hi", "seed": 2**70, "max_new_tokens": 2})
+    assert seed.status_code == 422 and "seed" in seed.json()["error"]["message"]
+
+
+def _concurrently(app, bodies: list[bytes]) -> list[httpx.Response]:
+    async def run():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # a 500 is an answer here
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*[http.post("/v1/classify", content=body, headers={"content-type": "application/json"})
+                                          for body in bodies])
+
+    return asyncio.run(run())
+
+
+GOOD, SURROGATE = json.dumps({"texts": ["a fine film"]}).encode(), b'{"texts": ["\\ud800"]}'
+
+
+def test_a_malformed_request_fails_alone_and_never_its_batch(artifacts):
+    """A lone surrogate (valid JSON, no tokenizer encodes it) among 20 concurrent good requests in one 50 ms window:
+    it gets 422, every good request its answer (before validation, 46 of 100 good requests failed with it)."""
+    from adaptlab.serve import ServeOptions, create_app, load_registry
+
+    registry = load_registry({"full": artifacts["full"]}, [], None, "cpu")
+    app = create_app(registry, ServeOptions(batch_window_ms=50, precision="fp32"))
+    for _ in range(2):
+        replies = _concurrently(app, [GOOD] * 10 + [SURROGATE] + [GOOD] * 10)
+        assert [r.status_code for r in replies] == [200] * 10 + [422] + [200] * 10
+
+
+def test_a_request_that_fails_inside_the_model_fails_alone(artifacts):
+    """A failure that validation cannot foresee: the batched pass fails, its requests are retried one by one, and only
+    the culprit gets the 500."""
+    from adaptlab.serve import ServeOptions, create_app, load_registry
+
+    registry = load_registry({"full": artifacts["full"]}, [], None, "cpu")
+    artifact = registry.artifacts["full"]
+    original = artifact.predict_proba
+
+    def fragile(texts):
+        if "poison" in texts:
+            raise RuntimeError("simulated kernel failure")
+        return original(texts)
+
+    artifact.predict_proba = fragile
+    app = create_app(registry, ServeOptions(batch_window_ms=50, precision="fp32"))
+    poison = json.dumps({"texts": ["poison"]}).encode()
+    replies = _concurrently(app, [GOOD] * 5 + [poison] + [GOOD] * 5)
+    assert [r.status_code for r in replies] == [200] * 5 + [500] + [200] * 5
+    expected = original(["a fine film"])[0]
+    served = replies[0].json()["predictions"][0]["probabilities"]
+    np.testing.assert_allclose(list(served.values()), expected, atol=1e-5)
 
 
 def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
@@ -213,8 +270,8 @@ def test_a_failing_model_answers_500_and_the_server_keeps_serving(artifacts):
     options = ServeOptions(precision="fp32")  # no start-up probe, so the first request meets the failure
     with TestClient(create_app(registry, options), raise_server_exceptions=False) as test_client:
         failed = test_client.post("/v1/classify", json={"texts": ["boom"]})
-        assert failed.status_code == 500 and "simulated out-of-memory" in failed.json()["error"]["message"]
-        assert "Traceback" not in failed.text
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "internal_error"
+        assert "simulated" not in failed.text and "Traceback" not in failed.text  # the details go to the log
         assert test_client.post("/v1/classify", json={"texts": ["fine"]}).status_code == 200
 
 
@@ -276,6 +333,11 @@ def test_serve_command_errors_exit_2(cli, tmp_path):
                          (("serve", "--rag-store", tmp_path / "none"), "does not exist")):
         code, _, err = cli(*args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    with socket.socket() as taken:  # a port in use: refused before any model loads, not uvicorn's exit 3
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, _, err = cli("serve", "--generator", "none-loaded", "--port", taken.getsockname()[1])
+    assert code == 2 and "cannot listen on 127.0.0.1" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

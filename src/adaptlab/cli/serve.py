@@ -46,6 +46,7 @@ def serve(
     if batch_window_ms < 0:
         raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
     check_serve_precision(precision)
+    check_can_listen(host, port)
     named = parse_artifact_arguments(artifacts or [])
     Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     if not named and not generator and not embedder and rag_store is None:
@@ -83,3 +84,17 @@ def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:
             raise AdaptlabError(f"two artifacts are named '{name}'; name them with NAME=PATH")
         named[name] = path
     return named
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind the address once before loading any model, so a port in use or an unknown host is one line (exit 2),
+    not uvicorn's own message and exit code 3 after the models have loaded."""
+    import socket
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise AdaptlabError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None

@@ -11,6 +11,7 @@ Precision: see ``adaptlab.serve.precision``.
 from __future__ import annotations
 
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.serve.batching import MicroBatcher
 from adaptlab.serve.precision import plan_precision
 from adaptlab.serve.registry import Registry
+from adaptlab.serve.validation import CheckedBody
+
+log = logging.getLogger("adaptlab.serve")
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class ServeOptions:
     api_key: str | None = None  # when set, every /v1 route needs "Authorization: Bearer <key>"
 
 
-class _Strict(BaseModel):
+class _Strict(CheckedBody):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -69,7 +73,7 @@ class GenerateRequest(_Strict):
     max_new_tokens: int = Field(128, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)
     stream: bool = Field(False, description="Server-sent events: one `data: {\"text\": ...}` per piece, then `data: [DONE]`.")
 
 
@@ -157,7 +161,8 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
     async def invalid(_request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
-        return _error(422, "invalid_request", f"{where}: {first['msg']}")
+        message = first["msg"].removeprefix("Value error, ")
+        return _error(422, "invalid_request", message if where == "body" else f"{where}: {message}")
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
@@ -165,6 +170,8 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": not UTF-8, not JSON, nested too deeply
+            return _error(422, "invalid_request", "body: not valid JSON in UTF-8 (or nested too deeply)")
         kinds = {404: "not_found", 405: "method_not_allowed"}
         return _error(exc.status_code, kinds.get(exc.status_code, "http_error"), str(exc.detail))
 
@@ -173,8 +180,10 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         return _error(400, "invalid_request", str(exc))
 
     @app.exception_handler(Exception)
-    async def internal(_request: Request, exc: Exception):
-        return _error(500, "internal_error", f"{type(exc).__name__}: {exc}")
+    async def internal(request: Request, exc: Exception):
+        """The details stay in the server's log: an exception's text can hold paths, weights' shapes or input."""
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal_error", "the model failed on this request; the server log has the details")
 
     def lookup(function, name):
         try:

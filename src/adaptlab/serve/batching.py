@@ -5,6 +5,9 @@ more until ``max_batch`` texts are gathered or ``window`` seconds pass with noth
 the compute thread while new requests queue behind it. Under load the window never matters (the queue is
 full when a forward pass ends). The window is only waited for when the previous batch gathered several
 requests, i.e. while clients are concurrent: a lone client never pays it.
+
+Requests are validated before they queue (``adaptlab.serve.validation``); should a batched pass still fail, its
+requests are retried one by one, so one bad request never fails the others that shared its pass.
 """
 
 from __future__ import annotations
@@ -53,21 +56,33 @@ class MicroBatcher:
                 batch.append(item)
                 count += len(item[0])
             self.concurrent = len(batch) > 1
-            texts = [text for item, _ in batch for text in item]
             try:
-                proba = await loop.run_in_executor(self.executor, self.predict, texts)
-            except Exception as exc:  # every request of a failed batch gets the error; the worker goes on
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            self.batches, self.texts = self.batches + 1, self.texts + len(texts)
-            start = 0
-            for item, future in batch:
-                if not future.done():
-                    future.set_result(proba[start:start + len(item)])
-                start += len(item)
+                await self._forward(batch)
+            except Exception as exc:  # the worker goes on; when the pass held several requests, each runs alone,
+                for item, future in batch if len(batch) > 1 else ():  # so only the request that fails gets an error
+                    try:
+                        await self._forward([(item, future)])
+                    except Exception as single_error:
+                        _fail(future, single_error)
+                if len(batch) == 1:
+                    _fail(batch[0][1], exc)
+
+    async def _forward(self, batch: list) -> None:
+        """One forward pass over every text of ``batch``; each request's future gets its rows."""
+        texts = [text for item, _ in batch for text in item]
+        proba = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, texts)
+        self.batches, self.texts = self.batches + 1, self.texts + len(texts)
+        start = 0
+        for item, future in batch:
+            if not future.done():
+                future.set_result(proba[start:start + len(item)])
+            start += len(item)
 
     async def close(self) -> None:
         if self.worker is not None:
             self.worker.cancel()
+
+
+def _fail(future: asyncio.Future, error: Exception) -> None:
+    if not future.done():
+        future.set_exception(error)

@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.serve.decoding import Finished, Request
+from adaptlab.serve.validation import CheckedBody
 
 
 class _Lenient(BaseModel):
@@ -44,7 +45,7 @@ class Message(_Lenient):
         return self.content or ""
 
 
-class Sampling(_Lenient):
+class Sampling(_Lenient, CheckedBody):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0, le=2)
@@ -69,7 +70,7 @@ class CompletionRequest(Sampling):
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
 
 
-class EmbeddingRequest(_Lenient):
+class EmbeddingRequest(_Lenient, CheckedBody):
     model: str
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
