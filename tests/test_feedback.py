@@ -358,29 +358,45 @@ def test_new_project_samples_candidates(tmp_path, tiny_llama):
 
 
 def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
-    directory = make_project(tmp_path, n_prompts=20, overlap=50)
+    """50 annotators x 20 submissions at once, each also trying once to rank an item that already has its 50
+    annotators (prompt 21, filled beforehand): 1,000 stored, the 50 attempts refused, no item over the overlap."""
+    import uuid
+
+    directory = make_project(tmp_path, n_prompts=21, overlap=50)
+    conn = dbmod.connect(directory)
+    full_ids = [[c["id"]] for c in dbmod.item(conn, 21)[1]]
+    for i in range(50):  # prompt 21 gets its 50 annotators before the test's annotators arrive
+        project.add_annotator(directory, f"earlier-{i:02d}")
+        earlier = conn.execute("SELECT id FROM annotators WHERE name = ?", (f"earlier-{i:02d}",)).fetchone()["id"]
+        assert dbmod.submit(conn, earlier, uuid.uuid4().hex, 21, "ranked", full_ids, None)
     tokens = [project.add_annotator(directory, f"annotator-{i:02d}") for i in range(50)]
 
-    def annotate(index: int, base: str) -> int:
+    def annotate(index: int, base: str) -> tuple[int, int]:
+        refused = 0
         with httpx.Client(base_url=base, timeout=60) as client:
             assert client.get(f"/login?token={tokens[index]}").status_code == 303
             for step in range(20):
                 state = page_state(client.get("/").text)
+                assert state["prompt"] != 21
                 ranking = [[i] for i in state["ids"][step % 4:] + state["ids"][:step % 4]]
                 body = {"submission_id": state["submission"], "prompt_id": state["prompt"], "action": "rank", "ranking": ranking}
                 headers = {"X-CSRF-Token": state["csrf"]}
+                if step == index % 20:  # an item never handed to this annotator, with their own valid CSRF token
+                    unassigned = {**body, "submission_id": uuid.uuid4().hex, "prompt_id": 21, "ranking": full_ids}
+                    refused += client.post("/api/submit", json=unassigned, headers=headers).status_code == 409
                 assert client.post("/api/submit", json=body, headers=headers).json()["stored"] is True
                 if step % 7 == index % 7:  # a client retrying after a lost response
                     assert client.post("/api/submit", json=body, headers=headers).json()["stored"] is False
             assert "All done" in client.get("/").text
-        return 20
+        return 20, refused
 
     with serve_in_background(directory) as base, ThreadPoolExecutor(50) as pool:
-        assert sum(pool.map(annotate, range(50), [base] * 50)) == 1000
+        done = list(pool.map(annotate, range(50), [base] * 50))
+    assert sum(stored for stored, _ in done) == 1000 and sum(refused for _, refused in done) == 50
     conn = db(directory)
-    assert conn.execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 1000
-    assert conn.execute("SELECT COUNT(DISTINCT annotator_id || '/' || prompt_id) FROM submissions").fetchone()[0] == 1000
-    assert [n for (n,) in conn.execute("SELECT COUNT(*) FROM submissions GROUP BY prompt_id")] == [50] * 20
+    assert conn.execute("SELECT COUNT(*) FROM submissions WHERE prompt_id != 21").fetchone()[0] == 1000
+    assert conn.execute("SELECT COUNT(DISTINCT annotator_id || '/' || prompt_id) FROM submissions").fetchone()[0] == 1050
+    assert [n for (n,) in conn.execute("SELECT COUNT(*) FROM submissions GROUP BY prompt_id")] == [50] * 21
 
 
 def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
