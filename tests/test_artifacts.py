@@ -147,3 +147,25 @@ def test_resume_refuses_a_checkpoint_made_for_other_data_or_settings(tiny_bert, 
         adaptlab.train("lora", other, tmp_path / "art", epochs=3, lr=1e-3, resume=True, **common)
     manifest = adaptlab.train("lora", toy_splits, tmp_path / "art", epochs=4, lr=1e-3, resume=True, **common).manifest
     assert manifest["training"]["resumed_from_epoch"] == 1  # more epochs is fine
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda m: [], "not an adaptlab artifact manifest"),
+    (lambda m: {**m, "labels": ["a", "b", "c"]}, "edited or damaged after training"),
+    (lambda m: {**m, "strategy": "head"}, "edited or damaged after training"),
+    (lambda m: {**m, "base_model": {**m["base_model"], "fingerprint": "0" * 16}}, "edited or damaged after training"),
+    (lambda m: {k: v for k, v in m.items() if k != "base_model"}, "edited or damaged after training"),
+    # an artifact from before the manifest checksum: the shape and the weights are still checked
+    (lambda m: {k: v for k, v in m.items() if k not in ("base_model", "manifest_sha256")}, "'base_model' must be"),
+    (lambda m: {**{k: v for k, v in m.items() if k != "manifest_sha256"}, "labels": ["a", "b", "c"]}, "does not load"),
+    (lambda m: {**{k: v for k, v in m.items() if k != "manifest_sha256"}, "labels": ["a", "a"]}, "two or more distinct"),
+    (lambda m: {**{k: v for k, v in m.items() if k != "manifest_sha256"}, "format_version": "2"}, "'format_version'"),
+])
+def test_an_edited_or_damaged_manifest_is_refused_in_one_line(edit, needle, tiny_bert, toy_splits, tmp_path, cli):
+    """The manifest is checked like the weights: an edit would otherwise predict labels the weights never learnt
+    (three labels on a two-class model answered "b" with probability 1.0) or load another base silently."""
+    adaptlab.train("lora", toy_splits, tmp_path / "art", model=str(tiny_bert), **FAST)
+    manifest = json.loads((tmp_path / "art" / "manifest.json").read_text())
+    (tmp_path / "art" / "manifest.json").write_text(json.dumps(edit(manifest)))
+    code, out, err = cli("predict", tmp_path / "art", "a fine film")
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1 and not out, err

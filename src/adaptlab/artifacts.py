@@ -1,9 +1,11 @@
 """One artifact directory format for every strategy.
 
 An artifact is a directory holding ``manifest.json`` (strategy, base model, label map, data fingerprint,
-hyper-parameters, metrics, cost, library versions, and a SHA-256 of every other file) plus the weights:
-safetensors for tensors, PEFT's own format for adapters, skops for scikit-learn estimators. Nothing is
-pickled. Artifacts are written atomically, and loading checks the checksums before trusting any file.
+hyper-parameters, metrics, cost, library versions, and a SHA-256 of every other file and of the manifest itself)
+plus the weights: safetensors for tensors, PEFT's own format for adapters, skops for scikit-learn estimators.
+Nothing is pickled. Artifacts are written atomically, and loading checks the checksums and the manifest's shape
+before trusting any file: an edited manifest (other labels, another base model) would load weights it does not
+describe, so it is refused like a damaged weight file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ FORMAT = "adaptlab-artifact"
 FORMAT_VERSION = 2  # 2: one schema for every family (strategy-specific facts under "details", "runtime")
 _V1_DETAILS = ("tokenization", "embedding", "selection", "prompting", "samples", "merged_from")
 MANIFEST = "manifest.json"
+MANIFEST_CHECKSUM = "manifest_sha256"  # of the manifest's other keys, canonical JSON
+# key -> (type, what it holds), checked on every load
+_SHAPE = {"strategy": (str, "the strategy name"), "base_model": (dict, "the base model's name and fingerprint"),
+          "files": (dict, "a checksum per file"), "params": (dict, "the settings"), "details": (dict, "the strategy's facts")}
 _LIBRARIES = ("adaptlab", "torch", "transformers", "peft", "lightning", "scikit-learn", "skops", "numpy")
 
 
@@ -63,6 +69,8 @@ def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path]
             "versions": library_versions(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        manifest = json.loads(json.dumps(manifest))  # as it will be read back (tuples become lists)
+        manifest[MANIFEST_CHECKSUM] = _manifest_digest(manifest)
         write_json(tmp / MANIFEST, manifest)
     return manifest
 
@@ -81,10 +89,20 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
         raise AdaptlabError(f"artifact manifest '{path}' is not valid JSON ({exc}); re-run training") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise AdaptlabError(f"'{path}' is not an adaptlab artifact manifest")
+    if not isinstance(manifest.get("format_version", 1), int):
+        raise AdaptlabError(f"'{path}': 'format_version' must be a whole number; the manifest is damaged, re-train")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise AdaptlabError(f"artifact '{directory}' was written by a newer adaptlab; upgrade adaptlab to load it")
+    if verify and MANIFEST_CHECKSUM in manifest and manifest[MANIFEST_CHECKSUM] != _manifest_digest(manifest):
+        raise AdaptlabError(f"'{path}' was edited or damaged after training (its {MANIFEST_CHECKSUM} no longer matches); "
+                            "it may no longer describe the weights: re-train, or restore the original file")
     if manifest.get("format_version", 1) == 1:
         manifest = _upgrade_v1(manifest)
+    for key, (kind, holds) in _SHAPE.items():
+        if key in manifest and not isinstance(manifest[key], kind) or key in ("strategy", "base_model") and key not in manifest:
+            raise AdaptlabError(f"'{path}': '{key}' must be {holds} ({kind.__name__}); the manifest is damaged, re-train")
+    if not isinstance(manifest["base_model"].get("name"), str):
+        raise AdaptlabError(f"'{path}': 'base_model' has no name; the manifest is damaged, re-train")
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = directory / name
@@ -93,6 +111,11 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
             if _sha256(file) != expected:
                 raise AdaptlabError(f"artifact '{directory}': '{name}' does not match its checksum; the file was changed or damaged")
     return manifest
+
+
+def _manifest_digest(manifest: dict) -> str:
+    rest = {key: value for key, value in manifest.items() if key != MANIFEST_CHECKSUM}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def directory_size(directory: Path) -> int:

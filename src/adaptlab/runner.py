@@ -138,8 +138,18 @@ class Artifact:
     def __init__(self, path: str | Path, **runtime: Any) -> None:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
-        self.strategy = get_strategy(self.manifest["strategy"]).load(self.path, self.manifest, **runtime)
-        self.label_names: list[str] = self.manifest["labels"]
+        labels = self.manifest.get("labels")
+        if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
+                and len(set(labels)) == len(labels)):
+            raise AdaptlabError(f"artifact '{self.path}': 'labels' must list two or more distinct label names; "
+                                "the manifest is damaged (or this is not a classifier: see `adaptlab generate`)")
+        strategy = get_strategy(self.manifest["strategy"])
+        try:
+            self.strategy = strategy.load(self.path, self.manifest, **runtime)
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as exc:  # weights that do not fit the manifest
+            raise AdaptlabError(f"artifact '{self.path}' does not load ({type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())[:200]}); re-train it") from None
+        self.label_names: list[str] = labels
 
     @property
     def name(self) -> str:

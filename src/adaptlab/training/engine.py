@@ -4,14 +4,15 @@ One engine for every objective: ``classification`` (``ClassificationModule``, be
 accuracy) and ``causal-lm`` (``CausalLMModule`` for supervised fine-tuning, best by validation loss).
 
 Checkpoints live in the job's work directory (``<output>.work/``, see ``adaptlab.jobs``): ``last.ckpt`` after every epoch (what ``resume`` continues from;
-an epoch cut short is redone, with the same batches and the same dropout) and ``best.ckpt``, selected on
-validation only. After training the best weights are loaded back. The accelerator,
+an epoch cut short is redone, with the same batches and the same dropout; the CSV log keeps the rows of the
+epochs before it) and ``best.ckpt``, selected on validation only. After training the best weights are loaded back. The accelerator,
 devices and precision come from the job's ``Runtime``; ``devices``, ``strategy`` and ``num_nodes`` go on to
 Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import time
 import warnings
@@ -35,6 +36,8 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
     logging.getLogger(_name).setLevel(logging.WARNING)
 # Short epochs log fewer steps than Lightning's interval; train loss is logged per epoch too, so nothing is lost.
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval", module="lightning")
+# On resume the work directory is expected to hold logs and checkpoints (the earlier log rows are kept, see below).
+warnings.filterwarnings("ignore", message=".*(Experiment logs|Checkpoint) directory .* exists and is not empty")
 
 #: objective -> (module, the validation metric that picks the best epoch, and its direction)
 OBJECTIVES = {"classification": (ClassificationModule, "val_acc", "max"), "causal-lm": (CausalLMModule, "val_loss", "min")}
@@ -135,8 +138,11 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         ckpt_path = str(last)
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
         stderr.print(f"resuming from {last} (epoch {resumed_from} of {options.epochs})")
+    earlier_rows = _log_rows_before(training_log_path(workdir), resumed_from) if resumed_from and options.logger == "csv" else []
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
+    if earlier_rows:
+        _prepend_log_rows(training_log_path(workdir), earlier_rows)
     seconds = time.perf_counter() - start
     best_epoch = None
     if best.best_model_path:
@@ -155,3 +161,24 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         resumed_from_epoch=resumed_from,
         tokens_per_second=round(timer.tokens / max(timer.seconds, 1e-9), 1) if timer.tokens else None,
     )
+
+
+def _log_rows_before(log: Path, epoch: int) -> list[dict]:
+    """The CSV log's rows for the epochs a resumed run does not redo (Lightning's logger starts a fresh file)."""
+    if not log.is_file():
+        return []
+    with open(log, newline="", encoding="utf-8") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("epoch", "").isdigit() and int(row["epoch"]) < epoch]
+
+
+def _prepend_log_rows(log: Path, rows: list[dict]) -> None:
+    from adaptlab._io import atomic_file
+
+    with open(log, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        later, columns = list(reader), list(reader.fieldnames or [])
+    columns += [name for row in rows for name in row if name not in columns]
+    with atomic_file(log) as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(columns)), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows + later)
