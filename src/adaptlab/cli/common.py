@@ -24,7 +24,7 @@ def opt(kind, help: str, *flags: str):
     return Annotated[Optional[kind], typer.Option(*flags, help=help, **({"metavar": ""} if kind is bool else {}))]
 
 
-DataOpt = opt(str, "Named dataset (rotten_tomatoes, imdb), a .csv/.jsonl/.parquet file, or a Hub dataset id.", "--data")
+DataOpt = opt(str, "Named dataset (rotten_tomatoes, imdb, wiki-topics), a .csv/.jsonl/.parquet file, or a Hub dataset id.", "--data")
 TextCol = opt(str, "Column holding the text (default: text).")
 LabelCol = opt(str, "Column holding the label, strings or integers (default: label).")
 IdCol = opt(str, "Optional column of unique example ids.")

@@ -95,7 +95,7 @@ def load_generation_data(source: str | Path, *, prompt_column: str = "prompt", c
     if name == "wiki-descriptions":
         return _wiki_descriptions(system)
     if name == "wikipedia":
-        titles, articles = _wikipedia_articles(held_out=False)
+        titles, articles = wikipedia_articles(held_out=False)
         return GenerationData("text", [a["extract"] for a in articles], titles, name)
     path = Path(name).expanduser()
     if path.is_dir() or path.suffix.lower() in TEXT_SUFFIXES:
@@ -148,10 +148,10 @@ def load_generation_splits(source: str | Path, *, seed: int = 0, train_size: int
 
 def general_text_sample() -> list[str]:
     """Texts no named task trains on (held-out Wikipedia articles): the default forgetting sample."""
-    return [a["extract"] for a in _wikipedia_articles(held_out=True)[1]]
+    return [a["extract"] for a in wikipedia_articles(held_out=True)[1]]
 
 
-def _wikipedia_articles(held_out: bool) -> tuple[list[str], list[dict]]:
+def wikipedia_articles(held_out: bool) -> tuple[list[str], list[dict]]:
     from adaptlab.rag.documents import wikipedia_file
 
     articles = json.loads(wikipedia_file().read_text(encoding="utf-8"))
@@ -164,13 +164,13 @@ def _wikipedia_articles(held_out: bool) -> tuple[list[str], list[dict]]:
 
 
 def _wiki_descriptions(system: str | None) -> GenerationData:
-    titles, articles = _wikipedia_articles(held_out=False)
+    titles, articles = wikipedia_articles(held_out=False)
     rows = [(t, a) for t, a in zip(titles, articles) if a.get("description", "").strip()]
-    records = [_conversation(WIKI_INSTRUCTION + _opening(a["extract"]), a["description"].strip(), system) for _, a in rows]
+    records = [_conversation(WIKI_INSTRUCTION + opening(a["extract"]), a["description"].strip(), system) for _, a in rows]
     return GenerationData("chat", records, [t for t, _ in rows], "wiki-descriptions")
 
 
-def _opening(extract: str) -> str:
+def opening(extract: str) -> str:
     """The first sentences of an article, up to ``OPENING_CHARS`` (at least one sentence, cut at a word if longer):
     what a description is written from, at a third of the tokens of the whole summary."""
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(extract.split()))

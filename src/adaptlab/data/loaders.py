@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pandas loads when a file is read, after its path is checked
 NAMED_DATASETS = {
     "rotten_tomatoes": "Rotten Tomatoes sentence polarity: 8,530 short movie-review sentences, 2 classes",
     "imdb": "IMDB movie reviews (train split): 25,000 long reviews, 2 classes",
+    "wiki-topics": "Wikipedia article openings -> their topic (People, Geography, Mathematics...): 8,976 rows, 11 classes",
 }
 FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -40,8 +41,10 @@ def load_data(
     label_column: str = "label",
     id_column: str | None = None,
 ) -> LabeledTexts:
-    """Load a named dataset (``rotten_tomatoes``, ``imdb``), a CSV/JSONL/Parquet file, or a Hub dataset id."""
+    """Load a named dataset (``rotten_tomatoes``, ``imdb``, ``wiki-topics``), a CSV/JSONL/Parquet file, or a Hub dataset id."""
     name = str(source)
+    if name == "wiki-topics":
+        return _wiki_topics()
     if name in NAMED_DATASETS:
         return _load_named(name)
     path = Path(name).expanduser()
@@ -73,6 +76,19 @@ def _load_named(name: str) -> LabeledTexts:
         label_names=["negative", "positive"],
         source=name,
     )
+
+
+def _wiki_topics() -> LabeledTexts:
+    """The packaged Wikipedia summaries as topic classification: an article's opening (as ``wiki-descriptions``
+    prompts it) -> its topic; the catch-all "Uncategorized" is left out. A many-class task, where defaults tuned on
+    binary sentiment do not transfer (see ``compare --tune``)."""
+    from adaptlab.data.generation import opening, wikipedia_articles
+
+    rows = [(opening(a["extract"]), a["topic"]) for a in wikipedia_articles(held_out=False)[1]
+            if a.get("topic") and a["topic"] != "Uncategorized"]
+    names = sorted({topic for _, topic in rows})
+    return LabeledTexts(texts=[text for text, _ in rows], labels=np.array([names.index(t) for _, t in rows], dtype=np.int64),
+                        label_names=names, source="wiki-topics")
 
 
 def _load_file(path: Path, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
