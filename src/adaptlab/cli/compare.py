@@ -29,6 +29,7 @@ def compare(
     strategies: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the ladder. Classification: zero-shot, few-shot, features-logreg, features-rf, head, last-k, full, lora, prefix-tuning, p-tuning, prompt-tuning, soft-prompt. Generation: zero-shot, few-shot, knn-shot, rag, prompt-tuning, prefix-tuning, lora, last-k, full, dpo.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Training seeds per strategy: mean ± std, the split stays the same (default: 1).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every gradient-based strategy (default: the preset's).")] = None,
+    tune: Annotated[Optional[int], typer.Option(help="Classification: trials of learning-rate / epochs (/ LoRA rank) search per gradient entry, scored on validation only (default: the preset's: quick 0, standard 4, full 6).")] = None,
     metric: Annotated[Optional[str], typer.Option(help="Generation: rouge_l (default), token_f1 or exact_match ranks the entries and decides ties.")] = None,
     documents: Annotated[Optional[list[str]], typer.Option("--documents", help="Generation: files, folders, wikipedia or an existing store; adds the rag entry.")] = None,
     preferences: Annotated[Optional[str], typer.Option(help="Generation: preference pairs (JSONL/CSV/feedback export); adds dpo after lora.")] = None,
@@ -50,7 +51,7 @@ def compare(
                    "prompt_column": prompt_column, "completion_column": completion_column,
                    "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size}
     options = {"task": task, "preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
-               "metric": metric, "documents": documents or None, "preferences": preferences,
+               "tune": tune, "metric": metric, "documents": documents or None, "preferences": preferences,
                "device": device, "output": output, "params": parse_overrides(set_ or [])}
     comparison = run_comparison(compare_plan(config, data_values, options))
     if as_json:

@@ -71,13 +71,15 @@ class Preset:
     head_epochs: int
     draws: int  # few-shot demonstration draws (best on validation kept)
     max_length: int | None  # token cap for every model (None: the model's, at most 256)
+    tune: int  # trials per gradient entry (``--tune``; 0: the entries' own settings, untuned)
 
 
 PRESETS = {
     # Measured: the whole default ladder on Rotten Tomatoes in under 15 minutes on a 2-core CPU (README).
-    "quick": Preset(train_size=1000, val_size=250, test_size=500, epochs=3, head_epochs=10, draws=1, max_length=128),
-    "standard": Preset(train_size=4000, val_size=500, test_size=1000, epochs=3, head_epochs=10, draws=3, max_length=256),
-    "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None),
+    # quick stays a quick look (untuned: under 15 minutes); the larger presets tune every gradient entry
+    "quick": Preset(train_size=1000, val_size=250, test_size=500, epochs=3, head_epochs=10, draws=1, max_length=128, tune=0),
+    "standard": Preset(train_size=4000, val_size=500, test_size=1000, epochs=3, head_epochs=10, draws=3, max_length=256, tune=4),
+    "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None, tune=6),
 }
 DEFAULT_MODELS = ("minilm", "smollm2-135m")
 DEFAULT_GENERATION_MODELS = ("smollm2-135m",)
@@ -100,6 +102,8 @@ class Run:
     model: str
     seed: int
     params: dict
+    #: hyper-parameter search before training (``{"trials": N, "space": {param: [low, high]}}``), or None
+    tune: dict | None = None
 
     @property
     def key(self) -> str:
@@ -111,8 +115,9 @@ class Run:
 
     def spec(self, data: DataConfig) -> dict:
         """Everything that determines the run's result: a stored result is reused only if this is unchanged."""
-        return {"entry": self.entry, "strategy": self.strategy, "model": self.model, "seed": self.seed,
+        spec = {"entry": self.entry, "strategy": self.strategy, "model": self.model, "seed": self.seed,
                 "params": self.params, "data": dataclasses.asdict(data)}
+        return {**spec, "tune": self.tune} if self.tune else spec
 
 
 @dataclass
@@ -127,6 +132,9 @@ class ComparePlan:
     seeds: int = 1
     epochs: int | None = None
     params: dict[str, dict] = field(default_factory=dict)  # entry name (or "all") -> parameter overrides
+    #: classification: trials of hyper-parameter search per gradient entry, or ``{"trials": N, "params":
+    #: {entry: {param: [low, high]}}}``; None: the preset's (quick 0, standard 4, full 6); see compare.tuning
+    tune: int | dict | None = None
     #: generation: the metric that ranks entries and decides ties
     metric: str = "rouge_l"
     #: generation: files, folders, ``wikipedia`` or an existing store for the ``rag`` entry (added when given)
@@ -163,8 +171,14 @@ class ComparePlan:
     def check(self) -> None:
         if self.task == "generation":
             self._check_generation()
+            if self.tune:
+                raise AdaptlabError("--tune is for classification comparisons (generation entries keep their settings)")
         elif self.documents or self.preferences or self.metric != "rouge_l":
             raise AdaptlabError("--documents, --preferences and --metric are for generation tasks (--task generation)")
+        else:
+            from adaptlab.compare.tuning import tuning_settings
+
+            tuning_settings(self.tune, PRESETS[self.preset].tune if self.preset in PRESETS else 0, ENTRIES)
         if self.preset not in PRESETS:
             raise AdaptlabError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
         if not isinstance(self.seeds, int) or self.seeds < 1:
@@ -221,7 +235,10 @@ class ComparePlan:
 
         if self.task == "generation":
             return self._generation_runs(models)
+        from adaptlab.compare.tuning import entry_tuning, tuning_settings
+
         preset = PRESETS[self.preset]
+        trials, spaces = tuning_settings(self.tune, preset.tune, ENTRIES)
         names = self.strategies or [e.name for e in ENTRIES.values() if e.in_default_ladder]
         encoders = [m for m in self.models if models[m].kind == "encoder"]
         decoders = [m for m in self.models if models[m].kind == "decoder"]
@@ -248,8 +265,9 @@ class ComparePlan:
                     strategy(**params)  # every value is checked now (constructing only stores), not in a worker later
                 except AdaptlabError as exc:
                     raise AdaptlabError(f"entry '{name}' (settings from the preset and --set): {exc}") from None
+                tune = entry_tuning(trials, spaces, name, entry.strategy, params)
                 for seed in range(self.seeds) if entry.seeded else [0]:
-                    runs.append(Run(name, entry.strategy, model, seed, params))
+                    runs.append(Run(name, entry.strategy, model, seed, params, tune))
         for key in self.params.get("all", {}):
             if not any(key in get_strategy(ENTRIES[n].strategy).param_names() for n in names):
                 raise AdaptlabError(f"--set all.{key}: no selected strategy takes a parameter '{key}'")
@@ -296,7 +314,7 @@ class ComparePlan:
 
 
 PLAN_KEYS = {"data", "task", "preset", "models", "strategies", "seeds", "epochs", "params", "metric", "documents",
-             "preferences", "output", "device"}
+             "preferences", "output", "device", "tune"}
 
 
 def infer_task(source: str) -> str:
@@ -332,6 +350,7 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
         strategies: [zero-shot, features-logreg, head, lora, full]
         seeds: 3
         params: {all: {batch_size: 16}, lora: {r: 16}}
+        tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}   # or tune: 6; classification only
         output: runs/compare-rt
     """
     base = read_yaml(yaml_path) if yaml_path else {}

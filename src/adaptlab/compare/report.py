@@ -47,9 +47,48 @@ def _row(rank: int, entry: dict) -> list[str]:
     low, high = entry["accuracy"]["ci95"]
     return [
         str(rank), entry["entry"], short_model(entry["model"]), _accuracy(entry), f"{100 * low:.1f}-{100 * high:.1f}",
-        f"{entry['macro_f1']['mean']:.3f}", _params(entry), f"{entry['train_seconds']:.1f}" if entry["train_seconds"] else "none",
+        f"{entry['macro_f1']['mean']:.3f}", _params(entry), _train_time(entry),
         f"{entry['inference_texts_per_second']:.0f}", f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
+
+
+def _train_time(entry: dict) -> str:
+    if not entry["train_seconds"]:
+        return "none"
+    tuning = entry.get("tuning_seconds") or 0
+    return f"{entry['train_seconds']:.1f}" + (f" ({tuning:.0f} tuning)" if tuning else "")
+
+
+def tuning_section(entries: list[dict], esc) -> list[str]:
+    """Per tuned entry: the settings chosen on validation and every trial, so the search and its cost are visible."""
+    tuned = [e for e in entries if e.get("tuning")]
+    if not tuned:
+        return []
+    parts = ["<h2>Tuning</h2><p class='meta'>Each gradient entry's settings were chosen on the validation split "
+             f"({esc(tuned[0]['tuning']['objective'])}; trial 0 is the entry's default; the test split was never "
+             "used). Pruned trials stopped early, below the median of earlier trials. Their time is added to the "
+             "entry's training time above.</p>"]
+    for e in tuned:
+        t = e["tuning"]
+        best = ", ".join(f"{k}={_value(v)}" for k, v in t["best"].items())
+        parts.append(f"<h3>{esc(e['entry'])} ({esc(short_model(e['model']))}): {esc(best)} · "
+                     f"{len(t['trials'])} trials, {esc(round(t['seconds']))} s</h3><table><thead><tr>"
+                     "<th>trial</th><th class='l'>settings</th><th class='l'>state</th><th>val macro-F1</th>"
+                     "<th>val acc %</th><th>seconds</th></tr></thead><tbody>")
+        for trial in t["trials"]:
+            cls = "best" if trial["number"] == t["best_trial"] else ""
+            f1 = "" if trial["val_macro_f1"] is None else f"{trial['val_macro_f1']:.3f}"
+            acc = "" if trial["val_accuracy"] is None else f"{100 * trial['val_accuracy']:.1f}"
+            settings = ", ".join(f"{k}={_value(v)}" for k, v in trial["params"].items())
+            parts.append(f"<tr class='{cls}'><td>{esc(trial['number'])}</td><td class='l'>{esc(settings)}</td>"
+                         f"<td class='l'>{esc(trial['state'])}</td><td>{esc(f1)}</td><td>{esc(acc)}</td>"
+                         f"<td>{esc(round(trial['seconds'], 1))}</td></tr>")
+        parts.append("</tbody></table>")
+    return parts
+
+
+def _value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def leaderboard_table(results: dict):
@@ -202,7 +241,7 @@ def render_html(results: dict) -> str:
         parts.append("<p class='meta'>acc %: test accuracy, mean ± standard deviation over training seeds. 95% CI: bootstrap over "
                      "test examples. F1: macro-F1. trainable: trained parameters (% of the model). Green rows are "
                      "statistically tied with the best (paired bootstrap). train s: training time in seconds, embedding "
-                     "or feature extraction included; texts/s: inference throughput on up to 256 test texts, batched, "
+                     "or feature extraction included, and the hyper-parameter search where there was one; texts/s: inference throughput on up to 256 test texts, batched, "
                      "nothing cached; RSS MB: peak resident memory of the training process (each run has its own); "
                      "size MB: the saved artifact.</p>")
         parts += [
@@ -223,6 +262,7 @@ def render_html(results: dict) -> str:
                 parts.append(f"<li>{esc(e['entry'])} ({esc(e['model'])}): test accuracy over {len(d['accuracy'])} demonstration "
                              f"draws {100 * d['mean']:.1f}% ± {100 * d['std']:.1f}; the draw kept was chosen on validation.</li>")
             parts.append("</ul>")
+        parts += tuning_section(entries, esc)
         parts += settings_table(entries, esc)
     parts += failures_section(results["failures"], esc)
     parts.append("</body></html>")

@@ -19,6 +19,7 @@ from adaptlab.compare.plan import ENTRIES, ComparePlan, Run, short_model
 BOOTSTRAP_SAMPLES = 2000
 CONFIDENCE = 0.95
 TIME_TOLERANCE = 0.10  # training times this close to the fastest count as equal when choosing the cheapest
+UNTUNED_GAP = 0.10  # an untuned gradient entry this far behind the best macro-F1 gets a note to tune it
 
 
 def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_seconds: float) -> dict:
@@ -95,6 +96,11 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
     trainable = int(np.mean([c["trainable_params"] for c in cost]))
     total = cost[0].get("total_params")
     first = done[0]
+    tuning = first.get("tuning")  # one study per entry, shared by its seeds: its cost counts once
+    tuning_seconds = tuning["seconds"] if tuning else 0.0
+    # prompting without examples trains and selects nothing (its fit only loads the model): no training time,
+    # as in the generation ladder
+    final_seconds = 0.0 if not trainable and not first["params"].get("k") else float(np.mean([c["train_seconds"] for c in cost]))
     return {
         "entry": entry,
         "model": model,
@@ -108,9 +114,10 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "trainable_params": trainable,
         "total_params": total,
         "trainable_fraction": None if not total else trainable / total,
-        # prompting without examples trains and selects nothing (its fit only loads the model): no training time,
-        # as in the generation ladder
-        "train_seconds": 0.0 if not trainable and not first["params"].get("k") else round(float(np.mean([c["train_seconds"] for c in cost])), 2),
+        "train_seconds": round(final_seconds + tuning_seconds, 2),  # what the entry cost to get: tuning included
+        "final_train_seconds": round(final_seconds, 2),
+        "tuning_seconds": tuning_seconds,
+        "tuning": tuning,
         "inference_texts_per_second": round(float(np.mean([c["inference_texts_per_second"] for c in cost])), 1),
         "peak_rss_mb": round(float(max(c["peak_rss_mb"] for c in cost)), 1),
         "peak_cuda_mb": max((c.get("peak_cuda_mb") or 0) for c in cost) or None,
@@ -174,11 +181,27 @@ def recommend(entries: list[dict]) -> list[str]:
         gap = best["accuracy"]["mean"] - top["accuracy"]["mean"]
         lines.append(f"Without any training, {name(top)} gets {pct(top['accuracy']['mean'])} "
                      f"({100 * gap:.1f} points below the best).")
+    lines += _untuned_warning(entries)
     fastest = max((e for e in entries if best["accuracy"]["mean"] - e["accuracy"]["mean"] <= 0.01),
                   key=lambda e: e["inference_texts_per_second"])
     lines.append(f"Fastest at inference within 1 point of the best: {name(fastest)} "
                  f"({fastest['inference_texts_per_second']:.0f} texts/s).")
     return lines
+
+
+def _untuned_warning(entries: list[dict]) -> list[str]:
+    """Gradient entries judged on their default settings and far behind: say it may be the settings, not the method."""
+    from adaptlab.compare.tuning import TUNED_STRATEGIES
+
+    top = max(e["macro_f1"]["mean"] for e in entries)
+    behind = [e for e in entries if e["strategy"] in TUNED_STRATEGIES and not e.get("tuning")
+              and top - e["macro_f1"]["mean"] > UNTUNED_GAP]
+    if not behind:
+        return []
+    names = ", ".join(f"{e['entry']} ({short_model(e['model'])})" for e in behind)
+    return [f"Untuned: {names} ran with default learning rate and epochs and are more than {100 * UNTUNED_GAP:.0f} "
+            "macro-F1 points behind the best; that may be the settings, not the method: `--tune 3` chooses them "
+            "on validation first."]
 
 
 def recommendation(best: dict, tied: list[dict], name) -> str:

@@ -33,7 +33,8 @@ def run(run_dir: Path) -> dict:
         return run_generation(spec, run_dir)
     started = time.perf_counter()
     splits = DataConfig(**spec["data"]).load()
-    params = dict(spec["params"], seed=spec["seed"])
+    tuning = _tune(spec, splits, run_dir.parent / "tuning") if spec.get("tune") else None
+    params = dict(spec["params"], **(tuning["best"] if tuning else {}), seed=spec["seed"])
     artifact = run_dir / "artifact"
     if "resume" in get_strategy(spec["strategy"]).param_names() and (work_dir(artifact) / "checkpoints" / "last.ckpt").exists():
         params["resume"] = True
@@ -54,7 +55,25 @@ def run(run_dir: Path) -> dict:
         "test_labels": splits.test.labels.tolist(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
+        **({"tuning": tuning} if tuning else {}),
     }
+
+
+def _tune(spec: dict, splits, directory: Path) -> dict:
+    """The entry's study, shared by its seeds (``directory`` is beside the seed directories); a study made for other
+    data, settings or search space is started afresh. Only the training and validation splits are passed on."""
+    import shutil
+
+    from adaptlab.compare.tuning import tune
+
+    identity = {key: spec[key] for key in ("strategy", "model", "params", "data")} | {"space": spec["tune"]["space"]}
+    stored = directory / "spec.json"
+    if stored.exists() and json.loads(stored.read_text(encoding="utf-8")) != identity:
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(stored, identity)
+    return tune(spec["strategy"], spec["params"], spec["tune"]["space"], spec["tune"]["trials"], splits.train, splits.val,
+                directory)
 
 
 def main() -> None:

@@ -1,0 +1,222 @@
+"""``compare --tune N``: each gradient entry gets its learning rate, epochs (and LoRA rank) chosen on validation.
+
+A ladder's defaults were chosen on binary sentiment; on another task an untuned entry can look useless when it
+is only untrained (LoRA at 50% on an 11-class task, where a tuned LoRA is near the best). So, per (model, entry),
+an Optuna study (TPE sampler, median pruner) runs ``N`` trials before the entry's runs:
+
+- trial 0 is the entry's own settings, so tuning never picks something worse on validation than the default;
+- each trial trains on the training split and is scored on the validation split (macro-F1): the trials get the
+  training and validation sets only, the test set is never passed to them;
+- after every epoch a trial reports its validation accuracy, and one below the median of earlier trials at the
+  same epoch is stopped (pruned);
+- the best settings are then trained once per seed by the ordinary run, and tested once.
+
+The study lives in ``runs/<model>/<entry>/tuning/`` (an Optuna journal file), shared by the entry's seeds: an
+interrupted comparison resumes it, re-running an interrupted trial with the same settings from its checkpoint.
+The trials' wall time is the entry's tuning cost, reported separately and added to its training time.
+
+Search space per parameter, ``[low, high]``: ``lr`` on a log scale (default: a tenth to ten times the entry's
+rate), integers (``epochs``: the preset's to three times it; LoRA ``r``: 4 to 16) on a log scale too; YAML
+``tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}`` overrides them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from adaptlab.errors import AdaptlabError
+
+#: entries whose strategy trains by gradient descent (the others have nothing to tune or tune themselves:
+#: features-logreg picks C on validation, prompting picks demonstrations on validation)
+TUNED_STRATEGIES = ("head", "last-k", "full", "lora", "prefix-tuning", "p-tuning", "prompt-tuning", "soft-prompt")
+OBJECTIVE = "validation macro-F1"
+LR_CEILING = 1.0
+
+
+def entry_defaults(strategy: str, params: dict) -> dict:
+    """The entry's own value of every parameter: its setting, else the strategy's default."""
+    from adaptlab.methods import get_strategy
+
+    return {f.name: params.get(f.name, f.default) for f in dataclasses.fields(get_strategy(strategy))}
+
+
+def default_space(strategy: str, params: dict) -> dict[str, list]:
+    """lr around the entry's own rate, epochs from the preset's count up to three times it, LoRA's rank."""
+    own = entry_defaults(strategy, params)
+    lr, epochs = own["lr"], own["epochs"]
+    space = {"lr": [lr / 10, min(lr * 10, LR_CEILING)], "epochs": [epochs, 3 * epochs]}
+    if strategy == "lora":
+        space["r"] = [4, 16]
+    return space
+
+
+def check_space(entry: str, strategy: str, space: dict) -> dict[str, list]:
+    """Every tuned parameter is one the strategy takes, as ``[low, high]`` with 0 < low < high (whole numbers
+    for integer parameters); one line naming the entry and the parameter otherwise."""
+    from adaptlab.methods import get_strategy
+
+    fields = {f.name: f for f in dataclasses.fields(get_strategy(strategy))}
+    checked = {}
+    for name, bounds in space.items():
+        where = f"tune.params.{entry}.{name}"
+        if name not in fields or name in ("seed", "model", "device", "progress", "resume", "callbacks"):
+            raise AdaptlabError(f"{where}: '{strategy}' has no tunable parameter '{name}'")
+        integer = fields[name].type in (int, "int")
+        ok = (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+              and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+              and 0 < bounds[0] < bounds[1] and (not integer or all(float(b).is_integer() for b in bounds)))
+        if not ok:
+            kind = "whole numbers" if integer else "numbers"
+            raise AdaptlabError(f"{where} must be [low, high], {kind} with 0 < low < high, not {bounds!r}")
+        checked[name] = [int(b) for b in bounds] if integer else [float(b) for b in bounds]
+    return checked
+
+
+def tuning_settings(tune: int | dict | None, preset_trials: int, entries) -> tuple[int, dict]:
+    """(trials, {entry: {param: [low, high]}}) from a plan's ``tune``: an int, a mapping, or None (the preset's)."""
+    from adaptlab.config import check_keys
+
+    tune = preset_trials if tune is None else tune
+    if isinstance(tune, dict):
+        check_keys(tune, {"trials", "params"}, "tune")
+        trials, spaces = tune.get("trials", preset_trials or 3), tune.get("params") or {}
+    else:
+        trials, spaces = tune, {}
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
+        raise AdaptlabError(f"--tune must be a whole number of trials (0: no tuning), not {trials!r}")
+    if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
+        raise AdaptlabError("tune.params must map entry names to {parameter: [low, high]}")
+    for name in spaces:
+        if name not in entries:
+            raise AdaptlabError(f"tune.params: unknown entry '{name}' (available: {', '.join(entries)})")
+    return trials, spaces
+
+
+def entry_tuning(trials: int, spaces: dict, entry: str, strategy: str, params: dict) -> dict | None:
+    """What a run of this entry tunes (``{"trials", "space"}``), or None: no trials, or nothing to tune."""
+    if trials == 0 or strategy not in TUNED_STRATEGIES:
+        if entry in spaces and trials:
+            raise AdaptlabError(f"tune.params.{entry}: the {entry} entry is not tuned (tuned: {', '.join(TUNED_STRATEGIES)})")
+        return None
+    return {"trials": trials, "space": {**default_space(strategy, params), **check_space(entry, strategy, spaces.get(entry, {}))}}
+
+
+def tune(strategy: str, params: dict, space: dict[str, list], trials: int, train, val, directory: Path) -> dict:
+    """Run (or resume) the study in ``directory`` on ``train`` and ``val`` only; returns what the report shows:
+    every trial (settings, state, validation scores, seconds), the best settings and the total seconds."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directory.mkdir(parents=True, exist_ok=True)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(directory / "study.log")))
+    study = optuna.create_study(study_name="tune", storage=storage, direction="maximize", load_if_exists=True,
+                                # a few trials: half spread at random (seeded), the rest where TPE expects the best
+                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=min(10, max(2, trials // 2))),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    if not study.trials:  # the entry's own settings first (those inside the space)
+        own = entry_defaults(strategy, params)
+        study.enqueue_trial({name: own[name] for name, (low, high) in space.items() if low <= own[name] <= high})
+    _requeue_interrupted(study)
+    remaining = trials - _finished(study)
+    if remaining > 0:
+        study.optimize(lambda trial: _objective(trial, strategy, params, space, train, val, directory), n_trials=remaining,
+                       catch=(AdaptlabError,))
+    return summarise_study(study)
+
+
+def _objective(trial, strategy: str, params: dict, space: dict, train, val, directory: Path) -> float:
+    import optuna
+
+    from adaptlab.data.splits import Splits
+    from adaptlab.progress import stderr
+    from adaptlab.runner import train as train_strategy
+
+    chosen = {}
+    for name, (low, high) in space.items():
+        integer = isinstance(low, int) and isinstance(high, int)
+        chosen[name] = (trial.suggest_int(name, low, high, log=True) if integer
+                        else trial.suggest_float(name, low, high, log=True))
+    out = directory / f"trial-{hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:10]}"
+    resume = (out.parent / f"{out.name}.work" / "checkpoints" / "last.ckpt").exists()
+    stderr.print(f"  tuning trial {trial.number}: " + ", ".join(f"{k}={_short(v)}" for k, v in chosen.items())
+                 + (" (resumed)" if resume else ""))
+    started, settled = time.perf_counter(), False  # settled: the trial will not be resumed (done, pruned, refused)
+    try:
+        # the validation split stands in for the test split: the trial never receives the real one
+        result = train_strategy(strategy, Splits(train, val, val, seed=0), out, overwrite=True,
+                                **{**params, **chosen, "progress": False, "callbacks": [_pruning_callback(trial)]},
+                                **({"resume": True} if resume else {}))
+        settled = True
+    except (optuna.TrialPruned, AdaptlabError):
+        settled = True
+        raise
+    finally:  # interrupted or not, the attempt's time counts
+        trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+        if settled:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out.parent / f"{out.name}.work", ignore_errors=True)
+    scores = result.manifest["metrics"]["val"]
+    trial.set_user_attr("val_accuracy", scores["accuracy"])
+    return float(scores["macro_f1"])
+
+
+def _pruning_callback(trial):
+    """A Lightning callback: report each epoch's validation accuracy; stop a trial the median pruner gives up on."""
+    import optuna
+    from lightning.pytorch.callbacks import Callback
+
+    class Pruning(Callback):
+        def on_validation_end(self, trainer, module) -> None:
+            value = trainer.callback_metrics.get("val_acc")
+            if value is None or trainer.sanity_checking:
+                return
+            trial.report(float(value), trainer.current_epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"validation accuracy {float(value):.3f} after epoch {trainer.current_epoch + 1}")
+
+    return Pruning()
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+
+
+def _requeue_interrupted(study) -> None:
+    """A trial cut short (Ctrl-C: failed; kill -9: left running) is queued again with the same settings, so it
+    continues from its checkpoint, unless those settings already finished or wait in the queue."""
+    from optuna.trial import TrialState
+
+    settled = [t.params for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)]
+    for trial in study.trials:
+        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.params and trial.params not in settled:
+            study.enqueue_trial(trial.params)
+            settled.append(trial.params)
+
+
+def summarise_study(study) -> dict:
+    from optuna.trial import TrialState
+
+    # a pruned trial has no final score: its last reported value is an epoch's validation accuracy
+    last_reported = lambda t: t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+    rows = [{"number": t.number, "params": t.params, "state": t.state.name.lower(),
+             "val_macro_f1": t.value if t.state == TrialState.COMPLETE else None,
+             "val_accuracy": t.user_attrs.get("val_accuracy", last_reported(t)),
+             "epochs_run": len(t.intermediate_values), "seconds": t.user_attrs.get("seconds", 0.0)}
+            for t in study.trials if t.state != TrialState.WAITING]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        raise AdaptlabError("tuning: no trial finished (every one failed or was pruned); see the trials in the report")
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    return {"objective": OBJECTIVE, "trials": rows, "best": best.params, "best_trial": best.number,
+            "seconds": round(sum(row["seconds"] for row in rows), 2)}
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

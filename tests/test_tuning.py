@@ -1,0 +1,93 @@
+"""`compare --tune`: the search sees training and validation data only, starts from the entry's own settings,
+prunes, resumes, and its cost and trials reach the results."""
+
+from __future__ import annotations
+
+import pytest
+
+from adaptlab import AdaptlabError
+from adaptlab.compare import ComparePlan
+from adaptlab.compare.tuning import tune
+from adaptlab.config import DataConfig
+from adaptlab.data import load_data, split_data
+from conftest import sentiment_rows, write_csv
+
+
+@pytest.fixture
+def toy_splits(tmp_path):
+    return split_data(load_data(write_csv(tmp_path / "toy.csv", sentiment_rows(30))), seed=0)
+
+
+def test_trials_never_receive_the_test_split_and_start_from_the_defaults(tiny_bert, toy_splits, tmp_path, monkeypatch):
+    import adaptlab.runner
+
+    seen, original = [], adaptlab.runner.train
+
+    def spy(strategy, splits, output, **params):
+        seen.append((splits.test.fingerprint(), params["lr"], params["epochs"]))
+        return original(strategy, splits, output, **params)
+
+    monkeypatch.setattr(adaptlab.runner, "train", spy)
+    params = {"model": str(tiny_bert), "epochs": 1, "batch_size": 8}
+    result = tune("lora", params, {"lr": [1e-4, 1e-2], "epochs": [1, 3]}, 3, toy_splits.train, toy_splits.val, tmp_path / "t")
+    assert len(seen) == 3 and {fingerprint for fingerprint, _, _ in seen} == {toy_splits.val.fingerprint()}
+    assert toy_splits.test.fingerprint() != toy_splits.val.fingerprint()
+    assert seen[0][1:] == (1e-3, 1)  # trial 0: LoRA's own learning rate and the entry's epochs
+    assert [row["number"] for row in result["trials"]] == [0, 1, 2] and result["seconds"] > 0
+    assert result["best"] == result["trials"][result["best_trial"]]["params"]
+    assert not list((tmp_path / "t").glob("trial-*"))  # trial artifacts are not kept
+
+
+def test_a_study_resumes_an_interrupted_trial_with_its_settings_and_can_grow(tiny_bert, toy_splits, tmp_path):
+    import optuna
+
+    params, space = {"model": str(tiny_bert), "epochs": 1, "batch_size": 8}, {"lr": [1e-4, 1e-2]}
+    first = tune("lora", params, space, 2, toy_splits.train, toy_splits.val, tmp_path / "t")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "t" / "study.log")))
+    study = optuna.load_study(study_name="tune", storage=storage)
+    cut = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})  # left running: a kill -9
+    again = tune("lora", params, space, 3, toy_splits.train, toy_splits.val, tmp_path / "t")
+    finished = [row for row in again["trials"] if row["state"] == "complete"]
+    assert len(finished) == 3 and finished[:2] == [row for row in first["trials"]]
+    assert finished[2]["params"] == cut.params  # the cut trial was run again with its settings
+
+
+def test_plans_tune_gradient_entries_only_and_check_the_space(tiny_bert, tmp_path):
+    from adaptlab.compare.run import _model_info
+
+    data = DataConfig(source=str(write_csv(tmp_path / "toy.csv", sentiment_rows(30))), train_size=40, val_size=6, test_size=10)
+    plan = ComparePlan(data=data, models=[str(tiny_bert)], strategies=["features-logreg", "lora"], tune=4)
+    runs = {run.entry: run for run in plan.runs(_model_info(plan.models))}
+    assert runs["features-logreg"].tune is None
+    assert runs["lora"].tune == {"trials": 4, "space": {"lr": [1e-4, 1e-2], "epochs": [3, 9], "r": [4, 16]}}
+    assert "tune" in runs["lora"].spec(data)  # changing the search re-runs the entry
+    assert all(run.tune is None for run in ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora"])
+               .runs(_model_info(plan.models)))  # quick: untuned unless asked
+    custom = ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora"],
+                         tune={"trials": 2, "params": {"lora": {"lr": [1e-3, 3e-3], "r": [2, 4]}}})
+    assert custom.runs(_model_info(plan.models))[0].tune["space"] == {"lr": [1e-3, 3e-3], "epochs": [3, 9], "r": [2, 4]}
+    for tune_value, needle in (({"trials": 2, "params": {"lora": {"r": [4, 2.5]}}}, r"tune.params.lora.r must be \[low, high\]"),
+                               ({"params": {"lora": {"bogus": [1, 2]}}}, "no tunable parameter 'bogus'"),
+                               ({"trials": 2, "params": {"features-logreg": {"C": [1, 2]}}}, "is not tuned"),
+                               (-1, "--tune must be a whole number")):
+        with pytest.raises(AdaptlabError, match=needle):
+            ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora", "features-logreg"],
+                        tune=tune_value).runs(_model_info(plan.models))
+
+
+def test_compare_tune_from_the_cli_reports_trials_and_cost(tiny_bert, tmp_path, cli):
+    import json
+
+    data = write_csv(tmp_path / "toy.csv", sentiment_rows(30))
+    code, out, err = cli("compare", "--data", data, "--models", tiny_bert, "--strategies", "head", "--tune", "2",
+                         "--epochs", "1", "--train-size", "40", "--val-size", "6", "--test-size", "10", "-o", tmp_path / "c")
+    assert code == 0, err
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    (head,) = results["entries"]
+    assert len(head["tuning"]["trials"]) == 2 and head["tuning_seconds"] == head["tuning"]["seconds"] > 0
+    assert head["train_seconds"] == pytest.approx(head["final_train_seconds"] + head["tuning_seconds"], abs=0.02)
+    assert head["params"]["lr"] == head["tuning"]["best"]["lr"]  # the tested model was trained with the best settings
+    page = (tmp_path / "c" / "report.html").read_text()
+    assert "<h2>Tuning</h2>" in page and "trial 0 is the entry's default" in page
+    code, _, err = cli("compare", "--data", data, "--models", tiny_bert, "--tune", "-2", "-o", tmp_path / "d")
+    assert code == 2 and "--tune must be a whole number" in err
