@@ -20,6 +20,9 @@ def test_named_datasets_load_offline():
     assert rt.class_counts() == {"negative": 4265, "positive": 4265}
     imdb = load_data("imdb")
     assert len(imdb) == 25000
+    topics = load_data("wiki-topics")  # Wikipedia openings -> topic, from the offline summaries package
+    assert len(topics) == 8976 and len(topics.label_names) == 11 and "Uncategorized" not in topics.label_names
+    assert topics.class_counts()["People"] == 1809 and all(0 < len(t) <= 400 for t in topics.texts)
 
 
 def test_csv_jsonl_parquet_give_the_same_data(tmp_path):
