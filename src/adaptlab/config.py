@@ -81,6 +81,8 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise AdaptlabError(f"config file '{path}' does not exist; check the path")
+    if not path.is_file():
+        raise AdaptlabError(f"config file '{path}' is a directory; pass a YAML file")
     try:
         content = parse_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -7,6 +7,8 @@ the thread a ``launch`` function chooses: the server keeps all model work on its
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import copy
 import json
@@ -39,10 +41,14 @@ class SamplingOptions:
     def check(self) -> None:
         if self.max_new_tokens < 1:
             raise AdaptlabError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise AdaptlabError(f"--temperature must be >= 0, not {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise AdaptlabError(f"--temperature must be a number >= 0 (0: greedy), not {self.temperature}")
+        if not 0 < self.top_p <= 1:  # also false for nan
             raise AdaptlabError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if self.top_k < 0:
+            raise AdaptlabError(f"--top-k must be >= 0 (0: off), not {self.top_k}")
+        if not 0 <= self.seed < 2**63:
+            raise AdaptlabError(f"--seed must be a whole number from 0 to 2**63 - 1, not {self.seed}")
 
     def generate_kwargs(self) -> dict:
         if self.temperature == 0:

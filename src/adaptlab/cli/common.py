@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.params import base_type, option_name, type_hints
 
 out = Console()
@@ -101,3 +102,19 @@ def format_params(cost: dict) -> str:
     if not total:
         return f"{trainable:,}"
     return f"{trainable:,} ({100 * trainable / total:.3g}%)"
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind the address once before loading any model, so a port in use or an unknown host is one line (exit 2),
+    not uvicorn's own message and exit code 3 after the models have loaded."""
+    import socket
+
+    if not host.strip():
+        raise AdaptlabError("--host is empty; give an interface such as 127.0.0.1 (this machine) or 0.0.0.0 (the network)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind((host, port))
+    except OSError as exc:
+        raise AdaptlabError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None

@@ -76,6 +76,8 @@ def _where(hit) -> str:
 
 
 def existing_store(store: str) -> str:
+    if not store.strip():
+        raise AdaptlabError("--store is empty; give the directory (or postgresql:// URL) of an index")
     if not store.startswith(("postgresql://", "postgres://")) and not Path(store).is_dir():
         raise AdaptlabError(f"--store '{store}' does not exist; build it with `adaptlab rag index PATH --store {store}`")
     return store
@@ -143,6 +145,8 @@ def rag_eval(
 
     if (squad is None) == (queries is None):
         raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
+    if answers < 0:
+        raise AdaptlabError(f"--answers must be >= 0 (0: retrieval only), not {answers}")
     output = output or Path(default_output(squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adaptlab.cli.common import DEVICE
+from adaptlab.cli.common import DEVICE, check_can_listen
 from adaptlab.cli.rag import existing_store
 from adaptlab.errors import AdaptlabError
 
@@ -43,7 +43,7 @@ def serve(
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
     if not 1 <= port <= 65535:
         raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
-    if batch_window_ms < 0:
+    if not batch_window_ms >= 0:  # also nan
         raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
     check_serve_precision(precision)
     check_can_listen(host, port)
@@ -85,16 +85,3 @@ def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:
         named[name] = path
     return named
 
-
-def check_can_listen(host: str, port: int) -> None:
-    """Bind the address once before loading any model, so a port in use or an unknown host is one line (exit 2),
-    not uvicorn's own message and exit code 3 after the models have loaded."""
-    import socket
-
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind((host, port))
-    except OSError as exc:
-        raise AdaptlabError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None

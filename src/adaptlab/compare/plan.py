@@ -179,6 +179,12 @@ class ComparePlan:
             from adaptlab.compare.tuning import tuning_settings
 
             tuning_settings(self.tune, PRESETS[self.preset].tune if self.preset in PRESETS else 0, ENTRIES)
+        if self.device is not None:
+            from adaptlab.runtime import Runtime
+
+            Runtime(self.device)  # a malformed --device is refused here, not in every worker
+        if self.output is not None and not str(self.output).strip():
+            raise AdaptlabError("--output is empty; give a directory for the comparison (or leave it out)")
         if self.preset not in PRESETS:
             raise AdaptlabError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
         if not isinstance(self.seeds, int) or self.seeds < 1:

@@ -36,8 +36,11 @@ def new(
     from adaptlab.feedback.project import new_project
     from adaptlab.generation import SamplingOptions
 
-    summary = new_project(project, prompts, model, n, SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed),
-                          candidates, overlap)
+    sampling = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
+    sampling.check()  # even when candidates are imported: a wrong value is a mistake either way
+    if not model.strip():
+        raise AdaptlabError("--model is empty; name a causal LM, e.g. smollm2-135m")
+    summary = new_project(project, prompts, model, n, sampling, candidates, overlap)
     print(json.dumps(summary))
 
 
@@ -71,6 +74,9 @@ def serve(
 
     if not 1 <= port <= 65535:
         raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
+    from adaptlab.cli.common import check_can_listen
+
+    check_can_listen(host, port)
     connect(project).close()  # not a project: one line, before the web stack loads
     import uvicorn
 

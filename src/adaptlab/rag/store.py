@@ -61,6 +61,8 @@ class VectorStore(Protocol):
 def open_store(location: str | Path) -> VectorStore:
     """``postgresql://...`` -> PostgreSQL + pgvector; anything else is a LanceDB directory."""
     location = str(location)
+    if not location.strip():
+        raise AdaptlabError("--store is empty; give a directory (LanceDB) or a postgresql:// URL")
     if location.startswith(("postgresql://", "postgres://")):
         from adaptlab.rag.pgvector_store import PgVectorStore
 

@@ -191,6 +191,8 @@ def _need_text(value, where: str, key: str) -> None:
 def split_preferences(pairs: list[Pair], source: str, *, seed: int = 0, test: float = 0.2, val: float = 0.1,
                       train_size: int | None = None) -> PreferenceSplit:
     """Hold out whole prompts (groups) for test and validation."""
+    if train_size is not None and (isinstance(train_size, bool) or not isinstance(train_size, int) or train_size < 1):
+        raise AdaptlabError(f"--train-size must be a whole number of at least 1, not {train_size!r}")
     groups = sorted({p.group for p in pairs})
     if len(groups) < 5:
         raise AdaptlabError(f"'{source}' has {len(groups)} prompts; at least 5 are needed to hold some out")
