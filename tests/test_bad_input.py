@@ -94,6 +94,19 @@ CASES = {
     "annotator name with a newline": (["feedback", "add-annotator", f"{W}/project", "bob\nsmith"], "printable characters"),
     "invalid base url": (["feedback", "add-annotator", f"{W}/project", "carol", "--base-url", "nowhere"], "--base-url must look like"),
     "serve =PATH": (["serve", f"={W}/lora"], "name"),
+    # found by the project's own sweep (benchmarks/bad_input_sweep.py)
+    "typer usage error": (["train", "lora", "--epochs", "many"], "(see 'adaptlab train lora --help')"),
+    "unknown option": (["compare", "--bogus"], "No such option: --bogus"),
+    "compare device foo": (["compare", "--data", f"{W}/data.csv", *SMALL, "--device", "foo"], "--device must be cpu, cuda"),
+    "config is a directory": (["train", "lora", "--data", f"{W}/data.csv", "--config", ""], "is a directory"),
+    "temperature nan": (["generate", "--temperature", "nan", "hi"], "--temperature must be a number >= 0"),
+    "generate seed -1": (["generate", "--seed", "-1", "hi"], "--seed must be a whole number"),
+    "preference train size 0": (["rlhf", "dpo", "--data", f"{W}/prefs.jsonl", "--train-size", "0"], "--train-size must be"),
+    "rag eval answers -1": (["rag", "eval", "--queries", f"{W}/prefs.jsonl", "--answers", "-1"], "--answers must be >= 0"),
+    "feedback serve unknown host": (["feedback", "serve", f"{W}/project", "--host", "nowhere.invalid"], "cannot listen on"),
+    "batch window nan": (["serve", f"{W}/lora", "--batch-window-ms", "nan"], "--batch-window-ms must be >= 0"),
+    "empty store": (["rag", "search", "eiffel", "--store", ""], "--store is empty"),
+    "feedback new top-p nan": (["feedback", "new", f"{W}/new-project", "--candidates", f"{W}/c.jsonl", "--top-p", "nan"], "--top-p must be in"),
 }
 
 
