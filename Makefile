@@ -42,6 +42,8 @@ bench: install
 	$(PY) benchmarks/sft.py
 	$(PY) benchmarks/compare_generation.py --preset quick
 	$(PY) benchmarks/compare_generation.py --preset standard
+	$(PY) benchmarks/compare_tuned.py
+	$(PY) benchmarks/bad_input_sweep.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

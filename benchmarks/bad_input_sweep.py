@@ -11,7 +11,7 @@ strategies are swept once, on `train lora`), each bad value in ``BAD_VALUES`` re
   right for some values ("x" is a fine --system prompt) and is listed for review;
 - other: any other exit code or a longer message.
 
-    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 30] [--commands data,predict]
+    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 30] [--commands data,predict [--update]]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _common import save
+from _common import RESULTS, save
 
 BAD_VALUES = ("-1", "0", "nan", "x", "")
 ADAPTLAB = str(Path(sys.executable).with_name("adaptlab"))
@@ -170,11 +170,30 @@ def run_case(number: int, case: tuple, root: Path, timeout: float) -> dict:
             "message": (lines[-1] if lines else "")[:200]}
 
 
+OUTCOMES = ("clean_refusal", "traceback", "damaged", "accepted", "other")
+
+
+def summary(results: list[dict], seconds: float) -> dict:
+    counts = {key: sum(r["outcome"] == key for r in results) for key in OUTCOMES}
+    commands = sorted({r["command"] for r in results})
+    return {
+        "cases": len(results), "commands": len(commands), "bad_values": list(BAD_VALUES),
+        "clean_refusals": counts["clean_refusal"], "tracebacks": counts["traceback"], "damaged": counts["damaged"],
+        "accepted": counts["accepted"], "other": counts["other"], "seconds": seconds,
+        "by_command": {c: {k: sum(r["command"] == c and r["outcome"] == k for r in results) for k in OUTCOMES} for c in commands},
+        "problems": [r for r in results if r["outcome"] in ("traceback", "damaged", "other")],
+        "accepted_cases": [r for r in results if r["outcome"] == "accepted"],
+        "rows": results,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=30)
     parser.add_argument("--commands", help="comma-separated subset, e.g. 'data,predict' (default: every command)")
+    parser.add_argument("--update", action="store_true", help="with --commands: re-run those commands' cases and "
+                        "replace their rows in results/bad_input_sweep.json (the other commands' rows stay)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="adaptlab-sweep-"))
     os.environ["ADAPTLAB_CACHE"] = str(root / "cache")
@@ -183,17 +202,23 @@ def main() -> None:
         bases = {name: base for name, base in bases.items() if name in {c.strip() for c in args.commands.split(",")}}
     todo = cases(bases)
     print(f"{len(todo)} cases over {len(bases)} commands", flush=True)
-    started = time.perf_counter()
+    started, finished = time.perf_counter(), []
+
+    def one(item):
+        result = run_case(item[0], item[1], root, args.timeout)
+        finished.append(result)
+        if len(finished) % 50 == 0:
+            print(f"{len(finished)}/{len(todo)} cases", flush=True)
+        return result
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda item: run_case(item[0], item[1], root, args.timeout), enumerate(todo)))
-    counts = {key: sum(r["outcome"] == key for r in results) for key in ("clean_refusal", "traceback", "damaged", "accepted", "other")}
-    save("bad_input_sweep" if not args.commands else "bad_input_sweep_subset", {
-        "cases": len(results), "commands": len(bases), "bad_values": list(BAD_VALUES),
-        "clean_refusals": counts["clean_refusal"], "tracebacks": counts["traceback"], "damaged": counts["damaged"],
-        "accepted": counts["accepted"], "other": counts["other"], "seconds": round(time.perf_counter() - started, 1),
-        "problems": [r for r in results if r["outcome"] in ("traceback", "damaged", "other")],
-        "accepted_cases": [r for r in results if r["outcome"] == "accepted"],
-    })
+        results = list(pool.map(one, enumerate(todo)))
+    seconds = round(time.perf_counter() - started, 1)
+    if args.update:  # replace these commands' rows in the full sweep's file, keep every other command's
+        earlier = json.loads((RESULTS / "bad_input_sweep.json").read_text())
+        kept = [r for r in earlier["rows"] if r["command"] not in bases]
+        results, seconds = kept + results, earlier["seconds"]
+    save("bad_input_sweep" if not args.commands or args.update else "bad_input_sweep_subset", summary(results, seconds))
     shutil.rmtree(root, ignore_errors=True)
 
 
