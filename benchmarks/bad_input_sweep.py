@@ -170,6 +170,16 @@ def run_case(number: int, case: tuple, root: Path, timeout: float) -> dict:
             "message": (lines[-1] if lines else "")[:200]}
 
 
+def earlier_rows(earlier: dict, every_case: list) -> list[dict]:
+    """The stored sweep's rows; a file written before rows were kept lists only its problems and accepted cases,
+    so every other case of the same sweep was a clean refusal."""
+    if "rows" in earlier:
+        return earlier["rows"]
+    listed = {(r["command"], r["option"], r["value"]): r for r in earlier["problems"] + earlier["accepted_cases"]}
+    return [listed.get((c, o, v), {"command": c, "option": o, "value": v, "outcome": "clean_refusal", "exit": 2, "message": ""})
+            for c, o, v, _ in every_case]
+
+
 OUTCOMES = ("clean_refusal", "traceback", "damaged", "accepted", "other")
 
 
@@ -198,6 +208,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="adaptlab-sweep-"))
     os.environ["ADAPTLAB_CACHE"] = str(root / "cache")
     bases = workspace(root)
+    every_case = cases(bases)
     if args.commands:
         bases = {name: base for name, base in bases.items() if name in {c.strip() for c in args.commands.split(",")}}
     todo = cases(bases)
@@ -216,7 +227,7 @@ def main() -> None:
     seconds = round(time.perf_counter() - started, 1)
     if args.update:  # replace these commands' rows in the full sweep's file, keep every other command's
         earlier = json.loads((RESULTS / "bad_input_sweep.json").read_text())
-        kept = [r for r in earlier["rows"] if r["command"] not in bases]
+        kept = [r for r in earlier_rows(earlier, every_case) if r["command"] not in bases]
         results, seconds = kept + results, earlier["seconds"]
     save("bad_input_sweep" if not args.commands or args.update else "bad_input_sweep_subset", summary(results, seconds))
     shutil.rmtree(root, ignore_errors=True)
