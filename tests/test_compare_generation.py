@@ -17,7 +17,8 @@ import pytest
 
 from conftest import default_sigint, write_jsonl
 
-from adaptlab.compare.plan import ComparePlan, ModelInfo, Run, compare_plan, infer_task
+from adaptlab.compare.plan import ComparePlan, ModelInfo, Run, compare_plan
+from adaptlab.data.generation import infer_task
 from adaptlab.config import DataConfig, GenerationDataConfig
 from adaptlab.errors import AdaptlabError
 

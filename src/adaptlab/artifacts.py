@@ -69,8 +69,7 @@ def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path]
             "versions": library_versions(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        manifest = json.loads(json.dumps(manifest))  # as it will be read back (tuples become lists)
-        manifest[MANIFEST_CHECKSUM] = _manifest_digest(manifest)
+        manifest = seal_manifest(json.loads(json.dumps(manifest)))  # as it will be read back (tuples become lists)
         write_json(tmp / MANIFEST, manifest)
     return manifest
 
@@ -111,6 +110,12 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
             if _sha256(file) != expected:
                 raise AdaptlabError(f"artifact '{directory}': '{name}' does not match its checksum; the file was changed or damaged")
     return manifest
+
+
+def seal_manifest(manifest: dict) -> dict:
+    """The manifest with its own checksum set: what ``write_artifact`` stores. The checksums catch accidents and
+    edits, not a forger (nothing is secret), so loading also refuses what is unsafe whatever the manifest says."""
+    return {**manifest, MANIFEST_CHECKSUM: _manifest_digest(manifest)}
 
 
 def _manifest_digest(manifest: dict) -> str:

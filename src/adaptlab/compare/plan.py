@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaptlab.config import DataConfig, GenerationDataConfig, check_keys, parse_yaml, read_yaml
+from adaptlab.data.generation import infer_task
 from adaptlab.errors import AdaptlabError
 
 
@@ -321,28 +322,6 @@ class ComparePlan:
 
 PLAN_KEYS = {"data", "task", "preset", "models", "strategies", "seeds", "epochs", "params", "metric", "documents",
              "preferences", "output", "device", "tune"}
-
-
-def infer_task(source: str) -> str:
-    """generation for a named generation task or a table with ``messages`` or ``prompt``/``completion``
-    columns; classification otherwise (a Hub id needs ``--task generation`` to be read as generation data)."""
-    from pathlib import Path
-
-    from adaptlab.data.generation import NAMED_TASKS
-
-    if source in NAMED_TASKS:
-        return "generation"
-    path = Path(source).expanduser()
-    if path.is_file():
-        from adaptlab.data.loaders import read_table
-
-        try:
-            columns = set(read_table(path, need="one example per row")[0].columns)
-        except AdaptlabError:
-            return "classification"  # the classification loader reports what is wrong with the file
-        if "messages" in columns or {"prompt", "completion"} <= columns:
-            return "generation"
-    return "classification"
 
 
 def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> ComparePlan:

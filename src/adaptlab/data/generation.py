@@ -267,3 +267,23 @@ def _messages(value, where: str) -> list[dict]:
     if not any(t["role"] == "assistant" for t in turns):
         raise AdaptlabError(f"{where}: the conversation has no assistant turn to learn from; add one or remove the row")
     return turns
+
+
+def infer_task(source: str) -> str:
+    """generation for a named generation task or a table with ``messages`` or ``prompt``/``completion``
+    columns; classification otherwise (a Hub id needs ``--task generation`` to be read as generation data)."""
+    from pathlib import Path
+
+    if source in NAMED_TASKS:
+        return "generation"
+    path = Path(source).expanduser()
+    if path.is_file():
+        from adaptlab.data.loaders import read_table
+
+        try:
+            columns = set(read_table(path, need="one example per row")[0].columns)
+        except AdaptlabError:
+            return "classification"  # the classification loader reports what is wrong with the file
+        if "messages" in columns or {"prompt", "completion"} <= columns:
+            return "generation"
+    return "classification"
