@@ -98,7 +98,7 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
     if manifest.get("format_version", 1) == 1:
         manifest = _upgrade_v1(manifest)
     for key, (kind, holds) in _SHAPE.items():
-        if key in manifest and not isinstance(manifest[key], kind) or key in ("strategy", "base_model") and key not in manifest:
+        if (key in manifest and not isinstance(manifest[key], kind)) or (key in ("strategy", "base_model") and key not in manifest):
             raise AdaptlabError(f"'{path}': '{key}' must be {holds} ({kind.__name__}); the manifest is damaged, re-train")
     if not isinstance(manifest["base_model"].get("name"), str):
         raise AdaptlabError(f"'{path}': 'base_model' has no name; the manifest is damaged, re-train")

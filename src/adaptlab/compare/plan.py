@@ -176,10 +176,6 @@ class ComparePlan:
                 raise AdaptlabError("--tune is for classification comparisons (generation entries keep their settings)")
         elif self.documents or self.preferences or self.metric != "rouge_l":
             raise AdaptlabError("--documents, --preferences and --metric are for generation tasks (--task generation)")
-        else:
-            from adaptlab.compare.tuning import tuning_settings
-
-            tuning_settings(self.tune, PRESETS[self.preset].tune if self.preset in PRESETS else 0, ENTRIES)
         if self.device is not None:
             from adaptlab.runtime import Runtime
 
@@ -188,6 +184,10 @@ class ComparePlan:
             raise AdaptlabError("--output is empty; give a directory for the comparison (or leave it out)")
         if self.preset not in PRESETS:
             raise AdaptlabError(f"--preset must be one of {', '.join(PRESETS)}, not '{self.preset}'")
+        if self.task == "classification":
+            from adaptlab.compare.tuning import tuning_settings
+
+            tuning_settings(self.tune, PRESETS[self.preset].tune, ENTRIES)
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise AdaptlabError(f"--seeds must be a positive integer, not {self.seeds!r}")
         if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):

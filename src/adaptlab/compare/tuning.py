@@ -157,6 +157,7 @@ def _objective(trial, strategy: str, params: dict, space: dict, train, val, dire
         raise
     finally:  # interrupted or not, the attempt's time counts
         trial.set_user_attr("seconds", round(time.perf_counter() - started, 2))
+        trial.set_user_attr("settled", settled)
         if settled:
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(out.parent / f"{out.name}.work", ignore_errors=True)
@@ -190,12 +191,14 @@ def _finished(study) -> int:
 
 def _requeue_interrupted(study) -> None:
     """A trial cut short (Ctrl-C: failed; kill -9: left running) is queued again with the same settings, so it
-    continues from its checkpoint, unless those settings already finished or wait in the queue."""
+    continues from its checkpoint, unless those settings already finished or wait in the queue. A trial whose
+    settings were refused is settled: it is not run again."""
     from optuna.trial import TrialState
 
     settled = [t.params for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING)]
     for trial in study.trials:
-        if trial.state in (TrialState.RUNNING, TrialState.FAIL) and trial.params and trial.params not in settled:
+        if (trial.state in (TrialState.RUNNING, TrialState.FAIL) and not trial.user_attrs.get("settled")
+                and trial.params and trial.params not in settled):
             study.enqueue_trial(trial.params)
             settled.append(trial.params)
 

@@ -58,14 +58,15 @@ class MicroBatcher:
             self.concurrent = len(batch) > 1
             try:
                 await self._forward(batch)
-            except Exception as exc:  # the worker goes on; when the pass held several requests, each runs alone,
-                for item, future in batch if len(batch) > 1 else ():  # so only the request that fails gets an error
+            except Exception as exc:  # the worker goes on
+                if len(batch) == 1:
+                    _fail(batch[0][1], exc)
+                    continue
+                for item, future in batch:  # each request alone, so only the one that fails gets an error
                     try:
                         await self._forward([(item, future)])
                     except Exception as single_error:
                         _fail(future, single_error)
-                if len(batch) == 1:
-                    _fail(batch[0][1], exc)
 
     async def _forward(self, batch: list) -> None:
         """One forward pass over every text of ``batch``; each request's future gets its rows."""
