@@ -91,3 +91,41 @@ def test_compare_tune_from_the_cli_reports_trials_and_cost(tiny_bert, tmp_path, 
     assert "<h2>Tuning</h2>" in page and "trial 0 is the entry's default" in page
     code, _, err = cli("compare", "--data", data, "--models", tiny_bert, "--tune", "-2", "-o", tmp_path / "d")
     assert code == 2 and "--tune must be a whole number" in err
+
+
+def test_a_step_budget_gives_small_many_class_data_more_epochs_within_threefold():
+    from adaptlab.methods import get_strategy
+
+    lora = lambda **kw: get_strategy("lora")(epochs=3, batch_size=32, **kw)
+    assert lora().planned_epochs(1000, 11) == 3  # no budget: --epochs as given
+    budget = lora(steps_per_class=40)
+    assert budget.planned_epochs(1000, 2) == 3  # 96 steps already cover 80
+    assert budget.planned_epochs(1000, 4) == 5  # 160 steps: 32 per epoch
+    assert budget.planned_epochs(1000, 11) == 9  # 440 wanted, capped at three times --epochs
+    assert budget.planned_epochs(4000, 11) == 4
+    assert lora(steps_per_class=40, grad_accum=4).planned_epochs(1000, 2) == 9  # optimiser steps, not batches
+
+
+def test_the_step_budget_reaches_training_the_plan_and_the_tuning(tiny_bert, toy_splits, tmp_path, monkeypatch):
+    import adaptlab.runner
+    from adaptlab.compare.run import _model_info
+    from adaptlab.runner import train
+
+    manifest = train("lora", toy_splits, tmp_path / "a", model=str(tiny_bert), epochs=1, batch_size=8, steps_per_class=30,
+                     progress=False).manifest
+    per_epoch = -(-len(toy_splits.train) // 8)
+    expected = min(3, -(-30 * 2 // per_epoch))
+    assert expected > 1 and manifest["training"]["epochs_planned"] == expected == manifest["training"]["epochs_run"]
+
+    data = DataConfig(source=str(write_csv(tmp_path / "toy.csv", sentiment_rows(30))), train_size=40, val_size=6, test_size=10)
+    plan = lambda **kw: ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora", "features-logreg"], **kw)
+    runs = {run.entry: run.params for run in plan().runs(_model_info([str(tiny_bert)]))}
+    assert runs["lora"]["steps_per_class"] == 40 and "steps_per_class" not in runs["features-logreg"]
+    assert "steps_per_class" not in plan(epochs=2).runs(_model_info([str(tiny_bert)]))[0].params  # --epochs is exact
+
+    seen, original = [], adaptlab.runner.train
+    monkeypatch.setattr(adaptlab.runner, "train", lambda *a, **p: seen.append(p) or original(*a, **p))
+    params = {"model": str(tiny_bert), "epochs": 1, "batch_size": 8, "steps_per_class": 30}
+    tune("lora", params, {"lr": [1e-4, 1e-2], "epochs": [1, 3]}, 2, toy_splits.train, toy_splits.val, tmp_path / "t")
+    assert seen[0]["epochs"] == expected  # trial 0: the epochs the untuned run plans
+    assert all(p["steps_per_class"] is None for p in seen)  # a tuned epoch count is not raised again

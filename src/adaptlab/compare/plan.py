@@ -73,6 +73,8 @@ class Preset:
     draws: int  # few-shot demonstration draws (best on validation kept)
     max_length: int | None  # token cap for every model (None: the model's, at most 256)
     tune: int  # trials per gradient entry (``--tune``; 0: the entries' own settings, untuned)
+    #: small data, many classes: more epochs (up to 3x) until each class has this many optimiser steps
+    steps_per_class: int = 40
 
 
 PRESETS = {
@@ -257,6 +259,8 @@ class ComparePlan:
                 params = {**entry.params, "model": model, "progress": True}
                 if entry.epochs:
                     params["epochs"] = self.epochs or (preset.head_epochs if entry.strategy == "head" else preset.epochs)
+                    if self.epochs is None:  # an explicit --epochs is taken as it is
+                        params["steps_per_class"] = preset.steps_per_class
                 if entry.strategy == "icl" and entry.params.get("k"):
                     params["draws"] = preset.draws
                 strategy = get_strategy(entry.strategy)

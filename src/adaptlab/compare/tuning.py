@@ -118,8 +118,9 @@ def tune(strategy: str, params: dict, space: dict[str, list], trials: int, train
                                 # a few trials: half spread at random (seeded), the rest where TPE expects the best
                                 sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=min(10, max(2, trials // 2))),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
-    if not study.trials:  # the entry's own settings first (those inside the space)
+    if not study.trials:  # the entry's own settings first (those inside the space), epochs as the run would plan them
         own = entry_defaults(strategy, params)
+        own["epochs"] = _planned_epochs(strategy, params, train)
         study.enqueue_trial({name: own[name] for name, (low, high) in space.items() if low <= own[name] <= high})
     _requeue_interrupted(study)
     remaining = trials - _finished(study)
@@ -127,6 +128,18 @@ def tune(strategy: str, params: dict, space: dict[str, list], trials: int, train
         study.optimize(lambda trial: _objective(trial, strategy, params, space, train, val, directory), n_trials=remaining,
                        catch=(AdaptlabError,))
     return summarise_study(study)
+
+
+def tuned_params(params: dict, chosen: dict) -> dict:
+    """An entry's settings with a trial's (or the best trial's) values: a tuned epoch count is taken as it is,
+    not raised again by the preset's step budget."""
+    return {**params, **chosen, **({"steps_per_class": None} if "epochs" in chosen else {})}
+
+
+def _planned_epochs(strategy: str, params: dict, train) -> int:
+    from adaptlab.methods import get_strategy
+
+    return get_strategy(strategy)(**params).planned_epochs(len(train), len(train.label_names))
 
 
 def _objective(trial, strategy: str, params: dict, space: dict, train, val, directory: Path) -> float:
@@ -149,7 +162,7 @@ def _objective(trial, strategy: str, params: dict, space: dict, train, val, dire
     try:
         # the validation split stands in for the test split: the trial never receives the real one
         result = train_strategy(strategy, Splits(train, val, val, seed=0), out, overwrite=True,
-                                **{**params, **chosen, "progress": False, "callbacks": [_pruning_callback(trial)]},
+                                **{**tuned_params(params, chosen), "progress": False, "callbacks": [_pruning_callback(trial)]},
                                 **({"resume": True} if resume else {}))
         settled = True
     except (optuna.TrialPruned, AdaptlabError):

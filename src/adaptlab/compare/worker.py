@@ -21,6 +21,7 @@ GENERATION_STRATEGIES = ("prompting", "rag", "sft", "dpo")  # the generation lad
 
 
 def run(run_dir: Path) -> dict:
+    from adaptlab.compare.tuning import tuned_params
     from adaptlab.config import DataConfig
     from adaptlab.jobs import work_dir
     from adaptlab.methods import get_strategy
@@ -34,7 +35,7 @@ def run(run_dir: Path) -> dict:
     started = time.perf_counter()
     splits = DataConfig(**spec["data"]).load()
     tuning = _tune(spec, splits, run_dir.parent / "tuning") if spec.get("tune") else None
-    params = dict(spec["params"], **(tuning["best"] if tuning else {}), seed=spec["seed"])
+    params = {**(tuned_params(spec["params"], tuning["best"]) if tuning else spec["params"]), "seed": spec["seed"]}
     artifact = run_dir / "artifact"
     if "resume" in get_strategy(spec["strategy"]).param_names() and (work_dir(artifact) / "checkpoints" / "last.ckpt").exists():
         params["resume"] = True

@@ -88,9 +88,10 @@ class _EpochTimer(Callback):
 
 
 def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingOptions, workdir: Path,
-               runtime: Runtime, objective: str = "classification") -> FitReport:
-    """Train ``model`` in place in ``workdir`` (the job's); on return it holds the best weights by the
-    objective's validation metric (accuracy for classifiers, loss for causal LMs)."""
+               runtime: Runtime, objective: str = "classification", epochs: int | None = None) -> FitReport:
+    """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
+    it holds the best weights by the objective's validation metric (accuracy for classifiers, loss for causal LMs)."""
+    epochs = epochs or options.epochs
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
@@ -117,7 +118,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     elif options.logger == "tensorboard":
         logger = L.pytorch.loggers.TensorBoardLogger(workdir, name="logs", version="")
     trainer = L.Trainer(
-        max_epochs=options.epochs,
+        max_epochs=epochs,
         **options.lightning_devices(runtime),
         strategy=options.strategy,
         num_nodes=options.num_nodes,
@@ -137,7 +138,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     if options.resume and last.exists():
         ckpt_path = str(last)
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
-        stderr.print(f"resuming from {last} (epoch {resumed_from} of {options.epochs})")
+        stderr.print(f"resuming from {last} (epoch {resumed_from} of {epochs})")
     earlier_rows = _log_rows_before(training_log_path(workdir), resumed_from) if resumed_from and options.logger == "csv" else []
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
