@@ -141,11 +141,16 @@ def test_search_finds_the_right_document_with_the_real_embedder(corpus, tmp_path
     assert code == 0, err
     assert "5 added" in out
     code, out, _ = cli("rag", "search", "When was the tower in Paris finished?", "--store", tmp_path / "store", "-k", "3", "--json")
-    hits = [json.loads(line) for line in out.splitlines()]
+    hits = json.loads(out)["hits"]
     assert Path(hits[0]["source"]).name == "eiffel.txt" and "1889" in hits[0]["text"]
     assert all(0 <= h["score"] <= 1 for h in hits) and hits[0]["score"] > hits[1]["score"] >= hits[2]["score"]
     code, out, _ = cli("rag", "search", "which planet is red", "--store", tmp_path / "store", "-k", "1", "--json")
-    assert json.loads(out)["locator"] == "mars"
+    assert json.loads(out)["hits"][0]["locator"] == "mars"
+    for mode in ("bm25", "hybrid"):  # a rare exact term: found by words alone, and by the fusion
+        code, out, err = cli("rag", "search", "iron oxide", "--store", tmp_path / "store", "-k", "2", "--retrieval", mode, "--json")
+        assert code == 0, err
+        reply = json.loads(out)
+        assert reply["retrieval"] == mode and reply["hits"][0]["locator"] == "mars"
 
 
 def test_corrupt_documents_are_skipped_and_reported(corpus, tmp_path, cli, tiny_bert):
@@ -328,3 +333,76 @@ def test_pgvector_and_lancedb_return_the_same_ranking_and_scores(pgvector_url, c
         index.update([str(corpus)])
         results.append([(h.chunk.id, round(h.score, 4)) for h in index.search("a planet and its moon", 5)])
     assert results[0] == results[1]
+
+
+# -- retrieval modes and filters -----------------------------------------------------------------------------
+def test_reciprocal_rank_fusion_matches_hand_computed_scores():
+    from adaptlab.rag.retrieval import Retrieval, parse_filters, reciprocal_rank_fusion
+    from adaptlab.rag.store import ChunkRow, Hit
+
+    hit = lambda name: Hit(0.0, ChunkRow(name, "s", "", "", 0, 0, 1, name))
+    dense, words = [hit("a"), hit("b"), hit("c")], [hit("c"), hit("d")]
+    fused = reciprocal_rank_fusion([dense, words], [1.0, 1.0], k=4)
+    assert [h.chunk.id for h in fused] == ["c", "a", "b", "d"]  # c: 1/63 + 1/61 beats a: 1/61
+    assert fused[0].score == pytest.approx(1 / 63 + 1 / 61) and fused[3].score == pytest.approx(1 / 62)
+    assert [h.chunk.id for h in reciprocal_rank_fusion([dense, words], [1.0, 0.0], k=2)] == ["a", "b"]  # weight 0: dense alone
+    assert parse_filters(["topic=Science", "source=a=b.md"]) == (("topic", "Science"), ("source", "a=b.md"))
+    for bad, needle in ((["topic"], "must be FIELD=VALUE"), (["a=1", "a=2"], "more than once")):
+        with pytest.raises(AdaptlabError, match=needle):
+            parse_filters(bad)
+    for kwargs, needle in (({"mode": "sparse"}, "--retrieval must be one of"), ({"bm25_weight": -1}, "--bm25-weight"),
+                           ({"mode": "hybrid", "dense_weight": 0, "bm25_weight": 0}, "both 0")):
+        with pytest.raises(AdaptlabError, match=needle):
+            Retrieval(**kwargs)
+
+
+def check_modes_and_filters(store, corpus, model):
+    """BM25 finds a rare exact term; filters on a column and on a JSONL field apply before the top-k is cut."""
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.retrieval import Retrieval
+
+    (corpus / "more.jsonl").write_text(
+        '{"id": "venus", "text": "Venus is the hottest planet.", "topic": "astronomy", "year": 1962}\n'
+        '{"id": "lava", "text": "Basalt forms when lava cools quickly.", "topic": "geology"}\n')
+    index = RagIndex(store, model=model, chunk_size=32, chunk_overlap=4, progress=False)
+    index.update([str(corpus)])
+    top = lambda query, **kw: [h.chunk.locator or Path(h.chunk.source).name for h in index.search(query, 3, Retrieval(**kw))]
+    assert top("photosynthesis sunlight", mode="bm25")[0] == "page 1"
+    assert top("photosynthesis sunlight", mode="hybrid")[0] == "page 1"
+    assert top("planet", mode="bm25", where=(("topic", "astronomy"),)) == ["venus"]
+    assert top("planet", mode="dense", where=(("topic", "geology"),)) == ["lava"]
+    assert top("planet", mode="hybrid", where=(("year", "1962"),)) == ["venus"]
+    assert set(top("anything", mode="dense", where=(("source", str(corpus / "cats.md")),))) == {"cats.md"}
+    assert top("planet", mode="bm25", where=(("topic", "nothing"),)) == []
+    return index
+
+
+def test_bm25_hybrid_and_filters_on_lancedb(corpus, tmp_path, tiny_bert):
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.retrieval import Retrieval
+
+    index = check_modes_and_filters(str(tmp_path / "store"), corpus, str(tiny_bert))
+    index.store._chunk_table().drop_columns(["metadata"])  # a store built before record fields were kept
+    old = RagIndex(str(tmp_path / "store"), progress=False)
+    assert old.search("cats", 1, Retrieval(where=(("title", "Cats"),)))[0].chunk.title == "Cats"
+    with pytest.raises(AdaptlabError, match="built before record fields were kept"):
+        old.search("planet", 1, Retrieval(where=(("topic", "astronomy"),)))
+
+
+def test_pgvector_text_search_and_filters(pgvector_url, corpus, tiny_bert):
+    check_modes_and_filters(pgvector_url + "#modes", corpus, str(tiny_bert))
+
+
+def test_rag_eval_measures_modes_side_by_side_and_bad_options_exit_2(cli, tmp_path):
+    squad = tiny_squad(tmp_path / "squad.json")
+    code, out, err = cli("rag", "eval", "--squad", squad, "--output", tmp_path / "eval", "--retrieval", "bm25",
+                         "--retrieval", "hybrid", "--retrieval", "dense", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["mode"] == "bm25" and list(summary["modes"]) == ["bm25", "hybrid", "dense"]
+    assert all(scores["retrieval"]["hit@1"] == 1.0 for scores in summary["modes"].values())
+    assert "| hybrid |" in (tmp_path / "eval" / "results.md").read_text()
+    for args, needle in ((["--retrieval", "sparse"], "--retrieval must be one of"), (["--where", "topic"], "FIELD=VALUE"),
+                         (["--dense-weight", "-1", "--retrieval", "hybrid"], "--dense-weight must be")):
+        code, _, err = cli("rag", "search", "x", "--store", tmp_path / "eval" / "store", *args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

@@ -309,6 +309,7 @@ def test_rag_ask_route(tmp_path, tiny_bert, tiny_llama):
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "eiffel.txt").write_text("The Eiffel Tower was completed in 1889.")
+    (tmp_path / "docs" / "honey.txt").write_text("Sealed honey never spoils.")
     RagIndex(tmp_path / "store", model=str(tiny_bert), progress=False).update([str(tmp_path / "docs")])
     registry = load_registry({}, [str(tiny_llama)], str(tmp_path / "store"), "cpu")
     with TestClient(create_app(registry)) as test_client:
@@ -317,6 +318,15 @@ def test_rag_ask_route(tmp_path, tiny_bert, tiny_llama):
         with test_client.stream("POST", "/v1/rag/ask", json={"question": "When?", "k": 1, "max_new_tokens": 4, "stream": True}) as stream:
             events = [line for line in stream.iter_lines() if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]" and "sources" in json.loads(events[-2][6:])
+        for retrieval in ("bm25", "hybrid"):  # the words of the question find the honey file, by BM25 or fused
+            reply = test_client.post("/v1/rag/ask", json={"question": "Does honey spoil?", "k": 1, "max_new_tokens": 2,
+                                                          "retrieval": retrieval}).json()
+            assert Path(reply["sources"][0]["source"]).name == "honey.txt"
+        honey = str(tmp_path / "docs" / "honey.txt")
+        reply = test_client.post("/v1/rag/ask", json={"question": "When was the tower completed?", "k": 2, "max_new_tokens": 2,
+                                                      "where": {"source": honey}}).json()
+        assert [s["source"] for s in reply["sources"]] == [honey]
+        assert test_client.post("/v1/rag/ask", json={"question": "x", "retrieval": "sparse"}).status_code == 422
 
 
 def test_allocator_thresholds_are_set_where_the_c_library_is_glibc():

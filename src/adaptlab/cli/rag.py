@@ -15,6 +15,16 @@ from adaptlab.errors import AdaptlabError
 rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
 
 StoreOpt = Annotated[str, typer.Option("--store", help="Vector store: a LanceDB directory, or a postgresql:// URL (pgvector).")]
+RetrievalOpt = Annotated[str, typer.Option("--retrieval", help="dense (by meaning), bm25 (by words) or hybrid (both, fused by reciprocal rank).")]
+DenseWeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the dense ranking in the fusion.")]
+Bm25WeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the BM25 ranking in the fusion.")]
+WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Only chunks whose FIELD equals VALUE (source, title, locator or a JSONL field such as topic); repeat to combine.", metavar="FIELD=VALUE")]
+
+
+def _retrieval(mode: str, dense_weight: float, bm25_weight: float, where: list[str] | None):
+    from adaptlab.rag.retrieval import Retrieval, parse_filters
+
+    return Retrieval(mode, dense_weight, bm25_weight, parse_filters(where))
 
 
 @rag_app.command("index")
@@ -49,16 +59,22 @@ def rag_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     store: StoreOpt = "rag-store",
     k: Annotated[int, typer.Option("-k", "--k", help="How many chunks.")] = 5,
+    retrieval: RetrievalOpt = "dense",
+    dense_weight: DenseWeightOpt = 1.0,
+    bm25_weight: Bm25WeightOpt = 1.0,
+    where: WhereOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank chunks by similarity to QUERY; score = (1 + cosine) / 2, in [0, 1]."""
+    """Rank chunks for QUERY. Scores: dense (1 + cosine) / 2 in [0, 1]; bm25 the BM25 score; hybrid the fused
+    reciprocal-rank score (higher is better in each, comparable only within one mode)."""
     from adaptlab.rag import RagIndex
     from adaptlab.rag.store import describe
 
-    hits = RagIndex(existing_store(store), progress=False).search(query, k)
-    if as_json:
-        for hit in hits:
-            print(json.dumps(describe(hit), ensure_ascii=False))
+    settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
+    hits = RagIndex(existing_store(store), progress=False, retrieval=settings).search(query, k)
+    if as_json:  # one JSON document on stdout, for tools
+        print(json.dumps({"query": query, "retrieval": settings.mode, "where": dict(settings.where),
+                          "hits": [describe(hit) for hit in hits]}, ensure_ascii=False))
         return
     table = Table()
     for column in ("#", "score", "source", "text"):
@@ -90,6 +106,10 @@ def rag_ask(
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks given to the model as context.")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.", metavar="")] = False,
+    retrieval: RetrievalOpt = "dense",
+    dense_weight: DenseWeightOpt = 1.0,
+    bm25_weight: Bm25WeightOpt = 1.0,
+    where: WhereOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.", metavar="")] = True,
@@ -103,7 +123,8 @@ def rag_ask(
 
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
     options.check()
-    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device)
+    settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
+    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
     answer, pieces = Answerer(index, model, device).stream(question, 0 if no_retrieval else k, options)
     if as_json or not stream:
         for _ in pieces:
@@ -135,6 +156,10 @@ def rag_eval(
     answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM for the answers.")] = "smollm2-135m",
+    retrieval: Annotated[Optional[list[str]], typer.Option("--retrieval", help="dense, bm25 or hybrid; repeat to measure several side by side (the first one answers).")] = None,
+    dense_weight: DenseWeightOpt = 1.0,
+    bm25_weight: Bm25WeightOpt = 1.0,
+    where: WhereOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<squad or queries file>-rag-eval).")] = None,
     device: DEVICE = None,
     as_json: JsonOpt = False,
@@ -147,27 +172,32 @@ def rag_eval(
         raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
     if answers < 0:
         raise AdaptlabError(f"--answers must be >= 0 (0: retrieval only), not {answers}")
+    modes = list(dict.fromkeys(retrieval or ["dense"]))
+    settings = _retrieval(modes[0], dense_weight, bm25_weight, where)
+    for mode in modes[1:]:
+        _retrieval(mode, dense_weight, bm25_weight, where)
     output = output or Path(default_output(squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
     if squad is not None:
-        index, query_list = index_squad(squad, output, store, device)
+        index, query_list = index_squad(squad, output, store, device, settings)
     else:
         query_list = load_queries(queries)
-        index = RagIndex(existing_store(store or "rag-store"), device=device)
+        index = RagIndex(existing_store(store or "rag-store"), device=device, retrieval=settings)
     if limit is not None:
         query_list = query_list[:limit]
-    result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device)
+    result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device, modes=modes)
     write_results(result, output)
-    summary = {key: result[key] for key in ("queries", "retrieval", "search_ms")}
+    summary = {key: result[key] for key in ("queries", "mode", "retrieval", "search_ms", "modes")}
     if "answers" in result:
         summary["answers"] = {mode: result["answers"][mode] for mode in ("rag", "closed_book")}
     if as_json:  # plain JSON on stdout, for tools; the human line goes to stderr
         print(json.dumps(summary, indent=2))
         err.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
         return
-    retrieval = ", ".join(f"{name} {value:.3f}" for name, value in result["retrieval"].items())
-    out.print(f"{result['queries']} questions: {retrieval}; search p50 {result['search_ms']['p50']:.1f} ms")
+    for mode, scores in result["modes"].items():
+        metrics = ", ".join(f"{name} {value:.3f}" for name, value in scores["retrieval"].items())
+        out.print(f"{result['queries']} questions, {mode}: {metrics}; search p50 {scores['search_ms']['p50']:.1f} ms")
     for mode, scores in summary.get("answers", {}).items():
         out.print(f"answers ({mode.replace('_', '-')}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")

@@ -51,8 +51,9 @@ class Answerer:
 
         self.index, self.generator = index, generator or Generator(model, device)
 
-    def retrieve(self, question: str, k: int) -> list[Hit]:
-        return [] if self.index is None or k == 0 else self.index.search(question, k)
+    def retrieve(self, question: str, k: int, retrieval=None) -> list[Hit]:
+        """The top ``k`` chunks (the index's retrieval, or ``retrieval``: an ``adaptlab.rag.retrieval.Retrieval``)."""
+        return [] if self.index is None or k == 0 else self.index.search(question, k, retrieval)
 
     def stream(self, question: str, k: int = 3, options=None, short: bool = False,
                hits: list[Hit] | None = None, launch=None) -> tuple[Answer, Iterator[str]]:

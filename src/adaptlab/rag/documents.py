@@ -12,7 +12,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -27,6 +27,7 @@ class Record:
     text: str
     title: str
     locator: str  # where in the file: "" (whole file), "page 3", "line 12", a JSONL id
+    metadata: dict = field(default_factory=dict)  # a JSONL row's other fields; a Wikipedia article's topic
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def _read_text(path: Path) -> str:
 
 def _wikipedia(path: Path) -> list[Record]:
     articles = json.loads(path.read_text(encoding="utf-8"))
-    return [Record(a["extract"], a.get("title") or key, key) for key, a in articles.items() if a.get("extract", "").strip()]
+    return [Record(a["extract"], a.get("title") or key, key, {f: a[f] for f in ("topic", "description") if a.get(f)})
+            for key, a in articles.items() if a.get("extract", "").strip()]
 
 
 def _jsonl(text: str, path: Path) -> list[Record]:
@@ -119,7 +121,8 @@ def _jsonl(text: str, path: Path) -> list[Record]:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise ValueError(f"line {number} needs a JSON object with a 'text' string")
         locator = str(row.get("id", f"line {number}"))
-        records.append(Record(row["text"], str(row.get("title") or f"{path.stem} {locator}"), locator))
+        extra = {key: value for key, value in row.items() if key not in ("text", "title", "id")}
+        records.append(Record(row["text"], str(row.get("title") or f"{path.stem} {locator}"), locator, extra))
     return records
 
 

@@ -8,6 +8,7 @@ live in unrelated spaces and the scores would silently mean nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.progress import progress_bar
 from adaptlab.rag.chunking import Chunker
 from adaptlab.rag.documents import find_sources, iter_records, under_roots
+from adaptlab.rag.retrieval import FUSION_DEPTH, Retrieval, reciprocal_rank_fusion
 from adaptlab.rag.store import ChunkRow, Hit, VectorStore, open_store
 
 FLUSH_CHUNKS = 512  # chunks embedded and written per store transaction
@@ -38,7 +40,8 @@ class IndexReport:
 
 class RagIndex:
     def __init__(self, store: str | Path | VectorStore, *, model: str | None = None, chunk_size: int | None = None,
-                 chunk_overlap: int | None = None, device: str | None = None, progress: bool = True) -> None:
+                 chunk_overlap: int | None = None, device: str | None = None, progress: bool = True,
+                 retrieval: Retrieval | None = None) -> None:
         from adaptlab.embeddings import Embedder
 
         for name, value, least in (("--chunk-size", chunk_size, 1), ("--chunk-overlap", chunk_overlap, 0)):
@@ -49,6 +52,7 @@ class RagIndex:
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.meta = self.store.read_meta()
         self.progress = progress
+        self.retrieval = retrieval or Retrieval()  # how search() finds chunks unless a call says otherwise
         if self.meta is None:
             self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
             size = 200 if chunk_size is None else chunk_size
@@ -116,6 +120,8 @@ class RagIndex:
                     pending = []
                 advance(1)
             self._flush(pending, report)
+        if report.chunks_written or report.removed:
+            self.store.build_text_index()  # BM25 statistics over the store as it is now
         report.seconds = time.perf_counter() - started
         return report
 
@@ -124,7 +130,8 @@ class RagIndex:
         for record in records:
             for position, chunk in enumerate(self.chunker.split(record.text)):
                 key = hashlib.sha256(f"{source}\0{record.locator}\0{position}\0{chunk.text}".encode()).hexdigest()[:32]
-                rows.append(ChunkRow(key, source, record.locator, record.title, position, chunk.start, chunk.end, chunk.text))
+                rows.append(ChunkRow(key, source, record.locator, record.title, position, chunk.start, chunk.end, chunk.text,
+                                     json.dumps(record.metadata, sort_keys=True, ensure_ascii=False, default=str)))
         return rows
 
     def _flush(self, pending, report: IndexReport) -> None:
@@ -146,14 +153,29 @@ class RagIndex:
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder.embed([text])[0]
 
-    def search(self, query: str, k: int = 5) -> list[Hit]:
+    def search(self, query: str, k: int = 5, retrieval: Retrieval | None = None) -> list[Hit]:
+        """The top ``k`` chunks for ``query`` the index's way (``retrieval``: this call's way instead)."""
         if not query.strip():
             raise AdaptlabError("the query is empty")
-        return self.search_vector(self.embed_query(query), k)
+        retrieval = retrieval or self.retrieval
+        vector = None if retrieval.mode == "bm25" else self.embed_query(query)
+        return self.retrieve(query, vector, k, retrieval)
 
-    def search_vector(self, vector: np.ndarray, k: int) -> list[Hit]:
+    def retrieve(self, query: str, vector: np.ndarray | None, k: int, retrieval: Retrieval | None = None) -> list[Hit]:
+        """``search`` with the query's vector already computed (evaluation embeds all questions in one batch)."""
+        retrieval = retrieval or self.retrieval
+        self._check_searchable(k)
+        where = retrieval.filters
+        if retrieval.mode == "dense":
+            return self.store.search(vector, k, where)
+        if retrieval.mode == "bm25":
+            return self.store.text_search(query, k, where)
+        depth = max(k, FUSION_DEPTH)
+        rankings = [self.store.search(vector, depth, where), self.store.text_search(query, depth, where)]
+        return reciprocal_rank_fusion(rankings, [retrieval.dense_weight, retrieval.bm25_weight], k)
+
+    def _check_searchable(self, k: int) -> None:
         if k < 1:
             raise AdaptlabError(f"-k must be at least 1, not {k}")
         if self.meta.get("dim") is None or self.store.count() == 0:
             raise AdaptlabError(f"store '{self.store.location}' is empty; run `adaptlab rag index PATH --store {self.store.location}` first")
-        return self.store.search(vector, k)

@@ -3,7 +3,9 @@
 ``--store postgresql://user:pass@host:5432/db`` uses tables ``adaptlab_chunks``, ``adaptlab_documents`` and
 ``adaptlab_meta``; append ``#name`` to keep several indexes in one database (tables ``name_chunks`` ...).
 Needs ``pip install 'psycopg[binary]'`` and the ``vector`` extension on the server (created if allowed).
-Scores are ``1 - distance / 2`` over pgvector's cosine distance (``<=>``), as in the LanceDB store.
+Scores are ``1 - distance / 2`` over pgvector's cosine distance (``<=>``), as in the LanceDB store. Text search is
+PostgreSQL's own: a generated ``tsvector`` column (English stemming) with a GIN index, any query word matching,
+ranked by ``ts_rank_cd``; record fields live in a ``jsonb`` column that ``where`` filters read.
 """
 
 from __future__ import annotations
@@ -16,7 +18,26 @@ import numpy as np
 from adaptlab.errors import AdaptlabError
 from adaptlab.rag.store import ChunkRow, Hit, score_from_cosine_distance
 
-FIELDS = ("id", "source", "locator", "title", "position", "start_char", "end_char", "text")
+FIELDS = ("id", "source", "locator", "title", "position", "start_char", "end_char", "text", "metadata")
+COLUMNS = {"source": "source", "title": "title", "locator": "locator"}  # filter keys that are columns
+
+
+def _where(where: dict[str, str] | None) -> tuple[str, list]:
+    """``where`` as SQL (an ``AND ...`` suffix) and its parameters; other keys are read from ``metadata``."""
+    terms, params = [], []
+    for key, value in (where or {}).items():
+        if key in COLUMNS:
+            terms.append(f"{COLUMNS[key]} = %s")
+            params.append(value)
+        else:
+            terms.append("metadata ->> %s = %s")
+            params += [key, value]
+    return "".join(f" AND {term}" for term in terms), params
+
+
+def _or_query(text: str) -> str:
+    """Any word of the query (``to_tsquery`` syntax): a question's words are alternatives, as in BM25."""
+    return " | ".join(re.findall(r"\w+", text.lower()))
 
 
 def _literal(vector: np.ndarray) -> str:
@@ -45,6 +66,8 @@ class PgVectorStore:
             raise AdaptlabError(f"{self.location}: the pgvector extension is not available ({str(exc).strip().splitlines()[0]})") from None
         self.connection.execute(f"CREATE TABLE IF NOT EXISTS {name}_meta (key text PRIMARY KEY, value text NOT NULL)")
         self.connection.execute(f"CREATE TABLE IF NOT EXISTS {name}_documents (source text PRIMARY KEY, content_hash text NOT NULL)")
+        if self._has_chunks():
+            self._add_text_columns()
 
     def _sql(self, statement: str, params=None):
         return self.connection.execute(statement.replace("{p}", self.prefix), params)
@@ -60,6 +83,14 @@ class PgVectorStore:
             self._sql(f"CREATE TABLE IF NOT EXISTS {{p}}_chunks (id text PRIMARY KEY, source text NOT NULL, locator text, "
                       f"title text, position int, start_char int, end_char int, text text, embedding vector({int(meta['dim'])}))")
             self._sql("CREATE INDEX IF NOT EXISTS {p}_chunks_source ON {p}_chunks (source)")
+            self._add_text_columns()
+
+    def _add_text_columns(self) -> None:
+        """Record fields and the text-search column (added in place to tables made before them)."""
+        self._sql("ALTER TABLE {p}_chunks ADD COLUMN IF NOT EXISTS metadata jsonb NOT NULL DEFAULT '{}'")
+        self._sql("ALTER TABLE {p}_chunks ADD COLUMN IF NOT EXISTS words tsvector "
+                  "GENERATED ALWAYS AS (to_tsvector('english', coalesce(title, '') || ' ' || text)) STORED")
+        self._sql("CREATE INDEX IF NOT EXISTS {p}_chunks_words ON {p}_chunks USING gin (words)")
 
     def _has_chunks(self) -> bool:
         return self._sql("SELECT to_regclass(%s)", (f"{self.prefix}_chunks",)).fetchone()[0] is not None
@@ -79,8 +110,9 @@ class PgVectorStore:
         with self.connection.transaction(), self.connection.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO {self.prefix}_chunks ({', '.join(FIELDS)}, embedding) VALUES "
-                f"({', '.join(['%s'] * len(FIELDS))}, %s::vector) ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding",
-                [(r.id, r.source, r.locator, r.title, r.position, r.start, r.end, r.text, _literal(v)) for r, v in zip(rows, vectors)],
+                f"({', '.join(['%s'] * (len(FIELDS) - 1))}, %s::jsonb, %s::vector) ON CONFLICT (id) DO UPDATE SET embedding = EXCLUDED.embedding",
+                [(r.id, r.source, r.locator, r.title, r.position, r.start, r.end, r.text, r.metadata, _literal(v))
+                 for r, v in zip(rows, vectors)],
             )
 
     def record(self, documents: dict[str, str]) -> None:
@@ -92,14 +124,27 @@ class PgVectorStore:
                     list(documents.items()),
                 )
 
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+    def search(self, vector: np.ndarray, k: int, where: dict[str, str] | None = None) -> list[Hit]:
         if not self._has_chunks():
             return []
-        literal = _literal(vector)
+        literal, (condition, params) = _literal(vector), _where(where)
         rows = self._sql(
-            f"SELECT {', '.join(FIELDS)}, embedding <=> %s::vector AS distance FROM {{p}}_chunks "
-            "ORDER BY embedding <=> %s::vector LIMIT %s", (literal, literal, k)).fetchall()
-        return [Hit(score_from_cosine_distance(row[-1]), ChunkRow(*row[:8])) for row in rows]
+            f"SELECT {', '.join(FIELDS[:-1])}, metadata::text, embedding <=> %s::vector AS distance FROM {{p}}_chunks "
+            f"WHERE true{condition} ORDER BY embedding <=> %s::vector LIMIT %s", (literal, *params, literal, k)).fetchall()
+        return [Hit(score_from_cosine_distance(row[-1]), ChunkRow(*row[:-1])) for row in rows]
+
+    def text_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[Hit]:
+        words, (condition, params) = _or_query(query), _where(where)
+        if not self._has_chunks() or not words:
+            return []
+        rows = self._sql(
+            f"SELECT {', '.join(FIELDS[:-1])}, metadata::text, ts_rank_cd(words, query) AS rank "
+            f"FROM {{p}}_chunks, to_tsquery('english', %s) AS query WHERE words @@ query{condition} "
+            "ORDER BY rank DESC, id LIMIT %s", (words, *params, k)).fetchall()
+        return [Hit(float(row[-1]), ChunkRow(*row[:-1])) for row in rows]
+
+    def build_text_index(self) -> None:
+        """Nothing to do: the text column and its GIN index are kept up to date by PostgreSQL."""
 
     def count(self) -> int:
         return self._sql("SELECT count(*) FROM {p}_chunks").fetchone()[0] if self._has_chunks() else 0

@@ -3,8 +3,13 @@
 Both keep two collections: ``chunks`` (text, metadata, unit-length vector) and ``documents`` (source ->
 content hash, written *after* a document's chunks). Updating a document first forgets its record, then its
 chunks, then adds the new chunks, then the record: a run killed at any point leaves documents without a
-record, and the next run redoes exactly those. Searches return a similarity score in [0, 1]:
-``(1 + cosine) / 2``, the same in every store (1 = same direction, 0.5 = orthogonal, 0 = opposite).
+record, and the next run redoes exactly those. Dense searches return a similarity score in [0, 1]:
+``(1 + cosine) / 2``, the same in every store (1 = same direction, 0.5 = orthogonal, 0 = opposite). Text
+searches use the store's own full-text index (LanceDB's BM25 index; PostgreSQL's text search, ranked by
+``ts_rank_cd``) and return its relevance score, higher = better, comparable only within one query.
+
+Both searches take ``where``: exact matches on ``source``, ``title``, ``locator`` or any field a JSONL record
+carried beside its text (kept as the chunk's ``metadata``), applied inside the store before the top-k is cut.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ class ChunkRow:
     start: int
     end: int
     text: str
+    metadata: str = "{}"  # the record's other fields as JSON (a JSONL row's, a Wikipedia article's topic)
+
+
+COLUMN_FILTERS = ("source", "title", "locator")  # filter keys that are columns; any other key is a metadata field
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,8 @@ class VectorStore(Protocol):
     def forget(self, sources: list[str]) -> None: ...
     def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None: ...
     def record(self, documents: dict[str, str]) -> None: ...
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]: ...
+    def search(self, vector: np.ndarray, k: int, where: dict[str, str] | None = None) -> list[Hit]: ...
+    def text_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[Hit]: ...
     def count(self) -> int: ...
 
 
@@ -72,6 +82,22 @@ def open_store(location: str | Path) -> VectorStore:
 
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def _lance_filter(where: dict[str, str] | None, columns: list[str]) -> str | None:
+    """``where`` as a LanceDB SQL predicate; metadata fields are read with Lance's JSON functions."""
+    if not where:
+        return None
+    terms = []
+    for key, value in where.items():
+        if key in COLUMN_FILTERS:
+            terms.append(f"{key} = {_quote(value)}")
+        elif "metadata" not in columns:
+            raise AdaptlabError(f"--where {key}=...: this store was built before record fields were kept; "
+                                "filter on source, title or locator, or re-index into a new --store")
+        else:
+            terms.append(f"json_get_string(metadata, {_quote(key)}) = {_quote(value)}")
+    return " AND ".join(terms)
 
 
 class LanceStore:
@@ -110,7 +136,7 @@ class LanceStore:
             schema = None if dim is None else pa.schema([
                 ("id", pa.string()), ("source", pa.string()), ("locator", pa.string()), ("title", pa.string()),
                 ("position", pa.int32()), ("start", pa.int32()), ("end", pa.int32()), ("text", pa.string()),
-                ("vector", pa.list_(pa.float32(), dim)),
+                ("metadata", pa.json_(pa.utf8())), ("vector", pa.list_(pa.float32(), dim)),
             ])
             self._chunks = self._table("chunks", schema)
         return self._chunks
@@ -144,9 +170,12 @@ class LanceStore:
         if not rows:
             return
         table = self._chunk_table(vectors.shape[1])
-        columns = {field: [getattr(row, field) for row in rows] for field in ChunkRow.__dataclass_fields__}
+        columns = {field: [getattr(row, field) for row in rows] for field in self._fields(table)}
         columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
-        table.add(pa.table(columns, schema=table.schema))
+        schema = table.schema
+        if "metadata" in columns:  # Lance keeps JSON as binary JSONB; it is converted from JSON text on the way in
+            schema = schema.set(schema.get_field_index("metadata"), pa.field("metadata", pa.json_(pa.utf8())))
+        table.add(pa.table(columns, schema=schema))
 
     def record(self, documents: dict[str, str]) -> None:
         import pyarrow as pa
@@ -155,16 +184,44 @@ class LanceStore:
             table = self._document_table(create=True)
             table.add(pa.table({"source": list(documents), "content_hash": list(documents.values())}, schema=table.schema))
 
-    def search(self, vector: np.ndarray, k: int) -> list[Hit]:
+    @staticmethod
+    def _fields(table) -> list[str]:
+        """The chunk fields this table holds (stores built before ``metadata`` existed lack it)."""
+        return [f for f in ChunkRow.__dataclass_fields__ if f in table.schema.names]
+
+    def search(self, vector: np.ndarray, k: int, where: dict[str, str] | None = None) -> list[Hit]:
         table = self._chunk_table()
         if table is None:
             return []
         query = table.search(vector.astype(np.float32), vector_column_name="vector").distance_type("cosine").limit(k)
-        if table.list_indices():
+        if any(index.index_type.startswith("IVF") for index in table.list_indices()):
             query = query.nprobes(32).refine_factor(5)  # ANN index: probe widely, re-rank exactly
-        fields = list(ChunkRow.__dataclass_fields__)
-        return [Hit(score_from_cosine_distance(row["_distance"]), ChunkRow(**{f: row[f] for f in fields}))
-                for row in query.select([*fields, "_distance"]).to_list()]
+        return self._hits(table, query, where, "_distance", score_from_cosine_distance)
+
+    def text_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[Hit]:
+        """BM25 over the chunks' text (LanceDB's full-text index; rows added since it was built are searched too)."""
+        table = self._chunk_table()
+        if table is None or not query.strip():
+            return []
+        if not any(index.index_type == "FTS" for index in table.list_indices()):
+            self.build_text_index()
+        return self._hits(table, table.search(query, query_type="fts").limit(k), where, "_score", float)
+
+    def _hits(self, table, query, where, score_column: str, to_score) -> list[Hit]:
+        fields = self._fields(table)
+        predicate = _lance_filter(where, fields)
+        if predicate:
+            query = query.where(predicate, prefilter=True)
+        return [Hit(to_score(row[score_column]), ChunkRow(**{f: row[f] for f in fields}))
+                for row in query.select([*fields, score_column]).to_list()]
+
+    def build_text_index(self) -> None:
+        """LanceDB's inverted (BM25) index on the text: English stemming, stop words dropped."""
+        from lancedb.index import FTS
+
+        table = self._chunk_table()
+        if table is not None:
+            table.create_index("text", config=FTS(), replace=True)
 
     def count(self) -> int:
         table = self._chunk_table()
@@ -190,4 +247,5 @@ class LanceStore:
 
 
 def describe(hit: Hit) -> dict:
-    return {"score": round(hit.score, 4), **asdict(hit.chunk)}
+    row = asdict(hit.chunk)
+    return {"score": round(hit.score, 4), **row, "metadata": json.loads(row["metadata"] or "{}")}

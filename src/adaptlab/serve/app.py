@@ -10,11 +10,13 @@ Precision: see ``adaptlab.serve.precision``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -83,6 +85,8 @@ class AskRequest(_Strict):
     model: StrictStr | None = Field(None, description="Generator name.")
     max_new_tokens: int = Field(160, ge=1)
     stream: bool = False
+    retrieval: Literal["dense", "bm25", "hybrid"] | None = Field(None, description="How chunks are found (default: the server's).")
+    where: dict[StrictStr, StrictStr] = Field(default_factory=dict, description="Exact-match filters: source, title, locator or a record field.")
 
 
 class ApiError(Exception):
@@ -270,7 +274,9 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             raise ApiError(413, "too_large", f"max_new_tokens {request.max_new_tokens}; at most {options.max_new_tokens}")
         answerer = Answerer(registry.rag, generator=generator)
         sampling = SamplingOptions(max_new_tokens=request.max_new_tokens)
-        hits = await _in_thread(executor, answerer.retrieve, request.question, request.k)
+        retrieval = dataclasses.replace(registry.rag.retrieval, mode=request.retrieval or registry.rag.retrieval.mode,
+                                        where=tuple(request.where.items()) or registry.rag.retrieval.where)
+        hits = await _in_thread(executor, answerer.retrieve, request.question, request.k, retrieval)
         summary = lambda: {"model": name, "answer": answer.text, "cited": answer.cited,
                            "sources": [describe(hit) for hit in answer.sources]}
         if request.stream:  # pieces are read here; the generation runs on the compute thread
