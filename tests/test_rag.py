@@ -406,3 +406,42 @@ def test_rag_eval_measures_modes_side_by_side_and_bad_options_exit_2(cli, tmp_pa
                          (["--dense-weight", "-1", "--retrieval", "hybrid"], "--dense-weight must be")):
         code, _, err = cli("rag", "search", "x", "--store", tmp_path / "eval" / "store", *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+# -- the adapted retriever -----------------------------------------------------------------------------------
+def write_pairs(path: Path, topics: int = 30) -> Path:
+    rows = [{"question": f"What is special about item {n} {kind}?", "passage": f"Item {n} is a {kind} thing, number {n} of the list."}
+            for n, kind in zip(range(topics), ["red", "blue", "green", "round"] * topics) for _ in range(3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_a_tuned_retriever_is_an_artifact_stores_are_built_with_and_guard(cli, tmp_path, tiny_bert, corpus):
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from adaptlab.embeddings import Embedder
+
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    code, out, err = cli("rag", "train-retriever", "--pairs", pairs, "--model", tiny_bert, "--epochs", "1", "--batch-size", "8",
+                         "-o", tmp_path / "retriever", "--json")
+    assert code == 0, err
+    reply = json.loads(out)
+    test = reply["metrics"]["test"]
+    assert test["questions"] == 9 and test["passages"] == 3 and 0 <= test["recall@1"] <= test["recall@5"] == 1  # 3 held-out passages
+    manifest = json.loads((tmp_path / "retriever" / "manifest.json").read_text())
+    assert manifest["strategy"] == "retriever" and manifest["base_model"]["name"] == str(tiny_bert)
+    texts = ["Item 3 is a round thing.", "What is item 1?"]
+    ours = Embedder(str(tmp_path / "retriever"), "mean", normalize=True, cache=False, progress=False).embed(texts)
+    theirs = SentenceTransformer(str(tmp_path / "retriever" / "model"), device="cpu").encode(texts)
+    assert np.allclose(ours, theirs, atol=1e-4)  # plain sentence-transformers reads the artifact the same way
+    assert cli("rag", "index", corpus, "--store", tmp_path / "store", "--model", tmp_path / "retriever")[0] == 0
+    code, out, err = cli("rag", "search", "red planet", "--store", tmp_path / "store", "--json")
+    assert code == 0 and json.loads(out)["hits"], err
+    code, _, err = cli("rag", "index", corpus, "--store", tmp_path / "store", "--model", tiny_bert)
+    assert code == 2 and "was built with embedding model" in err  # the base model is another embedder
+    code, _, err = cli("rag", "train-retriever", "--pairs", pairs, "--model", tiny_bert, "-o", tmp_path / "retriever")
+    assert code == 2 and "--overwrite" in err
+    (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n')
+    code, _, err = cli("rag", "train-retriever", "--pairs", tmp_path / "bad.jsonl", "-o", tmp_path / "r2")
+    assert code == 2 and "line 1" in err and len(err.strip().splitlines()) == 1

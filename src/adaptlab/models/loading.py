@@ -27,6 +27,7 @@ class ModelRef:
     name: str  # as the user wrote it
     path: str  # local directory, or Hub id when ``local`` is False
     local: bool
+    digest: str | None = None  # an artifact's model: from its manifest's checksums (the same on every machine)
 
     def fingerprint(self) -> str:
         """Identifies these exact weights for caches: file names, sizes and modification times.
@@ -35,6 +36,8 @@ class ModelRef:
         """
         if not self.local:
             return "hub:" + self.path
+        if self.digest is not None:
+            return "artifact:" + self.digest
         digest = hashlib.sha256()
         for file in sorted(Path(self.path).rglob("*")):
             if file.is_file() and file.suffix in _WEIGHT_SUFFIXES:
@@ -66,6 +69,8 @@ def resolve_model(name: str) -> ModelRef:
             return ModelRef(name, str(converted_gguf_dir(spec, package_dir)), local=True)
         return ModelRef(name, str(package_dir / (spec.subdir or "")), local=True)
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "manifest.json").is_file() and (path / "model" / "config.json").is_file():
+        return _artifact_model(name, path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise AdaptlabError(f"model directory '{path}' has no config.json; point to a saved transformers model")
@@ -74,6 +79,19 @@ def resolve_model(name: str) -> ModelRef:
         raise AdaptlabError(f"model '{name}' is not a model directory; pass a directory with config.json")
     check_hub_name(name, "model", PACKAGED_MODELS, "--model")
     return ModelRef(name, name, local=False)
+
+
+def _artifact_model(name: str, artifact: Path) -> ModelRef:
+    """An adaptlab artifact that holds a whole model in ``model/`` (a tuned retriever, a full fine-tune)."""
+    import json
+
+    try:
+        files = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise AdaptlabError(f"model '{name}': its manifest.json cannot be read; re-create the artifact") from None
+    weights = sorted(f"{file}:{digest}" for file, digest in files.items() if file.startswith("model/"))
+    return ModelRef(name, str((artifact / "model").resolve()), local=True,
+                    digest=hashlib.sha256(";".join(weights).encode()).hexdigest()[:16])
 
 
 def converted_gguf_dir(spec: PackagedModel, package_dir: Path) -> Path:
