@@ -445,3 +445,40 @@ def test_a_tuned_retriever_is_an_artifact_stores_are_built_with_and_guard(cli, t
     (tmp_path / "bad.jsonl").write_text('{"question": "q"}\n')
     code, _, err = cli("rag", "train-retriever", "--pairs", tmp_path / "bad.jsonl", "-o", tmp_path / "r2")
     assert code == 2 and "line 1" in err and len(err.strip().splitlines()) == 1
+
+
+# -- the adapted reader ----------------------------------------------------------------------------------------
+def synthetic_squad(path: Path, articles: int = 12) -> Path:
+    """Articles of one paragraph each, one question each, answers that are spans of the paragraph."""
+    data = {"data": [{"title": f"Town_{n}", "paragraphs": [{
+        "context": f"Town {n} lies on river {n + 100}. Its mayor is called Person{n}. It was founded in year {1800 + n}.",
+        "qas": [{"question": f"When was town {n} founded?", "answers": [{"text": f"{1800 + n}"}]}]}]} for n in range(articles)]}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_reader_data_sft_and_side_by_side_readers(cli, tmp_path, tiny_llama):
+    squad = synthetic_squad(tmp_path / "squad.json")
+    code, _, err = cli("rag", "eval", "--squad", squad, "--output", tmp_path / "eval")  # builds eval/store with minilm
+    assert code == 0, err
+    code, out, err = cli("rag", "reader-data", "--squad", squad, "--store", tmp_path / "eval" / "store", "-k", "2",
+                         "-o", tmp_path / "reader.jsonl")
+    assert code == 0 and "12 reader examples" in out, err
+    rows = [json.loads(line) for line in (tmp_path / "reader.jsonl").read_text().splitlines()]
+    for row, n in zip(rows, range(12)):
+        system, user, assistant = (m["content"] for m in row["messages"])
+        answer, cite = assistant.rsplit(" [", 1)
+        passage = user.removeprefix("Context:\n").split("\n\n")[int(cite.rstrip("]")) - 1]  # the cited passage holds the answer
+        assert answer == str(1800 + n) and answer in passage and passage.startswith(f"[{cite}")
+    code, _, err = cli("rag", "reader-data", "--squad", squad, "--store", tmp_path / "eval" / "store", "-o", tmp_path / "reader.jsonl")
+    assert code == 2 and "--overwrite" in err
+    code, _, err = cli("sft", "train", "--data", tmp_path / "reader.jsonl", "--model", tiny_llama, "--epochs", "1",
+                       "-o", tmp_path / "reader")
+    assert code == 0, err
+    code, out, err = cli("rag", "eval", "--squad", squad, "--store", tmp_path / "eval" / "store", "--output", tmp_path / "eval2",
+                         "--answers", "4", "--model", tiny_llama, "--model", tmp_path / "reader", "--json")
+    assert code == 0, err
+    answers = json.loads(out)["answers"]
+    assert [r["model"] for r in answers["readers"]] == [str(tiny_llama), str(tmp_path / "reader")]
+    assert all(0 <= r["f1"] <= 1 and 0 <= r["cited_relevant"] <= r["cited"] <= 1 for r in answers["readers"])
+    assert "RAG (" in (tmp_path / "eval2" / "results.md").read_text()

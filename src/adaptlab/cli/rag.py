@@ -158,7 +158,7 @@ def rag_eval(
     limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
     answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
-    model: Annotated[str, typer.Option(help="Causal LM for the answers.")] = "smollm2-135m",
+    model: Annotated[Optional[list[str]], typer.Option(help="Reader (causal LM or sft artifact) for the answers; repeat to compare readers side by side (the first also answers closed-book). Default smollm2-135m.")] = None,
     retrieval: Annotated[Optional[list[str]], typer.Option("--retrieval", help="dense, bm25 or hybrid; repeat to measure several side by side (the first one answers).")] = None,
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
@@ -189,11 +189,12 @@ def rag_eval(
         index = RagIndex(existing_store(store or "rag-store"), device=device, retrieval=settings)
     if limit is not None:
         query_list = query_list[:limit]
-    result = evaluate(index, query_list, answers=answers, k=k, model=model, device=device, modes=modes)
+    result = evaluate(index, query_list, answers=answers, k=k, model=list(dict.fromkeys(model or ["smollm2-135m"])),
+                      device=device, modes=modes)
     write_results(result, output)
     summary = {key: result[key] for key in ("queries", "mode", "retrieval", "search_ms", "modes")}
     if "answers" in result:
-        summary["answers"] = {mode: result["answers"][mode] for mode in ("rag", "closed_book")}
+        summary["answers"] = {key: result["answers"][key] for key in ("closed_book", "readers")}
     if as_json:  # plain JSON on stdout, for tools; the human line goes to stderr
         print(json.dumps(summary, indent=2))
         err.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
@@ -201,9 +202,46 @@ def rag_eval(
     for mode, scores in result["modes"].items():
         metrics = ", ".join(f"{name} {value:.3f}" for name, value in scores["retrieval"].items())
         out.print(f"{result['queries']} questions, {mode}: {metrics}; search p50 {scores['search_ms']['p50']:.1f} ms")
-    for mode, scores in summary.get("answers", {}).items():
-        out.print(f"answers ({mode.replace('_', '-')}): " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+    if "answers" in summary:
+        closed = summary["answers"]["closed_book"]
+        out.print(f"answers closed-book: em {closed['em']:.3f}, f1 {closed['f1']:.3f}")
+        for row in summary["answers"]["readers"]:
+            out.print(f"answers RAG with {row['model']}: em {row['em']:.3f}, f1 {row['f1']:.3f}, cites a passage "
+                      f"{row['cited']:.0%}, the gold one {row['cited_relevant']:.0%}", highlight=False)
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
+
+
+@rag_app.command("reader-data")
+def rag_reader_data(
+    squad: Annotated[Path, typer.Option(help="SQuAD-format JSON whose paragraphs --store holds (as rag eval --squad indexes them).")],
+    store: StoreOpt = "rag-store",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Conversations JSONL to write (default: runs/<squad>-reader.jsonl).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per example, as rag ask -k.")] = 3,
+    limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    seed: Annotated[int, typer.Option(help="Where the gold chunk goes when retrieval missed it.")] = 0,
+    retrieval: RetrievalOpt = "dense",
+    dense_weight: DenseWeightOpt = 1.0,
+    bm25_weight: Bm25WeightOpt = 1.0,
+    overwrite: OverwriteOpt = False,
+    device: DEVICE = None,
+) -> None:
+    """Training conversations for an adapted reader: the retrieved chunks and the question, answered with the gold
+    span and its passage number ("1889 [2]"). Train it with: adaptlab sft train --data FILE."""
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.reader_data import reader_conversations, write_conversations
+
+    settings = _retrieval(retrieval, dense_weight, bm25_weight, None)
+    output = output or Path(default_output(squad, "reader") + ".jsonl")
+    if output.exists() and (output.is_dir() or not overwrite):
+        raise AdaptlabError(f"--output '{output}' exists; pass --overwrite to replace it (or choose another file)")
+    if not squad.is_file():
+        raise AdaptlabError(f"--squad '{squad}' is not a file")
+    index = RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
+    rows, counts = reader_conversations(index, squad, k=k, seed=seed, limit=limit)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_conversations(rows, output)
+    out.print(f"{counts['examples']} reader examples -> {output} (gold chunk inserted in {counts['gold_inserted']}, "
+              f"{counts['skipped']} skipped: answer split across chunks). Next: adaptlab sft train --data {output}")
 
 
 def train_retriever(values: dict) -> None:

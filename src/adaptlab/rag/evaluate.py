@@ -119,7 +119,7 @@ def clean_answer(text: str) -> str:
     return lines[0].strip().rstrip(".").strip() if lines else ""
 
 
-def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str = "smollm2-135m",
+def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str | list[str] = "smollm2-135m",
              max_new_tokens: int = 32, seed: int = 0, device: str | None = None, progress: bool = True,
              modes: list[str] | None = None) -> dict:
     """Retrieval metrics on every query, for each of ``modes`` (default: the index's own retrieval mode; the
@@ -163,30 +163,47 @@ def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model
 
 
 def _answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress) -> dict:
+    """Closed-book (the first reader) and RAG with every reader in ``model`` (a name or a list: the base model and
+    adapted readers side by side) on the same sampled questions and the same retrieved chunks. Besides EM and F1:
+    how often a RAG answer cites a passage at all, and how often it cites one from the question's gold document."""
     from adaptlab.generation import SamplingOptions
     from adaptlab.rag.answer import Answerer
 
+    readers = [model] if isinstance(model, str) else list(model)
     rng = np.random.default_rng(seed)
     sample = [queries[i] for i in sorted(rng.choice(len(queries), min(n, len(queries)), replace=False))]
-    answerer = Answerer(index, model, device)
+    contexts = [index.search(query.question, k) for query in sample]
     options = SamplingOptions(max_new_tokens=max_new_tokens)
-    scores = {"rag": {"em": [], "f1": []}, "closed_book": {"em": [], "f1": []}}
-    samples = []
-    with progress_bar("answering (RAG and closed-book)", len(sample), progress) as advance:
-        for query in sample:
-            rag = answerer.ask(query.question, k, options, short=True)
-            closed = answerer.ask(query.question, 0, options, short=True, hits=[])
-            for mode, answer in (("rag", rag), ("closed_book", closed)):
-                text = clean_answer(answer.text)
-                scores[mode]["em"].append(exact_match(text, query.answers))
-                scores[mode]["f1"].append(token_f1(text, query.answers))
-            if len(samples) < 8:
-                samples.append({"question": query.question, "gold": list(query.answers),
-                                "rag": clean_answer(rag.text), "closed_book": clean_answer(closed.text)})
-            advance(1)
-    summary = {mode: {m: round(float(np.mean(v)), 4) for m, v in values.items()} for mode, values in scores.items()}
-    return {"n": len(sample), "k": k, "generator": model, **summary,
-            "f1_gain_from_retrieval": round(summary["rag"]["f1"] - summary["closed_book"]["f1"], 4), "samples": samples}
+    rows, texts = [], {}
+    for number, reader in enumerate(readers):
+        answerer = Answerer(index, reader, device)
+        modes = ("rag", "closed_book") if number == 0 else ("rag",)
+        scores = {mode: {"em": [], "f1": []} for mode in modes} | {"cited": [], "cited_relevant": []}
+        with progress_bar(f"answering with {reader} ({' and '.join(m.replace('_', '-') for m in modes)})", len(sample),
+                          progress) as advance:
+            for query, hits in zip(sample, contexts):
+                answers = {"rag": answerer.ask(query.question, k, options, short=True, hits=hits)}
+                if number == 0:
+                    answers["closed_book"] = answerer.ask(query.question, 0, options, short=True, hits=[])
+                for mode, answer in answers.items():
+                    text = clean_answer(answer.text)
+                    texts.setdefault((mode, reader), []).append(text)
+                    scores[mode]["em"].append(exact_match(text, query.answers))
+                    scores[mode]["f1"].append(token_f1(text, query.answers))
+                cited = answers["rag"].cited
+                scores["cited"].append(float(bool(cited)))
+                scores["cited_relevant"].append(float(any(document_ids(hits[c - 1]) & query.relevant for c in cited)))
+                advance(1)
+        mean = lambda values: round(float(np.mean(values)), 4)
+        rows.append({"model": reader, "em": mean(scores["rag"]["em"]), "f1": mean(scores["rag"]["f1"]),
+                     "cited": mean(scores["cited"]), "cited_relevant": mean(scores["cited_relevant"])})
+        if number == 0:
+            closed = {"em": mean(scores["closed_book"]["em"]), "f1": mean(scores["closed_book"]["f1"])}
+    samples = [{"question": query.question, "gold": list(query.answers), "closed_book": texts[("closed_book", readers[0])][i],
+                "rag": texts[("rag", readers[0])][i], "readers": {r: texts[("rag", r)][i] for r in readers}}
+               for i, query in enumerate(sample[:8])]
+    return {"n": len(sample), "k": k, "generator": readers[0], "rag": rows[0], "closed_book": closed, "readers": rows,
+            "f1_gain_from_retrieval": round(rows[0]["f1"] - closed["f1"], 4), "samples": samples}
 
 
 def write_results(result: dict, directory: Path) -> None:
@@ -202,12 +219,17 @@ def write_results(result: dict, directory: Path) -> None:
     lines += ["", "Search latency: the store's search (and fusion) only; the query's embedding is not included.", ""]
     if "answers" in result:
         a = result["answers"]
-        lines += [f"## Answers ({a['n']} questions, top-{a['k']} chunks, generator {a['generator']})", "",
-                  "| mode | exact match | token F1 |", "|---|---|---|",
-                  f"| RAG | {a['rag']['em']:.4f} | {a['rag']['f1']:.4f} |",
-                  f"| closed-book | {a['closed_book']['em']:.4f} | {a['closed_book']['f1']:.4f} |", "",
-                  "| question | gold | RAG | closed-book |", "|---|---|---|---|"]
-        lines += [f"| {s['question']} | {s['gold'][0]} | {s['rag']} | {s['closed_book']} |".replace("\n", " ") for s in a["samples"]]
+        lines += [f"## Answers ({a['n']} questions, top-{a['k']} chunks)", "",
+                  "| reader | exact match | token F1 | cites a passage | cites the gold one |", "|---|---|---|---|---|",
+                  f"| closed-book ({a['generator']}) | {a['closed_book']['em']:.4f} | {a['closed_book']['f1']:.4f} | | |"]
+        lines += [f"| RAG ({r['model']}) | {r['em']:.4f} | {r['f1']:.4f} | {r['cited']:.3f} | {r['cited_relevant']:.3f} |"
+                  for r in a["readers"]]
+        readers = [r["model"] for r in a["readers"]]
+        lines += ["", "| question | gold | closed-book | " + " | ".join(f"RAG ({r})" for r in readers) + " |",
+                  "|" + "---|" * (3 + len(readers))]
+        cell = lambda text: str(text).replace("|", "\\|").replace("\n", " ")
+        lines += ["| " + " | ".join(cell(c) for c in [s["question"], s["gold"][0], s["closed_book"], *s["readers"].values()]) + " |"
+                  for s in a["samples"]]
     from adaptlab._io import atomic_file
 
     with atomic_file(directory / "results.md") as handle:
