@@ -10,7 +10,8 @@ questions SmolLM2 answers with the top-3 chunks and closed-book: exact match and
 store: the Wikipedia corpus is indexed for real (how ingestion time splits between embedding and the store),
 then its chunk vectors are grown to 100k with perturbed copies. At 10k and 100k: build throughput and query
 latency (p50/p95) of LanceDB exact search, LanceDB IVF-PQ (recall@10 against exact), pgvector is not timed
-here (it needs a server), and plain numpy brute force as the baseline, side by side in one run.
+here (it needs a server), and plain numpy brute force as the baseline, side by side in one run; and per
+retrieval mode (``by_mode_ms``: dense, BM25, hybrid) on a store with the real chunk schema and texts.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def store_speed(n_queries: int) -> None:
     print(ingestion, flush=True)
     base = np.stack(index.store._chunk_table().to_arrow().column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
     rng = np.random.default_rng(0)
-    questions = index.embedder.embed([f"Tell me about {t}" for t in rng.choice(
-        index.store._chunk_table().to_arrow().column("title").to_pylist(), n_queries)])
+    query_texts = [f"Tell me about {t}" for t in rng.choice(index.store._chunk_table().to_arrow().column("title").to_pylist(), n_queries)]
+    questions = index.embedder.embed(query_texts)
     rows = []
     for size in (10_000, 100_000):
         copies = [base]
@@ -117,11 +118,33 @@ def store_speed(n_queries: int) -> None:
             "lancedb_exact_ms": {"p50": flat_p50, "p95": flat_p95}, "lancedb_exact_recall@10": round(flat_recall, 4),
             "lancedb_ivf_pq_ms": {"p50": ann_p50, "p95": ann_p95}, "lancedb_ivf_pq_recall@10": round(ann_recall, 4),
         }
+        row["by_mode_ms"] = _mode_latencies(work / f"modes-{size}", index, vectors, query_texts, questions)
         rows.append(row)
         print(row, flush=True)
     save("rag_store_speed", {"embedder": "minilm", "queries": n_queries, "ingestion_wikipedia": ingestion, "results": rows,
                              "notes": "vectors beyond the real Wikipedia chunks are perturbed copies (gaussian noise 0.05, "
                                       "re-normalised); IVF-PQ searched with nprobes=32, refine_factor=5"})
+
+
+def _mode_latencies(directory: Path, index, vectors: np.ndarray, query_texts: list[str], questions: np.ndarray) -> dict:
+    """p50/p95 of one top-10 search per retrieval mode on a LanceDB store of ``len(vectors)`` real-schema chunks
+    (the Wikipedia chunks' texts, cycled, with the perturbed vectors), BM25 over LanceDB's full-text index."""
+    from adaptlab.rag.retrieval import FUSION_DEPTH, reciprocal_rank_fusion
+    from adaptlab.rag.store import ChunkRow, LanceStore
+
+    texts = index.store._chunk_table().to_arrow().select(["title", "text"]).to_pylist()
+    store = LanceStore(directory)
+    for start in range(0, len(vectors), 5000):
+        part = range(start, min(start + 5000, len(vectors)))
+        rows = [ChunkRow(str(i), f"doc-{i}", "", texts[i % len(texts)]["title"], 0, 0, 0, texts[i % len(texts)]["text"]) for i in part]
+        store.add(rows, vectors[start:start + len(rows)])
+    store.build_text_index()
+    hybrid = lambda pair: reciprocal_rank_fusion([store.search(pair[1], FUSION_DEPTH), store.text_search(pair[0], FUSION_DEPTH)], [1.0, 1.0], 10)
+    pairs = list(zip(query_texts, questions))
+    timings = {"dense": _latencies(lambda pair: store.search(pair[1], 10), pairs),
+               "bm25": _latencies(lambda pair: store.text_search(pair[0], 10), pairs),
+               "hybrid": _latencies(hybrid, pairs)}
+    return {mode: {"p50": p50, "p95": p95} for mode, (p50, p95, _) in timings.items()}
 
 
 def main() -> None:

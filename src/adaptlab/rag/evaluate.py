@@ -158,11 +158,11 @@ def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model
     }
     answerable = [q for q in queries if q.answers]
     if answers and answerable:
-        result["answers"] = _answer_quality(index, answerable, answers, k, model, max_new_tokens, seed, device, progress)
+        result["answers"] = answer_quality(index, answerable, answers, k, model, max_new_tokens, seed, device, progress)
     return result
 
 
-def _answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress) -> dict:
+def answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress) -> dict:
     """Closed-book (the first reader) and RAG with every reader in ``model`` (a name or a list: the base model and
     adapted readers side by side) on the same sampled questions and the same retrieved chunks. Besides EM and F1:
     how often a RAG answer cites a passage at all, and how often it cites one from the question's gold document."""
@@ -236,9 +236,10 @@ def write_results(result: dict, directory: Path) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def index_squad(squad: Path, output: Path, store: str | None, device: str | None, retrieval=None):
+def index_squad(squad: Path, output: Path, store: str | None, device: str | None, retrieval=None, model: str | None = None):
     """Index a SQuAD file's paragraphs (as ``OUTPUT/squad_paragraphs.jsonl``) into ``store`` (default
-    ``OUTPUT/store``, never the user's own store) and return ``(index, queries)``."""
+    ``OUTPUT/store``, never the user's own store) with embedding ``model`` (default: minilm, or the store's) and
+    return ``(index, queries)``."""
     from adaptlab._io import atomic_file
     from adaptlab.rag import RagIndex
 
@@ -248,6 +249,6 @@ def index_squad(squad: Path, output: Path, store: str | None, device: str | None
     with atomic_file(corpus) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    index = RagIndex(store or str(Path(output) / "store"), device=device, retrieval=retrieval)
+    index = RagIndex(store or str(Path(output) / "store"), model=model, device=device, retrieval=retrieval)
     index.update([str(corpus)])
     return index, queries

@@ -26,9 +26,13 @@ class Retrieval:
     mode: str = "dense"
     dense_weight: float = 1.0
     bm25_weight: float = 1.0
-    where: tuple[tuple[str, str], ...] = ()
+    where: tuple[tuple[str, str], ...] | dict[str, str] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.where, dict):  # the API's natural spelling, kept as pairs (hashable, ordered)
+            object.__setattr__(self, "where", tuple(self.where.items()))
+        if not all(isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair) for pair in self.where):
+            raise AdaptlabError(f"where must map field names to strings, not {self.where!r}")
         if self.mode not in MODES:
             raise AdaptlabError(f"--retrieval must be one of {', '.join(MODES)}, not '{self.mode}'")
         for option, weight in (("--dense-weight", self.dense_weight), ("--bm25-weight", self.bm25_weight)):
