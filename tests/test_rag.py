@@ -482,3 +482,38 @@ def test_reader_data_sft_and_side_by_side_readers(cli, tmp_path, tiny_llama):
     assert [r["model"] for r in answers["readers"]] == [str(tiny_llama), str(tmp_path / "reader")]
     assert all(0 <= r["f1"] <= 1 and 0 <= r["cited_relevant"] <= r["cited"] <= 1 for r in answers["readers"])
     assert "RAG (" in (tmp_path / "eval2" / "results.md").read_text()
+
+
+def test_rerankers_reorder_the_head_by_their_own_scores(corpus, tmp_path, tiny_bert, tiny_llama, cli):
+    import numpy as np
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    from adaptlab.rag import RagIndex
+    from adaptlab.rag.rerank import UPR_PROMPT, CrossEncoderReranker, LikelihoodReranker
+
+    index = RagIndex(str(tmp_path / "store"), model=str(tiny_bert), chunk_size=32, chunk_overlap=4, progress=False)
+    index.update([str(corpus)])
+    first = index.search("a planet and its moon", 6)
+    upr = LikelihoodReranker(str(tiny_llama))
+    index.reranker, index.rerank_depth = upr, 4
+    reranked = index.search("a planet and its moon", 6)
+    expected = upr.scorer.score([("", UPR_PROMPT.format(title=h.chunk.title, text=h.chunk.text)) for h in first[:4]],
+                                [" a planet and its moon"])[:, 0]
+    assert [h.chunk.id for h in reranked[:4]] == [first[i].chunk.id for i in np.argsort(-expected, kind="stable")]
+    assert [h.chunk.id for h in reranked[4:]] == [h.chunk.id for h in first[4:]]  # the tail keeps the first stage's order
+    assert reranked[0].score == pytest.approx(float(expected.max()))
+
+    torch.manual_seed(0)  # a tiny random cross-encoder, as sentence-transformers loads any (1-label) classifier
+    tokenizer = BertTokenizerFast.from_pretrained(str(tiny_bert))
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32, num_labels=1)).save_pretrained(tmp_path / "ce")
+    tokenizer.save_pretrained(tmp_path / "ce")
+    cross = CrossEncoderReranker(str(tmp_path / "ce"))
+    scores = cross.model.predict([("a planet and its moon", h.chunk.text) for h in first[:4]])
+    assert [h.chunk.id for h in cross.rerank("a planet and its moon", first[:4], 2)] == [first[i].chunk.id for i in np.argsort(-scores)[:2]]
+    code, out, err = cli("rag", "search", "a planet", "--store", tmp_path / "store", "--rerank", f"likelihood:{tiny_llama}", "--json")
+    assert code == 0 and len(json.loads(out)["hits"]) == 5, err
+    for bad, needle in ((["--rerank", "bm25"], "--rerank must be"), (["--rerank", "likelihood", "--rerank-depth", "0"], "--rerank-depth")):
+        code, _, err = cli("rag", "search", "a planet", "--store", tmp_path / "store", *bad)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

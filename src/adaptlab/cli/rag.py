@@ -23,6 +23,17 @@ DenseWeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the d
 Bm25WeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the BM25 ranking in the fusion.")]
 WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Only chunks whose FIELD equals VALUE (source, title, locator or a JSONL field such as topic); repeat to combine.", metavar="FIELD=VALUE")]
 
+RerankOpt = Annotated[Optional[str], typer.Option("--rerank", help="Re-rank the first --rerank-depth candidates: likelihood[:MODEL] (the reader's query likelihood, default SmolLM2) or cross-encoder:NAME.")]
+RerankDepthOpt = Annotated[int, typer.Option(help="Candidates the re-ranker reads per query (its cost grows with it).")]
+
+
+def _reranking(rerank: str | None, depth: int, device: str | None) -> dict:
+    """RagIndex's reranker arguments; the spelling is checked before any model loads."""
+    from adaptlab.rag.rerank import check_rerank, make_reranker
+
+    check_rerank(rerank, depth)
+    return {"reranker": make_reranker(rerank, device), "rerank_depth": depth}
+
 
 def _retrieval(mode: str, dense_weight: float, bm25_weight: float, where: list[str] | None):
     from adaptlab.rag.retrieval import Retrieval, parse_filters
@@ -66,6 +77,8 @@ def rag_search(
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
     where: WhereOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = 20,
     as_json: JsonOpt = False,
 ) -> None:
     """Rank chunks for QUERY. Scores: dense (1 + cosine) / 2 in [0, 1]; bm25 the BM25 score; hybrid the fused
@@ -74,7 +87,8 @@ def rag_search(
     from adaptlab.rag.store import describe
 
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    hits = RagIndex(existing_store(store), progress=False, retrieval=settings).search(query, k)
+    store = existing_store(store)
+    hits = RagIndex(store, progress=False, retrieval=settings, **_reranking(rerank, rerank_depth, None)).search(query, k)
     if as_json:  # one JSON document on stdout, for tools
         print(json.dumps({"query": query, "retrieval": settings.mode, "where": dict(settings.where),
                           "hits": [describe(hit) for hit in hits]}, ensure_ascii=False))
@@ -113,6 +127,8 @@ def rag_ask(
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
     where: WhereOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = 20,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.", metavar="")] = True,
@@ -127,7 +143,8 @@ def rag_ask(
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
     options.check()
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
+    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings,
+                                               **_reranking(rerank, rerank_depth, device))
     answer, pieces = Answerer(index, model, device).stream(question, 0 if no_retrieval else k, options)
     if as_json or not stream:
         for _ in pieces:
@@ -163,6 +180,8 @@ def rag_eval(
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
     where: WhereOpt = None,
+    rerank: RerankOpt = None,
+    rerank_depth: RerankDepthOpt = 20,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<squad or queries file>-rag-eval).")] = None,
     device: DEVICE = None,
     as_json: JsonOpt = False,
@@ -179,6 +198,9 @@ def rag_eval(
     settings = _retrieval(modes[0], dense_weight, bm25_weight, where)
     for mode in modes[1:]:
         _retrieval(mode, dense_weight, bm25_weight, where)
+    from adaptlab.rag.rerank import check_rerank
+
+    check_rerank(rerank, rerank_depth)
     output = output or Path(default_output(squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
@@ -187,6 +209,7 @@ def rag_eval(
     else:
         query_list = load_queries(queries)
         index = RagIndex(existing_store(store or "rag-store"), device=device, retrieval=settings)
+    index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, device).values()
     if limit is not None:
         query_list = query_list[:limit]
     result = evaluate(index, query_list, answers=answers, k=k, model=list(dict.fromkeys(model or ["smollm2-135m"])),

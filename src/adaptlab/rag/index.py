@@ -41,7 +41,7 @@ class IndexReport:
 class RagIndex:
     def __init__(self, store: str | Path | VectorStore, *, model: str | None = None, chunk_size: int | None = None,
                  chunk_overlap: int | None = None, device: str | None = None, progress: bool = True,
-                 retrieval: Retrieval | None = None) -> None:
+                 retrieval: Retrieval | None = None, reranker=None, rerank_depth: int = 20) -> None:
         from adaptlab.embeddings import Embedder
 
         for name, value, least in (("--chunk-size", chunk_size, 1), ("--chunk-overlap", chunk_overlap, 0)):
@@ -53,6 +53,8 @@ class RagIndex:
         self.meta = self.store.read_meta()
         self.progress = progress
         self.retrieval = retrieval or Retrieval()  # how search() finds chunks unless a call says otherwise
+        #: an ``adaptlab.rag.rerank.Reranker`` that re-orders the first ``rerank_depth`` candidates of every search
+        self.reranker, self.rerank_depth = reranker, rerank_depth
         if self.meta is None:
             self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
             size = 200 if chunk_size is None else chunk_size
@@ -165,6 +167,13 @@ class RagIndex:
         """``search`` with the query's vector already computed (evaluation embeds all questions in one batch)."""
         retrieval = retrieval or self.retrieval
         self._check_searchable(k)
+        if self.reranker is None:
+            return self._first_stage(query, vector, k, retrieval)
+        candidates = self._first_stage(query, vector, max(k, self.rerank_depth), retrieval)
+        head = self.reranker.rerank(query, candidates[:self.rerank_depth], self.rerank_depth)
+        return (head + candidates[self.rerank_depth:])[:k]  # beyond the re-ranked head, the first stage's order
+
+    def _first_stage(self, query: str, vector: np.ndarray | None, k: int, retrieval: Retrieval) -> list[Hit]:
         where = retrieval.filters
         if retrieval.mode == "dense":
             return self.store.search(vector, k, where)
