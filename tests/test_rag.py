@@ -290,10 +290,28 @@ def test_retrieval_on_squad_dev(cli, tmp_path):
     squad = json.loads((SHARED_DATA / "squad_dev_v1.1.json").read_text(encoding="utf-8"))
     subset = tmp_path / "squad12.json"
     subset.write_text(json.dumps({"version": squad["version"], "data": squad["data"][:12]}), encoding="utf-8")
-    code, _, err = cli("rag", "eval", "--squad", subset, "--limit", "300", "--store", tmp_path / "store", "--output", tmp_path / "eval")
+    code, _, err = cli("rag", "eval", "--squad", subset, "--limit", "300", "--store", tmp_path / "store", "--output", tmp_path / "eval",
+                       "--retrieval", "dense", "--retrieval", "bm25", "--retrieval", "hybrid")
     assert code == 0, err
     result = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert result["queries"] == 300 and result["retrieval"]["recall@5"] > 0.6 and result["chunks"] >= 300
+    recall = {mode: scores["retrieval"]["recall@5"] for mode, scores in result["modes"].items()}
+    assert recall["bm25"] > 0.6 and recall["hybrid"] >= max(recall["dense"], recall["bm25"]) - 0.02  # fusion keeps the better one
+
+    # the real embedder adapted on other articles' questions: a store built with it still retrieves as well
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps({"version": squad["version"], "data": squad["data"][12:14]}), encoding="utf-8")
+    code, out, err = cli("rag", "train-retriever", "--pairs", pairs, "--epochs", "1", "--batch-size", "16", "-o", tmp_path / "retriever", "--json")
+    assert code == 0, err
+    assert json.loads(out)["metrics"]["test"]["recall@5"] > 0.7
+    code, out, err = cli("rag", "index", tmp_path / "eval" / "squad_paragraphs.jsonl", "--store", tmp_path / "adapted", "--model", tmp_path / "retriever")
+    assert code == 0, err
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"question": qa["question"], "relevant": [f"{a['title']}#{n}"]}) + "\n"
+                               for a in squad["data"][:12] for n, p in enumerate(a["paragraphs"]) for qa in p["qas"][:1]))
+    code, out, err = cli("rag", "eval", "--queries", queries, "--store", tmp_path / "adapted", "--output", tmp_path / "eval2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["retrieval"]["recall@5"] > 0.6
 
 
 # -- the server-backed store -----------------------------------------------------------------------------
