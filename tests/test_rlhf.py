@@ -337,3 +337,48 @@ def test_a_user_reward_function_is_checked_on_every_call():
     for function, message in cases:
         with pytest.raises(AdaptlabError, match=message):
             checked_reward(function)(["a", "b"], ["c", "d"])
+
+
+def test_ppo_penalises_missing_eos_skips_runaway_minibatches_and_warns_on_negative_kl(tiny_llama, tmp_path, capfd, monkeypatch):
+    from adaptlab.rlhf import ppo_core
+    from adaptlab.rlhf.ppo import PPOConfig, PPOTrainer, train_ppo
+
+    zero = lambda prompts, responses: [0.0] * len(responses)
+    config = PPOConfig(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=3, missing_eos_penalty=2.0, ratio_threshold=None)
+    (step,) = PPOTrainer(str(tiny_llama), zero, config, device="cpu").train(PROMPTS, progress=False)
+    assert step["reward_mean"] == 0.0 and step["score_mean"] == pytest.approx(-2.0 * step["missing_eos"])
+    assert 0 < step["missing_eos"] <= 1 and step["skipped_minibatches"] == 0
+
+    logprobs, old = torch.tensor([[0.0, -1.0]]), torch.tensor([[-1.0, -1.0]])
+    _, stats = ppo_core.policy_loss(logprobs, old, torch.ones(1, 2), torch.tensor([[1.0, 0.0]]))
+    assert stats["ratio"] == pytest.approx(np.e)  # the mean ratio over response tokens (the masked one left out)
+
+    calls, original_loss = [], ppo_core.policy_loss  # every minibatch after the first reports a runaway ratio
+
+    def runaway(*args):
+        loss, stats = original_loss(*args)
+        calls.append(1)
+        return loss, {**stats, "ratio": 1.0 if len(calls) == 1 else 100.0}
+
+    monkeypatch.setattr(ppo_core, "policy_loss", runaway)
+    trainer = PPOTrainer(str(tiny_llama), colons, PPOConfig(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=4, ppo_epochs=2),
+                         device="cpu")
+    before = {n: p.clone() for n, p in trainer._trainable_state().items()}
+    (step,) = trainer.train(PROMPTS, progress=False)
+    assert len(calls) == 4 and step["skipped_minibatches"] == 3
+    monkeypatch.setattr(ppo_core, "policy_loss", original_loss)
+    assert any(not torch.equal(before[n], p) for n, p in trainer._trainable_state().items())  # the first one did update
+
+    original = ppo_core.token_rewards
+    monkeypatch.setattr(ppo_core, "token_rewards", lambda *a: (lambda r, kl: (r, kl - 5.0))(*original(*a)))
+    capfd.readouterr()
+    manifest = train_ppo(str(tiny_llama), PROMPTS, colons, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=3,
+                                                                    logger="tensorboard"), tmp_path / "policy", progress=False)
+    assert "KL to the reference is negative" in capfd.readouterr().err
+    events = list((tmp_path / "policy" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and any(name.startswith("tensorboard/") for name in manifest["files"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    assert {"ppo/reward_mean", "ppo/kl", "ppo/missing_eos"} <= set(accumulator.Tags()["scalars"])

@@ -267,3 +267,16 @@ def test_ddp_on_two_cpu_processes_trains_and_only_rank_0_writes(tiny_bert, tmp_p
     assert run.stdout.count("trained lora") == 1  # one report, from rank 0
     assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["training"]["epochs_run"] == 2
     assert adaptlab.load_artifact(tmp_path / "ddp", progress=False).predict_proba(["a text"]).shape == (1, 2)
+
+
+def test_tensorboard_logs_travel_with_the_artifact(tiny_bert, toy_splits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from adaptlab.runner import train
+
+    train("lora", toy_splits, tmp_path / "a", model=str(tiny_bert), epochs=2, batch_size=8, logger="tensorboard", progress=False)
+    (events,) = (tmp_path / "a" / "tensorboard").glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events))
+    accumulator.Reload()
+    assert {"val_acc", "train_loss_epoch"} <= set(accumulator.Tags()["scalars"])
+    assert len(accumulator.Scalars("val_acc")) == 2 and not (tmp_path / "a.work").exists()

@@ -34,6 +34,7 @@ COST_KEYS = ("trainable_params", "total_params", "train_seconds", "train_samples
 MANIFEST_KEYS = ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training", "details")
 RUN_RECORD = "run.json"  # in a work directory: the data and settings its checkpoints belong to
 TRAINING_LOG = "training_log.csv"  # name of the per-epoch / per-step log inside an artifact
+TENSORBOARD = "tensorboard"  # with --logger tensorboard: the event files, for `tensorboard --logdir ARTIFACT/tensorboard`
 
 
 def work_dir(output: str | Path) -> Path:
@@ -177,6 +178,11 @@ def _fit_evaluate_write(job: Job, data: Any, output: Path, workdir: Path, runtim
         log = training_log_path(workdir)
         if log.exists():
             shutil.copy(log, directory / TRAINING_LOG)
+        events = sorted((workdir / "logs").glob("events.out.tfevents.*"))  # --logger tensorboard
+        if events:
+            (directory / TENSORBOARD).mkdir()
+            for event in events:
+                shutil.copy(event, directory / TENSORBOARD / event.name)
 
     manifest = write_artifact(output, manifest, write_files)
     shutil.rmtree(workdir, ignore_errors=True)  # checkpoints are only needed to resume

@@ -29,6 +29,7 @@ from adaptlab.rlhf.rewards import RewardFn, checked_reward
 from adaptlab.runtime import Runtime
 
 TRAIN_PROMPTS = "train_prompts.json"  # in a policy artifact: the prompts PPO trained on
+NEGATIVE_KL = -1.0  # a step's mean KL below this is warned about (as TRL does): sampled tokens the policy finds unlikely
 
 
 class PolicyWithValue(nn.Module):
@@ -120,6 +121,9 @@ class PPOTrainer:
         responses = self.decode(sequences, mask, prompt_length)
         scores = torch.tensor(self.reward(prompts, responses), dtype=torch.float32, device=self.device)
         raw_scores = scores.clone()
+        unfinished = core.missing_eos(sequences[:, prompt_length:], self.tokenizer.eos_token_id)
+        if config.missing_eos_penalty:
+            scores = scores - config.missing_eos_penalty * unfinished.float()
         if config.score_norm:
             self.score_stats.update(scores)
             scores = (scores - self.score_stats.mean) / max(self.score_stats.std, 1e-6)
@@ -135,6 +139,7 @@ class PPOTrainer:
             advantages = core.whiten(advantages, response_mask)
         self.policy.train()
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clipfrac": [], "approx_kl": [], "entropy": []}
+        skipped = 0
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + self.step_count)
         for _ in range(config.ppo_epochs):
             for index in torch.randperm(len(prompts), generator=generator).split(config.mini_batch_size):
@@ -143,6 +148,9 @@ class PPOTrainer:
                 m = response_mask[index]
                 p_loss, p_stats = core.policy_loss(logprobs, old_logprobs[index], advantages[index], m, config.cliprange)
                 v_loss, _ = core.value_loss(values, old_values[index], returns[index], m, config.cliprange_value)
+                if config.ratio_threshold and p_stats["ratio"] > config.ratio_threshold:
+                    skipped += 1  # a runaway minibatch: its update would be a loss spike, so none is made
+                    continue
                 loss = p_loss + config.vf_coef * v_loss
                 self.optimizer.zero_grad()
                 loss.backward()
@@ -153,12 +161,20 @@ class PPOTrainer:
                                    ("entropy", core.masked_mean(entropy, m).item())):
                     stats[key].append(value)
         mean_kl = float(kl.sum(1).mean())
+        if mean_kl < NEGATIVE_KL:
+            from adaptlab.progress import stderr
+
+            stderr.print(f"[yellow]PPO step {self.step_count + 1}: the KL to the reference is negative ({mean_kl:.2f}), often a "
+                         "precursor of failed training: the sampling settings differ from the policy's distribution "
+                         "(temperature, top-k) or the learning rate is too high[/]")
         kl_coef = self.kl.value
         self.kl.update(mean_kl, config.batch_size)
         self.step_count += 1
         optimised = time.perf_counter()
         return {"step": self.step_count, "reward_mean": float(raw_scores.mean()), "reward_std": float(raw_scores.std()),
-                "kl": mean_kl, "kl_coef": kl_coef, **{k: float(np.mean(v)) for k, v in stats.items()},
+                "score_mean": float(scores.mean()),  # what PPO optimises: after the EOS penalty, normalisation, clipping
+                "kl": mean_kl, "kl_coef": kl_coef, **{k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()},
+                "skipped_minibatches": skipped, "missing_eos": float(unfinished.float().mean()),
                 "response_tokens": float(response_mask.sum(1).mean()),
                 "seconds_generation": generated - started, "seconds_scoring": scored - generated,
                 "seconds_optimisation": optimised - scored, "samples": responses[:2]}
@@ -170,6 +186,11 @@ class PPOTrainer:
         from adaptlab.progress import progress_bar
 
         history = []
+        events = None
+        if workdir is not None and self.config.logger == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            events = SummaryWriter(str(training_log_path(workdir).parent))  # beside the CSV; the artifact keeps both
         with progress_bar("PPO steps", self.config.steps - self.step_count, progress) as advance:
             while self.step_count < self.config.steps:
                 rng = np.random.default_rng([self.config.seed, self.step_count])  # batch depends on the step only
@@ -177,11 +198,16 @@ class PPOTrainer:
                 history.append(self.step(batch))
                 if workdir is not None:
                     _append_csv(training_log_path(workdir), {k: v for k, v in history[-1].items() if k != "samples"})
+                    for key, value in history[-1].items() if events is not None else ():
+                        if key not in ("step", "samples"):
+                            events.add_scalar(f"ppo/{key}", value, self.step_count)
                     with (workdir / "samples.jsonl").open("a") as handle:  # what the policy writes, step by step
                         handle.write(json.dumps({"step": self.step_count, "prompts": batch[:2], "responses": history[-1]["samples"]}) + "\n")
                     if self.step_count % checkpoint_every == 0 or self.step_count == self.config.steps:
                         self.save_checkpoint(workdir / "checkpoint.pt")
                 advance(1)
+        if events is not None:
+            events.close()
         return history
 
     # -- checkpoints and artifacts ------------------------------------------------------------------------

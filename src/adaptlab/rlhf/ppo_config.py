@@ -33,6 +33,13 @@ class PPOConfig:
     max_grad_norm: float = param(1.0, "Gradient norm clip.", above=0)
     score_clip: float | None = param(None, "Clip (normalised) scores to +-this value.", above=0)
     score_norm: bool = param(False, "Scale scores by a running mean/std of all scores seen (reward models drift in scale).")
+    missing_eos_penalty: float | None = param(
+        None, "Subtract this from the score of a response that ends without EOS (cut at --max-new-tokens), as TRL's "
+              "missing_eos_penalty: the policy learns to finish its sentences.", minimum=0)
+    ratio_threshold: float | None = param(
+        10.0, "Skip a minibatch update whose mean policy ratio exceeds this (a runaway batch; TRL's ratio_threshold).", above=1)
+    logger: str = param("csv", "Step log: csv (kept in the artifact) or tensorboard (csv plus TensorBoard events, "
+                               "also kept in the artifact under tensorboard/).", choices=("csv", "tensorboard"))
     seed: int = param(0, "Seed.", minimum=0, below=2**32)
 
     def __post_init__(self) -> None:
@@ -43,3 +50,8 @@ class PPOConfig:
     def check(self) -> None:
         if self.batch_size % self.mini_batch_size:
             raise AdaptlabError("--batch-size must be a multiple of --mini-batch-size")
+        if self.logger == "tensorboard":
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None

@@ -89,7 +89,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     clipped = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask).item(),
-             "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item()}
+             "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item(), "ratio": masked_mean(ratio, mask).item()}
     return loss, stats
 
 
@@ -106,6 +106,11 @@ def response_mask(response: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """1 on each generated token up to and including the first EOS, 0 after it (the padding ``generate`` adds)."""
     ended = (response == eos_token_id).int().cumsum(1)
     return ((ended == 0) | ((ended == 1) & (response == eos_token_id))).long()
+
+
+def missing_eos(response: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """True for each response that never produced EOS (it was cut at the token limit)."""
+    return ~(response == eos_token_id).any(1)
 
 
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
