@@ -382,3 +382,41 @@ def test_ppo_penalises_missing_eos_skips_runaway_minibatches_and_warns_on_negati
     accumulator = EventAccumulator(str(events[0]))
     accumulator.Reload()
     assert {"ppo/reward_mean", "ppo/kl", "ppo/missing_eos"} <= set(accumulator.Tags()["scalars"])
+
+
+def test_decoder_reward_models_read_chat_turns_and_can_be_centred(tmp_path, tiny_llama):
+    from torch.nn import functional as F
+
+    from adaptlab.rlhf import RewardModel, read_preferences, split_preferences, train_reward_model
+    from adaptlab.rlhf.pairs import chat_template_pieces, encode
+    from adaptlab.rlhf.reward import prompt_bootstrap_interval
+    from adaptlab.training.module import PairwiseRewardModule
+
+    tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(tiny_llama)
+    ids = encode(tokenizer, "How are you?", "Fine, thanks.", 256, chat_template_pieces(tokenizer))
+    expected = tokenizer.apply_chat_template([{"role": "user", "content": "How are you?"},
+                                              {"role": "assistant", "content": "Fine, thanks."}], tokenize=False)
+    assert tokenizer.decode(ids) == expected  # exactly the conversation the chat template writes
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", learnable_pairs(60))
+    split = split_preferences(read_preferences(str(data))[0], str(data))
+    manifest = train_reward_model(split, tmp_path / "rm", model=str(tiny_llama), epochs=1, center_rewards=0.01, progress=False)
+    assert manifest["details"]["tokenization"]["framing"] == "chat template"
+    low, high = manifest["metrics"]["test"]["ci95"]
+    assert low <= manifest["metrics"]["test"]["pairwise_accuracy"] <= high
+    reloaded = RewardModel.load(tmp_path / "rm")
+    assert reloaded.pairwise_accuracy(split.test)["pairwise_accuracy"] == manifest["metrics"]["test"]["pairwise_accuracy"]
+
+    class Fixed(torch.nn.Module):  # (rejected, chosen) scores straight from the batch
+        def forward(self, input_ids, attention_mask):
+            return input_ids.float()
+
+    module = PairwiseRewardModule(Fixed(), center_rewards=0.5, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0, schedule="constant", seed=0)
+    module.log = lambda *a, **k: None
+    batch = {"input_ids": torch.tensor([[1.0, 3.0], [2.0, -1.0]]), "attention_mask": torch.ones(2, 2), "labels": torch.ones(2, dtype=torch.long)}
+    loss = module.training_step(batch, 0)
+    bt = F.cross_entropy(batch["input_ids"], batch["labels"], reduction="none")
+    assert loss.item() == pytest.approx((bt + 0.5 * torch.tensor([4.0, 1.0]) ** 2).mean().item())
+    assert prompt_bootstrap_interval(np.array([True, True, False, True]), ["a", "a", "b", "c"]) == [0.0, 1.0]
+    low, high = prompt_bootstrap_interval(np.arange(400) % 5 != 0, [str(i // 2) for i in range(400)])  # 200 prompts, 80%
+    assert 0.75 < low < 0.78 and 0.82 < high < 0.85  # about 0.8 -+ 1.96 * sqrt(0.8 * 0.2 / 400)

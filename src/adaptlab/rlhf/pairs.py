@@ -27,6 +27,29 @@ def special_template(tokenizer) -> tuple[list[int], list[int], list[int]]:
     return full[:i], full[i + len(x):j], full[j + len(y):]
 
 
+def chat_template_pieces(tokenizer) -> tuple[list[int], list[int], list[int]]:
+    """The token ids a chat template puts before the prompt (as a user turn), between it and the response (the
+    assistant turn's header) and after the response, read off a conversation of two sentinel strings."""
+    prompt_mark, response_mark = "\u241fPROMPT\u241f", "\u241fRESPONSE\u241f"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt_mark}, {"role": "assistant", "content": response_mark}],
+                                         tokenize=False)
+    before, rest = text.split(prompt_mark)
+    between, after = rest.split(response_mark)
+    ids = lambda piece: tokenizer(piece, add_special_tokens=False)["input_ids"]
+    return ids(before), ids(between), ids(after)
+
+
+def uses_chat(tokenizer, chat: bool | None) -> bool:
+    """``chat`` as given, or (None) whether the tokenizer has a chat template."""
+    return bool(getattr(tokenizer, "chat_template", None)) if chat is None else chat
+
+
+def pair_template(tokenizer, chat: bool | None) -> tuple[list[int], list[int], list[int]]:
+    """How (prompt, response) is framed: the chat template (see ``uses_chat``), else the tokenizer's text-pair
+    special tokens."""
+    return chat_template_pieces(tokenizer) if uses_chat(tokenizer, chat) else special_template(tokenizer)
+
+
 def encode(tokenizer, prompt: str, response: str, max_length: int, template=None) -> list[int]:
     """Prompt tail + response head as one sequence with the model's special tokens."""
     before, between, after = template or special_template(tokenizer)
@@ -40,8 +63,8 @@ def encode(tokenizer, prompt: str, response: str, max_length: int, template=None
 
 
 class PairDataset(Dataset):
-    def __init__(self, pairs: list[Pair], tokenizer, max_length: int) -> None:
-        template = special_template(tokenizer)
+    def __init__(self, pairs: list[Pair], tokenizer, max_length: int, template=None) -> None:
+        template = template or special_template(tokenizer)
         self.chosen = [encode(tokenizer, p.prompt, p.chosen, max_length, template) for p in pairs]
         self.rejected = [encode(tokenizer, p.prompt, p.rejected, max_length, template) for p in pairs]
         self.weights = [p.weight for p in pairs]

@@ -45,6 +45,10 @@ class RewardModel(TrainingOptions):
     max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8)
     lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0)
     epochs: int = param(2, "Training epochs.", minimum=1)
+    chat: bool | None = param(None, "Frame (prompt, response) as a user and an assistant turn with the tokenizer's chat "
+                                    "template (default: when it has one, i.e. for chat decoders); else as a text pair.")
+    center_rewards: float | None = param(None, "Add c * mean((r_chosen + r_rejected)^2) to the loss, keeping rewards "
+                                               "centred on zero (TRL's center_rewards_coefficient; e.g. 0.01).", minimum=0)
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
@@ -73,16 +77,18 @@ class RewardModel(TrainingOptions):
         return get_peft_model(bundle.model, config)
 
     def fit(self, data: PreferenceSplit, workdir: Path) -> "RewardModel":
-        from adaptlab.rlhf.pairs import PairCollator, PairDataset, PairwiseScores
+        from adaptlab.rlhf.pairs import PairCollator, PairDataset, PairwiseScores, pair_template
         from adaptlab.training.data import BatchDataModule
         from adaptlab.training.engine import fit_module
 
         self.network_ = self._build()
+        self.template_ = pair_template(self.tokenizer_, self.chat)
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
         datamodule = BatchDataModule(
-            PairDataset(data.train, self.tokenizer_, self.max_length), PairDataset(data.val, self.tokenizer_, self.max_length),
+            *(PairDataset(pairs, self.tokenizer_, self.max_length, self.template_) for pairs in (data.train, data.val)),
             collate, self.batch_size, self.seed, self.group_by_length)
-        self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self, workdir, self.runtime)
+        self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self, workdir, self.runtime, objective="reward",
+                                  module_options={"center_rewards": self.center_rewards})
         self.network_.eval()
         return self
 
@@ -114,22 +120,24 @@ class RewardModel(TrainingOptions):
         return dataclasses.asdict(self.report_)
 
     def details(self) -> dict:
-        return {"tokenization": {"max_length": self.max_length, "padding_side": self.tokenizer_.padding_side}}
+        from adaptlab.rlhf.pairs import uses_chat
+
+        return {"tokenization": {"max_length": self.max_length, "padding_side": self.tokenizer_.padding_side,
+                                 "framing": "chat template" if uses_chat(self.tokenizer_, self.chat) else "text pair"}}
 
     def score(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """One scalar reward per (prompt, response)."""
         import torch
 
         from adaptlab.models.classifier import logits_of
-        from adaptlab.rlhf.pairs import PairCollator, encode, special_template
+        from adaptlab.rlhf.pairs import PairCollator, encode
 
         if len(prompts) != len(responses):
             raise AdaptlabError(f"{len(prompts)} prompts but {len(responses)} responses")
         device = self.runtime.torch_device
         network = self.network_.to(device).eval()
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
-        template = special_template(self.tokenizer_)
-        ids = [encode(self.tokenizer_, p, r, self.max_length, template) for p, r in zip(prompts, responses)]
+        ids = [encode(self.tokenizer_, p, r, self.max_length, self.template_) for p, r in zip(prompts, responses)]
         order = np.argsort([-len(x) for x in ids], kind="stable")
         out = np.empty(len(ids), dtype=np.float32)
         with torch.inference_mode():
@@ -143,10 +151,13 @@ class RewardModel(TrainingOptions):
         return out
 
     def pairwise_accuracy(self, pairs: list[Pair]) -> dict:
+        """Share of pairs whose chosen response scores higher, with a 95% interval that resamples whole prompts
+        (the pairs of one prompt are not independent)."""
         chosen = self.score([p.prompt for p in pairs], [p.chosen for p in pairs])
         rejected = self.score([p.prompt for p in pairs], [p.rejected for p in pairs])
         margin = chosen - rejected
-        return {"pairs": len(pairs), "pairwise_accuracy": float((margin > 0).mean()), "mean_margin": float(margin.mean()),
+        return {"pairs": len(pairs), "pairwise_accuracy": float((margin > 0).mean()),
+                "ci95": prompt_bootstrap_interval(margin > 0, [p.prompt for p in pairs]), "mean_margin": float(margin.mean()),
                 "reward_mean": float(np.concatenate([chosen, rejected]).mean()),
                 "reward_std": float(np.concatenate([chosen, rejected]).std())}
 
@@ -170,7 +181,8 @@ class RewardModel(TrainingOptions):
         if manifest["strategy"] != STRATEGY:
             raise AdaptlabError(f"'{path}' is a '{manifest['strategy']}' artifact, not a reward model")
         known = {f.name for f in dataclasses.fields(cls)}
-        model = cls(**{k: v for k, v in manifest["params"].items() if k in known}, device=device)
+        params = {"chat": False, **manifest["params"]}  # reward models from before --chat read text pairs
+        model = cls(**{k: v for k, v in params.items() if k in known}, device=device)
         model.ref_ = resolve_model(model.model)
         bundle = load_classifier(model.ref_, ["reward"])
         if model.method == "lora":
@@ -184,8 +196,25 @@ class RewardModel(TrainingOptions):
             model.network_ = bundle.model
         model.tokenizer_ = AutoTokenizer.from_pretrained(path / "tokenizer")
         model.tokenizer_.padding_side = bundle.tokenizer.padding_side
+        from adaptlab.rlhf.pairs import pair_template
+
+        model.template_ = pair_template(model.tokenizer_, model.chat)
         model.network_.eval()
         return model
+
+
+def prompt_bootstrap_interval(correct: np.ndarray, prompts: list[str], draws: int = 2000, seed: int = 0) -> list[float]:
+    """Percentile 95% interval of the accuracy when prompts (with all their pairs) are resampled."""
+    groups: dict[str, list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        groups.setdefault(prompt, []).append(i)
+    hits = np.array([correct[index].sum() for index in groups.values()], dtype=np.float64)
+    sizes = np.array([len(index) for index in groups.values()], dtype=np.float64)
+    if len(hits) < 2:
+        return [float(correct.mean()), float(correct.mean())] if len(correct) else [0.0, 0.0]
+    picks = np.random.default_rng(seed).integers(0, len(hits), size=(draws, len(hits)))
+    accuracy = hits[picks].sum(1) / sizes[picks].sum(1)
+    return [round(float(np.percentile(accuracy, 2.5)), 4), round(float(np.percentile(accuracy, 97.5)), 4)]
 
 
 def train_reward_model(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> dict:

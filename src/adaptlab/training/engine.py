@@ -1,7 +1,7 @@
 """Engineering around the research modules: the Lightning Trainer, checkpoints, resume, best model.
 
 One engine for every objective: ``classification`` (``ClassificationModule``, best model by validation
-accuracy) and ``causal-lm`` (``CausalLMModule`` for supervised fine-tuning, best by validation loss).
+accuracy), ``reward`` (the same on preference pairs, optionally centred) and ``causal-lm`` (``CausalLMModule`` for supervised fine-tuning, best by validation loss).
 
 Checkpoints live in the job's work directory (``<output>.work/``, see ``adaptlab.jobs``): ``last.ckpt`` after every epoch (what ``resume`` continues from;
 an epoch cut short is redone, with the same batches and the same dropout; the CSV log keeps the rows of the
@@ -28,7 +28,7 @@ from adaptlab.jobs import training_log_path
 from adaptlab.progress import stderr
 from adaptlab.runtime import Runtime
 from adaptlab.training.data import BatchDataModule
-from adaptlab.training.module import CausalLMModule, ClassificationModule
+from adaptlab.training.module import CausalLMModule, ClassificationModule, PairwiseRewardModule
 from adaptlab.training.options import TrainingOptions
 
 # Lightning's start-up chatter (GPU/TPU availability, tips) is not what a user needs to read.
@@ -40,7 +40,8 @@ warnings.filterwarnings("ignore", message=".*smaller than the logging interval",
 warnings.filterwarnings("ignore", message=".*(Experiment logs|Checkpoint) directory .* exists and is not empty")
 
 #: objective -> (module, the validation metric that picks the best epoch, and its direction)
-OBJECTIVES = {"classification": (ClassificationModule, "val_acc", "max"), "causal-lm": (CausalLMModule, "val_loss", "min")}
+OBJECTIVES = {"classification": (ClassificationModule, "val_acc", "max"), "causal-lm": (CausalLMModule, "val_loss", "min"),
+              "reward": (PairwiseRewardModule, "val_acc", "max")}
 
 
 @dataclass
@@ -88,9 +89,11 @@ class _EpochTimer(Callback):
 
 
 def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingOptions, workdir: Path,
-               runtime: Runtime, objective: str = "classification", epochs: int | None = None) -> FitReport:
+               runtime: Runtime, objective: str = "classification", epochs: int | None = None,
+               module_options: dict | None = None) -> FitReport:
     """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
-    it holds the best weights by the objective's validation metric (accuracy for classifiers, loss for causal LMs)."""
+    it holds the best weights by the objective's validation metric (accuracy for classifiers and reward models,
+    loss for causal LMs). ``module_options`` go to the objective's module (a reward model's ``center_rewards``)."""
     epochs = epochs or options.epochs
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
@@ -99,7 +102,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     module_class, monitor, mode = OBJECTIVES[objective]
     module = module_class(
         model, lr=options.lr, weight_decay=options.weight_decay, warmup_ratio=options.warmup_ratio,
-        schedule=options.schedule, seed=options.seed,
+        schedule=options.schedule, seed=options.seed, **(module_options or {}),
     )
     best = ModelCheckpoint(
         dirpath=workdir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,

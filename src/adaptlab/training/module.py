@@ -89,6 +89,27 @@ class ClassificationModule(AdaptationModule):
         self.log("val_acc", accuracy, prog_bar=True, batch_size=n, sync_dist=True)
 
 
+class PairwiseRewardModule(ClassificationModule):
+    """A reward model on (rejected, chosen) score pairs: the Bradley-Terry loss, plus TRL's
+    ``center_rewards_coefficient`` term ``c * mean((r_chosen + r_rejected)^2)`` when ``center_rewards`` is set, which
+    keeps rewards centred on zero (only their differences are learned otherwise, and PPO sees their offset)."""
+
+    def __init__(self, model: nn.Module, *, center_rewards: float | None = None, **options) -> None:
+        super().__init__(model, **options)
+        self.center_rewards = center_rewards
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if not self.center_rewards:
+            return super().training_step(batch, batch_idx)
+        scores = self(batch)
+        losses = F.cross_entropy(scores, batch["labels"], reduction="none") + self.center_rewards * scores.sum(-1) ** 2
+        weights = batch.get("weights", torch.ones_like(losses))
+        loss = (losses * weights).sum() / weights.sum()
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=len(batch["labels"]))
+        return loss
+
+
 class CausalLMModule(AdaptationModule):
     def token_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
         """Mean next-token cross-entropy over the labelled tokens, and how many there were."""
