@@ -420,3 +420,33 @@ def test_decoder_reward_models_read_chat_turns_and_can_be_centred(tmp_path, tiny
     assert prompt_bootstrap_interval(np.array([True, True, False, True]), ["a", "a", "b", "c"]) == [0.0, 1.0]
     low, high = prompt_bootstrap_interval(np.arange(400) % 5 != 0, [str(i // 2) for i in range(400)])  # 200 prompts, 80%
     assert 0.75 < low < 0.78 and 0.82 < high < 0.85  # about 0.8 -+ 1.96 * sqrt(0.8 * 0.2 / 400)
+
+
+def test_sft_then_dpo_and_ppo_from_it_compared_on_held_out_prompts(cli, tiny_llama, tmp_path, monkeypatch):
+    """The pipeline: SFT -> (DPO, PPO) each starting from the SFT artifact -> one evaluation against the SFT model."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    chat = write_jsonl(tmp_path / "chat.jsonl", [{"prompt": f"Question {i}", "completion": "a helpful answer"} for i in range(40)])
+    assert cli("sft", "train", "--data", chat, "--model", tiny_llama, "--epochs", "1", "--no-forgetting", "--max-new-tokens", "2",
+               "-o", tmp_path / "sft")[0] == 0
+    prefs = write_jsonl(tmp_path / "prefs.jsonl", learnable_pairs(30))
+    code, _, err = cli("rlhf", "dpo", "--data", prefs, "--model", tmp_path / "sft", "--max-length", "32", "-o", tmp_path / "dpo")
+    assert code == 2 and "raise --max-length" in err.strip().splitlines()[-1]  # the chat template alone fills 32 tokens
+    code, _, err = cli("rlhf", "dpo", "--data", prefs, "--model", tmp_path / "sft", "--max-length", "96", "-o", tmp_path / "dpo")
+    assert code == 0, err
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS))
+    code, _, err = cli("rlhf", "ppo", "--reward", "test_rlhf:colons", "--prompts", prompts, "--model", tmp_path / "sft", "--steps", "2",
+                       "--batch-size", "4", "--mini-batch-size", "2", "--max-new-tokens", "4", "-o", tmp_path / "ppo")
+    assert code == 0, err
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(PROMPTS[:4] + [f"Other prompt {i}:" for i in range(6)]))
+    code, out, err = cli("rlhf", "eval", tmp_path / "ppo", tmp_path / "dpo", tmp_path / "sft", "--reward", "test_rlhf:colons",
+                         "--prompts", held_out, "--n", "6", "--max-new-tokens", "4", "-o", tmp_path / "eval")
+    assert code == 0, err
+    result = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert result["reference"] == str(tmp_path / "sft") and result["prompts"] == 6  # PPO's base: the SFT model
+    assert all(s["prompt"].startswith("Other") for s in result["samples"])  # PPO's training prompts are held out
+    rows = {Path(r["policy"]).name: r for r in result["policies"]}
+    assert set(rows) == {"ppo", "dpo", "sft"}
+    assert rows["sft"]["kl_to_reference"] == pytest.approx(0, abs=1e-4) and rows["sft"]["win_rate"] == 0.5  # itself
+    assert all(0 <= r["win_rate"] <= 1 for r in rows.values()) and "| reference |" in (tmp_path / "eval" / "results.md").read_text()

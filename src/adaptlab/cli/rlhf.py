@@ -109,7 +109,7 @@ def ppo(values: dict) -> None:
 
 @rlhf_app.command("eval")
 def rlhf_eval(
-    policy: Annotated[Path, typer.Argument(help="A policy artifact from `adaptlab rlhf ppo`.")],
+    policies: Annotated[list[Path], typer.Argument(help="A policy artifact from `adaptlab rlhf ppo` (compared with its base), or several generators (sft, dpo, ppo artifacts) compared with one --reference.", metavar="POLICY...")],
     reward: Annotated[str, typer.Option(help="Reward to score with: reward-model or classifier artifact, or module:function.")],
     reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
     prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
@@ -117,24 +117,38 @@ def rlhf_eval(
     n: Annotated[int, typer.Option("-n", "--n", help="How many prompts.")] = 64,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
     seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
+    reference: Annotated[Optional[str], typer.Option(help="What every policy is compared with (default: the listed artifact the others started from, e.g. the SFT model PPO and DPO were trained from; else the first policy's base).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<policy>-rlhf-eval).")] = None,
     device: DEVICE = None,
 ) -> None:
-    """Base vs tuned policy on held-out prompts: mean reward, win rate, KL to the base, samples."""
-    from adaptlab.rlhf.evaluate import evaluate_policy, held_out, write_report
+    """Policies vs their reference on held-out prompts (the policies' training prompts left out): mean reward, win
+    rate, KL to the reference, samples."""
+    from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out, write_comparison, write_report
     from adaptlab.rlhf.ppo import read_prompts
     from adaptlab.rlhf.rewards import load_reward
 
-    output = output or Path(default_output(policy, "rlhf-eval"))
-
-    # a generous draw of candidates, so that n remain once the policy's training prompts are left out
-    drawn = 4 * n if prompts in ("imdb", "rotten_tomatoes") else None
-    prompt_list = held_out(policy, read_prompts(prompts, prompt_column, drawn, 10_000 + seed), n)
-    result = evaluate_policy(policy, prompt_list, load_reward(reward, reward_label, device), max_new_tokens=max_new_tokens,
-                             seed=seed, device=device)
-    write_report(result, output)
-    out.print(f"reward {result['reward_base']:.3f} (base) -> {result['reward_tuned']:.3f} (tuned), win rate "
-              f"{result['win_rate']:.3f}, KL to base {result['kl_to_base']:.2f}; {output / 'results.md'}")
+    output = output or Path(default_output(policies[0], "rlhf-eval"))
+    # a generous draw of candidates, so that n remain once the policies' training prompts are left out
+    drawn = 4 * n * len(policies) if prompts in ("imdb", "rotten_tomatoes") else None
+    prompt_list = read_prompts(prompts, prompt_column, drawn, 10_000 + seed)
+    for policy in policies:
+        prompt_list = held_out(policy, prompt_list, None)
+    prompt_list = prompt_list[:n]
+    score = load_reward(reward, reward_label, device)
+    if len(policies) == 1 and reference is None:
+        result = evaluate_policy(policies[0], prompt_list, score, max_new_tokens=max_new_tokens, seed=seed, device=device)
+        write_report(result, output)
+        out.print(f"reward {result['reward_base']:.3f} (base) -> {result['reward_tuned']:.3f} (tuned), win rate "
+                  f"{result['win_rate']:.3f}, KL to base {result['kl_to_base']:.2f}; {output / 'results.md'}")
+        return
+    result = compare_policies(policies, prompt_list, score, reference=reference, max_new_tokens=max_new_tokens, seed=seed,
+                              device=device)
+    write_comparison(result, output)
+    out.print(f"reference {result['reference']}: reward {result['reward_reference']:.3f}", highlight=False)
+    for row in result["policies"]:
+        out.print(f"{row['policy']}: reward {row['reward']:.3f} ({row['reward_gain']:+.3f}), win rate {row['win_rate']:.3f}, "
+                  f"KL {row['kl_to_reference']:.2f}", highlight=False)
+    out.print(f"{output / 'results.md'}", highlight=False)
 
 
 _REWARD = {**PREFERENCE_OPTIONS, **dataclass_options(RewardModel, first=(TrainingOptions,)), "as_json": JsonOpt}

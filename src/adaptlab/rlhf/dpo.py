@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
@@ -79,6 +80,9 @@ class DPOPolicy:
         self.trainer_ = DPOTrainer(model=lm, args=args, train_dataset=_dataset(data.train, self.tokenizer_),
                                    eval_dataset=_dataset(data.val, self.tokenizer_), processing_class=self.tokenizer_,
                                    peft_config=peft_config)
+        if len(self.trainer_.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
+            raise AdaptlabError(f"every training pair was cut away by --max-length {self.max_length} (the prompt, with "
+                                f"the chat template, fills it); raise --max-length")
         self.trainer_.train()
         return self
 
