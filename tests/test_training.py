@@ -280,3 +280,12 @@ def test_tensorboard_logs_travel_with_the_artifact(tiny_bert, toy_splits, tmp_pa
     accumulator.Reload()
     assert {"val_acc", "train_loss_epoch"} <= set(accumulator.Tags()["scalars"])
     assert len(accumulator.Scalars("val_acc")) == 2 and not (tmp_path / "a.work").exists()
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tiny_bert, toy_splits, tmp_path):
+    from adaptlab.runner import train
+
+    runs = [train("lora", toy_splits, tmp_path / name, model=str(tiny_bert), epochs=1, batch_size=8, gradient_checkpointing=flag,
+                  progress=False) for name, flag in (("plain", False), ("checkpointed", True))]
+    assert runs[1].manifest["params"]["gradient_checkpointing"] is True
+    np.testing.assert_allclose(runs[0].test_proba, runs[1].test_proba, atol=1e-5)  # recomputed, same dropout masks

@@ -99,6 +99,8 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
     model.train()  # from_pretrained returns eval mode; Lightning keeps whatever mode it is given
+    if options.gradient_checkpointing:
+        _checkpoint_activations(model)
     module_class, monitor, mode = OBJECTIVES[objective]
     module = module_class(
         model, lr=options.lr, weight_decay=options.weight_decay, warmup_ratio=options.warmup_ratio,
@@ -165,6 +167,19 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         resumed_from_epoch=resumed_from,
         tokens_per_second=round(timer.tokens / max(timer.seconds, 1e-9), 1) if timer.tokens else None,
     )
+
+
+def _checkpoint_activations(model: torch.nn.Module) -> None:
+    """Turn on transformers' gradient checkpointing in the (first) pretrained model inside ``model``; the
+    non-reentrant variant, which needs no input gradients, so frozen embeddings (LoRA) work as they are."""
+    from adaptlab.errors import AdaptlabError
+
+    for module in model.modules():
+        if getattr(module, "supports_gradient_checkpointing", False):
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            module.config.use_cache = False
+            return
+    raise AdaptlabError("--gradient-checkpointing: this model has no transformer that supports it")
 
 
 def _log_rows_before(log: Path, epoch: int) -> list[dict]:

@@ -32,6 +32,8 @@ class TrainingOptions:
     schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
     grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1)
     grad_clip: float | None = param(1.0, "Clip the gradient norm to this value.", above=0)
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass instead of keeping them: "
+                                                "about half the training memory for about a third more compute.")
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
                            choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
     patience: int | None = param(None, "Stop early after this many epochs without validation gain.", minimum=1)
