@@ -12,7 +12,7 @@ paragraphs are indexed twice, with minilm and with the adapted minilm, and every
 SmolLM2 comes from the packaged Q4_1 GGUF, de-quantised to float: its numbers are that model's, not the original
 bf16 checkpoint's. Steps keep their outputs in --workdir, so an interrupted run resumes where it stopped.
 
-    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1500] [--workdir DIR]
+    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1500] [--retriever-epochs 1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=300, help="held-out questions answered by each reader")
     parser.add_argument("--reader-examples", type=int, default=1500, help="adapt-half questions the reader trains on")
     parser.add_argument("--k", type=int, default=3)
+    parser.add_argument("--retriever-epochs", type=int, default=1)
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "adaptlab-rag-quality"))
     args = parser.parse_args()
     if not SQUAD.exists():
@@ -84,17 +85,19 @@ def main() -> None:
     started = time.perf_counter()
     rows, base_index = retrieval_rows(work / "store-base", "minilm", held_out, "", ["dense", "bm25", "hybrid"])
     seconds["base_retrieval"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(rows), flush=True)  # each stage's numbers as it finishes: a long run shows progress
 
     # 2. the adapted retriever: trained on the adapt half's pairs, the held-out paragraphs re-indexed with it
     retriever = work / "retriever"
     started = time.perf_counter()
     if not (retriever / "manifest.json").exists():
         split = split_pairs(read_pairs(adapt), val_fraction=0.05, test_fraction=0.05, source="squad-dev adapt articles")
-        train_retriever(split, retriever, progress=True)
+        train_retriever(split, retriever, epochs=args.retriever_epochs, progress=True)
     seconds["retriever_training"] = round(time.perf_counter() - started, 1)
     retriever_manifest = json.loads((retriever / "manifest.json").read_text())
     adapted_rows, adapted_index = retrieval_rows(work / "store-adapted", str(retriever), held_out, "adapted-", ["dense", "hybrid"])
     rows += adapted_rows
+    print(json.dumps(adapted_rows), flush=True)
     best = max(rows, key=lambda r: (r["recall@5"], r["mrr"]))
 
     # 3. the adapted reader: SFT on conversations built from the base retriever's top-k for adapt-half questions
