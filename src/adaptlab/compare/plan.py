@@ -78,8 +78,7 @@ class Preset:
 
 
 PRESETS = {
-    # Measured: the whole default ladder on Rotten Tomatoes in under 15 minutes on a 2-core CPU (README).
-    # quick stays a quick look (untuned: under 15 minutes); the larger presets tune every gradient entry
+    # quick: the whole default ladder on Rotten Tomatoes in under 15 minutes on 2 CPU cores (README), untuned
     "quick": Preset(train_size=1000, val_size=250, test_size=500, epochs=3, head_epochs=10, draws=1, max_length=128, tune=0),
     "standard": Preset(train_size=4000, val_size=500, test_size=1000, epochs=3, head_epochs=10, draws=3, max_length=256, tune=4),
     "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None, tune=6),
