@@ -31,8 +31,8 @@ SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad_dev_v1.
 TARGETS = {"best_recall@5": 0.93, "adapted_reader_token_f1": 0.5}
 
 
-def split_articles(workdir: Path, seed: int = 0) -> tuple[Path, Path, dict]:
-    squad = json.loads(SQUAD.read_text(encoding="utf-8"))
+def split_articles(source: Path, workdir: Path, seed: int = 0) -> tuple[Path, Path, dict]:
+    squad = json.loads(source.read_text(encoding="utf-8"))
     order = np.random.default_rng(seed).permutation(len(squad["data"]))
     half = len(order) // 2
     parts = {"adapt": [squad["data"][i] for i in order[:half]], "held_out": [squad["data"][i] for i in order[half:]]}
@@ -65,10 +65,11 @@ def main() -> None:
     parser.add_argument("--reader-examples", type=int, default=1500, help="adapt-half questions the reader trains on")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--retriever-epochs", type=int, default=1)
+    parser.add_argument("--squad", type=Path, default=SQUAD, help="SQuAD-format file (a small one checks the script)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "adaptlab-rag-quality"))
     args = parser.parse_args()
-    if not SQUAD.exists():
-        raise SystemExit(f"{SQUAD} is not here")
+    if not args.squad.exists():
+        raise SystemExit(f"{args.squad} is not here")
     os.environ.setdefault("ADAPTLAB_CACHE", os.path.join(args.workdir, "cache"))
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -78,7 +79,7 @@ def main() -> None:
     from adaptlab.rag.reader_data import reader_conversations, write_conversations
     from adaptlab.rag.retrieval import Retrieval
 
-    adapt, held_out, sizes = split_articles(work)
+    adapt, held_out, sizes = split_articles(args.squad, work)
     seconds = {}
 
     # 1. retrieval on the held-out articles: base minilm in three modes
@@ -133,7 +134,7 @@ def main() -> None:
                         "cited_relevant": row["cited_relevant"]})
     adapted_f1 = answers[-1]["token_f1"]
     save("rag_quality", {
-        "data": {"source": SQUAD.name, "split": "by article, seeded shuffle (seed 0): adapt half / held-out half", **sizes},
+        "data": {"source": args.squad.name, "split": "by article, seeded shuffle (seed 0): adapt half / held-out half", **sizes},
         "setup": {"embedder": "minilm (all-MiniLM-L6-v2)", "store": "LanceDB, exact search; BM25 = LanceDB's full-text index",
                   "fusion": "reciprocal rank fusion, k=60, weights 1/1, depth 50", "k": args.k,
                   "retriever": {"params": retriever_manifest["params"], "metrics": retriever_manifest["metrics"],
