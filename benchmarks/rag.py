@@ -138,7 +138,7 @@ def _mode_latencies(directory: Path, index, vectors: np.ndarray, query_texts: li
         part = range(start, min(start + 5000, len(vectors)))
         rows = [ChunkRow(str(i), f"doc-{i}", "", texts[i % len(texts)]["title"], 0, 0, 0, texts[i % len(texts)]["text"]) for i in part]
         store.add(rows, vectors[start:start + len(rows)])
-    store.build_text_index()
+    store.ensure_text_index()
     hybrid = lambda pair: reciprocal_rank_fusion([store.search(pair[1], FUSION_DEPTH), store.text_search(pair[0], FUSION_DEPTH)], [1.0, 1.0], 10)
     pairs = list(zip(query_texts, questions))
     timings = {"dense": _latencies(lambda pair: store.search(pair[1], 10), pairs),

@@ -392,6 +392,9 @@ def check_modes_and_filters(store, corpus, model):
     assert top("planet", mode="hybrid", where=(("year", "1962"),)) == ["venus"]
     assert set(top("anything", mode="dense", where=(("source", str(corpus / "cats.md")),))) == {"cats.md"}
     assert top("planet", mode="bm25", where=(("topic", "nothing"),)) == []
+    (corpus / "later.txt").write_text("Obsidian is volcanic glass.")  # added after the text index was made
+    index.update([str(corpus)])
+    assert top("obsidian glass", mode="bm25") == ["later.txt"]
     return index
 
 

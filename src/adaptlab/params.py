@@ -43,6 +43,12 @@ def params_of(cls: type) -> list[Field]:
     return list(dataclasses.fields(cls))
 
 
+def recorded_params(obj: Any) -> dict:
+    """A job's parameters and their values, runtime-only ones (device, progress, resume) left out: what its
+    manifest records."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if not f.metadata.get("runtime")}
+
+
 def base_type(annotation: Any) -> Any:
     """``int | None`` -> int, ``list[str] | None`` -> list; ``Any`` stays ``Any``."""
     origin = typing.get_origin(annotation)

@@ -122,8 +122,8 @@ class RagIndex:
                     pending = []
                 advance(1)
             self._flush(pending, report)
-        if report.chunks_written or report.removed:
-            self.store.build_text_index()  # BM25 statistics over the store as it is now
+        if report.chunks_written:
+            self.store.ensure_text_index()  # once per store, so the first BM25 query does not pay for it
         report.seconds = time.perf_counter() - started
         return report
 

@@ -143,7 +143,7 @@ class PgVectorStore:
             "ORDER BY rank DESC, id LIMIT %s", (words, *params, k)).fetchall()
         return [Hit(float(row[-1]), ChunkRow(*row[:-1])) for row in rows]
 
-    def build_text_index(self) -> None:
+    def ensure_text_index(self) -> None:
         """Nothing to do: the text column and its GIN index are kept up to date by PostgreSQL."""
 
     def count(self) -> int:

@@ -27,7 +27,7 @@ import numpy as np
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.models.loading import resolve_model
-from adaptlab.params import check_fields, check_names, param
+from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.runtime import Runtime
 from adaptlab.training.options import TrainingOptions
 
@@ -201,7 +201,7 @@ class RetrieverTuner(TrainingOptions):
         return base_record(self.model, self.ref_)
 
     def get_params(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
+        return recorded_params(self)
 
     def training_report(self) -> dict:
         return dataclasses.asdict(self.report_)

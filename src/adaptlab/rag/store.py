@@ -65,6 +65,7 @@ class VectorStore(Protocol):
     def record(self, documents: dict[str, str]) -> None: ...
     def search(self, vector: np.ndarray, k: int, where: dict[str, str] | None = None) -> list[Hit]: ...
     def text_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[Hit]: ...
+    def ensure_text_index(self) -> None: ...
     def count(self) -> int: ...
 
 
@@ -203,8 +204,7 @@ class LanceStore:
         table = self._chunk_table()
         if table is None or not query.strip():
             return []
-        if not any(index.index_type == "FTS" for index in table.list_indices()):
-            self.build_text_index()
+        self.ensure_text_index()
         return self._hits(table, table.search(query, query_type="fts").limit(k), where, "_score", float)
 
     def _hits(self, table, query, where, score_column: str, to_score) -> list[Hit]:
@@ -215,13 +215,14 @@ class LanceStore:
         return [Hit(to_score(row[score_column]), ChunkRow(**{f: row[f] for f in fields}))
                 for row in query.select([*fields, score_column]).to_list()]
 
-    def build_text_index(self) -> None:
-        """LanceDB's inverted (BM25) index on the text: English stemming, stop words dropped."""
+    def ensure_text_index(self) -> None:
+        """LanceDB's inverted (BM25) index on the text (English stemming, stop words dropped), made once: chunks
+        added later are searched too, unindexed, until ``compact`` folds them into it."""
         from lancedb.index import FTS
 
         table = self._chunk_table()
-        if table is not None:
-            table.create_index("text", config=FTS(), replace=True)
+        if table is not None and not any(index.index_type == "FTS" for index in table.list_indices()):
+            table.create_index("text", config=FTS())
 
     def count(self) -> int:
         table = self._chunk_table()

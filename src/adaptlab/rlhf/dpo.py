@@ -10,13 +10,13 @@ test prompts are scored once, after it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
-from adaptlab.params import check_fields, check_names, param
+from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime
 
@@ -110,7 +110,7 @@ class DPOPolicy:
         return base_record(self.model, self.ref_)
 
     def get_params(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime")}
+        return recorded_params(self)
 
     def training_report(self) -> dict:
         state = self.trainer_.state

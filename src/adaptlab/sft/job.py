@@ -14,13 +14,13 @@ forgetting probe before and after (general-text perplexity, zero-shot Rotten Tom
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
-from adaptlab.params import check_fields, check_names, param
+from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.runtime import Runtime
 from adaptlab.training.options import TrainingOptions
 
@@ -236,7 +236,7 @@ class SFTJob(TrainingOptions):
         return base_record(self.model, self.ref_)
 
     def get_params(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.metadata.get("runtime")}
+        return recorded_params(self)
 
     def training_report(self) -> dict:
         return dataclasses.asdict(self.report_)
