@@ -285,6 +285,8 @@ def test_ppo_command_writes_a_peft_loadable_policy(cli, tiny_llama, tmp_path, mo
     # evaluation holds out the prompts the policy was trained on (recorded in the artifact)
     code, _, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", prompts, "--n", "6")
     assert code == 2 and "every evaluation prompt was a training prompt" in err
+    code, _, err = cli("rlhf", "eval", tmp_path / "no-policy", "--reward", "test_rlhf:colons", "--prompts", prompts)
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     held_out = tmp_path / "held_out.txt"
     held_out.write_text("\n".join(PROMPTS[:3] + [f"Other prompt {i}:" for i in range(8)]))
     code, out, err = cli("rlhf", "eval", tmp_path / "policy", "--reward", "test_rlhf:colons", "--prompts", held_out,

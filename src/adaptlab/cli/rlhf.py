@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from adaptlab.cli.common import DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt, out
+from adaptlab.errors import AdaptlabError
 from adaptlab.rlhf.dpo import DPOPolicy
 from adaptlab.rlhf.ppo_config import PPOConfig
 from adaptlab.rlhf.reward import RewardModel
@@ -123,6 +124,9 @@ def rlhf_eval(
 ) -> None:
     """Policies vs their reference on held-out prompts (the policies' training prompts left out): mean reward, win
     rate, KL to the reference, samples."""
+    for policy in policies:  # a policy is an artifact directory, or (compared with others) a model name
+        if not policy.is_dir() and (len(policies) == 1 and reference is None or policy.is_absolute() or len(policy.parts) > 1):
+            raise AdaptlabError(f"policy '{policy}' does not exist; give a policy artifact (adaptlab rlhf ppo -o DIR)")
     from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out, write_comparison, write_report
     from adaptlab.rlhf.ppo import read_prompts
     from adaptlab.rlhf.rewards import load_reward
