@@ -6,7 +6,12 @@ Before and after training, base and tuned policies are compared on held-out prom
 reviews): mean reward, win rate, KL to the base, and samples. Every PPO step's time is split into
 generation, scoring and optimisation (batch 8, 24 new tokens), with the peak memory of the run.
 
-    python benchmarks/ppo_sentiment.py [--steps 30] [--eval-prompts 64]
+``--start sft`` runs the RLHF pipeline's order instead: SmolLM2 is first supervised-fine-tuned (LoRA, merged when PPO
+loads the artifact) on IMDB reviews as plain text, so it continues a review like a reviewer; PPO then starts from that
+artifact, and its KL leash and the held-out comparison are to the SFT model (``ppo_sentiment_imdb_from_sft.json``).
+SmolLM2 is the packaged Q4_1 GGUF, de-quantised to float.
+
+    python benchmarks/ppo_sentiment.py [--steps 30] [--eval-prompts 64] [--start base|sft]
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--eval-prompts", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--start", choices=("base", "sft"), default="base")
+    parser.add_argument("--sft-reviews", type=int, default=800, help="IMDB reviews the SFT start trains on")
     args = parser.parse_args()
     os.environ.setdefault("ADAPTLAB_CACHE", tempfile.mkdtemp(prefix="adaptlab-bench-"))
     import adaptlab
@@ -39,7 +46,11 @@ def main() -> None:
     reward = load_reward(str(work / "imdb-head"), "positive")
     config = PPOConfig(steps=args.steps, batch_size=8, mini_batch_size=4, ppo_epochs=4, max_new_tokens=24, lr=args.lr,
                        init_kl_coef=0.2, target_kl=6.0)
-    manifest = train_ppo("smollm2-135m", review_prompts(512, seed=0), reward, config, work / "policy",
+    start, sft = "smollm2-135m", None
+    if args.start == "sft":
+        sft = supervised_start(work, args.sft_reviews)
+        start = str(work / "sft")
+    manifest = train_ppo(start, review_prompts(512, seed=0), reward, config, work / "policy",
                          reward_spec="imdb head classifier, log-odds of positive")
     with open(work / "policy" / "training_log.csv") as handle:
         log = list(csv.DictReader(handle))
@@ -47,8 +58,8 @@ def main() -> None:
     evaluation = evaluate_policy(work / "policy", held_out, reward, max_new_tokens=24)
     timing = {part: round(float(np.mean([float(row[f"seconds_{part}"]) for row in log])), 2)
               for part in ("generation", "scoring", "optimisation")}
-    save("ppo_sentiment_imdb", {
-        "policy": "smollm2-135m + LoRA r=16 (all linear layers)", "reward": "minilm head on IMDB (2,000 reviews), log-odds of positive",
+    save("ppo_sentiment_imdb" + ("_from_sft" if sft else ""), {
+        "policy": "smollm2-135m + LoRA r=16 (all linear layers)", "start": sft or "smollm2-135m (no SFT)", "reward": "minilm head on IMDB (2,000 reviews), log-odds of positive",
         "classifier_test_accuracy": classifier.metrics["accuracy"], "config": manifest["params"],
         "train": {"steps": len(log), "reward_per_step": [round(float(r["reward_mean"]), 3) for r in log],
                   "kl_per_step": [round(float(r["kl"]), 3) for r in log], "seconds": manifest["cost"]["train_seconds"],
@@ -56,6 +67,24 @@ def main() -> None:
         "seconds_per_step": timing,
         "held_out": {k: v for k, v in evaluation.items() if k != "policy"},
     })
+
+
+def supervised_start(work: Path, reviews: int) -> dict:
+    """SFT on IMDB reviews as plain text (LoRA, one epoch, 128-token packed blocks): the pipeline's first step."""
+    import json
+
+    import adaptlab
+    from adaptlab.data import load_data
+
+    texts = load_data("imdb").texts
+    chosen = np.random.default_rng(1).choice(len(texts), reviews, replace=False)
+    corpus = work / "reviews.jsonl"
+    corpus.write_text("".join(json.dumps({"text": texts[i].replace("<br />", " ")}) + "\n" for i in chosen))
+    splits = adaptlab.load_generation_splits(str(corpus), test_size=64)
+    result = adaptlab.train_sft(splits, work / "sft", method="lora", epochs=1, max_length=128, forgetting=False,
+                                progress=False)
+    return {"artifact": "sft: LoRA on IMDB reviews as plain text (merged when PPO loads it)", "reviews": reviews,
+            "test_loss": result.manifest["metrics"]["test"].get("loss"), "train_seconds": result.manifest["cost"]["train_seconds"]}
 
 
 if __name__ == "__main__":

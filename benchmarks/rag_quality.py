@@ -114,9 +114,11 @@ def main() -> None:
         from adaptlab.data.generation import load_generation_splits
 
         splits = load_generation_splits(str(work / "reader.jsonl"), seed=0)
-        # max_length 1024: three ~200-token passages, the question and the answer fit uncut
+        # max_length 1024: three ~200-token passages, the question and the answer fit uncut. Four conversations
+        # per pass, accumulated 4 times (the default 16 per optimiser step): 16 x 1024 tokens in one pass ran a
+        # 24 GB machine out of memory (the logits alone are 3.2 GB in float32)
         train_sft(splits, reader, model="smollm2-135m", method="lora", epochs=1, max_length=1024, max_new_tokens=16,
-                  forgetting=False)
+                  batch_size=4, grad_accum=4, forgetting=False)
     seconds["reader_training"] = round(time.perf_counter() - started, 1)
     reader_manifest = json.loads((reader / "manifest.json").read_text())
 

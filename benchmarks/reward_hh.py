@@ -1,7 +1,14 @@
-"""Reward model on Anthropic HH-RLHF (harmless-base test file, 2,312 human-labelled pairs): held-out pairwise
-accuracy of minilm + LoRA and minilm fully fine-tuned, trained on the same prompt-level split in one run.
+"""Reward models on Anthropic HH-RLHF (harmless-base test file, 2,312 human-labelled pairs): held-out pairwise
+accuracy per backbone, method and context length, trained on the same prompt-level split in one run.
 
-    python benchmarks/reward_hh.py [--epochs 1] [--max-length 256]
+Rows are ``backbone:method:max_length`` (default: minilm LoRA and full at 256 tokens, SmolLM2-135M-Instruct +
+LoRA with chat-formatted turns at 256 and 512 tokens: what truncation costs). Each row reports the held-out
+pairwise accuracy with its prompt-bootstrap 95% interval, the peak memory of the process so far (rows run one
+after another, so a row's ``peak_rss_mb`` is an upper bound on its own), and how many held-out sequences its
+``max_length`` cuts. The "longer response wins" rule is reported beside them, as the bar to clear. SmolLM2 comes
+from the packaged Q4_1 GGUF, de-quantised to float.
+
+    python benchmarks/reward_hh.py [--epochs 2] [--rows minilm:lora:256,smollm2-135m:lora:512]
 """
 
 from __future__ import annotations
@@ -11,16 +18,34 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from _common import save
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf_harmless_test.jsonl.gz"
+ROWS = "minilm:lora:256,minilm:full:256,smollm2-135m:lora:256,smollm2-135m:lora:512"
+TARGETS = {"pairwise_accuracy": 0.60, "peak_rss_mb": 3000}
+
+
+def truncated_share(pairs, backbone: str, max_length: int) -> float:
+    """Share of held-out (prompt, response) sequences longer than max_length tokens (template tokens not counted)."""
+    from adaptlab.models.loading import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(backbone))
+    texts = [p.prompt + response for p in pairs for response in (p.chosen, p.rejected)]
+    lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    return round(float((lengths > max_length).mean()), 3)
+
+
+def longer_wins(pairs) -> float:
+    """Accuracy of "the longer response is the chosen one" (ties count half)."""
+    wins = [1.0 if len(p.chosen) > len(p.rejected) else 0.5 if len(p.chosen) == len(p.rejected) else 0.0 for p in pairs]
+    return round(float(np.mean(wins)), 4)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--methods", default="lora,full")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--rows", default=ROWS, help="comma-separated backbone:method:max_length")
     args = parser.parse_args()
     if not HH.exists():
         raise SystemExit(f"{HH} is not here")
@@ -30,16 +55,29 @@ def main() -> None:
     pairs, kind = read_preferences(str(HH), skip_invalid=True)
     split = split_preferences(pairs, str(HH), seed=0)
     rows = []
-    for method in args.methods.split(","):
-        manifest = train_reward_model(split, Path(tempfile.mkdtemp()) / method, model="minilm", method=method,
-                                      epochs=args.epochs, max_length=args.max_length, progress=False)
-        rows.append({"method": method, **manifest["metrics"]["test"], "val_pairwise_accuracy": manifest["metrics"]["val"]["pairwise_accuracy"],
+    for spec in args.rows.split(","):
+        backbone, method, max_length = spec.split(":")
+        manifest = train_reward_model(split, Path(tempfile.mkdtemp()) / method, model=backbone, method=method,
+                                      epochs=args.epochs, max_length=int(max_length), progress=False)
+        test = manifest["metrics"]["test"]
+        rows.append({"backbone": backbone, "method": method, "max_length": int(max_length),
+                     "chat": manifest["params"].get("chat"), "pairwise_accuracy": test["pairwise_accuracy"],
+                     "ci95": test["ci95"], "pairs": test["pairs"], "mean_margin": test["mean_margin"],
+                     "val_pairwise_accuracy": manifest["metrics"]["val"]["pairwise_accuracy"],
+                     "truncated_share": truncated_share(split.test, backbone, int(max_length)),
                      "trainable_params": manifest["cost"]["trainable_params"], "train_seconds": manifest["cost"]["train_seconds"],
                      "peak_rss_mb": manifest["cost"]["peak_rss_mb"], "lr": manifest["params"]["lr"]})
         print(rows[-1], flush=True)
-    save("reward_model_hh_rlhf", {"data": {"file": HH.name, "valid_pairs": len(pairs), "format": kind, **split.describe()},
-                                  "model": "minilm", "epochs": args.epochs, "max_length": args.max_length, "results": rows,
-                                  "chance": 0.5})
+    best = max(rows, key=lambda row: row["pairwise_accuracy"])
+    save("reward_model_hh_rlhf", {
+        "data": {"file": HH.name, "valid_pairs": len(pairs), "format": kind, **split.describe()},
+        "epochs": args.epochs, "results": rows, "chance": 0.5, "longer_response_wins": longer_wins(split.test),
+        "best": {"backbone": best["backbone"], "method": best["method"], "max_length": best["max_length"],
+                 "pairwise_accuracy": best["pairwise_accuracy"], "ci95": best["ci95"], "peak_rss_mb": best["peak_rss_mb"]},
+        "targets": TARGETS,
+        "meets_targets": best["pairwise_accuracy"] >= TARGETS["pairwise_accuracy"] and best["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
+        "weights_note": "smollm2-135m is the packaged Q4_1 GGUF de-quantised to float",
+    })
 
 
 if __name__ == "__main__":
