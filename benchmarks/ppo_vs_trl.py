@@ -27,6 +27,7 @@ import os
 import resource
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import venv
@@ -52,8 +53,7 @@ def trl_environment(workdir: Path) -> Path:
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", f"trl=={TRL_VERSION}"], check=True)
         site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               check=True, capture_output=True, text=True).stdout.strip()
-        ours = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              check=True, capture_output=True, text=True).stdout.strip()
+        ours = sysconfig.get_paths()["purelib"]
         Path(site, "zz_adaptlab_environment.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
     return python
 
@@ -155,10 +155,11 @@ def worker(name: str, workdir: Path) -> None:
     reward = load_reward(str(workdir / "imdb-head"), "positive", device="cpu")
     started = time.perf_counter()
     steps = (run_adaptlab if name == "adaptlab" else run_trl)(workdir, prompts, reward)
-    import trl
+    result = {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb()}
+    if name == "trl":
+        import trl
 
-    result = {"steps": steps, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": peak_rss_mb(),
-              "trl_version": trl.__version__}
+        result["trl_version"] = trl.__version__
     (workdir / f"{name}.json").write_text(json.dumps(result))
 
 

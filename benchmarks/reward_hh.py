@@ -3,9 +3,9 @@ accuracy per backbone, method and context length, trained on the same prompt-lev
 
 Rows are ``backbone:method:max_length`` (default: minilm LoRA and full at 256 tokens, SmolLM2-135M-Instruct +
 LoRA with chat-formatted turns at 256 and 512 tokens: what truncation costs). Each row reports the held-out
-pairwise accuracy with its prompt-bootstrap 95% interval, the peak memory of the process so far (rows run one
-after another, so a row's ``peak_rss_mb`` is an upper bound on its own), and how many held-out sequences its
-``max_length`` cuts. The "longer response wins" rule is reported beside them, as the bar to clear. SmolLM2 comes
+pairwise accuracy with its prompt-bootstrap 95% interval, the peak memory while it trained (rows share one
+process, so memory an earlier row still holds counts: an upper bound on its own), and how many held-out
+sequences its ``max_length`` cuts. The "longer response wins" rule is reported beside them, as the bar to clear. SmolLM2 comes
 from the packaged Q4_1 GGUF, de-quantised to float.
 
     python benchmarks/reward_hh.py [--epochs 2] [--rows minilm:lora:256,smollm2-135m:lora:512]
@@ -26,13 +26,15 @@ ROWS = "minilm:lora:256,minilm:full:256,smollm2-135m:lora:256,smollm2-135m:lora:
 TARGETS = {"pairwise_accuracy": 0.60, "peak_rss_mb": 3000}
 
 
-def truncated_share(pairs, backbone: str, max_length: int) -> float:
-    """Share of held-out (prompt, response) sequences longer than max_length tokens (template tokens not counted)."""
+def truncated_share(pairs, backbone: str, max_length: int, chat: bool | None) -> float:
+    """Share of held-out sequences, framed as the reward model frames them, longer than max_length tokens."""
     from adaptlab.models.loading import load_tokenizer, resolve_model
+    from adaptlab.rlhf.pairs import encode, pair_template
 
     tokenizer = load_tokenizer(resolve_model(backbone))
-    texts = [p.prompt + response for p in pairs for response in (p.chosen, p.rejected)]
-    lengths = np.array([len(ids) for ids in tokenizer(texts)["input_ids"]])
+    template = pair_template(tokenizer, chat)
+    lengths = np.array([len(encode(tokenizer, p.prompt, response, 10**9, template))
+                        for p in pairs for response in (p.chosen, p.rejected)])
     return round(float((lengths > max_length).mean()), 3)
 
 
@@ -64,7 +66,7 @@ def main() -> None:
                      "chat": manifest["params"].get("chat"), "pairwise_accuracy": test["pairwise_accuracy"],
                      "ci95": test["ci95"], "pairs": test["pairs"], "mean_margin": test["mean_margin"],
                      "val_pairwise_accuracy": manifest["metrics"]["val"]["pairwise_accuracy"],
-                     "truncated_share": truncated_share(split.test, backbone, int(max_length)),
+                     "truncated_share": truncated_share(split.test, backbone, int(max_length), manifest["params"].get("chat")),
                      "trainable_params": manifest["cost"]["trainable_params"], "train_seconds": manifest["cost"]["train_seconds"],
                      "peak_rss_mb": manifest["cost"]["peak_rss_mb"], "lr": manifest["params"]["lr"]})
         print(rows[-1], flush=True)
