@@ -43,8 +43,9 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 
-    def forward(self, input_ids, attention_mask):
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, input_ids, attention_mask, logits_to_keep: int = 0):
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                      logits_to_keep=logits_to_keep)
         return out.logits, self.value_head(out.hidden_states[-1].float()).squeeze(-1)
 
 
@@ -93,19 +94,25 @@ class PPOTrainer:
         return sequences, mask, prompt_length
 
     def _forward(self, sequences, mask, prompt_length, reference: bool = False):
-        """Log-probabilities of the response tokens, values, and entropies; on the reference when asked."""
+        """Log-probabilities of the response tokens, values, and entropies; on the reference when asked.
+
+        Only the positions that predict response tokens go through the vocabulary projection (``logits_to_keep``):
+        the (batch, length, vocabulary) logits are the largest tensors here. The entropy is only logged, so it keeps
+        no graph (which would hold two more such tensors through the backward pass)."""
+        keep = sequences.shape[1] - prompt_length + 1
         if reference:
             context = self.policy.lm.disable_adapter() if self.reference is None else nullcontext()
             with context:
                 lm = self.policy.lm if self.reference is None else self.reference
-                logits = lm(input_ids=sequences, attention_mask=mask).logits
+                logits = lm(input_ids=sequences, attention_mask=mask, logits_to_keep=keep).logits
             values = None
         else:
-            logits, values = self.policy(sequences, mask)
-        logits = logits[:, prompt_length - 1:-1]
+            logits, values = self.policy(sequences, mask, logits_to_keep=keep)
+        logits = logits[:, :-1]
         tokens = sequences[:, prompt_length:]
         logprobs = core.logprobs_from_logits(logits, tokens)
-        entropy = core.entropy_from_logits(logits)
+        with torch.no_grad():
+            entropy = core.entropy_from_logits(logits)
         return logprobs, (None if values is None else values[:, prompt_length - 1:-1]), entropy
 
     def decode(self, sequences, mask, prompt_length) -> list[str]:
