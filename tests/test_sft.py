@@ -410,3 +410,13 @@ def test_smollm2_sft_learns_to_stop_and_survives_merge_and_pipeline(tmp_path):
     pipe = pipeline("text-generation", model=str(tmp_path / "merged" / "model"))
     theirs = pipe(prompt, max_new_tokens=16, do_sample=False, return_full_text=False)[0]["generated_text"]
     assert theirs.replace("<|im_end|>", "").strip() == ours.strip() and ours.strip()
+
+
+def test_a_pass_too_large_for_memory_is_warned_about_before_training(tiny_llama, tmp_path, monkeypatch, capfd):
+    import adaptlab
+    from adaptlab.training import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10_000_000)  # 10 MB: tiny_llama's pass of 8 won't fit
+    splits = adaptlab.load_generation_splits(write_jsonl(tmp_path / "pc.jsonl", pc_rows(40)))
+    adaptlab.train_sft(splits, tmp_path / "warned", model=str(tiny_llama), method="lora", **FAST)
+    assert "--grad-accum" in capfd.readouterr().err
