@@ -12,7 +12,8 @@ paragraphs are indexed twice, with minilm and with the adapted minilm, and every
 SmolLM2 comes from the packaged Q4_1 GGUF, de-quantised to float: its numbers are that model's, not the original
 bf16 checkpoint's. Steps keep their outputs in --workdir, so an interrupted run resumes where it stopped.
 
-    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1500] [--retriever-epochs 1] [--workdir DIR]
+    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1500] [--retriever-epochs 1]
+        [--reader-epochs 1] [--reader-lr 2e-4] [--reader-grad-accum 4] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def main() -> None:
     parser.add_argument("--reader-examples", type=int, default=1500, help="adapt-half questions the reader trains on")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--retriever-epochs", type=int, default=1)
+    parser.add_argument("--reader-epochs", type=int, default=1)
+    parser.add_argument("--reader-lr", type=float, default=2e-4, help="LoRA learning rate of the reader's SFT")
+    parser.add_argument("--reader-grad-accum", type=int, default=4,
+                        help="passes of 4 conversations per optimiser step (4: 16 per step; 1: four times the steps)")
     parser.add_argument("--squad", type=Path, default=SQUAD, help="SQuAD-format file (a small one checks the script)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "adaptlab-rag-quality"))
     args = parser.parse_args()
@@ -102,7 +107,7 @@ def main() -> None:
     best = max(rows, key=lambda r: (r["recall@5"], r["mrr"]))
 
     # 3. the adapted reader: SFT on conversations built from the base retriever's top-k for adapt-half questions
-    reader = work / "reader"
+    reader = work / f"reader-e{args.reader_epochs}-lr{args.reader_lr:g}-a{args.reader_grad_accum}"  # resumes only itself
     started = time.perf_counter()
     if not (reader / "manifest.json").exists():
         from adaptlab.sft import train_sft
@@ -117,8 +122,8 @@ def main() -> None:
         # max_length 1024: three ~200-token passages, the question and the answer fit uncut. Four conversations
         # per pass, accumulated 4 times (the default 16 per optimiser step): 16 x 1024 tokens in one pass ran a
         # 24 GB machine out of memory (the logits alone are 3.2 GB in float32)
-        train_sft(splits, reader, model="smollm2-135m", method="lora", epochs=1, max_length=1024, max_new_tokens=16,
-                  batch_size=4, grad_accum=4, forgetting=False)
+        train_sft(splits, reader, model="smollm2-135m", method="lora", epochs=args.reader_epochs, lr=args.reader_lr,
+                  max_length=1024, max_new_tokens=16, batch_size=4, grad_accum=args.reader_grad_accum, forgetting=False)
     seconds["reader_training"] = round(time.perf_counter() - started, 1)
     reader_manifest = json.loads((reader / "manifest.json").read_text())
 
