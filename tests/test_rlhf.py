@@ -452,3 +452,15 @@ def test_sft_then_dpo_and_ppo_from_it_compared_on_held_out_prompts(cli, tiny_lla
     assert set(rows) == {"ppo", "dpo", "sft"}
     assert rows["sft"]["kl_to_reference"] == pytest.approx(0, abs=1e-4) and rows["sft"]["win_rate"] == 0.5  # itself
     assert all(0 <= r["win_rate"] <= 1 for r in rows.values()) and "| reference |" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_a_reward_pass_too_large_for_memory_is_warned_about_in_pairs(tiny_llama, tmp_path, monkeypatch, capfd):
+    from adaptlab.rlhf import read_preferences, split_preferences, train_reward_model
+    from adaptlab.training import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 1_000_000)  # 1 MB: 8 pairs of tiny_llama won't fit
+    data = write_jsonl(tmp_path / "prefs.jsonl", learnable_pairs(40))
+    split = split_preferences(read_preferences(str(data))[0], str(data))
+    train_reward_model(split, tmp_path / "rm", model=str(tiny_llama), epochs=1, progress=False)
+    err = capfd.readouterr().err
+    assert "8 pairs x" in err and "--grad-accum" in err

@@ -84,13 +84,15 @@ class RewardModel(TrainingOptions):
         from adaptlab.rlhf.pairs import PairCollator, PairDataset, PairwiseScores, pair_template
         from adaptlab.training.data import BatchDataModule
         from adaptlab.training.engine import fit_module
+        from adaptlab.training.memory import warn_if_pass_too_large
 
         self.network_ = self._build()
         self.template_ = pair_template(self.tokenizer_, self.chat)
         collate = PairCollator(self.tokenizer_.pad_token_id, self.tokenizer_.padding_side)
-        datamodule = BatchDataModule(
-            *(PairDataset(pairs, self.tokenizer_, self.max_length, self.template_) for pairs in (data.train, data.val)),
-            collate, self.batch_size, self.seed, self.group_by_length)
+        train, val = (PairDataset(pairs, self.tokenizer_, self.max_length, self.template_) for pairs in (data.train, data.val))
+        warn_if_pass_too_large(self, self.network_.config, max(train.lengths()), per_item=2, item="pairs",
+                               lm_head=False)
+        datamodule = BatchDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
         self.report_ = fit_module(PairwiseScores(self.network_), datamodule, self, workdir, self.runtime, objective="reward",
                                   module_options={"center_rewards": self.center_rewards})
         self.network_.eval()

@@ -90,6 +90,7 @@ class SFTJob(TrainingOptions):
         from adaptlab.sft.template import ensure_chat_template
         from adaptlab.training.data import BatchDataModule, CausalCollator, CausalDataset, causal_rows
         from adaptlab.training.engine import fit_module
+        from adaptlab.training.memory import warn_if_pass_too_large
 
         if self.method in PROMPT_LEARNING and is_artifact(self.model):
             raise AdaptlabError(f"{self.method} cannot start from an artifact (its virtual tokens cannot be merged into it); "
@@ -107,28 +108,13 @@ class SFTJob(TrainingOptions):
             self.model_.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         block = self.max_length if self._packing() else None
         train, val = (CausalDataset(causal_rows(self.kept_[name], block)) for name in ("train", "val"))
-        self._warn_on_memory(lm.config, block or max(len(ids) for ids, _ in self.kept_["train"]))
+        warn_if_pass_too_large(self, lm.config, block or max(len(ids) for ids, _ in self.kept_["train"]))
         data = BatchDataModule(train, val, CausalCollator(pad_id(self.tokenizer_)), self.batch_size, self.seed, self.group_by_length)
         self.report_ = fit_module(self.model_, data, self, workdir, self.runtime, objective="causal-lm")
         self.model_.eval()
         if self.gradient_checkpointing:
             self.model_.gradient_checkpointing_disable()
         return self
-
-    def _warn_on_memory(self, config, longest: int) -> None:
-        """Say before training when one pass will not fit (on a CPU the alternative is a silent kill mid-run)."""
-        from adaptlab.progress import stderr
-        from adaptlab.training.memory import available_bytes, micro_batch_advice
-
-        if self.gradient_checkpointing:
-            return
-        runtime = self.runtime
-        available = available_bytes(runtime.torch_device)
-        if available is not None and runtime.resolved_precision(training=True) != "fp32":
-            available *= 2  # half-precision activations: about half the float32 estimate
-        advice = micro_batch_advice(config, self.batch_size, self.grad_accum, longest, available)
-        if advice:
-            stderr.print(f"[yellow]{advice}[/]")
 
     def _packing(self) -> bool:
         if self.method in PROMPT_LEARNING:  # the virtual tokens would precede only the first example of a block

@@ -15,14 +15,15 @@ import math
 SAFE_SHARE = 0.8  # of the memory available now
 
 
-def activation_bytes_per_token(config) -> int | None:
+def activation_bytes_per_token(config, lm_head: bool = True) -> int | None:
     """Float32 activation bytes one trained token holds until the backward pass (see the module docstring);
-    None for a configuration that does not name its sizes the usual way."""
+    ``lm_head=False`` for a scalar head (reward models): no vocabulary-size activations. None for a configuration
+    that does not name its sizes the usual way."""
     hidden, layers, vocab = (getattr(config, name, None) for name in ("hidden_size", "num_hidden_layers", "vocab_size"))
     if not (hidden and layers and vocab):
         return None
     intermediate = getattr(config, "intermediate_size", None) or 4 * hidden
-    return 4 * (layers * (20 * hidden + 5 * intermediate) + 4 * vocab)
+    return 4 * (layers * (20 * hidden + 5 * intermediate) + (4 * vocab if lm_head else 0))
 
 
 def available_bytes(device) -> int | None:
@@ -38,19 +39,39 @@ def available_bytes(device) -> int | None:
     return None
 
 
-def micro_batch_advice(config, batch_size: int, grad_accum: int, longest: int, available: int | None) -> str | None:
+def micro_batch_advice(config, batch_size: int, grad_accum: int, longest: int, available: int | None,
+                       per_item: int = 1, item: str = "sequences", lm_head: bool = True) -> str | None:
     """One line advising a smaller ``--batch-size`` (and a larger ``--grad-accum``, the same optimiser step) when
-    ``batch_size`` sequences of ``longest`` tokens would need more than SAFE_SHARE of ``available`` bytes."""
-    per_token = activation_bytes_per_token(config)
+    ``batch_size`` items of ``per_item`` sequences (2 for preference pairs) of ``longest`` tokens would need more
+    than SAFE_SHARE of ``available`` bytes."""
+    per_token = activation_bytes_per_token(config, lm_head)
     if available is None or per_token is None:
         return None
-    per_sequence = per_token * longest
-    needed = per_sequence * batch_size
+    per_batch_item = per_token * longest * per_item
+    needed = per_batch_item * batch_size
     if needed <= SAFE_SHARE * available:
         return None
-    fits = max(1, int(SAFE_SHARE * available // per_sequence))
+    fits = max(1, int(SAFE_SHARE * available // per_batch_item))
     smaller = 2 ** int(math.log2(fits))  # a power of two at most what fits
     accum = math.ceil(batch_size * grad_accum / smaller)
-    return (f"one training pass of {batch_size} x {longest} tokens needs up to about {needed / 2**30:.1f} GB of activations, "
-            f"and {available / 2**30:.1f} GB is available: pass --batch-size {smaller} --grad-accum {accum} (the same "
-            f"{batch_size * grad_accum} sequences per optimiser step), a smaller --max-length, or --gradient-checkpointing")
+    return (f"one training pass of {batch_size} {item} x {longest} tokens needs up to about {needed / 2**30:.1f} GB of "
+            f"activations, and {available / 2**30:.1f} GB is available: pass --batch-size {smaller} --grad-accum {accum} "
+            f"(the same {batch_size * grad_accum} {item} per optimiser step), a smaller --max-length, or "
+            "--gradient-checkpointing")
+
+
+def warn_if_pass_too_large(job, config, longest: int, per_item: int = 1, item: str = "sequences",
+                           lm_head: bool = True) -> None:
+    """Print the advice above for a training job (its batch_size, grad_accum, gradient_checkpointing, runtime)
+    before it trains: on a CPU the alternative is the kernel killing the process, silently, minutes in."""
+    from adaptlab.progress import stderr
+
+    if job.gradient_checkpointing:
+        return
+    runtime = job.runtime
+    available = available_bytes(runtime.torch_device)
+    if available is not None and runtime.resolved_precision(training=True) != "fp32":
+        available *= 2  # half-precision activations: about half the float32 estimate
+    advice = micro_batch_advice(config, job.batch_size, job.grad_accum, longest, available, per_item, item, lm_head)
+    if advice:
+        stderr.print(f"[yellow]{advice}[/]")
