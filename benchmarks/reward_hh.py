@@ -22,7 +22,7 @@ import numpy as np
 from _common import save
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh_rlhf_harmless_test.jsonl.gz"
-ROWS = "minilm:lora:256,minilm:full:256,smollm2-135m:lora:384:epochs=1:batch=4:accum=4:checkpointing"
+ROWS = "minilm:lora:256,minilm:full:256,smollm2-135m:lora:384:epochs=1:batch=2:accum=8:checkpointing"
 TARGETS = {"pairwise_accuracy": 0.60, "peak_rss_mb": 3000}
 
 
