@@ -11,13 +11,14 @@ loads the artifact) on IMDB reviews as plain text, so it continues a review like
 artifact, and its KL leash and the held-out comparison are to the SFT model (``ppo_sentiment_imdb_from_sft.json``).
 SmolLM2 is the packaged Q4_1 GGUF, de-quantised to float.
 
-    python benchmarks/ppo_sentiment.py [--steps 30] [--eval-prompts 64] [--start base|sft]
+    python benchmarks/ppo_sentiment.py [--steps 30] [--eval-prompts 64] [--start base|sft] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -33,16 +34,21 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--start", choices=("base", "sft"), default="base")
     parser.add_argument("--sft-reviews", type=int, default=800, help="IMDB reviews the SFT start trains on")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep artifacts here; a finished SFT start found in it is reused (resume)")
     args = parser.parse_args()
     os.environ.setdefault("ADAPTLAB_CACHE", tempfile.mkdtemp(prefix="adaptlab-bench-"))
     import adaptlab
-    from adaptlab.rlhf.evaluate import evaluate_policy
+    from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out
     from adaptlab.rlhf.ppo import PPOConfig, review_prompts, train_ppo
     from adaptlab.rlhf.rewards import load_reward
 
-    work = Path(tempfile.mkdtemp(prefix="adaptlab-ppo-"))
-    splits = adaptlab.load_splits("imdb", train_size=2000, val_size=300, test_size=500)
-    classifier = adaptlab.train("head", splits, work / "imdb-head", model="minilm", max_length=256, progress=False)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="adaptlab-ppo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "imdb-head" / "manifest.json").exists():  # a resumed --workdir keeps its classifier
+        splits = adaptlab.load_splits("imdb", train_size=2000, val_size=300, test_size=500)
+        adaptlab.train("head", splits, work / "imdb-head", model="minilm", max_length=256, progress=False)
+    classifier_accuracy = json.loads((work / "imdb-head" / "manifest.json").read_text())["metrics"]["test"]["accuracy"]
     reward = load_reward(str(work / "imdb-head"), "positive")
     config = PPOConfig(steps=args.steps, batch_size=8, mini_batch_size=4, ppo_epochs=4, max_new_tokens=24, lr=args.lr,
                        init_kl_coef=0.2, target_kl=6.0)
@@ -50,17 +56,28 @@ def main() -> None:
     if args.start == "sft":
         sft = supervised_start(work, args.sft_reviews)
         start = str(work / "sft")
-    manifest = train_ppo(start, review_prompts(512, seed=0), reward, config, work / "policy",
-                         reward_spec="imdb head classifier, log-odds of positive")
-    with open(work / "policy" / "training_log.csv") as handle:
+    policy = work / "policy"
+    if not (policy / "manifest.json").exists():  # a resumed --workdir keeps its trained policy
+        train_ppo(start, review_prompts(512, seed=0), reward, config, policy,
+                  reward_spec="imdb head classifier, log-odds of positive")
+    manifest = json.loads((policy / "manifest.json").read_text())
+    with open(policy / "training_log.csv") as handle:
         log = list(csv.DictReader(handle))
-    held_out = review_prompts(args.eval_prompts, seed=10_000)
-    evaluation = evaluate_policy(work / "policy", held_out, reward, max_new_tokens=24)
+    prompts = held_out(policy, review_prompts(2 * args.eval_prompts, seed=10_000), args.eval_prompts)
+    if sft:  # the reference is the SFT start (PPO's leash); the untuned model is listed beside it for context
+        evaluation = compare_policies([policy, "smollm2-135m"], prompts, reward, reference=str(work / "sft"), max_new_tokens=24)
+        names = {str(policy): "ppo (from the sft start)", "smollm2-135m": "smollm2-135m (no sft, no ppo)"}
+        evaluation["reference"] = "sft start"
+        for row in evaluation["policies"]:
+            row["policy"] = names[row["policy"]]
+        evaluation["samples"] = [{names.get(key, key): value for key, value in sample.items()} for sample in evaluation["samples"]]
+    else:
+        evaluation = evaluate_policy(policy, prompts, reward, max_new_tokens=24)
     timing = {part: round(float(np.mean([float(row[f"seconds_{part}"]) for row in log])), 2)
               for part in ("generation", "scoring", "optimisation")}
     save("ppo_sentiment_imdb" + ("_from_sft" if sft else ""), {
         "policy": "smollm2-135m + LoRA r=16 (all linear layers)", "start": sft or "smollm2-135m (no SFT)", "reward": "minilm head on IMDB (2,000 reviews), log-odds of positive",
-        "classifier_test_accuracy": classifier.metrics["accuracy"], "config": manifest["params"],
+        "classifier_test_accuracy": classifier_accuracy, "config": manifest["params"],
         "train": {"steps": len(log), "reward_per_step": [round(float(r["reward_mean"]), 3) for r in log],
                   "kl_per_step": [round(float(r["kl"]), 3) for r in log], "seconds": manifest["cost"]["train_seconds"],
                   "peak_rss_mb": manifest["cost"]["peak_rss_mb"]},
@@ -70,11 +87,18 @@ def main() -> None:
 
 
 def supervised_start(work: Path, reviews: int) -> dict:
-    """SFT on IMDB reviews as plain text (LoRA, one epoch, 128-token packed blocks): the pipeline's first step."""
-    import json
+    """SFT on IMDB reviews as plain text (LoRA, one epoch, 128-token packed blocks): the pipeline's first step.
 
+    A finished SFT artifact already in ``work`` (same review count) is reused: it takes half an hour on 2 cores."""
     import adaptlab
     from adaptlab.data import load_data
+
+    described = {"artifact": "sft: LoRA on IMDB reviews as plain text (merged when PPO loads it)", "reviews": reviews}
+    finished = work / "sft" / "manifest.json"
+    if finished.exists() and len((work / "reviews.jsonl").read_text().splitlines()) == reviews:
+        manifest = json.loads(finished.read_text())
+        return {**described, "test_loss": manifest["metrics"]["test"].get("loss"),
+                "train_seconds": manifest["cost"]["train_seconds"]}
 
     texts = load_data("imdb").texts
     chosen = np.random.default_rng(1).choice(len(texts), reviews, replace=False)
@@ -83,8 +107,7 @@ def supervised_start(work: Path, reviews: int) -> dict:
     splits = adaptlab.load_generation_splits(str(corpus), test_size=64)
     result = adaptlab.train_sft(splits, work / "sft", method="lora", epochs=1, max_length=128, forgetting=False,
                                 progress=False)
-    return {"artifact": "sft: LoRA on IMDB reviews as plain text (merged when PPO loads it)", "reviews": reviews,
-            "test_loss": result.manifest["metrics"]["test"].get("loss"), "train_seconds": result.manifest["cost"]["train_seconds"]}
+    return {**described, "test_loss": result.manifest["metrics"]["test"].get("loss"), "train_seconds": result.manifest["cost"]["train_seconds"]}
 
 
 if __name__ == "__main__":
