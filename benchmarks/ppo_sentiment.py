@@ -35,10 +35,11 @@ def main() -> None:
     parser.add_argument("--start", choices=("base", "sft"), default="base")
     parser.add_argument("--sft-reviews", type=int, default=800, help="IMDB reviews the SFT start trains on")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep artifacts here; a finished SFT start found in it is reused (resume)")
+                        help="keep artifacts here; a rerun reuses the classifier, SFT start and policy it finds finished")
     args = parser.parse_args()
     os.environ.setdefault("ADAPTLAB_CACHE", tempfile.mkdtemp(prefix="adaptlab-bench-"))
     import adaptlab
+    from adaptlab.artifacts import read_manifest
     from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out
     from adaptlab.rlhf.ppo import PPOConfig, review_prompts, train_ppo
     from adaptlab.rlhf.rewards import load_reward
@@ -48,7 +49,7 @@ def main() -> None:
     if not (work / "imdb-head" / "manifest.json").exists():  # a resumed --workdir keeps its classifier
         splits = adaptlab.load_splits("imdb", train_size=2000, val_size=300, test_size=500)
         adaptlab.train("head", splits, work / "imdb-head", model="minilm", max_length=256, progress=False)
-    classifier_accuracy = json.loads((work / "imdb-head" / "manifest.json").read_text())["metrics"]["test"]["accuracy"]
+    classifier_accuracy = read_manifest(work / "imdb-head")["metrics"]["test"]["accuracy"]
     reward = load_reward(str(work / "imdb-head"), "positive")
     config = PPOConfig(steps=args.steps, batch_size=8, mini_batch_size=4, ppo_epochs=4, max_new_tokens=24, lr=args.lr,
                        init_kl_coef=0.2, target_kl=6.0)
@@ -60,7 +61,7 @@ def main() -> None:
     if not (policy / "manifest.json").exists():  # a resumed --workdir keeps its trained policy
         train_ppo(start, review_prompts(512, seed=0), reward, config, policy,
                   reward_spec="imdb head classifier, log-odds of positive")
-    manifest = json.loads((policy / "manifest.json").read_text())
+    manifest = read_manifest(policy)
     with open(policy / "training_log.csv") as handle:
         log = list(csv.DictReader(handle))
     prompts = held_out(policy, review_prompts(2 * args.eval_prompts, seed=10_000), args.eval_prompts)
@@ -91,23 +92,21 @@ def supervised_start(work: Path, reviews: int) -> dict:
 
     A finished SFT artifact already in ``work`` (same review count) is reused: it takes half an hour on 2 cores."""
     import adaptlab
+    from adaptlab.artifacts import read_manifest
     from adaptlab.data import load_data
 
-    described = {"artifact": "sft: LoRA on IMDB reviews as plain text (merged when PPO loads it)", "reviews": reviews}
-    finished = work / "sft" / "manifest.json"
-    if finished.exists() and len((work / "reviews.jsonl").read_text().splitlines()) == reviews:
-        manifest = json.loads(finished.read_text())
-        return {**described, "test_loss": manifest["metrics"]["test"].get("loss"),
-                "train_seconds": manifest["cost"]["train_seconds"]}
-
-    texts = load_data("imdb").texts
-    chosen = np.random.default_rng(1).choice(len(texts), reviews, replace=False)
     corpus = work / "reviews.jsonl"
-    corpus.write_text("".join(json.dumps({"text": texts[i].replace("<br />", " ")}) + "\n" for i in chosen))
-    splits = adaptlab.load_generation_splits(str(corpus), test_size=64)
-    result = adaptlab.train_sft(splits, work / "sft", method="lora", epochs=1, max_length=128, forgetting=False,
-                                progress=False)
-    return {**described, "test_loss": result.manifest["metrics"]["test"].get("loss"), "train_seconds": result.manifest["cost"]["train_seconds"]}
+    if not (work / "sft" / "manifest.json").exists():
+        texts = load_data("imdb").texts
+        chosen = np.random.default_rng(1).choice(len(texts), reviews, replace=False)
+        corpus.write_text("".join(json.dumps({"text": texts[i].replace("<br />", " ")}) + "\n" for i in chosen))
+        splits = adaptlab.load_generation_splits(str(corpus), test_size=64)
+        adaptlab.train_sft(splits, work / "sft", method="lora", epochs=1, max_length=128, forgetting=False, progress=False)
+    elif len(corpus.read_text().splitlines()) != reviews:
+        raise SystemExit(f"{work / 'sft'} was trained on another --sft-reviews; choose another --workdir")
+    manifest = read_manifest(work / "sft")
+    return {"artifact": "sft: LoRA on IMDB reviews as plain text (merged when PPO loads it)", "reviews": reviews,
+            "test_loss": manifest["metrics"]["test"].get("loss"), "train_seconds": manifest["cost"]["train_seconds"]}
 
 
 if __name__ == "__main__":
