@@ -12,8 +12,8 @@ paragraphs are indexed twice, with minilm and with the adapted minilm, and every
 SmolLM2 comes from the packaged Q4_1 GGUF, de-quantised to float: its numbers are that model's, not the original
 bf16 checkpoint's. Steps keep their outputs in --workdir, so an interrupted run resumes where it stopped.
 
-    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1500] [--retriever-epochs 1]
-        [--reader-epochs 1] [--reader-lr 2e-4] [--reader-grad-accum 4] [--workdir DIR]
+    python benchmarks/rag_quality.py [--answers 300] [--reader-examples 1000] [--retriever-epochs 1]
+        [--reader-epochs 1] [--reader-lr 5e-4] [--reader-grad-accum 1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -63,12 +63,12 @@ def retrieval_rows(store: Path, model: str, squad: Path, prefix: str, modes: lis
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--answers", type=int, default=300, help="held-out questions answered by each reader")
-    parser.add_argument("--reader-examples", type=int, default=1500, help="adapt-half questions the reader trains on")
+    parser.add_argument("--reader-examples", type=int, default=1000, help="adapt-half questions the reader trains on")
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--retriever-epochs", type=int, default=1)
     parser.add_argument("--reader-epochs", type=int, default=1)
-    parser.add_argument("--reader-lr", type=float, default=2e-4, help="LoRA learning rate of the reader's SFT")
-    parser.add_argument("--reader-grad-accum", type=int, default=4,
+    parser.add_argument("--reader-lr", type=float, default=5e-4, help="LoRA learning rate of the reader's SFT")
+    parser.add_argument("--reader-grad-accum", type=int, default=1,
                         help="passes of 4 conversations per optimiser step (4: 16 per step; 1: four times the steps)")
     parser.add_argument("--squad", type=Path, default=SQUAD, help="SQuAD-format file (a small one checks the script)")
     parser.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "adaptlab-rag-quality"))
