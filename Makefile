@@ -43,6 +43,7 @@ bench: install
 	$(PY) benchmarks/compare_generation.py --preset quick
 	$(PY) benchmarks/compare_generation.py --preset standard
 	$(PY) benchmarks/compare_tuned.py
+	$(PY) benchmarks/compare_tuned.py --data rotten_tomatoes --presets quick,standard
 	$(PY) benchmarks/bad_input_sweep.py
 
 clean:
