@@ -62,6 +62,10 @@ def main() -> None:
         train_ppo(start, review_prompts(512, seed=0), reward, config, policy,
                   reward_spec="imdb head classifier, log-odds of positive")
     manifest = read_manifest(policy)
+    trained = {k: manifest["params"].get(k) for k in ("steps", "lr")}
+    if trained != {"steps": args.steps, "lr": args.lr}:
+        raise SystemExit(f"{policy} was trained with {trained}, not --steps {args.steps} --lr {args.lr}; "
+                         "choose another --workdir")
     with open(policy / "training_log.csv") as handle:
         log = list(csv.DictReader(handle))
     prompts = held_out(policy, review_prompts(2 * args.eval_prompts, seed=10_000), args.eval_prompts)
