@@ -129,3 +129,27 @@ def test_the_step_budget_reaches_training_the_plan_and_the_tuning(tiny_bert, toy
     tune("lora", params, {"lr": [1e-4, 1e-2], "epochs": [1, 3]}, 2, toy_splits.train, toy_splits.val, tmp_path / "t")
     assert seen[0]["epochs"] == expected  # trial 0: the epochs the untuned run plans
     assert all(p["steps_per_class"] is None for p in seen)  # a tuned epoch count is not raised again
+
+
+@pytest.mark.slow
+def test_compare_tune_on_the_real_encoder_and_a_many_class_task(cli, tmp_path):
+    """minilm LoRA on the packaged 11-topic Wikipedia data: the trials run on the real model, the tested model
+    is trained with the best trial's settings and learns something (above the majority-class rate)."""
+    import json
+
+    code, out, err = cli("compare", "--data", "wiki-topics", "--models", "minilm", "--strategies", "lora", "--tune", "2",
+                         "--train-size", "220", "--val-size", "60", "--test-size", "120", "--set", "lora.max_length=64",
+                         "-o", tmp_path / "c")
+    assert code == 0, err
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    (lora,) = results["entries"]
+    trials = lora["tuning"]["trials"]
+    assert len(trials) == 2 and trials[0]["params"]["lr"] == pytest.approx(1e-3)  # trial 0: LoRA's own rate
+    finished = [t for t in trials if t["state"] == "complete"]
+    best = max(finished, key=lambda t: t["val_macro_f1"])
+    assert lora["tuning"]["best"] == best["params"] and lora["params"]["lr"] == best["params"]["lr"]
+    import adaptlab
+
+    test = adaptlab.load_splits("wiki-topics", train_size=220, val_size=60, test_size=120).test  # the same split
+    majority = max(test.class_counts().values()) / len(test)
+    assert lora["accuracy"]["mean"] > majority, (lora["accuracy"], majority)
