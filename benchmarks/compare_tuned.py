@@ -34,9 +34,9 @@ def compare(data: str, preset: str, tune: int, output: str) -> dict:
     return run_comparison(plan).results
 
 
-def rows_of(results: dict, preset: str) -> list[dict]:
+def rows_of(results: dict, preset: str, comparison: str) -> list[dict]:
     return [{
-        "preset": preset, "strategy": e["entry"], "model": e["model"], "tuned": bool(e.get("tuning")),
+        "preset": preset, "comparison": comparison, "strategy": e["entry"], "model": e["model"], "tuned": bool(e.get("tuning")),
         "test_accuracy": e["accuracy"]["mean"], "ci95": e["accuracy"]["ci95"], "macro_f1": e["macro_f1"]["mean"],
         "train_seconds": e["final_train_seconds"], "tuning_seconds": e["tuning_seconds"],
         "chosen": e["tuning"]["best"] if e.get("tuning") else None,
@@ -49,10 +49,13 @@ def run_summary(results: dict) -> dict:
     return {k: results[k] for k in ("wall_seconds", "failures", "recommendation", "data")}
 
 
-def gap_target(rows: list[dict], tuned_entries: list[dict]) -> dict:
-    """Every tuned entry within TARGET_GAP macro-F1 of the best entry of the tuned comparison."""
-    best = max(e["macro_f1"]["mean"] for e in tuned_entries)
-    behind = [r["strategy"] for r in rows if r["tuned"] and best - r["macro_f1"] > TARGET_GAP]
+def gap_target(rows: list[dict]) -> dict:
+    """Every tuned entry within TARGET_GAP macro-F1 of the best entry of its preset's tuned comparison."""
+    best = {}
+    for r in rows:
+        if r["comparison"] == "tuned":
+            best[r["preset"]] = max(best.get(r["preset"], 0.0), r["macro_f1"])
+    behind = [f"{r['preset']}/{r['strategy']}" for r in rows if r["tuned"] and best[r["preset"]] - r["macro_f1"] > TARGET_GAP]
     return {"gap": TARGET_GAP, "best_macro_f1_with_tuning": best,
             "gradient_strategies": sorted({r["strategy"] for r in rows if r["tuned"]}),
             "more_than_gap_behind": behind, "met": not behind}
@@ -86,24 +89,26 @@ def main() -> None:
 
     presets = args.presets.split(",")
     several = len(presets) > 1
-    rows, runs, trials, tuned_entries = [], {}, {}, []
+    rows, runs, trials = [], {}, {}
     for preset in presets:
         trials[preset] = args.trials or (QUICK_TRIALS if preset == "quick" else PRESETS[preset].tune)
         for tuned in (False, True):
             name = ("tuned" if tuned else "untuned") if not several else f"{preset}-{'tuned' if tuned else 'untuned'}"
             results = compare(args.data, preset, trials[preset] if tuned else 0, os.path.join(args.workdir, name))
             runs[name] = run_summary(results)
-            rows += rows_of(results, preset)
-            tuned_entries = results["entries"]  # the last comparison run is the tuned one
+            rows += rows_of(results, preset, "tuned" if tuned else "untuned")
     setup = {"data": args.data, "preset": presets[0] if not several else presets, "models": ["minilm"],
              "trials": trials[presets[0]] if not several else trials, "tuned_strategies": list(TUNED_STRATEGIES),
              "objective": "validation macro-F1",
              "search_space": "lr: a tenth to ten times the entry's default (log); epochs: the planned count to three "
-                             "times it; LoRA r: 4 to 16"}
-    if args.data == "wiki-topics":
-        save("compare_tuned", {"setup": setup, "runs": runs, "results": rows, "target": gap_target(rows, tuned_entries)})
-    else:
-        save(f"compare_tuned_{args.data}", {"setup": setup, "runs": runs, "results": rows, "target": interval_target(rows)})
+                             "times it; LoRA r: 4 to 16",
+             "start": "trial 0: the entry's own settings; trials 1-2: lr halfway (log) to each bound; then TPE",
+             "pruning": "median of earlier trials at the same epoch, from half the entry's planned epochs on"}
+    # both targets for any data; the one the issue sets: the gap on wiki-topics, the intervals on Rotten Tomatoes
+    targets = {"gap": gap_target(rows), "interval": interval_target(rows)}
+    name = "compare_tuned" if args.data == "wiki-topics" else f"compare_tuned_{args.data}"
+    save(name, {"setup": setup, "runs": runs, "results": rows, "target": targets["gap" if args.data == "wiki-topics" else "interval"],
+                "targets": targets})
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ def test_trials_never_receive_the_test_split_and_start_from_the_defaults(tiny_be
     assert len(seen) == 3 and {fingerprint for fingerprint, _, _ in seen} == {toy_splits.val.fingerprint()}
     assert toy_splits.test.fingerprint() != toy_splits.val.fingerprint()
     assert seen[0][1:] == (1e-3, 1)  # trial 0: LoRA's own learning rate and the entry's epochs
+    # trials 1 and 2: the learning rate's line search, halfway (log scale) to each bound, the epochs unchanged
+    assert [(round(lr, 7), epochs) for _, lr, epochs in seen[1:]] == [(0.0031623, 1), (0.0003162, 1)]
     assert [row["number"] for row in result["trials"]] == [0, 1, 2] and result["seconds"] > 0
     assert result["best"] == result["trials"][result["best_trial"]]["params"]
     assert not list((tmp_path / "t").glob("trial-*"))  # trial artifacts are not kept
