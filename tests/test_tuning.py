@@ -3,14 +3,16 @@ prunes, resumes, and its cost and trials reach the results."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from adaptlab import AdaptlabError
+import pytest
+from conftest import sentiment_rows, write_csv
+
+from adaptlab import AdaptlabError, load_splits
 from adaptlab.compare import ComparePlan
 from adaptlab.compare.tuning import tune
 from adaptlab.config import DataConfig
 from adaptlab.data import load_data, split_data
-from conftest import sentiment_rows, write_csv
 
 
 @pytest.fixture
@@ -72,14 +74,14 @@ def test_plans_tune_gradient_entries_only_and_check_the_space(tiny_bert, tmp_pat
                                ({"params": {"lora": {"bogus": [1, 2]}}}, "no tunable parameter 'bogus'"),
                                ({"trials": 2, "params": {"features-logreg": {"C": [1, 2]}}}, "is not tuned"),
                                (-1, "--tune must be a whole number")):
+        bad = ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora", "features-logreg"], tune=tune_value)
         with pytest.raises(AdaptlabError, match=needle):
-            ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora", "features-logreg"],
-                        tune=tune_value).runs(_model_info(plan.models))
+            bad.check()  # refused before any model is looked at, as the CLI checks a plan
+        with pytest.raises(AdaptlabError, match=needle):
+            bad.runs(_model_info(plan.models))
 
 
 def test_compare_tune_from_the_cli_reports_trials_and_cost(tiny_bert, tmp_path, cli):
-    import json
-
     data = write_csv(tmp_path / "toy.csv", sentiment_rows(30))
     code, out, err = cli("compare", "--data", data, "--models", tiny_bert, "--strategies", "head", "--tune", "2",
                          "--epochs", "1", "--train-size", "40", "--val-size", "6", "--test-size", "10", "-o", tmp_path / "c")
@@ -137,8 +139,6 @@ def test_the_step_budget_reaches_training_the_plan_and_the_tuning(tiny_bert, toy
 def test_compare_tune_on_the_real_encoder_and_a_many_class_task(cli, tmp_path):
     """minilm LoRA on the packaged 11-topic Wikipedia data: the trials run on the real model, the tested model
     is trained with the best trial's settings and learns something (above the majority-class rate)."""
-    import json
-
     code, out, err = cli("compare", "--data", "wiki-topics", "--models", "minilm", "--strategies", "lora", "--tune", "2",
                          "--train-size", "220", "--val-size", "60", "--test-size", "120", "--set", "lora.max_length=64",
                          "-o", tmp_path / "c")
@@ -150,8 +150,6 @@ def test_compare_tune_on_the_real_encoder_and_a_many_class_task(cli, tmp_path):
     finished = [t for t in trials if t["state"] == "complete"]
     best = max(finished, key=lambda t: t["val_macro_f1"])
     assert lora["tuning"]["best"] == best["params"] and lora["params"]["lr"] == best["params"]["lr"]
-    import adaptlab
-
-    test = adaptlab.load_splits("wiki-topics", train_size=220, val_size=60, test_size=120).test  # the same split
+    test = load_splits("wiki-topics", train_size=220, val_size=60, test_size=120).test  # the same split
     majority = max(test.class_counts().values()) / len(test)
     assert lora["accuracy"]["mean"] > majority, (lora["accuracy"], majority)

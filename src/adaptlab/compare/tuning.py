@@ -97,17 +97,18 @@ def tuning_settings(tune: int | dict | None, preset_trials: int, entries) -> tup
         raise AdaptlabError(f"--tune must be a whole number of trials (0: no tuning), not {trials!r}")
     if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
         raise AdaptlabError("tune.params must map entry names to {parameter: [low, high]}")
-    for name in spaces:
+    for name, space in spaces.items():  # checked before any model loads, so a typo costs no waiting
         if name not in entries:
             raise AdaptlabError(f"tune.params: unknown entry '{name}' (available: {', '.join(entries)})")
+        if trials and entries[name].strategy not in TUNED_STRATEGIES:
+            raise AdaptlabError(f"tune.params.{name}: the {name} entry is not tuned (tuned: {', '.join(TUNED_STRATEGIES)})")
+        check_space(name, entries[name].strategy, space)
     return trials, spaces
 
 
 def entry_tuning(trials: int, spaces: dict, entry: str, strategy: str, params: dict) -> dict | None:
     """What a run of this entry tunes (``{"trials", "space"}``), or None: no trials, or nothing to tune."""
     if trials == 0 or strategy not in TUNED_STRATEGIES:
-        if entry in spaces and trials:
-            raise AdaptlabError(f"tune.params.{entry}: the {entry} entry is not tuned (tuned: {', '.join(TUNED_STRATEGIES)})")
         return None
     return {"trials": trials, "space": {**default_space(strategy, params), **check_space(entry, strategy, spaces.get(entry, {}))}}
 
