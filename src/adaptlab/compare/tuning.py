@@ -84,7 +84,8 @@ def check_space(entry: str, strategy: str, space: dict) -> dict[str, list]:
 
 
 def tuning_settings(tune: int | dict | None, preset_trials: int, entries) -> tuple[int, dict]:
-    """(trials, {entry: {param: [low, high]}}) from a plan's ``tune``: an int, a mapping, or None (the preset's)."""
+    """(trials, {entry: {param: [low, high]}}) from a plan's ``tune``: an int, a mapping, or None (the preset's);
+    the ranges come back checked (see ``check_space``)."""
     from adaptlab.config import check_keys
 
     tune = preset_trials if tune is None else tune
@@ -97,20 +98,22 @@ def tuning_settings(tune: int | dict | None, preset_trials: int, entries) -> tup
         raise AdaptlabError(f"--tune must be a whole number of trials (0: no tuning), not {trials!r}")
     if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
         raise AdaptlabError("tune.params must map entry names to {parameter: [low, high]}")
+    checked = {}
     for name, space in spaces.items():  # checked before any model loads, so a typo costs no waiting
         if name not in entries:
             raise AdaptlabError(f"tune.params: unknown entry '{name}' (available: {', '.join(entries)})")
         if trials and entries[name].strategy not in TUNED_STRATEGIES:
             raise AdaptlabError(f"tune.params.{name}: the {name} entry is not tuned (tuned: {', '.join(TUNED_STRATEGIES)})")
-        check_space(name, entries[name].strategy, space)
-    return trials, spaces
+        checked[name] = check_space(name, entries[name].strategy, space)
+    return trials, checked
 
 
 def entry_tuning(trials: int, spaces: dict, entry: str, strategy: str, params: dict) -> dict | None:
-    """What a run of this entry tunes (``{"trials", "space"}``), or None: no trials, or nothing to tune."""
+    """What a run of this entry tunes (``{"trials", "space"}``), or None: no trials, or nothing to tune.
+    ``spaces`` are the checked ranges ``tuning_settings`` returns."""
     if trials == 0 or strategy not in TUNED_STRATEGIES:
         return None
-    return {"trials": trials, "space": {**default_space(strategy, params), **check_space(entry, strategy, spaces.get(entry, {}))}}
+    return {"trials": trials, "space": {**default_space(strategy, params), **spaces.get(entry, {})}}
 
 
 def tune(strategy: str, params: dict, space: dict[str, list], trials: int, train, val, directory: Path) -> dict:
