@@ -1,4 +1,5 @@
-"""The human-feedback ranking app: store, assignment, export, agreement, every route, concurrency, a browser."""
+"""The human-feedback ranking app: store, assignment and reservations, export, agreement, every route, concurrency,
+a browser."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import re
 import sqlite3
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -76,7 +79,7 @@ def test_tokens_are_stored_hashed(setup):
     directory, _, tokens = setup
     stored = {r["name"]: r["token_hash"] for r in db(directory).execute("SELECT name, token_hash FROM annotators")}
     assert all(tokens[name] not in stored[name] and len(stored[name]) == 64 for name in tokens)
-    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 3
     assert db(directory).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -125,7 +128,7 @@ def test_submit_retry_conflict_validation_and_undo(setup):
     directory, app, tokens = setup
     alice, state = signed_in(app, tokens["alice"])
     bob, bob_state = signed_in(app, tokens["bob"])
-    assert state["prompt"] == bob_state["prompt"]  # overlap 2: both get the least-covered item
+    assert state["prompt"] != bob_state["prompt"]  # alice's item is reserved for her: bob is shown another
     ids = state["ids"]
     invalid = [ids[:-1], ids + ids[:1], ids[:-1] + [999], "nope", [[]]]
     for ranking in invalid:
@@ -178,14 +181,79 @@ def test_assignment_never_repeats_and_respects_overlap(setup):
     assert [tuple(r) for r in counts] == [(1, 2), (2, 2), (3, 2)]
 
 
-def test_assignment_spreads_items_least_covered_first(tmp_path):
+def expire_lease(directory: Path, name: str) -> None:
+    conn = db(directory)
+    conn.execute("UPDATE leases SET expires = 0 WHERE annotator_id = (SELECT id FROM annotators WHERE name = ?)", (name,))
+    conn.commit()
+
+
+def judgements(directory: Path) -> dict[int, int]:
+    """Live submissions per item (0 for an item nobody judged)."""
+    return dict(db(directory).execute("SELECT p.id, COUNT(s.id) FROM prompts p LEFT JOIN submissions s "
+                                      "ON s.prompt_id = p.id AND s.undone = 0 GROUP BY p.id").fetchall())
+
+
+def test_shown_items_are_reserved_until_the_lease_expires(tmp_path):
+    """Issue 47: annotators at once are shown different items; a reload keeps one's item; an expired lease returns
+    the item to the pool; a late submission is taken while the item needs judgements and refused once it does not."""
     directory = make_project(tmp_path, n_prompts=4, overlap=1)
+    app = create_app(directory, lease_seconds=60)
+    (a, sa), (b, sb), (c, sc), (d, sd) = (signed_in(app, project.add_annotator(directory, n)) for n in "abcd")
+    assert [sa["prompt"], sb["prompt"], sc["prompt"], sd["prompt"]] == [1, 2, 3, 4]
+    assert page_state(a.get("/").text)["prompt"] == 1  # a reload: still a's, and still one lease per annotator
+    expires = [r[0] - time.time() for r in db(directory).execute("SELECT expires FROM leases")]
+    assert len(expires) == 4 and all(50 < left <= 60 for left in expires)
+    e, se = signed_in(app, project.add_annotator(directory, "e"))
+    assert se["prompt"] is None  # every item is reserved: nothing for a fifth annotator yet
+
+    expire_lease(directory, "b")
+    se = page_state(e.get("/").text)
+    assert se["prompt"] == 2  # b's expired item went back to the pool
+    refused = rank(b, sb)
+    assert refused.status_code == 409 and "reserved" in refused.json()["error"]["message"]  # overlap 1: e holds it
+    expire_lease(directory, "c")
+    assert rank(c, sc).status_code == 200  # expired, but nobody took it and it still needs a judgement
+    for client, state in ((a, sa), (d, sd), (e, se)):
+        assert rank(client, state).status_code == 200
+    assert judgements(directory) == {1: 1, 2: 1, 3: 1, 4: 1}
+    assert db(directory).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 1  # only b's, expired
+
+
+def test_overlap_is_exact_with_leases_undo_and_redo(tmp_path):
+    """An undone item stays reserved for the annotator who undid it, so a redo never exceeds the overlap; once
+    that lease expires and another annotator fills the place, the redo is refused."""
+    directory = make_project(tmp_path, n_prompts=2, overlap=2)
     app = create_app(directory)
-    tokens = [project.add_annotator(directory, f"a{i}") for i in range(2)]
-    (a, sa), (b, sb) = signed_in(app, tokens[0]), signed_in(app, tokens[1])
-    assert sa["prompt"] == sb["prompt"] == 1  # both see item 1 before anyone submits it
-    rank(a, sa)
-    assert page_state(b.get("/").text)["prompt"] == 2  # with overlap 1, item 1 is now taken
+    (a, sa), (b, sb), (c, sc), (d, sd) = (signed_in(app, project.add_annotator(directory, n)) for n in "abcd")
+    assert (sa["prompt"], sb["prompt"], sc["prompt"], sd["prompt"]) == (1, 2, 1, 2)  # least-covered, counting leases
+    e, se = signed_in(app, project.add_annotator(directory, "e"))
+    assert se["prompt"] is None  # 2 + 2 places, all reserved
+    for client, state in ((a, sa), (b, sb), (c, sc), (d, sd)):
+        assert rank(client, state).status_code == 200
+    assert judgements(directory) == {1: 2, 2: 2}
+    assert b.post("/api/undo", headers={"X-CSRF-Token": sb["csrf"]}).json() == {"prompt_id": 2}
+    assert page_state(e.get("/").text)["prompt"] is None  # item 2 lacks a judgement, but it is b's to redo
+    redo = page_state(b.get("/?prompt=2").text)
+    assert redo["prompt"] == 2 and rank(b, redo).status_code == 200
+    assert b.post("/api/undo", headers={"X-CSRF-Token": sb["csrf"]}).json() == {"prompt_id": 2}
+    expire_lease(directory, "b")
+    late = page_state(b.get("/?prompt=2").text)
+    assert late["prompt"] == 2 and page_state(e.get("/").text)["prompt"] is None  # b's visit renewed b's lease
+    expire_lease(directory, "b")
+    shown = page_state(e.get("/").text)
+    assert shown["prompt"] == 2 and rank(e, shown).status_code == 200
+    assert rank(b, late).status_code == 409  # the place b undid is filled: no third judgement
+    assert judgements(directory) == {1: 2, 2: 2}
+
+
+def test_huge_or_out_of_range_query_integers_are_4xx(setup):
+    _, app, tokens = setup
+    alice, _ = signed_in(app, tokens["alice"])
+    for value in (str(2**70), str(2**63), "-5", "0", "2**70", "1e3", ""):
+        response = alice.get("/", params={"prompt": value})
+        assert response.status_code == 422, (value, response.status_code)
+        assert "invalid request" in response.text and "Traceback" not in response.text
+    assert alice.get("/", params={"prompt": str(2**63 - 1)}).status_code == 200  # the largest id: just not an undone item
 
 
 def test_submit_refuses_unassigned_items_oversized_and_hostile_bodies(tmp_path):
@@ -211,7 +279,7 @@ def test_submit_refuses_unassigned_items_oversized_and_hostile_bodies(tmp_path):
 def test_candidates_are_shown_in_a_stored_order_per_annotator(tmp_path):
     """Position bias: each annotator sees each item's candidates shuffled by a seed stored with them (the same
     order on every visit, reproducible from the database), not in import order."""
-    directory = make_project(tmp_path, n_prompts=6, overlap=8)
+    directory = make_project(tmp_path, n_prompts=1, overlap=8)  # one item: all six are shown it
     app = create_app(directory)
     tokens = [project.add_annotator(directory, f"a{i}") for i in range(6)]
     orders = []
@@ -230,10 +298,11 @@ def test_a_version_1_project_is_upgraded_in_place(tmp_path):
     directory = make_project(tmp_path, n_prompts=2, overlap=1)
     project.add_annotator(directory, "alice")
     conn = db(directory)
-    conn.executescript("ALTER TABLE annotators DROP COLUMN order_seed; PRAGMA user_version = 1;")
+    conn.executescript("ALTER TABLE annotators DROP COLUMN order_seed; DROP TABLE leases; PRAGMA user_version = 1;")
     conn.close()
     upgraded = dbmod.connect(directory)
-    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert upgraded.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     assert sorted(r["id"] for r in dbmod.item(upgraded, 1, 1)[1]) == [1, 2, 3, 4]
 
 
@@ -294,9 +363,9 @@ def test_agreement_on_a_hand_made_case(tmp_path):
 
 def test_admin_page_shows_progress_and_agreement(setup):
     _, app, tokens = setup
-    signed = [signed_in(app, tokens[name]) for name in ("alice", "bob")]  # both are shown item 1
-    for client, state in signed:  # the same order from both (each is shown the candidates in their own order)
-        rank(client, state, [[i] for i in sorted(state["ids"])])
+    (alice, state), (bob, bob_state) = (signed_in(app, tokens[name]) for name in ("alice", "bob"))
+    for client, own in ((alice, state), (bob, dict(bob_state, prompt=state["prompt"]))):  # bob: alice's item, still open
+        assert rank(client, own, [[i] for i in sorted(state["ids"])]).status_code == 200  # the same order from both
     boss, _ = signed_in(app, tokens["boss"])
     page = boss.get("/admin")
     assert page.status_code == 200
@@ -332,7 +401,8 @@ def test_cli_commands(tmp_path):
                           (["new", str(directory), "--candidates", str(candidates)], "already holds"),
                           (["export", str(directory), "-o", str(tmp_path / "x.jsonl")], "no ranked submissions"),
                           (["add-annotator", str(tmp_path / "nowhere"), "x"], "not a feedback project"),
-                          (["new", str(tmp_path / "p2")], "--prompts")):
+                          (["new", str(tmp_path / "p2")], "--prompts"),
+                          (["serve", str(directory), "--lease-seconds", "0"], "--lease-seconds must be from 10")):
         result = runner.invoke(feedback_app, args)
         assert isinstance(result.exception, AdaptlabError) and message in str(result.exception), (args, result.exception)
     assert not (tmp_path / "x.jsonl").exists()
@@ -360,8 +430,6 @@ def test_new_project_samples_candidates(tmp_path, tiny_llama):
 def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
     """50 annotators x 20 submissions at once, each also trying once to rank an item that already has its 50
     annotators (prompt 21, filled beforehand): 1,000 stored, the 50 attempts refused, no item over the overlap."""
-    import uuid
-
     directory = make_project(tmp_path, n_prompts=21, overlap=50)
     conn = dbmod.connect(directory)
     full_ids = [[c["id"]] for c in dbmod.item(conn, 21)[1]]
@@ -397,6 +465,39 @@ def test_concurrent_annotators_lose_and_duplicate_nothing(tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM submissions WHERE prompt_id != 21").fetchone()[0] == 1000
     assert conn.execute("SELECT COUNT(DISTINCT annotator_id || '/' || prompt_id) FROM submissions").fetchone()[0] == 1050
     assert [n for (n,) in conn.execute("SELECT COUNT(*) FROM submissions GROUP BY prompt_id")] == [50] * 21
+
+
+def test_annotators_at_once_are_not_refused_the_items_they_are_shown(tmp_path):
+    """Issue 47, small: 10 annotators at once over real HTTP, each looping (next item, submit) until nothing is left
+    for them. Before reservations they were all shown the same item and most submissions were refused (409)."""
+    directory = make_project(tmp_path, n_prompts=30, overlap=3)
+    tokens = [project.add_annotator(directory, f"annotator-{i}") for i in range(10)]
+
+    def annotate(token: str, base: str) -> tuple[list[str], int]:
+        stored, refused = [], 0
+        with httpx.Client(base_url=base, timeout=60) as client:
+            assert client.get(f"/login?token={token}").status_code == 303
+            for _ in range(60):  # at most 30 items each; the bound only stops a broken server looping forever
+                state = page_state(client.get("/").text)
+                if state["prompt"] is None:
+                    break
+                body = {"submission_id": state["submission"], "prompt_id": state["prompt"], "action": "rank",
+                        "ranking": [[i] for i in state["ids"]]}
+                response = client.post("/api/submit", json=body, headers={"X-CSRF-Token": state["csrf"]})
+                assert response.status_code in (200, 409), response.text
+                if response.status_code == 200:
+                    stored.append(state["submission"])
+                refused += response.status_code == 409
+        return stored, refused
+
+    with serve_in_background(directory) as base, ThreadPoolExecutor(10) as pool:
+        done = list(pool.map(annotate, tokens, [base] * 10))
+    assert sum(refused for _, refused in done) == 0
+    stored = {sid for ids, _ in done for sid in ids}
+    rows = {r["id"] for r in db(directory).execute("SELECT id FROM submissions WHERE undone = 0")}
+    assert len(stored) == 90 and rows == stored  # none lost, none extra
+    assert judgements(directory) == {i: 3 for i in range(1, 31)}
+    assert db(directory).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0  # each lease became a submission
 
 
 def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
@@ -457,7 +558,7 @@ def test_ranked_project_trains_a_reward_model_directly(tmp_path, tiny_bert, cli)
     while state["prompt"] is not None:
         assert rank(client, state).status_code == 200
         state = page_state(client.get("/").text)
-    code, out, err = cli("rlhf", "reward", "--data", directory, "-o", tmp_path / "rm", "--model", tiny_bert, "--epochs", "1", "--json")
+    code, _, err = cli("rlhf", "reward", "--data", directory, "-o", tmp_path / "rm", "--model", tiny_bert, "--epochs", "1", "--json")
     assert code == 0, err
     manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
     assert sum(manifest["data"]["pairs"].values()) == 8 * 6 and sum(manifest["data"]["prompts"].values()) == 8

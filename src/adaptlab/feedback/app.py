@@ -5,6 +5,8 @@ as text, and a nonce-based Content-Security-Policy blocks any script that slippe
 session cookie is HttpOnly and SameSite=Strict; writes also need the session's CSRF token in a header or
 form field. Endpoints are plain (sync) functions, so each runs in the server's thread pool with its own
 SQLite connection: concurrent submissions are serialised by SQLite's write lock, not by the event loop.
+Showing an item reserves it for the annotator (``db.next_prompt``), so annotators working at once get
+different items instead of racing for the same one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import threading
 from collections.abc import Iterator
 from html import escape
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -160,9 +163,11 @@ def _candidate(index: int, cid: int, text: str, total: int) -> str:
             f'<label><input type="checkbox" class="tie"> Tie with the one above</label></div></li>')
 
 
-def create_app(directory: Path) -> FastAPI:
-    """The app for one project directory (which must already hold a project)."""
-    db.connect(directory).close()  # fails early, with a clear message, if it is not a project
+def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> FastAPI:
+    """The app for one project directory (which must already hold a project); an item shown to an annotator stays
+    reserved for them for ``lease_seconds``."""
+    db.check_lease_seconds(lease_seconds)
+    db.connect(directory).close()  # fails early, with a clear message, if it is not a project (and upgrades it)
     local = threading.local()
 
     def conn() -> sqlite3.Connection:
@@ -227,10 +232,11 @@ def create_app(directory: Path) -> FastAPI:
         return response
 
     @app.get("/", response_class=HTMLResponse)
-    def ranking_page(request: Request, prompt: int | None = None) -> Response:
+    def ranking_page(request: Request, prompt: Annotated[int | None, Query(ge=1, le=db.MAX_ID)] = None) -> Response:
+        """``prompt``: an item the annotator undid, shown again if it is still open to them (else the next one)."""
         user, csrf = auth(request)
         c = conn()
-        prompt_id = prompt if prompt is not None and db.may_redo(c, user.id, prompt) else db.next_prompt(c, user.id)
+        prompt_id = db.next_prompt(c, user.id, lease_seconds, wanted=prompt)
         done, total = db.progress(c, user.id)
         status = (f'<p><label for="progress">Progress: {done} of {total} done</label> '
                   f'<progress id="progress" max="{max(total, 1)}" value="{done}">{done} of {total}</progress></p>')
@@ -266,7 +272,7 @@ def create_app(directory: Path) -> FastAPI:
         except (ValueError, RecursionError):  # bad JSON, not UTF-8, or nested past Python's recursion limit
             raise HTTPException(422, "the body must be JSON") from None
         sid, prompt_id, action = (body.get(k) if isinstance(body, dict) else None for k in ("submission_id", "prompt_id", "action"))
-        if (not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or not 0 < prompt_id < 2**63
+        if (not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or not 0 < prompt_id <= db.MAX_ID
                 or action not in ACTIONS):
             raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (a positive integer) and action (rank, skip or flag)")
         reason = body.get("reason")
@@ -284,7 +290,7 @@ def create_app(directory: Path) -> FastAPI:
     @app.post("/api/undo")
     def undo(request: Request) -> Response:
         user, _ = auth(request, csrf=request.headers.get("X-CSRF-Token", ""))
-        return JSONResponse({"prompt_id": db.undo(conn(), user.id)})
+        return JSONResponse({"prompt_id": db.undo(conn(), user.id, lease_seconds)})
 
     @app.get("/admin", response_class=HTMLResponse)
     def admin(request: Request) -> Response:

@@ -68,12 +68,16 @@ def serve(
     project: Project,
     host: Annotated[str, typer.Option(help="Interface to bind; the default is reachable from this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    lease_seconds: Annotated[int, typer.Option(help="How long an item shown to an annotator stays reserved for them, so others "
+                                                    "are shown other items (a later submission is still taken while the item "
+                                                    "needs judgements).")] = 300,  # db.LEASE_SECONDS
 ) -> None:
     """Serve the ranking app for the annotators."""
-    from adaptlab.feedback.db import connect
+    from adaptlab.feedback.db import check_lease_seconds, connect
 
     if not 1 <= port <= 65535:
         raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
+    check_lease_seconds(lease_seconds)
     from adaptlab.cli.common import check_can_listen
 
     check_can_listen(host, port)
@@ -82,7 +86,7 @@ def serve(
 
     from adaptlab.feedback.app import create_app
 
-    app = create_app(project)
+    app = create_app(project, lease_seconds)
     typer.echo(f"serving {project} on http://{host}:{port} (annotators open their login link)", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

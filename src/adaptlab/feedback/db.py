@@ -4,6 +4,10 @@ WAL lets the web server's readers run while one writer commits; ``BEGIN IMMEDIAT
 up front so a submission's checks and insert are atomic. Submissions are keyed by a client-generated id,
 so a retried request (lost response, double click) finds its own row instead of storing a second one.
 A partial unique index keeps one live submission per (annotator, prompt): nobody annotates an item twice.
+
+An item shown to an annotator is reserved for them by a lease (one per annotator) that counts towards the
+item's overlap until it expires: annotators working at once are shown different items, so a submission for a
+shown item is not refused, and live submissions + live leases never exceed the overlap (each write keeps that).
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ from pathlib import Path
 from adaptlab.errors import AdaptlabError
 
 DB_NAME = "feedback.sqlite"  # adaptlab.rlhf.preferences recognises a project by this file
-SCHEMA_VERSION = 2  # 2: annotators.order_seed (candidates shown in a per-annotator order)
+SCHEMA_VERSION = 3  # 2: annotators.order_seed (candidates shown in a per-annotator order); 3: leases
 STATUSES = ("ranked", "skipped", "flagged")
 SESSION_SECONDS = 7 * 24 * 3600
+LEASE_SECONDS = 300  # long enough to rank one item; an abandoned item goes back to the others this soon
+LEASE_RANGE = (10, 24 * 3600)  # --lease-seconds bounds (see check_lease_seconds)
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a bigger id in a request is refused, not an OverflowError
+
+LEASES = """
+CREATE TABLE IF NOT EXISTS leases (annotator_id INTEGER PRIMARY KEY REFERENCES annotators(id),
+                                   prompt_id INTEGER NOT NULL REFERENCES prompts(id), expires REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS leases_by_prompt ON leases (prompt_id, expires);
+"""
 
 SCHEMA = """
 CREATE TABLE project (id INTEGER PRIMARY KEY CHECK (id = 1), overlap INTEGER NOT NULL, k INTEGER NOT NULL,
@@ -42,12 +55,25 @@ CREATE TABLE submissions (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REF
                           ranking TEXT, reason TEXT, created REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0);
 CREATE UNIQUE INDEX one_live_per_item ON submissions (annotator_id, prompt_id) WHERE undone = 0;
 CREATE INDEX live_by_prompt ON submissions (prompt_id) WHERE undone = 0;
+""" + LEASES
+
+# Items open to annotator :me at time :now (only item :prompt unless it is NULL): no live submission of theirs,
+# and either their own live lease or room left beside the live submissions and everyone else's live leases.
+# ``taken`` (submissions + others' leases) orders the least-covered first.
+_OPEN = """
+SELECT id, live + held AS taken FROM (
+  SELECT p.id, (SELECT COUNT(*) FROM submissions s WHERE s.prompt_id = p.id AND s.undone = 0) AS live,
+    (SELECT COUNT(*) FROM leases l WHERE l.prompt_id = p.id AND l.annotator_id != :me AND l.expires > :now) AS held,
+    EXISTS (SELECT 1 FROM leases l WHERE l.annotator_id = :me AND l.prompt_id = p.id AND l.expires > :now) AS mine
+  FROM prompts p
+  WHERE (:prompt IS NULL OR p.id = :prompt)
+    AND NOT EXISTS (SELECT 1 FROM submissions s WHERE s.prompt_id = p.id AND s.annotator_id = :me AND s.undone = 0))
+WHERE mine OR live + held < (SELECT overlap FROM project)
 """
 
-# Items open to annotator ?: fewer live annotators than the overlap, and none of them is this annotator.
-_OPEN = ("SELECT p.id, COUNT(s.id) AS live FROM prompts p LEFT JOIN submissions s ON s.prompt_id = p.id AND s.undone = 0 "
-         "GROUP BY p.id HAVING COUNT(DISTINCT s.annotator_id) < (SELECT overlap FROM project) "
-         "AND SUM(s.annotator_id = ?) IS NOT 1")
+
+def _open_args(annotator_id: int, prompt_id: int | None = None) -> dict:
+    return {"me": annotator_id, "now": time.time(), "prompt": prompt_id}
 
 
 def sha256(text: str) -> str:
@@ -92,6 +118,9 @@ def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
         conn.executescript("BEGIN IMMEDIATE; ALTER TABLE annotators ADD COLUMN order_seed INTEGER NOT NULL DEFAULT 0; "
                            "UPDATE annotators SET order_seed = abs(random() % 2147483647); PRAGMA user_version = 2; COMMIT;")
         version = 2
+    if version == 2:  # a project made before items were reserved: add the (empty) leases table
+        conn.executescript(f"BEGIN IMMEDIATE; {LEASES} PRAGMA user_version = 3; COMMIT;")
+        version = 3
     if version != SCHEMA_VERSION:
         conn.close()
         raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
@@ -151,10 +180,28 @@ def logout(conn: sqlite3.Connection, session_id: str) -> None:
         conn.execute("DELETE FROM sessions WHERE id_hash = ?", (sha256(session_id),))
 
 
-def next_prompt(conn: sqlite3.Connection, annotator_id: int) -> int | None:
-    """An item the annotator has no live submission for and that still needs annotators, least-covered first."""
-    row = conn.execute(f"{_OPEN} ORDER BY live, p.id LIMIT 1", (annotator_id,)).fetchone()
-    return None if row is None else row["id"]
+def check_lease_seconds(seconds: float) -> None:
+    """Refuse a lease that could expire while its page loads, or one that keeps an abandoned item from everyone."""
+    low, high = LEASE_RANGE
+    if not low <= seconds <= high:
+        raise AdaptlabError(f"--lease-seconds must be from {low} to {high}, not {seconds}")
+
+
+def next_prompt(conn: sqlite3.Connection, annotator_id: int, lease_seconds: float = LEASE_SECONDS,
+                wanted: int | None = None) -> int | None:
+    """Reserve an item open to the annotator for ``lease_seconds`` and return it (None when none is open). First
+    choice: ``wanted`` if they undid it; then the item they already hold (a reload shows the same one); then the
+    least-covered. The new lease replaces their old one, so nobody can hoard items by opening pages."""
+    with transaction(conn):
+        held = conn.execute("SELECT prompt_id FROM leases WHERE annotator_id = ?", (annotator_id,)).fetchone()
+        redo = wanted is not None and may_redo(conn, annotator_id, wanted)
+        args = _open_args(annotator_id) | {"wanted": wanted if redo else None, "held": held[0] if held else None}
+        row = conn.execute(f"{_OPEN} ORDER BY id IS :wanted DESC, id IS :held DESC, taken, id LIMIT 1", args).fetchone()
+        if row is None:
+            conn.execute("DELETE FROM leases WHERE annotator_id = ?", (annotator_id,))
+            return None
+        conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (annotator_id, row["id"], args["now"] + lease_seconds))
+    return row["id"]
 
 
 def may_redo(conn: sqlite3.Connection, annotator_id: int, prompt_id: int) -> bool:
@@ -180,13 +227,15 @@ def item(conn: sqlite3.Connection, prompt_id: int, annotator_id: int | None = No
 def progress(conn: sqlite3.Connection, annotator_id: int) -> tuple[int, int]:
     """(items this annotator has done, items done + still available to them)."""
     done = conn.execute("SELECT COUNT(*) FROM submissions WHERE annotator_id = ? AND undone = 0", (annotator_id,)).fetchone()[0]
-    open_ = conn.execute(f"SELECT COUNT(*) FROM ({_OPEN})", (annotator_id,)).fetchone()[0]
+    open_ = conn.execute(f"SELECT COUNT(*) FROM ({_OPEN})", _open_args(annotator_id)).fetchone()[0]
     return done, done + open_
 
 
 def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prompt_id: int, status: str,
            ranking: list[list[int]] | None, reason: str | None) -> bool:
-    """Store one submission in one transaction; False when this exact id was already stored (a retry)."""
+    """Store one submission in one transaction; False when this exact id was already stored (a retry). Accepted
+    while the item is open to the annotator: reserved for them, or (their lease expired, or they never held one)
+    still short of the overlap counting the others' leases; the stored submission takes the place of their lease."""
     if status not in STATUSES:
         raise Invalid(f"action must be one of {', '.join(STATUSES)}")
     if status == "flagged" and not (reason or "").strip():
@@ -198,18 +247,18 @@ def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prom
                 raise Conflict("this submission id is already used")
             return False
         _, candidates = item(conn, prompt_id)
-        assigned = conn.execute(f"SELECT 1 FROM ({_OPEN}) WHERE id = ?", (annotator_id, prompt_id)).fetchone()
-        if assigned is None and not may_redo(conn, annotator_id, prompt_id):
-            raise Conflict("this item is not open to you: it was not assigned to you, or it already has its annotators")
+        if conn.execute("SELECT 1 FROM submissions WHERE annotator_id = ? AND prompt_id = ? AND undone = 0",
+                        (annotator_id, prompt_id)).fetchone():
+            raise Conflict("you already submitted this item; undo it first")
+        if conn.execute(_OPEN, _open_args(annotator_id, prompt_id)).fetchone() is None:
+            raise Conflict("this item is not open to you: it already has its annotators, counting those it is reserved for")
         if status == "ranked":
             _check_ranking(ranking, {c["id"] for c in candidates})
-        try:
-            conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, reason, created) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (submission_id, annotator_id, prompt_id, status,
-                          json.dumps(ranking) if status == "ranked" else None, (reason or "").strip() or None, time.time()))
-        except sqlite3.IntegrityError:
-            raise Conflict("you already submitted this item; undo it first") from None
+        conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, reason, created) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (submission_id, annotator_id, prompt_id, status,
+                      json.dumps(ranking) if status == "ranked" else None, (reason or "").strip() or None, time.time()))
+        conn.execute("DELETE FROM leases WHERE annotator_id = ? AND prompt_id = ?", (annotator_id, prompt_id))
     return True
 
 
@@ -222,14 +271,16 @@ def _check_ranking(ranking, candidate_ids: set[int]) -> None:
         raise Invalid("ranking must list each of this item's candidates exactly once")
 
 
-def undo(conn: sqlite3.Connection, annotator_id: int) -> int | None:
-    """Mark the annotator's latest live submission undone; returns its prompt id (None if nothing to undo)."""
+def undo(conn: sqlite3.Connection, annotator_id: int, lease_seconds: float = LEASE_SECONDS) -> int | None:
+    """Mark the annotator's latest live submission undone; returns its prompt id (None if nothing to undo). The
+    item is reserved for them (they are sent back to it), so nobody else fills the place they are about to redo."""
     with transaction(conn):
         row = conn.execute("SELECT id, prompt_id FROM submissions WHERE annotator_id = ? AND undone = 0 "
                            "ORDER BY created DESC, rowid DESC LIMIT 1", (annotator_id,)).fetchone()
         if row is None:
             return None
         conn.execute("UPDATE submissions SET undone = 1 WHERE id = ?", (row["id"],))
+        conn.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (annotator_id, row["prompt_id"], time.time() + lease_seconds))
     return row["prompt_id"]
 
 
