@@ -166,25 +166,130 @@ def test_errors_use_openai_envelope(served):
     assert "nope" in missing.value.message
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model="base", prompt="hi", max_tokens=100_000)
-    with pytest.raises(openai.UnprocessableEntityError):
+    with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="base", messages=[])
     body = test_client.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}).json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
 
 
-def test_api_key_and_the_concurrency_limit(tiny_llama):
+def test_api_key_and_the_concurrency_limit(tiny_llama, monkeypatch):
+    """A request larger than --max-concurrent runs in pieces of that size; 429 only while others hold the room."""
     from adaptlab.serve import load_registry
+    from adaptlab.serve.decoding import BatchedDecoder
 
+    sizes, started, release = [], threading.Event(), threading.Event()
+    decode = BatchedDecoder.decode
+
+    def observed(self, batch, emit):
+        sizes.append(len(batch))
+        started.set()
+        assert release.wait(60)
+        return decode(self, batch, emit)
+
+    monkeypatch.setattr(BatchedDecoder, "decode", observed)
     registry = load_registry({}, [str(tiny_llama)], None, "cpu")
-    test_client, client = make_client(registry, api_key="s3cret", max_concurrent=1)
+    model = str(tiny_llama)
+    test_client, client = make_client(registry, api_key="s3cret", max_concurrent=2)
     with test_client:
         assert client.models.list().data
         wrong = openai.OpenAI(base_url="http://testserver/v1", api_key="guess", http_client=test_client, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             wrong.models.list()
         assert test_client.get("/health").status_code == 200  # health needs no key
-        with pytest.raises(openai.RateLimitError):
-            client.completions.create(model=str(tiny_llama), prompt="hi", max_tokens=2, n=2)
+        release.set()
+        many = client.completions.create(model=model, prompt=["a", "b", "c"], max_tokens=2, n=3)
+        assert [c.index for c in many.choices] == list(range(9)) and max(sizes) == 2  # 9 generations, 2 at a time
+        assert len(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                  max_tokens=2, n=5).choices) == 5
+        release.clear()
+        started.clear()
+        first = []
+        holder = threading.Thread(target=lambda: first.append(client.completions.create(model=model, prompt="hi", max_tokens=2)))
+        holder.start()
+        try:
+            assert started.wait(60)  # one generation in flight, stopped inside the model
+            with pytest.raises(openai.RateLimitError) as limited:
+                client.completions.create(model=model, prompt=["x", "y"], max_tokens=2)
+            assert "1 of 2 generations running, this request needs 2" in limited.value.message
+            assert "--max-concurrent" in limited.value.message
+        finally:
+            release.set()
+            holder.join(60)
+        assert first[0].choices[0].finish_reason in ("stop", "length")
+        assert len(client.completions.create(model=model, prompt=["x", "y"], max_tokens=2).choices) == 2  # room again
+
+
+def test_a_request_larger_than_the_default_limit_is_served(served):
+    """100 prompts under the default --max-concurrent 64: answered (64 at a time), every choice its own prompt's."""
+    _, _, client = served
+    prompts = [f"Say something {i}." for i in range(100)]
+    reply = client.completions.create(model="base", prompt=prompts, max_tokens=2, temperature=0)
+    assert [c.index for c in reply.choices] == list(range(100))
+    for i in (0, 63, 64, 99):
+        alone = client.completions.create(model="base", prompt=prompts[i], max_tokens=2, temperature=0)
+        assert reply.choices[i].text == alone.choices[0].text
+    stream = client.completions.create(model="base", prompt=prompts, max_tokens=2, temperature=0, stream=True)
+    assert sorted(c.choices[0].index for c in stream if c.choices[0].finish_reason) == list(range(100))
+
+
+CHAT, HI = {"model": "base", "max_tokens": 2}, {"role": "user", "content": "hi"}
+
+
+@pytest.mark.parametrize("route, body, needle", [
+    ("completions", {"prompt": ""}, "prompt is empty or only whitespace"),
+    ("completions", {"prompt": " \n\t"}, "prompt is empty or only whitespace"),
+    ("completions", {"prompt": "", "stream": True}, "prompt is empty"),
+    ("completions", {"prompt": ["fine", ""]}, "prompt[1] is empty"),
+    ("completions", {"prompt": []}, "prompt must hold 1 to 256 strings"),
+    ("chat/completions", {"messages": []}, "messages is empty"),
+    ("chat/completions", {"messages": [{"role": "user", "content": ""}]}, "messages[0] (user) has no text"),
+    ("chat/completions", {"messages": [{"role": "user", "content": "  \n "}]}, "messages[0] (user) has no text"),
+    ("chat/completions", {"messages": [{"role": "user"}]}, "messages[0] (user) has no text"),
+    ("chat/completions", {"messages": [{"role": "system", "content": ""}, HI]}, "messages[0] (system) has no text"),
+    ("chat/completions", {"messages": [HI, {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages[1] (user) has no text"),
+    ("chat/completions", {"messages": [{"role": "user", "content": ""}], "stream": True}, "has no text"),
+])
+def test_empty_prompts_and_messages_are_refused_with_400(served, route, body, needle):
+    _, test_client, _ = served
+    response = test_client.post(f"/v1/{route}", json={**CHAT, **body})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
+    assert needle in error["message"]
+
+
+def test_an_assistant_turn_without_content_is_still_accepted(served):
+    """Assistant turns that only called tools carry no content: they are not refused as empty. A text part that is
+    not a string is a 422 (it was a 500)."""
+    _, test_client, _ = served
+    messages = [HI, {"role": "assistant", "content": None}, {"role": "user", "content": [{"type": "text", "text": "again"}]}]
+    response = test_client.post("/v1/chat/completions", json={**CHAT, "messages": messages})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["role"] == "assistant", response.text
+    numbered = test_client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]})
+    assert numbered.status_code == 422 and "messages.0.content" in numbered.json()["error"]["message"], numbered.text
+
+
+@pytest.mark.parametrize("route, field, value, status", [
+    ("completions", "max_tokens", 0, 422), ("completions", "max_tokens", -1, 422), ("completions", "max_tokens", 2**70, 400),
+    ("chat/completions", "max_tokens", -5, 422), ("chat/completions", "max_tokens", 2**70, 400),
+    ("chat/completions", "max_completion_tokens", 0, 422), ("chat/completions", "max_completion_tokens", 2**70, 400),
+    ("completions", "n", 0, 422), ("completions", "n", -1, 422), ("completions", "n", 17, 422), ("chat/completions", "n", 2**70, 422),
+    ("chat/completions", "top_logprobs", -1, 422), ("chat/completions", "top_logprobs", 21, 422),
+    ("chat/completions", "top_logprobs", 2**70, 422),
+    ("completions", "logprobs", -1, 422), ("completions", "logprobs", 6, 422), ("completions", "logprobs", 2**70, 422),
+    ("completions", "best_of", 0, 422), ("completions", "best_of", 2**70, 422),
+    ("completions", "seed", -1, 422), ("chat/completions", "seed", 2**70, 422),
+    ("chat/completions", "presence_penalty", 3, 422), ("completions", "frequency_penalty", -2**70, 422),
+    ("completions", "temperature", 2**70, 422), ("chat/completions", "top_p", 0, 422),
+])
+def test_out_of_range_numbers_are_refused(served, route, field, value, status):
+    _, test_client, _ = served
+    body = {"model": "base", field: value, **({"prompt": "hi"} if route == "completions" else {"messages": [HI]})}
+    response = test_client.post(f"/v1/{route}", json=body)
+    assert response.status_code == status, response.text
+    message = response.json()["error"]["message"]
+    assert (field in message) if status == 422 else ("at most 1024" in message)
 
 
 def test_batched_decoder_matches_transformers_generate(tiny_llama):

@@ -303,6 +303,38 @@ def test_generate_plain_and_streaming(client):
     assert test_client.post("/v1/rag/ask", json={"question": "why?"}).status_code == 404
 
 
+@pytest.mark.parametrize("route, body, status, needle", [
+    ("generate", {"prompt": ""}, 422, "prompt: is empty or only whitespace"),
+    ("generate", {"prompt": " \n ", "raw": True}, 422, "prompt: is empty or only whitespace"),
+    ("generate", {"prompt": "", "stream": True}, 422, "prompt: is empty"),
+    ("generate", {"prompt": "Hi", "max_new_tokens": 0}, 422, "max_new_tokens"),
+    ("generate", {"prompt": "Hi", "max_new_tokens": -3}, 422, "max_new_tokens"),
+    ("generate", {"prompt": "Hi", "max_new_tokens": 2**70}, 413, "at most 1024"),
+    ("generate", {"prompt": "Hi", "seed": -1}, 422, "seed"),
+    ("generate", {"prompt": "Hi", "temperature": -1}, 422, "temperature"),
+    ("rag/ask", {"question": "  "}, 422, "question: is empty or only whitespace"),
+    ("rag/ask", {"question": "Why?", "k": -1}, 422, "k"),
+    ("rag/ask", {"question": "Why?", "k": 2**70}, 422, "k"),
+    ("rag/ask", {"question": "Why?", "max_new_tokens": 0}, 422, "max_new_tokens"),
+])
+def test_empty_text_and_out_of_range_numbers_are_refused(client, route, body, status, needle):
+    test_client, _ = client
+    response = test_client.post(f"/v1/{route}", json=body)
+    assert response.status_code == status and needle in response.json()["error"]["message"], response.text
+
+
+def test_generate_command_and_generator_refuse_an_empty_prompt(cli, tiny_llama):
+    from adaptlab.generation import Generator
+
+    for prompt in ("", "  \n"):
+        code, out, err = cli("generate", prompt, "--raw", "--model", tiny_llama)
+        assert code == 2 and "the prompt is empty" in err and len(err.strip().splitlines()) == 1 and not out
+    generator = Generator(str(tiny_llama), "cpu")
+    for call in (generator.generate, lambda prompt: list(generator.stream(prompt))):
+        with pytest.raises(AdaptlabError, match="the prompt is empty"):
+            call("")
+
+
 def test_rag_ask_route(tmp_path, tiny_bert, tiny_llama):
     from adaptlab.rag import RagIndex
     from adaptlab.serve import create_app, load_registry

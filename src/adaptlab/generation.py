@@ -107,6 +107,8 @@ class Generator:
 
     def _inputs(self, prompt: str) -> dict:
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        if inputs["input_ids"].shape[1] == 0:  # model.generate would fail deep inside on an empty sequence
+            raise AdaptlabError("the prompt is empty (it has no tokens); give the text to generate from")
         limit = max_positions(self.model)
         if limit is not None and inputs["input_ids"].shape[1] >= limit:
             raise AdaptlabError(f"the prompt has {inputs['input_ids'].shape[1]} tokens; model '{self.ref.name}' reads at most {limit}")

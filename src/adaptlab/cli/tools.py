@@ -33,6 +33,8 @@ def generate(
     """Generate text with a causal LM, streamed to the terminal."""
     from adaptlab.generation import Generator, SamplingOptions, read_examples
 
+    if not prompt.strip():  # refused before the model loads
+        raise AdaptlabError("the prompt is empty or only whitespace; give the text to generate from")
     if template is not None:
         if "{text}" not in template:
             raise AdaptlabError("--template must contain the {text} placeholder")

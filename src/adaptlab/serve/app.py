@@ -16,12 +16,12 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adaptlab.errors import AdaptlabError
@@ -52,6 +52,16 @@ class _Strict(CheckedBody):
     model_config = ConfigDict(extra="forbid")
 
 
+def _has_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty or only whitespace; send text")
+    return value
+
+
+#: a prompt or question: a model given only whitespace answers nothing in particular, so it is refused (422)
+Text = Annotated[StrictStr, AfterValidator(_has_text)]
+
+
 class ClassifyRequest(_Strict):
     texts: list[StrictStr] = Field(min_length=1, description="Texts to classify.")
     model: StrictStr | None = Field(None, description="Served model name (optional when one is served).")
@@ -68,7 +78,7 @@ class ClassifyResponse(BaseModel):
 
 
 class GenerateRequest(_Strict):
-    prompt: StrictStr = Field(min_length=1)
+    prompt: Text
     model: StrictStr | None = None
     system: StrictStr | None = None
     raw: bool = Field(False, description="Send the prompt as is, without the chat template.")
@@ -80,7 +90,7 @@ class GenerateRequest(_Strict):
 
 
 class AskRequest(_Strict):
-    question: StrictStr = Field(min_length=1)
+    question: Text
     k: int = Field(3, ge=0, le=20, description="Chunks of context (0 = closed-book).")
     model: StrictStr | None = Field(None, description="Generator name.")
     max_new_tokens: int = Field(160, ge=1)

@@ -9,8 +9,15 @@ tools built for vLLM or llama.cpp talk to adaptlab unchanged.
 
 The request's ``model`` picks a base generator or an adapter on it (``adaptlab.serve.generators``). Generation
 runs through ``BatchedDecoder``: concurrent requests for one base share forward passes, streaming stays token
-by token. Fields the server does not implement (tools, logprobs...) are ignored, as vLLM does; unknown models
-are 404 and every error uses OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
+by token. Fields the server does not implement (tools, logprobs...) are ignored, as vLLM does, but the numeric
+ones are still held to OpenAI's ranges, so a client's bug shows as a 422 rather than passing unnoticed. An empty
+or whitespace-only prompt, or user/system message, is refused (400): the model would answer nothing in particular.
+Unknown models are 404 and every error uses OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
+
+Admission: at most ``max_concurrent`` generations are in flight (429 beyond). A request holds
+``min(its generations, max_concurrent)`` of them and runs its generations through that many at a time, so one
+larger than the limit (100 prompts under the default 64) is admitted once the server has room for it, in pieces,
+instead of being refused forever.
 """
 
 from __future__ import annotations
@@ -35,13 +42,20 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields a server may not implement
 
 
+class ContentPart(_Lenient):
+    """One part of a message's content; only text parts are read (typed, so ``"text": 3`` is a 422, not a 500)."""
+
+    type: str
+    text: str | None = None
+
+
 class Message(_Lenient):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[dict] | None = None
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):  # content parts: the text ones
-            return "".join(part.get("text", "") for part in self.content if part.get("type") == "text")
+            return "".join(part.text or "" for part in self.content if part.type == "text")
         return self.content or ""
 
 
@@ -55,19 +69,25 @@ class Sampling(_Lenient, CheckedBody):
     seed: int | None = Field(None, ge=0, lt=2**63)
     stream: bool = False
     stream_options: dict | None = None
+    presence_penalty: float = Field(0.0, ge=-2, le=2)  # accepted, not implemented
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)  # accepted, not implemented
 
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
 
 class ChatRequest(Sampling):
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message]  # an empty list is refused by the route, with the other empty inputs (400)
     max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None  # accepted, not implemented
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # accepted, not implemented
 
 
 class CompletionRequest(Sampling):
     prompt: str | list[str]
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+    logprobs: int | None = Field(None, ge=0, le=5)  # accepted, not implemented
+    best_of: int | None = Field(None, ge=1, le=20)  # accepted, not implemented
 
 
 class EmbeddingRequest(_Lenient, CheckedBody):
@@ -91,24 +111,32 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         max_new = limit or min(options.max_new_tokens, 256)
         if max_new > options.max_new_tokens:
             raise api_error(400, "invalid_request_error", f"max_tokens {max_new}; at most {options.max_new_tokens} per request")
-        if in_flight["count"] + body.n > options.max_concurrent:
-            raise api_error(429, "rate_limit_exceeded", f"{options.max_concurrent} generations already running; retry shortly")
         return [Request(prompt_ids, max_new, body.temperature, body.top_p, None if body.seed is None else body.seed + i,
                         body.stops(), adapter) for i in range(body.n)]
 
-    async def run(name: str, requests: list[Request]):
-        """(index, piece or Finished) from every request, interleaved as they are decoded."""
+    def admit(requests: list[Request]) -> int:
+        """How many of ``requests`` may be in flight at once (429 when the server lacks that room now)."""
+        lanes = min(len(requests), options.max_concurrent)
+        if in_flight["count"] + lanes > options.max_concurrent:
+            raise api_error(429, "rate_limit_exceeded", f"{in_flight['count']} of {options.max_concurrent} generations "
+                            f"running, this request needs {lanes}; retry shortly (or raise the server's --max-concurrent)")
+        return lanes
+
+    async def run(name: str, requests: list[Request], lanes: int):
+        """(index, piece or Finished) from every request, interleaved as they are decoded, ``lanes`` at a time."""
         decoder = decoders[name]
         merged: asyncio.Queue = asyncio.Queue()
+        gate = asyncio.Semaphore(lanes)
 
         async def pump(index: int, request: Request) -> None:
-            try:
-                async for item in decoder.stream(request):
-                    await merged.put((index, item))
-            except Exception as exc:  # surfaced to the reader below
-                await merged.put((index, exc))
+            async with gate:
+                try:
+                    async for item in decoder.stream(request):
+                        await merged.put((index, item))
+                except Exception as exc:  # surfaced to the reader below
+                    await merged.put((index, exc))
 
-        in_flight["count"] += len(requests)
+        in_flight["count"] += lanes
         tasks = [asyncio.create_task(pump(i, r)) for i, r in enumerate(requests)]
         try:
             remaining = len(requests)
@@ -119,17 +147,18 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
                 remaining -= isinstance(item, Finished)
                 yield index, item
         finally:
-            in_flight["count"] -= len(requests)
+            in_flight["count"] -= lanes
             for task in tasks:
                 task.cancel()
 
     async def respond(body: Sampling, name: str, requests: list[Request], kind: str):
+        lanes = admit(requests)
         created, rid = int(time.time()), f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         if body.stream:
-            return StreamingResponse(_events(body, name, requests, kind, created, rid, run(name, requests)),
+            return StreamingResponse(_events(body, name, requests, kind, created, rid, run(name, requests, lanes)),
                                      media_type="text/event-stream")
         texts, finished = [""] * len(requests), [None] * len(requests)
-        async for index, item in run(name, requests):
+        async for index, item in run(name, requests, lanes):
             if isinstance(item, Finished):
                 finished[index] = item
             else:
@@ -143,6 +172,12 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
         generator = generator_for(body.model)
+        if not body.messages:
+            raise api_error(400, "invalid_request_error", "messages is empty; send at least one message")
+        for number, message in enumerate(body.messages):
+            if message.role in ("user", "system", "developer") and not message.text().strip():
+                raise api_error(400, "invalid_request_error", f"messages[{number}] ({message.role}) has no text: its "
+                                "content is empty or only whitespace")
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
         prompt = generator.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = generator.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -156,11 +191,13 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or len(prompts) > options.max_texts:
             raise api_error(400, "invalid_request_error", f"prompt must hold 1 to {options.max_texts} strings")
+        for number, prompt in enumerate(prompts):
+            if not prompt.strip():
+                where = "prompt" if isinstance(body.prompt, str) else f"prompt[{number}]"
+                raise api_error(400, "invalid_request_error", f"{where} is empty or only whitespace; send text to complete")
         encoded = [generator.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         for ids in encoded:
             _check_context(generator, ids, api_error)
-        if in_flight["count"] + len(prompts) * body.n > options.max_concurrent:
-            raise api_error(429, "rate_limit_exceeded", f"{options.max_concurrent} generations already running; retry shortly")
         requests = [r for ids in encoded for r in requests_for(body, ids, body.max_tokens, generator.adapter)]
         return await respond(body, body.model, requests, "completion")
 
