@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptlab.compare.plan import ENTRIES, ComparePlan, ModelInfo, compare_plan, parse_overrides
+from adaptlab.compare.plan import ENTRIES, ComparePlan, ModelInfo
+from adaptlab.compare.plan_file import compare_plan, parse_overrides
 from adaptlab.config import DataConfig
 from adaptlab.errors import AdaptlabError
 from conftest import default_sigint

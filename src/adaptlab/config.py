@@ -56,6 +56,46 @@ class TrainConfig:
     output: str | None = None
 
 
+def validated(schema: Any, values: Any, where: str) -> Any:
+    """``values`` checked against ``schema`` with strict types (a list is not a column name, "5" is not a seed),
+    through pydantic; a dataclass is then built from them. The first error is one line naming where the value
+    came from, the field and what was expected."""
+    from pydantic import TypeAdapter, ValidationError
+
+    shape = _fields_of(schema) if dataclasses.is_dataclass(schema) else schema
+    try:
+        checked = TypeAdapter(shape).validate_python(values, strict=True)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise AdaptlabError(f"{where}: {_field_path(values, error['loc']) or 'value'}: {error['msg'][0].lower()}"
+                            f"{error['msg'][1:]}, not {error['input']!r}") from None
+    return schema(**checked) if dataclasses.is_dataclass(schema) else checked
+
+
+def _field_path(values: Any, location: tuple) -> str:
+    """``models`` rather than pydantic's ``models.list[str]``: the part of an error's location found in the input
+    (the rest names union members)."""
+    parts = []
+    for part in location:
+        if not ((isinstance(values, dict) and part in values)
+                or (isinstance(values, list) and isinstance(part, int) and part < len(values))):
+            break
+        parts.append(str(part))
+        values = values[part]
+    return ".".join(parts)
+
+
+def _fields_of(dataclass_type: type) -> Any:
+    """A dataclass's fields as a TypedDict (every key optional: the dataclass fills in its defaults)."""
+    import typing
+
+    from typing_extensions import TypedDict  # pydantic reads typing's TypedDict only from Python 3.12 on
+
+    hints = typing.get_type_hints(dataclass_type)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(dataclass_type)}
+    return TypedDict(f"{dataclass_type.__name__}Fields", fields, total=False)  # type: ignore[operator]
+
+
 def check_keys(given: dict, allowed: set[str], where: str) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
@@ -119,9 +159,9 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
     param_values.update({k: v for k, v in params.items() if v is not None})
     return TrainConfig(
         strategy=strategy,
-        data=DataConfig(**data_values),
+        data=validated(DataConfig, data_values, f"{where}, section data"),
         params=param_values,
-        output=output or base.get("output"),
+        output=base.get("output") if output is None else output,
     )
 
 
@@ -166,5 +206,6 @@ def sft_config(yaml_path: str | Path | None, data: dict, params: dict, output: s
     param_values = coerce_all(SFTJob, param_values, f"{where}, section params")
     param_values.update({k: v for k, v in params.items() if v is not None})
     param_values.setdefault("seed", data_values.get("seed", 0))
-    return TrainConfig(strategy="sft", data=GenerationDataConfig(**data_values), params=param_values,
-                       output=output or base.get("output"))
+    return TrainConfig(strategy="sft", data=validated(GenerationDataConfig, data_values, f"{where}, section data"),
+                       params=param_values,
+                       output=base.get("output") if output is None else output)

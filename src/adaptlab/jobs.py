@@ -11,6 +11,7 @@ unless the caller says ``overwrite`` (``--overwrite``), and only if it is an art
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from collections.abc import Iterable
@@ -42,23 +43,28 @@ def work_dir(output: str | Path) -> Path:
     return Path(str(output) + ".work")
 
 
-def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Path] = ()) -> None:
-    """Refuse an ``output`` that would destroy something: one of the ``inputs`` (or a directory holding one, or a
-    path inside one), a finished artifact or a file (unless ``overwrite``), or a non-empty directory that is not
-    an adaptlab artifact (always: it holds the user's files). Inputs that are not paths (named datasets, Hub
-    ids) are skipped."""
+def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Path] = (), *, trains: bool = False) -> None:
+    """The one output guard: refuse an ``output`` that would destroy something or cannot be written, before any
+    model loads.
+
+    Refused always: an empty ``output`` or the working directory; an ``output`` that is one of the ``inputs``, holds
+    one or lies inside one; a place under a regular file or in a directory that cannot be written; a non-empty
+    directory that is not an adaptlab artifact (it holds the user's files). Refused unless ``overwrite``: a finished
+    artifact or a file. With ``trains``, the job's work directory (``<output>.work``, deleted when a run starts
+    afresh) gets the same checks against the inputs, and one that adaptlab did not make is never deleted: it is
+    refused. Inputs that are not paths (named datasets, Hub ids) are skipped."""
+    if not str(output).strip():
+        raise AdaptlabError("--output is empty; give a path to write to")
     output = Path(output).expanduser()
     target = output.resolve()
-    if Path.cwd().resolve().is_relative_to(target):  # "", "." or "..": the working directory or one holding it
+    if Path.cwd().resolve().is_relative_to(target):  # "." or "..": the working directory or one holding it
         raise AdaptlabError(f"--output '{output}' is the current directory (or holds it); give a new directory")
-    for given in inputs:
-        source = Path(str(given)).expanduser()
-        if not source.exists():
-            continue
-        source = source.resolve()
-        if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
-            relation = "is" if target == source else ("contains" if source.is_relative_to(target) else "lies inside")
-            raise AdaptlabError(f"--output '{output}' {relation} the input '{given}'; write the output somewhere else")
+    _check_writable(output)
+    places = [(output, "--output")] + ([(work_dir(output), "the work directory")] if trains else [])
+    for place, what in places:
+        _check_apart(place, what, inputs)
+    if trains:
+        _check_work_dir(work_dir(output))
     if not output.exists() or (output.is_dir() and not any(output.iterdir())):
         return
     if output.is_dir() and not (output / MANIFEST).is_file():
@@ -67,6 +73,65 @@ def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Pat
     if not overwrite:
         what = "an artifact" if output.is_dir() else "a file"
         raise AdaptlabError(f"--output '{output}' already holds {what}; pass --overwrite to replace it, or choose another --output")
+
+
+def check_output_directory(output: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
+    """The guard for an output directory that a rerun resumes (a comparison's): it may exist and hold earlier
+    runs, but it must be a directory that can be written, apart from every input."""
+    output = Path(output).expanduser()
+    if output.exists() and not output.is_dir():
+        raise AdaptlabError(f"--output '{output}' is a file; give a directory")
+    if Path.cwd().resolve().is_relative_to(output.resolve()):
+        raise AdaptlabError(f"--output '{output}' is the current directory (or holds it); give a new directory")
+    _check_writable(output)
+    _check_apart(output, "--output", [given for given in inputs if given is not None])
+
+
+def _check_writable(output: Path) -> None:
+    """The output is written beside itself (a temporary sibling renamed into place), so its nearest existing
+    ancestor must be a directory this process may write in."""
+    ancestor = output.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise AdaptlabError(f"--output '{output}' lies under '{ancestor}', which is a file; choose a path under a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise AdaptlabError(f"--output '{output}': the directory '{ancestor}' is not writable; choose a place you may write to")
+
+
+def _check_apart(place: Path, what: str, inputs: Iterable[str | Path]) -> None:
+    """``place`` may be neither an input, nor hold one, nor lie inside one."""
+    target = place.expanduser().resolve()
+    for given in inputs:
+        source = Path(str(given)).expanduser()
+        if not str(given).strip() or not source.exists():
+            continue
+        source = source.resolve()
+        if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
+            relation = "is" if target == source else ("contains" if source.is_relative_to(target) else "lies inside")
+            name = f"--output '{place}'" if what == "--output" else f"{what} '{place}'"
+            raise AdaptlabError(f"{name} {relation} the input '{given}'; write the output somewhere else")
+
+
+def _check_work_dir(workdir: Path) -> None:
+    """A work directory is adaptlab's only if it holds the run record adaptlab writes first (or nothing at all);
+    anything else under that name is the user's and is never deleted."""
+    if not workdir.exists() and not workdir.is_symlink():
+        return
+    if workdir.is_symlink() or not workdir.is_dir():
+        raise AdaptlabError(f"'{workdir}' (where this run keeps its checkpoints) exists and is not a directory adaptlab "
+                            "made; move it, or choose another --output")
+    if any(workdir.iterdir()) and not _is_run_record(workdir / RUN_RECORD):
+        raise AdaptlabError(f"'{workdir}' (where this run keeps its checkpoints) holds files adaptlab did not write; "
+                            "move them, or choose another --output")
+
+
+def _is_run_record(path: Path) -> bool:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"data", "params"} <= set(record)
 
 
 def check_resumable(workdir: Path, settings: dict, resume: bool) -> None:
@@ -132,7 +197,7 @@ def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[
     ``overwrite``: replace an artifact (or file) already at ``output``; refused otherwise (``check_output``).
     """
     output = Path(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, trains=True)
     workdir = work_dir(output)
     runtime = job.runtime.describe()  # a bad device fails here, before any work
     if not resume and workdir.exists():

@@ -106,9 +106,13 @@ def check_fields(obj: Any) -> None:
     cls = type(obj)
     for spec in params_of(cls):
         meta, value = spec.metadata, getattr(obj, spec.name)
-        if not meta or value is None or (meta.get("runtime") and not meta.get("cli")):
+        if not meta or (meta.get("runtime") and not meta.get("cli")):
             continue
         label = meta.get("flag") or option_name(spec.name)
+        if value is None:
+            if "None" not in str(spec.type):  # None is a value only where the field declares it ("default")
+                raise AdaptlabError(f"{label} needs a value, not None (default: {spec.default!r})")
+            continue
         value = coerce(cls, spec.name, value, label)
         object.__setattr__(obj, spec.name, value)
         if isinstance(value, float) and not math.isfinite(value):

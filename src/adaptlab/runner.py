@@ -20,6 +20,7 @@ from adaptlab.jobs import run_job
 from adaptlab.measure import measure
 from adaptlab.methods import Strategy, get_strategy
 from adaptlab.metrics import classification_metrics
+from adaptlab.runtime import Runtime
 
 THROUGHPUT_SAMPLE = 256  # test texts timed for inference throughput, recomputed without any cache
 
@@ -132,10 +133,17 @@ def _evaluate_draws(strategy: Strategy, splits: Splits) -> tuple[dict | None, np
     return summary, kept
 
 
+#: what may change how a loaded artifact runs (never what it predicts)
+RUNTIME_OPTIONS = ("device", "progress", "cache")
+
+
 class Artifact:
     """A trained artifact loaded for prediction: ``Artifact(path).predict(["a great film"])``."""
 
     def __init__(self, path: str | Path, **runtime: Any) -> None:
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise AdaptlabError(f"load_artifact needs the path of an artifact directory, not {path!r}")
+        Runtime(runtime.get("device"))  # a malformed device is refused before anything loads
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         labels = self.manifest.get("labels")
@@ -175,4 +183,7 @@ def format_predictions(label_names: list[str], proba: np.ndarray) -> list[dict]:
 
 def load_artifact(path: str | Path, **runtime: Any) -> Artifact:
     """Load an artifact; ``runtime`` options (``device``, ``progress``, ``cache``) change how it runs, not what."""
+    unknown = sorted(set(runtime) - set(RUNTIME_OPTIONS))
+    if unknown:
+        raise AdaptlabError(f"load_artifact: unknown option(s) {', '.join(unknown)} (it takes {', '.join(RUNTIME_OPTIONS)})")
     return Artifact(path, **runtime)

@@ -86,10 +86,11 @@ def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dic
     return function
 
 
-def default_output(source: str | Path, what: str) -> str:
-    """Where a command writes when ``-o/--output`` is not given, the same rule everywhere: ``runs/<data>-<what>``
-    (``runs/rotten_tomatoes-lora``, ``runs/wiki-descriptions-sft-lora``, ``runs/prefs-reward-model``)."""
-    return f"runs/{Path(str(source)).stem}-{what}"
+def default_output(output: str | Path | None, source: str | Path, what: str) -> str | Path:
+    """``output`` if the user gave one (an empty one too: the output guard refuses it), else where a command writes
+    when ``-o/--output`` is not given, the same rule everywhere: ``runs/<data>-<what>`` (``runs/rotten_tomatoes-lora``,
+    ``runs/wiki-descriptions-sft-lora``, ``runs/prefs-reward-model``)."""
+    return f"runs/{Path(str(source)).stem}-{what}" if output is None else output
 
 
 def given(values: dict) -> dict:

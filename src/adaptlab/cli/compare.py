@@ -45,7 +45,7 @@ def compare(
 
     Re-running the same command skips finished runs and resumes an interrupted one."""
     from adaptlab.compare import compare_plan, run_comparison
-    from adaptlab.compare.plan import parse_overrides
+    from adaptlab.compare.plan_file import parse_overrides
 
     data_values = {"source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
                    "prompt_column": prompt_column, "completion_column": completion_column,

@@ -43,8 +43,8 @@ def train(values: dict) -> None:
     config_path, output, as_json, overwrite = values.pop("config"), values.pop("output"), values.pop("as_json"), values.pop("overwrite")
     config = sft_config(config_path, data, given(values), output)
     SFTJob(**config.params)  # a bad option fails before the data is read
-    output = config.output or default_output(config.data.source, f"sft-{config.params.get('method', 'lora')}")
-    check_output(output, overwrite, inputs=[config.data.source])
+    output = default_output(config.output, config.data.source, f"sft-{config.params.get('method', 'lora')}")
+    check_output(output, overwrite, inputs=[config.data.source], trains=True)
     splits = config.data.load()
     manifest = train_sft(splits, output, overwrite=overwrite, **config.params).manifest
     if not manifest:  # a secondary process of multi-process training: rank 0 reports

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptlab.config import DataConfig, GenerationDataConfig, check_keys, parse_yaml, read_yaml
+from adaptlab.config import DataConfig, GenerationDataConfig
 from adaptlab.data.generation import infer_task
 from adaptlab.errors import AdaptlabError
 
@@ -210,12 +210,16 @@ class ComparePlan:
                 raise AdaptlabError(f"parameter overrides for '{name}' must be a mapping, not {overrides!r}")
 
     def _check_generation(self) -> None:
-        from pathlib import Path
-
         if self.metric not in QUALITY_METRICS:
             raise AdaptlabError(f"--metric must be one of {', '.join(QUALITY_METRICS)}, not '{self.metric}'")
-        if self.preferences is not None and not Path(self.preferences).is_file() and "/" not in self.preferences:
+        if self.preferences is not None and not Path(self.preferences).is_file() and _looks_local(self.preferences):
             raise AdaptlabError(f"--preferences '{self.preferences}' does not exist; pass a preference file (JSONL/CSV) or a Hub id")
+        for document in self.documents or []:
+            if not str(document).strip():
+                raise AdaptlabError("--documents lists an empty name; give files, folders, wikipedia or a store")
+            if not str(document).startswith(("postgresql://", "postgres://")) and document != "wikipedia" \
+                    and not Path(document).exists():
+                raise AdaptlabError(f"--documents '{document}' does not exist; give files, folders, wikipedia or a store")
         chosen = self.strategies or []
         for name, needs, option in (("rag", self.documents, "--documents"), ("dpo", self.preferences, "--preferences")):
             if name in chosen and not needs:
@@ -323,59 +327,10 @@ class ComparePlan:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-PLAN_KEYS = {"data", "task", "preset", "models", "strategies", "seeds", "epochs", "params", "metric", "documents",
-             "preferences", "output", "device", "tune"}
-
-
-def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> ComparePlan:
-    """Merge a comparison YAML file (if any) with command-line values (``None`` = not given).
-
-    ::
-
-        data: {source: rotten_tomatoes, seed: 0}     # or wiki-descriptions / chat JSONL (task: generation)
-        preset: standard
-        models: [minilm, smollm2-135m]
-        strategies: [zero-shot, features-logreg, head, lora, full]
-        seeds: 3
-        params: {all: {batch_size: 16}, lora: {r: 16}}
-        tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}   # or tune: 6; classification only
-        output: runs/compare-rt
-    """
-    base = read_yaml(yaml_path) if yaml_path else {}
-    where = f"config file '{yaml_path}'" if yaml_path else "options"
-    check_keys(base, PLAN_KEYS, where)
-    data_values = dict(base.pop("data", None) or {})
-    data_values.update({k: v for k, v in data.items() if v is not None})
-    values = {**base, **{k: v for k, v in options.items() if v is not None}}
-    task = values.get("task") or infer_task(str(data_values.get("source", DataConfig.source)))
-    config = GenerationDataConfig if task == "generation" else DataConfig
-    check_keys(data_values, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
-    values["task"] = task
-    for key in ("models", "strategies", "documents"):
-        if isinstance(values.get(key), str):
-            values[key] = [part.strip() for part in values[key].split(",") if part.strip()]
-            if not values[key]:  # "--strategies ," must not mean "everything"
-                raise AdaptlabError(f"--{key} lists nothing; give comma-separated names or leave the option out")
-    overrides = {name: dict(p) if isinstance(p, dict) else p for name, p in (base.get("params") or {}).items()}
-    for name, extra in (options.get("params") or {}).items():
-        overrides.setdefault(name, {}).update(extra)
-    values["params"] = overrides
-    plan = ComparePlan(data=config(**data_values), **values)
-    plan.check()
-    return plan
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """``--set lora.r=16 --set all.batch_size=16`` -> ``{"lora": {"r": 16}, "all": {"batch_size": 16}}``
-    (values parsed as YAML scalars, so numbers and booleans get their types)."""
-    overrides: dict[str, dict] = {}
-    for item in items:
-        name, dot, rest = item.partition(".")
-        key, eq, raw = rest.partition("=")
-        if not (dot and eq and name and key):
-            raise AdaptlabError(f"--set '{item}' must look like ENTRY.PARAM=VALUE, e.g. lora.r=16 or all.batch_size=16")
-        overrides.setdefault(name, {})[key.replace("-", "_")] = parse_yaml(raw)
-    return overrides
+def _looks_local(name: str) -> bool:
+    """A Hub id is ``owner/name``; anything else (a file name, an extension, a relative or absolute path) is a file."""
+    parts = name.split("/")
+    return len(parts) != 2 or name.startswith((".", "~")) or Path(name).suffix.lower() in {".jsonl", ".json", ".csv", ".gz", ".parquet"}
 
 
 def _length_cap(cap: int, positions: int | None, strategy) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from adaptlab._io import write_json
 from adaptlab.compare.plan import ComparePlan, ModelInfo, Run
 from adaptlab.errors import AdaptlabError
+from adaptlab.jobs import check_output_directory
 from adaptlab.progress import stderr
 
 
@@ -53,8 +54,11 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
     output = Path(plan.output or f"runs/{Path(str(data.source)).stem}-compare")  # the CLI's rule: runs/<data>-<what>
-    if output.exists() and not output.is_dir():
-        raise AdaptlabError(f"--output '{output}' is a file; give a directory for the comparison")
+    check_output_directory(output, [data.source, plan.preferences, *(plan.documents or [])])
+    if plan.preferences is not None:  # read now: a bad file must not wait for the entries before DPO to train
+        from adaptlab.rlhf import read_preferences
+
+        read_preferences(plan.preferences)
     runs = plan.runs(_model_info(plan.models))
     write_json(output / "plan.json", {"plan": _plain(plan), "data": dataclasses.asdict(data), "runs": [r.key for r in runs]})
     stderr.print(f"comparing {len(runs)} runs on {data.source} (train/val/test {len(splits.train)}/{len(splits.val)}/"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ from adaptlab.errors import AdaptlabError
 TUNED_STRATEGIES = ("head", "last-k", "full", "lora", "prefix-tuning", "p-tuning", "prompt-tuning", "soft-prompt")
 OBJECTIVE = "validation macro-F1"
 LR_CEILING = 1.0
+#: each trial is a training run: past this a search costs days on the CPUs it is meant for
+MAX_TRIALS = 100
 
 
 def entry_defaults(strategy: str, params: dict) -> dict:
@@ -75,11 +78,17 @@ def check_space(entry: str, strategy: str, space: dict) -> dict[str, list]:
         integer = fields[name].type in (int, "int")
         ok = (isinstance(bounds, (list, tuple)) and len(bounds) == 2
               and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
-              and 0 < bounds[0] < bounds[1] and (not integer or all(float(b).is_integer() for b in bounds)))
+              and all(math.isfinite(b) for b in bounds) and 0 < bounds[0] < bounds[1]
+              and (not integer or all(float(b).is_integer() for b in bounds)))
         if not ok:
             kind = "whole numbers" if integer else "numbers"
-            raise AdaptlabError(f"{where} must be [low, high], {kind} with 0 < low < high, not {bounds!r}")
+            raise AdaptlabError(f"{where} must be [low, high], finite {kind} with 0 < low < high, not {bounds!r}")
         checked[name] = [int(b) for b in bounds] if integer else [float(b) for b in bounds]
+        for bound in checked[name]:  # both ends must be values the strategy itself accepts, or every trial dies
+            try:
+                get_strategy(strategy)(**{name: bound})
+            except AdaptlabError as exc:
+                raise AdaptlabError(f"{where}: the bound {bound!r} is not a valid value: {exc}") from None
     return checked
 
 
@@ -94,8 +103,8 @@ def tuning_settings(tune: int | dict | None, preset_trials: int, entries) -> tup
         trials, spaces = tune.get("trials", preset_trials or 3), tune.get("params") or {}
     else:
         trials, spaces = tune, {}
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 0:
-        raise AdaptlabError(f"--tune must be a whole number of trials (0: no tuning), not {trials!r}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 0 <= trials <= MAX_TRIALS:
+        raise AdaptlabError(f"--tune must be a whole number of trials from 0 (no tuning) to {MAX_TRIALS}, not {trials!r}")
     if not isinstance(spaces, dict) or not all(isinstance(v, dict) for v in spaces.values()):
         raise AdaptlabError("tune.params must map entry names to {parameter: [low, high]}")
     checked = {}

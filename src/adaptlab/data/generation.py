@@ -225,6 +225,9 @@ def _from_rows(rows: list[dict], available: list, origin: str, row_name, columns
         raise AdaptlabError(f"data '{origin}' has no rows; add examples")
     if messages_column in available:
         records = [_messages(row.get(messages_column), f"data '{origin}' {row_name(i)}") for i, row in enumerate(rows)]
+        if not any(t["content"].strip() for turns in records for t in turns if t["role"] == "assistant"):
+            raise AdaptlabError(f"data '{origin}': every assistant reply is empty, so there is nothing to learn from; "
+                                "fill in the replies")
         return GenerationData("chat", records, [str(i) for i in range(len(rows))], origin)
     if prompt_column in available or completion_column in available:
         records = []

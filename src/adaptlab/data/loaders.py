@@ -312,14 +312,9 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise AdaptlabError(f"input file '{path}' does not exist; check the path")
-    import pandas as pd
     suffix = path.suffix.lower()
     if suffix in FILE_SUFFIXES:
-        if suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            text = read_utf8(path)
-            frame = _parse_csv(path, text) if suffix == ".csv" else _parse_json_records(path, text, suffix)[0]
+        frame = read_table(path, need="one text per row")[0]
         if text_column not in frame.columns:
             available = ", ".join(map(str, frame.columns))
             raise AdaptlabError(f"input '{path}' has no column '{text_column}' (columns: {available}); pass --text-column NAME")

@@ -264,6 +264,13 @@ def train_sft(splits, output: str | Path, *, overwrite: bool = False, **params: 
     >>> splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=512, test_size=64)
     >>> adaptlab.train_sft(splits, "runs/sft-lora", method="lora", epochs=1).manifest["metrics"]["test"]["rouge_l"]
     """
+    from adaptlab.data.generation import GenerationSplits
+
+    if not isinstance(splits, GenerationSplits):
+        raise AdaptlabError(f"train_sft needs generation splits (adaptlab.load_generation_splits), not "
+                            f"{type(splits).__name__}; classification splits train with adaptlab.train")
+    if not isinstance(output, (str, Path)) or not str(output).strip():
+        raise AdaptlabError(f"train_sft needs an output path for the artifact, not {output!r}")
     check_names(SFTJob, params, "train_sft", "SFT")
     params.setdefault("seed", splits.seed)
     return fit_sft(SFTJob(**params), splits, output, overwrite=overwrite)
