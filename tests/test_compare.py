@@ -205,7 +205,10 @@ def test_compare_runs_reports_and_skips_finished_runs(cli, tiny_bert, tiny_llama
         for artifact in entry["artifacts"]:
             assert (Path(artifact) / "manifest.json").exists()
     lora = next(e for e in results["entries"] if e["entry"] == "lora")
-    assert len(set(lora["accuracy"]["per_run"])) >= 1 and lora["params"]["seed"] in (0, 1)
+    per_run = lora["accuracy"]["per_run"]
+    assert len(per_run) == 2 and lora["accuracy"]["mean"] == pytest.approx(sum(per_run) / 2, abs=1e-3)
+    seeds = {json.loads((Path(a) / "manifest.json").read_text())["params"]["seed"] for a in lora["artifacts"]}
+    assert seeds == {0, 1}  # one run per training seed, each its own artifact
     assert "acc %" in out and "Recommended:" in out and "report.html" in out
     page = (output / "report.html").read_text()
     assert "Which adaptation is worth it on rotten_tomatoes?" in page
@@ -274,8 +277,7 @@ def test_interrupted_comparison_resumes_the_running_strategy(tiny_bert, tmp_path
     assert result["resumed_from_epoch"] is not None and result["resumed_from_epoch"] >= 1
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
-def test_report_renders_in_headless_chromium(tmp_path):
+def test_report_renders_in_headless_chromium(tmp_path, chromium):
     from adaptlab.compare.report import write_report
     from adaptlab.compare.summary import summarise
 
@@ -284,7 +286,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     results = summarise(plan(seeds=2), DataConfig(), runs, tmp_path, 300.0)
     write_report(results, tmp_path / "report.html")
     screenshot = tmp_path / "report.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1280,2200", f"--screenshot={screenshot}", (tmp_path / "report.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     from PIL import Image

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,8 @@ import pytest
 
 from conftest import default_sigint, write_jsonl
 
-from adaptlab.compare.plan import ComparePlan, ModelInfo, Run, compare_plan
+from adaptlab.compare.plan import ComparePlan, ModelInfo, Run
+from adaptlab.compare.plan_file import compare_plan
 from adaptlab.data.generation import infer_task
 from adaptlab.config import DataConfig, GenerationDataConfig
 from adaptlab.errors import AdaptlabError
@@ -160,12 +160,11 @@ def test_report_escapes_model_output(tmp_path):
     assert page.count("data:image/png;base64,") == 3 and "Side by side" in page
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
-def test_report_with_a_script_completion_runs_no_script_in_chromium(tmp_path):
+def test_report_with_a_script_completion_runs_no_script_in_chromium(tmp_path, chromium):
     from adaptlab.compare.generation_report import write_report
 
     write_report(summarised(tmp_path), tmp_path / "report.html")
-    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           (tmp_path / "report.html").as_uri()], capture_output=True, text=True, timeout=120, check=True).stdout
     assert "Side by side" in dom and "zero-shot says" in dom
     assert 'data-pwned="yes"' not in dom  # the completion's script would set it on <body> if it ran

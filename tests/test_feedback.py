@@ -500,10 +500,9 @@ def test_annotators_at_once_are_not_refused_the_items_they_are_shown(tmp_path):
     assert db(directory).execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0  # each lease became a submission
 
 
-def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("needs the Debian chromium package at /usr/bin/chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+def test_browser_ranks_with_mouse_and_keyboard(tmp_path, chromium):
+    from playwright import sync_api  # a dev dependency: missing means a broken install, not a skip
+
     directory = make_project(tmp_path, n_prompts=2, overlap=1, evil=True)
     link = project.add_annotator(directory, "alice")
     artifacts = Path(os.environ.get("ADAPTLAB_TEST_ARTIFACTS", tmp_path))
@@ -514,7 +513,7 @@ def test_browser_ranks_with_mouse_and_keyboard(tmp_path):
     a, b, c, d = shown(1)
 
     with serve_in_background(directory) as base, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{base}/login?token={link}")
         assert page.url == f"{base}/" and order(page) == [a, b, c, d] and sorted(order(page)) == [1, 2, 3, 4]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from adaptlab.errors import AdaptlabError
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, require
 
 PGVECTOR_SERVER = Path(__file__).parent / "pgvector_server"
 
@@ -319,9 +319,8 @@ def test_retrieval_on_squad_dev(cli, tmp_path):
 def pgvector_url(tmp_path_factory):
     """A real PostgreSQL server (PGlite: PostgreSQL 18 compiled to WebAssembly, with pgvector 0.8) on loopback."""
     script = PGVECTOR_SERVER / "node_modules" / "@electric-sql" / "pglite-socket" / "dist" / "scripts" / "server.js"
-    if shutil.which("node") is None or not script.exists():
-        pytest.skip("node or tests/pgvector_server/node_modules missing (.ci/run installs them with npm ci)")
-    pytest.importorskip("psycopg")
+    require(shutil.which("node") is not None and script.exists(),
+            "node or tests/pgvector_server/node_modules missing (make test installs them with npm ci)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
