@@ -43,20 +43,21 @@ def test_rankings_expand_to_weighted_pairs_and_hh_dialogues_split_at_the_last_tu
 
 
 @pytest.mark.parametrize("row, needle", [
-    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "identical"),
-    ({"prompt": "p", "chosen": "", "rejected": "x"}, "empty or non-text 'chosen'"),
-    ({"prompt": "", "chosen": "a", "rejected": "b"}, "missing or empty 'prompt'"),
-    ({"prompt": "p", "responses": ["only one"]}, "at least two responses"),
-    ({"prompt": "p", "chosen": "a"}, "missing 'rejected'"),
-    ({"chosen": "no dialogue a", "rejected": "no dialogue b"}, "missing 'prompt'"),
+    ({"prompt": "p", "chosen": "same", "rejected": "same"}, "chosen and rejected are identical"),
+    ({"prompt": "p", "chosen": "", "rejected": "x"}, "field 'chosen': empty text"),
+    ({"prompt": "", "chosen": "a", "rejected": "b"}, "field 'prompt': empty text"),
+    ({"prompt": "p", "responses": ["only one"]}, "field 'responses': list should have at least 2 items"),
+    ({"prompt": "p", "responses": ["same", "same"]}, "the same response twice"),
+    ({"prompt": "p", "chosen": "a"}, "field 'rejected': missing; expected the other response"),
+    ({"chosen": "no dialogue a", "rejected": "no dialogue b"}, "field 'prompt': missing, and the dialogues have no shared"),
 ])
-def test_bad_preference_rows_name_the_row(tmp_path, row, needle):
+def test_bad_preference_rows_name_the_line_and_field(tmp_path, row, needle):
     from adaptlab.rlhf import read_preferences
 
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok", "chosen": "a", "rejected": "b"}, row])
-    with pytest.raises(AdaptlabError, match=needle) as error:
+    with pytest.raises(AdaptlabError) as error:
         read_preferences(str(path))
-    assert "row 2" in str(error.value)
+    assert str(error.value).startswith(f"'{path}' line 2: ") and needle in str(error.value), error.value
 
 
 def test_split_holds_out_whole_prompts(tmp_path):

@@ -12,6 +12,7 @@ from rich.table import Table
 from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, err,
                                  format_params, given, opt, out)
 from adaptlab.errors import AdaptlabError
+from adaptlab.rag.rerank import check_rerank
 from adaptlab.rag.retriever import RetrieverTuner
 from adaptlab.training.options import TrainingOptions
 
@@ -28,10 +29,9 @@ RerankDepthOpt = Annotated[int, typer.Option(help="Candidates the re-ranker read
 
 
 def _reranking(rerank: str | None, depth: int, device: str | None) -> dict:
-    """RagIndex's reranker arguments; the spelling is checked before any model loads."""
-    from adaptlab.rag.rerank import check_rerank, make_reranker
+    """RagIndex's reranker arguments; this loads the re-ranker's model, so check_rerank and the store come first."""
+    from adaptlab.rag.rerank import make_reranker
 
-    check_rerank(rerank, depth)
     return {"reranker": make_reranker(rerank, device), "rerank_depth": depth}
 
 
@@ -72,7 +72,7 @@ def rag_index(
 def rag_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     store: StoreOpt = "rag-store",
-    k: Annotated[int, typer.Option("-k", "--k", help="How many chunks.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many chunks.")] = 5,
     retrieval: RetrievalOpt = "dense",
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
@@ -87,8 +87,10 @@ def rag_search(
     from adaptlab.rag.store import describe
 
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    store = existing_store(store)
-    hits = RagIndex(store, progress=False, retrieval=settings, **_reranking(rerank, rerank_depth, None)).search(query, k)
+    check_rerank(rerank, rerank_depth)
+    index = RagIndex(existing_store(store), progress=False, retrieval=settings)  # a damaged store fails here, before a model loads
+    index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, None).values()
+    hits = index.search(query, k)
     if as_json:  # one JSON document on stdout, for tools
         print(json.dumps({"query": query, "retrieval": settings.mode, "where": dict(settings.where),
                           "hits": [describe(hit) for hit in hits]}, ensure_ascii=False))
@@ -143,8 +145,10 @@ def rag_ask(
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
     options.check()
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings,
-                                               **_reranking(rerank, rerank_depth, device))
+    check_rerank(rerank, rerank_depth)
+    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
+    if index is not None:
+        index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, device).values()
     answer, pieces = Answerer(index, model, device).stream(question, 0 if no_retrieval else k, options)
     if as_json or not stream:
         for _ in pieces:
@@ -172,7 +176,7 @@ def rag_eval(
     store: Annotated[Optional[str], typer.Option("--store", help="Store to evaluate (with --queries; default rag-store). With --squad: where its paragraphs are indexed (default OUTPUT/store).")] = None,
     squad: Annotated[Optional[Path], typer.Option(help="SQuAD-format JSON: its paragraphs are indexed into --store, its questions asked.")] = None,
     queries: Annotated[Optional[Path], typer.Option(help="JSONL of {question, relevant: [ids], answers?} against an existing --store.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
     answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
     k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
     model: Annotated[Optional[list[str]], typer.Option(help="Reader (causal LM or sft artifact) for the answers; repeat to compare readers side by side (the first also answers closed-book). Default smollm2-135m.")] = None,
@@ -198,10 +202,8 @@ def rag_eval(
     settings = _retrieval(modes[0], dense_weight, bm25_weight, where)
     for mode in modes[1:]:
         _retrieval(mode, dense_weight, bm25_weight, where)
-    from adaptlab.rag.rerank import check_rerank
-
     check_rerank(rerank, rerank_depth)
-    output = output or Path(default_output(squad or queries, "rag-eval"))
+    output = Path(default_output(output, squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
     if squad is not None:
@@ -239,8 +241,8 @@ def rag_reader_data(
     squad: Annotated[Path, typer.Option(help="SQuAD-format JSON whose paragraphs --store holds (as rag eval --squad indexes them).")],
     store: StoreOpt = "rag-store",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Conversations JSONL to write (default: runs/<squad>-reader.jsonl).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per example, as rag ask -k.")] = 3,
-    limit: Annotated[Optional[int], typer.Option(help="Use only the first N questions.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Chunks of context per example, as rag ask -k.")] = 3,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Where the gold chunk goes when retrieval missed it.")] = 0,
     retrieval: RetrievalOpt = "dense",
     dense_weight: DenseWeightOpt = 1.0,
@@ -250,17 +252,21 @@ def rag_reader_data(
 ) -> None:
     """Training conversations for an adapted reader: the retrieved chunks and the question, answered with the gold
     span and its passage number ("1889 [2]"). Train it with: adaptlab sft train --data FILE."""
+    from adaptlab.jobs import check_output
     from adaptlab.rag import RagIndex
+    from adaptlab.rag.evaluate import load_squad
     from adaptlab.rag.reader_data import reader_conversations, write_conversations
 
     settings = _retrieval(retrieval, dense_weight, bm25_weight, None)
-    output = output or Path(default_output(squad, "reader") + ".jsonl")
-    if output.exists() and (output.is_dir() or not overwrite):
-        raise AdaptlabError(f"--output '{output}' exists; pass --overwrite to replace it (or choose another file)")
+    output = Path(f"{default_output(None, squad, 'reader')}.jsonl") if output is None else output
+    if output.is_dir():
+        raise AdaptlabError(f"--output '{output}' is a directory; give the conversations file to write (.jsonl)")
+    check_output(output, overwrite, inputs=[squad, store])  # never one of its inputs, even with --overwrite
     if not squad.is_file():
         raise AdaptlabError(f"--squad '{squad}' is not a file")
+    _, questions = load_squad(squad)  # a malformed file fails here, before the index and its model load
     index = RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
-    rows, counts = reader_conversations(index, squad, k=k, seed=seed, limit=limit)
+    rows, counts = reader_conversations(index, questions, k=k, seed=seed, limit=limit)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_conversations(rows, output)
     out.print(f"{counts['examples']} reader examples -> {output} (gold chunk inserted in {counts['gold_inserted']}, "
@@ -275,9 +281,9 @@ def train_retriever(values: dict) -> None:
     pairs, output, overwrite, as_json = values.pop("pairs"), values.pop("output"), values.pop("overwrite"), values.pop("as_json")
     if pairs is None:
         raise AdaptlabError("--pairs is required: SQuAD-format JSON or JSONL of {question, passage}")
-    output = output or default_output(pairs, "retriever")
+    output = default_output(output, pairs, "retriever")
     RetrieverTuner(**given(values))  # a bad option fails before the data is read
-    check_output(output, overwrite, inputs=[pairs])
+    check_output(output, overwrite, inputs=[pairs], trains=True)
     split = split_pairs(read_pairs(pairs), seed=values.get("seed") or 0, source=str(pairs))
     manifest = train(split, output, overwrite=overwrite, **given(values))
     if as_json:

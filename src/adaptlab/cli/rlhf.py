@@ -38,9 +38,9 @@ def _preferences(values: dict, job: type, what: str):
     skip_invalid, train_size = bool(values.pop("skip_invalid")), values.pop("train_size")
     if data is None:
         raise AdaptlabError("--data is required")
-    output = output or default_output(data, what)
+    output = default_output(output, data, what)
     job(**given(values))  # a bad option fails before the data is read
-    check_output(output, overwrite, inputs=[data])
+    check_output(output, overwrite, inputs=[data], trains=True)
     pairs, kind = read_preferences(data, skip_invalid)
     split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=train_size)
     return split, kind, output, overwrite
@@ -93,8 +93,8 @@ def ppo(values: dict) -> None:
         raise AdaptlabError("--reward is required")
     model, resume = values.pop("model") or "smollm2-135m", bool(values.pop("resume"))
     prompts, column, label = values.pop("prompts") or "imdb", values.pop("prompt_column") or "prompt", values.pop("reward_label")
-    output = output or default_output(prompts, "ppo")
-    check_output(output, overwrite, inputs=[prompts, spec, model])
+    output = default_output(output, prompts, "ppo")
+    check_output(output, overwrite, inputs=[prompts, spec, model], trains=True)
     config = PPOConfig(**given(values))
 
     from adaptlab.rlhf.ppo import read_prompts, train_ppo
@@ -115,8 +115,8 @@ def rlhf_eval(
     reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
     prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
     prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
-    n: Annotated[int, typer.Option("-n", "--n", help="How many prompts.")] = 64,
-    max_new_tokens: Annotated[int, typer.Option(help="Tokens per response.")] = 24,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, help="How many prompts.")] = 64,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per response.")] = 24,
     seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
     reference: Annotated[Optional[str], typer.Option(help="What every policy is compared with (default: the listed artifact the others started from, e.g. the SFT model PPO and DPO were trained from; else the first policy's base).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<policy>-rlhf-eval).")] = None,
@@ -131,7 +131,7 @@ def rlhf_eval(
     from adaptlab.rlhf.ppo import read_prompts
     from adaptlab.rlhf.rewards import load_reward
 
-    output = output or Path(default_output(policies[0], "rlhf-eval"))
+    output = Path(default_output(output, policies[0], "rlhf-eval"))
     # a generous draw of candidates, so that n remain once the policies' training prompts are left out
     drawn = 4 * n * len(policies) if prompts in ("imdb", "rotten_tomatoes") else None
     prompt_list = read_prompts(prompts, prompt_column, drawn, 10_000 + seed)

@@ -23,6 +23,7 @@ from adaptlab._io import write_json
 from adaptlab.errors import AdaptlabError
 from adaptlab.metrics import exact_match, token_f1
 from adaptlab.progress import progress_bar
+from adaptlab.schemas import QueryRow, SquadFile, json_value, parse, read_text
 
 KS = (1, 3, 5, 10)
 DEPTH = 50  # chunks retrieved per query before collapsing to documents
@@ -35,39 +36,35 @@ class Query:
     answers: tuple[str, ...] = ()
 
 
+def read_squad(path: str | Path, option: str) -> SquadFile:
+    """A SQuAD-format JSON file checked against its schema (``adaptlab.schemas.SquadFile``)."""
+    where = f"{option} '{path}'"
+    return parse(SquadFile, json_value(read_text(path, where), where), where)
+
+
 def load_squad(path: Path) -> tuple[list[dict], list[Query]]:
     """SQuAD v1.1 JSON -> (paragraph records for indexing, queries). Paragraph ids: ``<title>#<n>``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: bad JSON or not UTF-8
-        raise AdaptlabError(f"--squad '{path}' is not a readable SQuAD JSON file ({type(exc).__name__})") from None
     records, queries = [], []
-    for article in data:
-        for number, paragraph in enumerate(article["paragraphs"]):
-            pid = f"{article['title']}#{number}"
-            records.append({"id": pid, "title": article["title"].replace("_", " "), "text": paragraph["context"]})
-            for qa in paragraph["qas"]:
-                queries.append(Query(qa["question"], frozenset([pid]), tuple(a["text"] for a in qa["answers"])))
+    for article in read_squad(path, "--squad").data:
+        for number, paragraph in enumerate(article.paragraphs):
+            pid = f"{article.title}#{number}"
+            records.append({"id": pid, "title": article.title.replace("_", " "), "text": paragraph.context})
+            for qa in paragraph.qas:
+                queries.append(Query(qa.question, frozenset([pid]), tuple(a.text for a in qa.answers)))
     return records, queries
 
 
 def load_queries(path: Path) -> list[Query]:
+    """JSONL of ``QueryRow`` (``{"question", "relevant": [ids], "answers"?}``), blank lines skipped."""
+    source = f"--queries '{path}'"
     queries = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AdaptlabError(f"--queries '{path}' cannot be read ({type(exc).__name__})") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            relevant = row["relevant"] if isinstance(row["relevant"], list) else [row["relevant"]]
-            queries.append(Query(str(row["question"]), frozenset(map(str, relevant)), tuple(map(str, row.get("answers", [])))))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise AdaptlabError(f"--queries '{path}' line {number}: needs {{\"question\": ..., \"relevant\": [ids]}}") from None
+    for number, line in enumerate(read_text(path, source).splitlines(), start=1):
+        if line.strip():
+            where = f"{source} line {number}"
+            row = parse(QueryRow, json_value(line, where, one_line=True), where)
+            queries.append(Query(row.question, frozenset(row.relevant), tuple(row.answers)))
     if not queries:
-        raise AdaptlabError(f"--queries '{path}' holds no queries")
+        raise AdaptlabError(f"{source} holds no queries")
     return queries
 
 

@@ -49,6 +49,8 @@ class RagIndex:
                 raise AdaptlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
         if chunk_size is not None and chunk_overlap is not None and chunk_overlap >= chunk_size:
             raise AdaptlabError(f"--chunk-overlap {chunk_overlap} must be smaller than --chunk-size {chunk_size}")
+        if not isinstance(store, (str, Path)) and not callable(getattr(store, "read_meta", None)):
+            raise AdaptlabError(f"store must be a directory (LanceDB), a postgresql:// URL or a VectorStore, not {store!r}")
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.meta = self.store.read_meta()
         self.progress = progress

@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.rag.store import ChunkRow, Hit, score_from_cosine_distance
+from adaptlab.rag.store import ChunkRow, Hit, checked_meta, score_from_cosine_distance
 
 FIELDS = ("id", "source", "locator", "title", "position", "start_char", "end_char", "text", "metadata")
 COLUMNS = {"source": "source", "title": "title", "locator": "locator"}  # filter keys that are columns
@@ -74,7 +74,7 @@ class PgVectorStore:
 
     def read_meta(self) -> dict | None:
         row = self._sql("SELECT value FROM {p}_meta WHERE key = 'meta'").fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else checked_meta(row[0], self.location, "its meta table")
 
     def write_meta(self, meta: dict) -> None:
         self._sql("INSERT INTO {p}_meta VALUES ('meta', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",

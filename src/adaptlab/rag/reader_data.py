@@ -18,19 +18,22 @@ import numpy as np
 from adaptlab._io import atomic_file
 from adaptlab.errors import AdaptlabError
 from adaptlab.rag.answer import build_prompt
-from adaptlab.rag.evaluate import load_squad
+from adaptlab.rag.evaluate import Query, load_squad
 from adaptlab.rag.retrieval import Retrieval
 
 
-def reader_conversations(index, squad: str | Path, k: int = 3, seed: int = 0, limit: int | None = None,
+def reader_conversations(index, squad: str | Path | list[Query], k: int = 3, seed: int = 0, limit: int | None = None,
                          progress: bool = True) -> tuple[list[dict], dict]:
     """Conversations for SFT from a SQuAD-format file whose paragraphs ``index`` holds (``rag eval --squad``
-    or ``rag index`` of its paragraphs), and counts: examples, gold inserted, skipped (answer not in any chunk)."""
+    or ``rag index`` of its paragraphs), or from its questions as ``load_squad`` returns them (``rag reader-data``
+    checks the file before the index loads), and counts: examples, gold inserted, skipped (answer not in any chunk)."""
     from adaptlab.progress import progress_bar
 
     if k < 1:
         raise AdaptlabError(f"-k must be at least 1, not {k}")
-    _, queries = load_squad(Path(squad))
+    if limit is not None and limit < 1:
+        raise AdaptlabError(f"--limit must be at least 1, not {limit}")
+    queries = squad if isinstance(squad, list) else load_squad(Path(squad))[1]
     queries = [q for q in queries if q.answers][:limit]
     rng = np.random.default_rng(seed)
     rows, inserted, skipped = [], 0, 0

@@ -67,30 +67,22 @@ class PairSplit:
 
 
 def read_pairs(path: str | Path) -> list[QueryPassage]:
-    """A SQuAD-format JSON file (each question with its paragraph) or JSONL of ``{"question", "passage"}``."""
+    """A SQuAD-format JSON file (each question with its paragraph) or JSONL of ``{"question", "passage"}``
+    (``adaptlab.schemas.PassagePair``)."""
+    from adaptlab.rag.evaluate import read_squad
+    from adaptlab.schemas import PassagePair, json_value, parse, read_text  # loaded with the data, not at startup
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AdaptlabError(f"--pairs '{path}' cannot be read ({type(exc).__name__})") from None
     if path.suffix.lower() == ".json":
-        try:
-            return [QueryPassage(qa["question"], paragraph["context"]) for article in json.loads(text)["data"]
-                    for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
-        except (ValueError, KeyError, TypeError):
-            raise AdaptlabError(f"--pairs '{path}' is not SQuAD-format JSON (data -> paragraphs -> context, qas)") from None
+        return [QueryPassage(qa.question, paragraph.context) for article in read_squad(path, "--pairs").data
+                for paragraph in article.paragraphs for qa in paragraph.qas]
+    source = f"--pairs '{path}'"
     pairs = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            pair = QueryPassage(row["question"], row["passage"])
-        except (ValueError, KeyError, TypeError):
-            raise AdaptlabError(f"--pairs '{path}' line {number}: needs {{\"question\": ..., \"passage\": ...}}") from None
-        if not (isinstance(pair.question, str) and isinstance(pair.passage, str) and pair.question.strip() and pair.passage.strip()):
-            raise AdaptlabError(f"--pairs '{path}' line {number}: question and passage must be non-empty strings")
-        pairs.append(pair)
+    for number, line in enumerate(read_text(path, source).splitlines(), start=1):
+        if line.strip():
+            where = f"{source} line {number}"
+            row = parse(PassagePair, json_value(line, where, one_line=True), where)
+            pairs.append(QueryPassage(row.question, row.passage))
     return pairs
 
 
@@ -118,6 +110,8 @@ class RetrieverTuner(TrainingOptions):
     model: str = param("minilm", "Embedding model to adapt: minilm, a Hub id or a local directory.")
     lr: float = param(3e-5, "Peak learning rate.", above=0)
     epochs: int = param(2, "Training epochs.", minimum=1)
+    batch_size: int = param(32, "(question, passage) pairs per step, at least 2: each question's negatives are the other "
+                                "passages of its batch.", minimum=1)
     warmup_ratio: float = param(0.1, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     group_by_length: bool = param(False, "Batch pairs of similar length (more repeated passages per batch, fewer negatives).")
     scale: float = param(20.0, "Cosine similarities are multiplied by this before the softmax (sentence-transformers' default).", above=0)
@@ -128,6 +122,9 @@ class RetrieverTuner(TrainingOptions):
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.batch_size < 2:  # checked here, not as a declared minimum, so the message can say why
+            raise AdaptlabError(f"--batch-size must be at least 2 for the retriever, not {self.batch_size}: its negatives are "
+                                "the other passages of a batch, so with 1 there are none (loss 0, nothing is learned)")
         self.check_training()
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -81,6 +82,24 @@ def open_store(location: str | Path) -> VectorStore:
     return LanceStore(Path(location))
 
 
+def _rebuild(location: str) -> str:
+    return f"rebuild it: remove it and run `adaptlab rag index PATH --store {location}`"
+
+
+def checked_meta(text: str, location: str, name: str = META_FILE) -> dict:
+    """A store's description (how it was built) as JSON text, checked against ``StoreMeta``: a truncated or
+    edited description is one line saying to rebuild the store, not a traceback from deep in ``RagIndex``."""
+    from adaptlab.schemas import StoreMeta, json_value, parse  # the schemas load when a store is opened, not at startup
+
+    where = f"store '{location}': {name}"
+    try:
+        meta = json_value(text, where)
+        parse(StoreMeta, meta, where)
+    except AdaptlabError as exc:
+        raise AdaptlabError(f"{exc}; {_rebuild(location)}") from None
+    return meta
+
+
 def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -106,18 +125,30 @@ class LanceStore:
 
     def __init__(self, directory: Path) -> None:
         os.environ.setdefault("LANCE_LOG", "error")  # lance's Rust logger warns on every new table otherwise
-        import lancedb
-
         if directory.exists() and not directory.is_dir():
             raise AdaptlabError(f"--store '{directory}' is a file; give a directory (or a postgresql:// URL)")
         self.directory, self.location = directory, str(directory)
-        self.db = lancedb.connect(str(directory))
         self._chunks = self._documents = None
+
+    @cached_property
+    def db(self):
+        """The LanceDB connection, made on first use: reading the store's description (and refusing a damaged
+        one) does not wait for lancedb to import (seconds)."""
+        import lancedb
+
+        return lancedb.connect(str(self.directory))
 
     # -- metadata -----------------------------------------------------------------------------------------
     def read_meta(self) -> dict | None:
         path = self.directory / META_FILE
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AdaptlabError(f"store '{self.location}': {META_FILE} cannot be read ({type(exc).__name__}); "
+                                f"{_rebuild(self.location)}") from None
+        return checked_meta(text, self.location)
 
     def write_meta(self, meta: dict) -> None:
         write_json(self.directory / META_FILE, meta)

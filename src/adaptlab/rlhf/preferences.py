@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
+import re
+import zlib
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.schemas import Dialogues, PreferencePair, Ranking, json_value, parse
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -50,39 +52,54 @@ class PreferenceSplit:
                 "prompts": {name: len({p.group for p in getattr(self, name)}) for name in ("train", "val", "test")}}
 
 
-def _rows(source: str) -> list[dict]:
+def _rows(source: str) -> list[tuple[str, object]]:
+    """(where, row) for every row of ``source``: ``where`` names the file and the JSONL line, the CSV row (after
+    the header) or the JSON array's item, for the error lines."""
     path = Path(source)
     if not path.exists():
         if "/" in source and not source.startswith((".", "/")):
-            return _hub_rows(source)
+            return _numbered(source, _hub_rows(source))
         raise AdaptlabError(f"preference data '{source}' does not exist; give a .jsonl(.gz)/.json/.csv file or a Hub dataset id")
     if (path / "feedback.sqlite").exists():  # a ranking project of `adaptlab feedback`: its pairs, as exported
         from adaptlab.feedback.project import export
 
-        return export(path, "pairs")
+        return _numbered(source, export(path, "pairs"))
     opener = gzip.open if path.suffix == ".gz" else open
     name = path.name[:-3] if path.suffix == ".gz" else path.name
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             if name.endswith(".csv"):
-                import pandas as pd
-
-                return pd.read_csv(handle, keep_default_na=False).to_dict("records")
+                return _numbered(source, _csv_rows(handle, source))
             if name.endswith(".json"):
-                rows = json.load(handle)
+                rows = json_value(handle.read(), f"'{source}'")
                 if not isinstance(rows, list):
                     raise AdaptlabError(f"'{source}': a .json file must hold a list of objects")
-                return rows
-            rows = []
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        raise AdaptlabError(f"'{source}' line {number} is not valid JSON") from None
-            return rows
-    except (UnicodeDecodeError, OSError, EOFError) as exc:
+                return [(f"'{source}' item {number}", row) for number, row in enumerate(rows, start=1)]
+            return [(f"'{source}' line {number}", json_value(line, f"'{source}' line {number}", one_line=True))
+                    for number, line in enumerate(handle, start=1) if line.strip()]
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise AdaptlabError(f"'{source}' cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _numbered(source: str, rows: list) -> list[tuple[str, object]]:
+    return [(f"'{source}' row {number}", row) for number, row in enumerate(rows, start=1)]
+
+
+def _csv_rows(handle, source: str) -> list[dict]:
+    """Every cell as text (a prompt "42" stays a string); pandas' parse errors (an unclosed quote) as one line."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(handle, dtype=str, keep_default_na=False).to_dict("records")
+    except pd.errors.EmptyDataError:
+        raise AdaptlabError(f"'{source}' is empty; a preference CSV needs a header (prompt,chosen,rejected) and rows") from None
+    except pd.errors.ParserError as exc:
+        reason = str(exc).removeprefix("Error tokenizing data. C error: ").strip().splitlines()[0]
+        unclosed = re.fullmatch(r"EOF inside string starting at row (\d+)", reason)  # pandas counts the header as row 0
+        if unclosed:
+            raise AdaptlabError(f"'{source}' row {unclosed.group(1)}: a quoted field opens with \" and is never closed; "
+                                'close it ("..."), and quote fields that hold commas or line breaks') from None
+        raise AdaptlabError(f"'{source}' is not valid CSV ({reason}); quote fields that hold commas or line breaks") from None
 
 
 def _hub_rows(name: str) -> list[dict]:
@@ -109,18 +126,22 @@ def split_dialogue(chosen: str, rejected: str) -> tuple[str, str, str] | None:
     return chosen[:cut].strip(), chosen[cut:].strip(), rejected[cut:].strip()
 
 
-def read_preferences(source: str, skip_invalid: bool = False) -> tuple[list[Pair], str]:
-    """All pairs in ``source`` and the detected format, with one-line errors naming the row.
-    ``skip_invalid`` drops bad rows instead (real data has a few: HH-RLHF has empty responses)."""
+def read_preferences(source: str | Path, skip_invalid: bool = False) -> tuple[list[Pair], str]:
+    """All pairs in ``source`` and the detected format, with one-line errors naming the line or row and field
+    (each row is parsed against its schema in ``adaptlab.schemas``). ``skip_invalid`` drops bad rows instead
+    (real data has a few: HH-RLHF has empty responses)."""
+    if not isinstance(source, (str, Path)) or not str(source).strip():
+        raise AdaptlabError(f"preference data must be a file, a feedback project or a Hub dataset id, not {source!r}")
+    source = str(source)
     rows = _rows(source)
     if not rows:
         raise AdaptlabError(f"'{source}' holds no rows")
     pairs: list[Pair] = []
     formats: set[str] = set()
     skipped = 0
-    for number, row in enumerate(rows, start=1):
+    for number, (where, row) in enumerate(rows, start=1):
         try:
-            pairs += _row_pairs(row, number, f"'{source}' row {number}", formats)
+            pairs += _row_pairs(row, number, where, formats)
         except AdaptlabError:
             if not skip_invalid:
                 raise
@@ -138,54 +159,33 @@ def read_preferences(source: str, skip_invalid: bool = False) -> tuple[list[Pair
 
 
 def _row_pairs(row, number: int, where: str, formats: set[str]) -> list[Pair]:
-    """The pairs one row contributes (a ranking gives several); adds the row's format to ``formats``."""
+    """The pairs one row contributes (a ranking gives several); adds the row's format to ``formats``. The format
+    is told by the keys: ``responses`` a ranking, ``prompt`` a pair, neither two HH-RLHF dialogues."""
     if not isinstance(row, dict):
-        raise AdaptlabError(f"{where}: expected an object with prompt/chosen/rejected or prompt/responses")
+        raise AdaptlabError(f"{where}: expected an object with prompt/chosen/rejected or prompt/responses, got {type(row).__name__}")
     if "responses" in row:
         formats.add("rankings")
-        responses = row["responses"]
-        if isinstance(responses, str):
-            responses = json.loads(responses)
-        _need_prompt(row, where)
-        if not isinstance(responses, list) or len(responses) < 2:
-            raise AdaptlabError(f"{where}: a ranking needs at least two responses, best first")
-        for response in responses:
-            _need_text(response, where, "responses")
-        if len(set(responses)) < len(responses):
-            raise AdaptlabError(f"{where}: the ranking lists the same response twice")
-        k = len(responses)
+        ranking = parse(Ranking, row, where)
+        k = len(ranking.responses)
         weight = 1.0 / (k * (k - 1) / 2)
-        return [Pair(row["prompt"], responses[better], responses[worse], number, weight)
+        return [Pair(ranking.prompt, ranking.responses[better], ranking.responses[worse], number, weight)
                 for better, worse in combinations(range(k), 2)]
-    for key in ("chosen", "rejected"):
-        if key not in row:
-            raise AdaptlabError(f"{where}: missing '{key}' (columns: {', '.join(row)})")
-        _need_text(row[key], where, key)
     if "prompt" in row:
         formats.add("pairs")
-        _need_prompt(row, where)
-        prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
-    else:
-        formats.add("hh-rlhf dialogues")
-        parts = split_dialogue(row["chosen"], row["rejected"])
-        if parts is None:
-            raise AdaptlabError(f"{where}: missing 'prompt', and the dialogues have no shared '{ASSISTANT.strip()}' turn")
-        prompt, chosen, rejected = parts
-    if chosen.strip() == rejected.strip():
-        raise AdaptlabError(f"{where}: chosen and rejected are identical; drop the row")
+        pair = parse(PreferencePair, row, where)
+        return [Pair(pair.prompt, pair.chosen, pair.rejected, number)]
+    formats.add("hh-rlhf dialogues")
+    dialogues = parse(Dialogues, row, where)
+    parts = split_dialogue(dialogues.chosen, dialogues.rejected)
+    if parts is None:
+        raise AdaptlabError(f"{where}: field 'prompt': missing, and the dialogues have no shared '{ASSISTANT.strip()}' turn "
+                            "to take it from; expected prompt/chosen/rejected, prompt/responses or HH-RLHF dialogues")
+    prompt, chosen, rejected = parts
     if not chosen.strip() or not rejected.strip():
-        raise AdaptlabError(f"{where}: empty response")
+        raise AdaptlabError(f"{where}: empty response after the last shared '{ASSISTANT.strip()}' turn; drop the row")
+    if chosen == rejected:
+        raise AdaptlabError(f"{where}: chosen and rejected are identical; drop the row")
     return [Pair(prompt, chosen, rejected, number)]
-
-
-def _need_prompt(row: dict, where: str) -> None:
-    if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-        raise AdaptlabError(f"{where}: missing or empty 'prompt'")
-
-
-def _need_text(value, where: str, key: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise AdaptlabError(f"{where}: empty or non-text '{key}'")
 
 
 def split_preferences(pairs: list[Pair], source: str, *, seed: int = 0, test: float = 0.2, val: float = 0.1,
