@@ -137,7 +137,7 @@ def test_cli_train_predict_with_yaml_config(tiny_bert, tmp_path, cli):
         ("strategy: features\nparams: {modle: minilm}\n", "unknown parameter(s) modle"),
         ("strategy: features\ndata: {sorce: imdb}\n", "unknown key(s) sorce"),
         ("strategy: features\nepochs: 3\n", "unknown key(s) epochs"),
-        ("strategy: features\ndata: {train_size: many}\n", "must be an integer"),
+        ("strategy: features\ndata: {train_size: many}\n", "train_size: input should be a valid integer"),
         ("strategy: [unclosed\n", "not valid YAML"),
     ],
 )

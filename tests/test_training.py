@@ -34,7 +34,7 @@ def test_every_strategy_trains_and_reloads_identically_on_an_encoder(strategy, t
     assert 0 < cost["trainable_params"] <= cost["total_params"]
     if strategy != "full":
         assert cost["trainable_params"] < cost["total_params"] / 2
-    assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["best_epoch"] in (0, 1)
+    assert manifest["training"]["epochs_run"] == 2 and manifest["training"]["best_epoch"] in (-1, 0, 1)  # -1: the start
     import csv
 
     log = list(csv.DictReader((tmp_path / "art" / "training_log.csv").open()))
@@ -123,6 +123,48 @@ def test_early_stopping_and_bf16(tiny_bert, toy_splits, tmp_path, capsys):
     assert "--precision bf16-mixed is deprecated; use --precision bf16" in capsys.readouterr().err
 
 
+def test_the_probe_start_predicts_what_the_probe_predicts(tiny_bert, toy_splits):
+    """LP-FT: before any step, the classifier's new head is the logistic-regression probe on the features it sees,
+    so the model's validation predictions are the probe's."""
+    from adaptlab.methods import get_strategy
+    from adaptlab.models.classifier import load_classifier
+    from adaptlab.training.data import TokenizedDataset
+    from adaptlab.training.probe import head_inputs
+
+    strategy = get_strategy("full")(model=str(tiny_bert), progress=False)
+    strategy.label_names = toy_splits.label_names
+    bundle = load_classifier(strategy.ref, strategy.label_names)
+    strategy.tokenizer_, strategy.max_length_ = bundle.tokenizer, 64
+    data = {name: TokenizedDataset(bundle.tokenizer(getattr(toy_splits, name).texts)["input_ids"], getattr(toy_splits, name).labels)
+            for name in ("train", "val")}
+    before = bundle.model.classifier.weight.detach().clone()
+    probe = strategy._probe_head(bundle, data["train"], data["val"], toy_splits)
+    assert probe is not None and not torch.equal(before, bundle.model.classifier.weight)
+    collate = strategy._collator()
+    batch = collate([data["val"][i] for i in range(len(data["val"]))])
+    features = head_inputs(bundle.model, bundle.model.classifier, [batch], torch.device("cpu"))
+    with torch.inference_mode():
+        logits = bundle.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    np.testing.assert_allclose(logits.numpy(), probe.logits(features), atol=1e-4)
+    assert probe.val_accuracy == pytest.approx((probe.logits(features).argmax(1) == toy_splits.val.labels).mean())
+
+
+def test_a_run_that_never_beats_its_start_keeps_the_start_and_says_why_it_stopped(tiny_bert, toy_splits, tmp_path):
+    """A learning rate that wrecks the model: early stopping ends the run, and the weights kept are the best seen on
+    validation, here the probe start (epoch -1), not the last epoch."""
+    result = adaptlab.train("full", toy_splits, tmp_path / "wrecked", model=str(tiny_bert), epochs=8, batch_size=8,
+                            lr=5.0, patience=2, progress=False)
+    training = result.manifest["training"]
+    assert training["stopped"] == "converged" and training["epochs_run"] < 8 and training["head_start"] == "probe"
+    assert training["best_epoch"] == -1
+    assert result.manifest["metrics"]["val"]["accuracy"] == pytest.approx(training["best_val_acc"])  # the kept weights
+    capped = adaptlab.train("head", toy_splits, tmp_path / "capped", model=str(tiny_bert), epochs=50, batch_size=2,
+                            max_minutes=0.0005, progress=False)
+    assert capped.manifest["training"]["stopped"] == "time_cap" and capped.manifest["training"]["epochs_run"] < 50
+    random_start = adaptlab.train("head", toy_splits, tmp_path / "random", model=str(tiny_bert), head_init="random", **FAST)
+    assert random_start.manifest["training"]["head_start"] == "random" and random_start.manifest["training"]["probe"] is None
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
@@ -138,8 +180,9 @@ KILL_SCRIPT = textwrap.dedent(
     model, data, out, mode = sys.argv[1:5]
     splits = split_data(load_data(data), seed=0)
     callbacks = [KillMidEpoch()] if mode == "kill" else []
-    adaptlab.train("lora", splits, out, model=model, epochs=3, batch_size=8, lr=1e-2, progress=False,
-                   callbacks=callbacks, resume=(mode == "resume"))
+    # a step budget (9 steps = 3 epochs of 3 batches) and patience: a resumed run keeps the same schedule and caps
+    adaptlab.train("lora", splits, out, model=model, epochs=10, max_steps=9, patience=3, batch_size=8, lr=1e-2,
+                   progress=False, callbacks=callbacks, resume=(mode == "resume"))
     """
 )
 
@@ -168,6 +211,8 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_result(tiny_bert, tmp_path
     straight = json.loads((tmp_path / "straight" / "manifest.json").read_text())
     assert straight["metrics"]["test"] == manifest["metrics"]["test"]
     assert straight["training"]["best_epoch"] == manifest["training"]["best_epoch"]
+    assert straight["training"]["stopped"] == manifest["training"]["stopped"] == "step_cap"
+    assert manifest["training"]["budget"] == {"max_epochs": 3, "max_steps": 9, "max_minutes": None, "patience": 3}
     log = lambda name: [{k: v for k, v in row.items() if k != "samples_per_s"}  # a speed: the one thing that differs
                         for row in csv.DictReader(open(tmp_path / name / "training_log.csv", encoding="utf-8"))]
     assert log("straight") == log("resumed") and {row["epoch"] for row in log("resumed")} == {"0", "1", "2"}

@@ -93,6 +93,15 @@ def default_output(output: str | Path | None, source: str | Path, what: str) -> 
     return f"runs/{Path(str(source)).stem}-{what}" if output is None else output
 
 
+STOP_REASONS = {"converged": "converged (validation stopped improving)", "step_cap": "stopped at the step/epoch cap",
+                "time_cap": "stopped at the time cap (--max-minutes)"}
+
+
+def stop_reason(training: dict) -> str:
+    """How a run ended, in words (older artifacts do not record it)."""
+    return STOP_REASONS.get(training.get("stopped"), "stop reason not recorded")
+
+
 def given(values: dict) -> dict:
     """The options the user set (None means not given)."""
     return {k: v for k, v in values.items() if v is not None}

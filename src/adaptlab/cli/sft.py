@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from adaptlab.cli.common import JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt, out
+from adaptlab.cli.common import (JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt,
+                                 out, stop_reason)
 from adaptlab.sft.job import SFTJob
 from adaptlab.training.options import TrainingOptions
 
@@ -90,8 +91,9 @@ def print_generation_result(manifest: dict, artifact: str | None) -> None:
     training = manifest.get("training")
     if training:
         tokens = f", {training['tokens_per_second']:.0f} tokens/s" if training.get("tokens_per_second") else ""
-        out.print(f"trained {training['epochs_run']} epochs, {training['steps']} steps, best epoch "
-                  f"{(training['best_epoch'] or 0) + 1} (val loss {training['best_val_loss']:.4f}){tokens}")
+        best = "kept the starting weights" if (training["best_epoch"] or 0) < 0 else f"best epoch {(training['best_epoch'] or 0) + 1}"
+        out.print(f"trained {training['epochs_run']} epochs, {training['steps']} steps, {best} "
+                  f"(val loss {training['best_val_loss']:.4f}){tokens}; {stop_reason(training)}")
     if artifact:
         out.print(f"artifact: {escape(artifact)}  (generate with: adaptlab generate --model {escape(artifact)} \"...\")")
 

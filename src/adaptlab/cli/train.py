@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from adaptlab.cli.common import (DATA_OPTIONS, ConfigOpt, JsonOpt, OutputOpt, OverwriteOpt, command, dataclass_options,
-                                 default_output, format_params, given, out)
+                                 default_output, format_params, given, out, stop_reason)
 from adaptlab.methods import STRATEGIES
 from adaptlab.training.options import TrainingOptions
 
@@ -59,10 +59,11 @@ def print_result(result) -> None:
     out.print(f"split train/val/test = {sizes['train']}/{sizes['val']}/{sizes['test']}; artifact: {result.artifact}")
     training = manifest.get("training")
     if training:
-        best = "" if training["best_epoch"] is None else f", best epoch {training['best_epoch'] + 1} (val acc {training['best_val_acc']:.4f})"
+        best = "" if training["best_epoch"] is None else (f", best epoch {training['best_epoch'] + 1}" if training["best_epoch"] >= 0
+                                                          else ", kept the starting weights") + f" (val acc {training['best_val_acc']:.4f})"
         resumed = "" if training["resumed_from_epoch"] is None else f", resumed at epoch {training['resumed_from_epoch'] + 1}"
         out.print(f"trained {manifest['strategy']}: {training['epochs_run']} epochs, {training['steps']} steps{best}{resumed}, "
-                  f"{training['samples_per_second']:.0f} samples/s, {training['seconds']:.1f} s")
+                  f"{training['samples_per_second']:.0f} samples/s, {training['seconds']:.1f} s; {stop_reason(training)}")
 
 
 def _register(name: str, cls: type) -> None:

@@ -22,9 +22,9 @@ from adaptlab.models.loading import count_checkpoint_parameters
 from adaptlab.params import param
 from adaptlab.progress import stderr
 from adaptlab.runtime import PRECISIONS
+from adaptlab.training.probe import choose_c
 
 CLASSIFIERS = ("logreg", "random-forest")
-C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 _FILE = "classifier.skops"
 # Types trusted on top of skops' own safe defaults when loading (skops never unpickles).
 _TRUSTED_TYPES = [
@@ -80,11 +80,7 @@ class FeatureClassifier(Strategy):
         y_train = splits.train.labels
         if self.classifier == "logreg" and self.C is None:
             x_val = self.embedder_.embed(splits.val.texts)
-            scores = {}
-            for C in C_GRID:
-                candidate = self._make_estimator(C).fit(x_train, y_train)
-                scores[C] = float((candidate.predict(x_val) == splits.val.labels).mean())
-            best = max(C_GRID, key=lambda c: (scores[c], -c))  # ties go to the stronger regularisation
+            best, scores = choose_c(self._make_estimator, x_train, y_train, x_val, splits.val.labels)
             self.selection_ = {"C": best, "val_accuracy_by_C": {str(c): s for c, s in scores.items()}}
             stderr.print(f"chose C={best} on the validation split (accuracy {scores[best]:.4f})")
         chosen_c = self.C if self.C is not None else self.selection_.get("C", 1.0)

@@ -30,8 +30,10 @@ if TYPE_CHECKING:  # torch, Lightning and transformers load when a strategy trai
 
     from adaptlab.training.data import PadCollator
     from adaptlab.training.engine import FitReport
+    from adaptlab.training.probe import Probe
 
 DEFAULT_MAX_LENGTH = 256
+HEAD_INITS = ("probe", "random")
 PREDICT_BATCH = 64
 MODEL_HELP = "Model: minilm, smollm2-135m, a Hub id or a local directory."
 MAX_LENGTH_HELP = "Truncate texts to this many tokens (default: the model's, at most 256)."
@@ -46,6 +48,9 @@ class GradientStrategy(Strategy, TrainingOptions):
     steps_per_class: int | None = param(
         None, "Small data: raise --epochs (at most threefold) until training takes this many optimiser steps per "
               "class; warm-up and schedule follow the steps. None: --epochs as given.", minimum=1)
+    head_init: str = param("probe", "How the new head starts: probe (logistic regression on the frozen features the "
+                           "head sees, C chosen on validation: LP-FT, so no run starts below the probe) or random.",
+                           choices=HEAD_INITS)
 
     def check(self) -> None:
         self.check_training()
@@ -61,14 +66,25 @@ class GradientStrategy(Strategy, TrainingOptions):
             self.ref_ = resolve_model(self.model)
         return self.ref_
 
-    def train_module(self, module: nn.Module, train, val, collate, workdir: Path) -> None:
+    def train_module(self, module: nn.Module, train, val, collate, workdir: Path, module_options: dict | None = None) -> None:
         """Fit ``module`` with this strategy's options on the Lightning engine (best validation weights kept)."""
         from adaptlab.training.data import BatchDataModule
         from adaptlab.training.engine import fit_module
 
         data = BatchDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
         self.epochs_ = self.planned_epochs(len(train), len(self.label_names))
-        self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime, epochs=self.epochs_)
+        self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime, epochs=self.epochs_,
+                                                    module_options=module_options)
+
+    def start_from_probe(self, head: nn.Module, x_train: np.ndarray, x_val: np.ndarray, splits) -> Probe:
+        """LP-FT: set the linear ``head`` to the probe fitted on the features it sees (``head_init="probe"``)."""
+        from adaptlab.training.probe import fit_probe, load_probe
+
+        probe = fit_probe(x_train, splits.train.labels, x_val, splits.val.labels, len(self.label_names), self.seed,
+                          intercept=head.bias is not None)
+        load_probe(head, probe)
+        self.probe_ = probe.report()
+        return probe
 
     def planned_epochs(self, train_size: int, classes: int) -> int:
         """``epochs``, or more when ``steps_per_class`` asks for more optimiser steps than that: 1,000 texts in
@@ -82,7 +98,9 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     def training_report(self) -> dict | None:
         report = getattr(self, "report_", None)
-        return None if report is None else {**dataclasses.asdict(report), "epochs_planned": self.epochs_}
+        probe = getattr(self, "probe_", None)
+        return None if report is None else {**dataclasses.asdict(report), "epochs_planned": self.epochs_,
+                                            "head_start": "probe" if probe else "random", "probe": probe}
 
     def base_model(self) -> dict:
         from adaptlab.models.causal import base_record
@@ -93,6 +111,8 @@ class GradientStrategy(Strategy, TrainingOptions):
 @dataclass(kw_only=True, eq=False)
 class TokenClassifierStrategy(GradientStrategy):
     """Strategies that run a (partly) trainable transformer on tokens: last-k, full and PEFT."""
+
+    head_lr: float | None = param(None, "Learning rate of the new head (default: --lr).", above=0)
 
     def reserved_positions(self) -> int:
         """Positions a method prepends (virtual tokens), kept free when the default max length is chosen."""
@@ -106,14 +126,37 @@ class TokenClassifierStrategy(GradientStrategy):
         bundle = load_classifier(self.ref, self.label_names)
         self.tokenizer_ = bundle.tokenizer
         self.max_length_ = self._resolve_max_length(bundle.model)
-        model = self.configure(bundle)  # freezing / PEFT wrapping, with its own checks, before any training
         ids = lambda texts: self.tokenizer_(texts, truncation=True, max_length=self.max_length_)["input_ids"]
         train = TokenizedDataset(ids(splits.train.texts), splits.train.labels)
         val = TokenizedDataset(ids(splits.val.texts), splits.val.labels)
-        self.train_module(model, train, val, self._collator(), workdir)
+        if self.head_init == "probe":  # on the plain pretrained model, before PEFT copies the head into its wrapper
+            self._probe_head(bundle, train, val, splits)
+        model = self.configure(bundle)  # freezing / PEFT wrapping, with its own checks, before any training
+        options = {"head_lr": self.head_lr, "head_modules": bundle.new_modules} if self.head_lr else None
+        self.train_module(model, train, val, self._collator(), workdir, options)
         self.model_ = model.eval()
         self.counts_ = count_parameters(model)
         return self
+
+    def _probe_head(self, bundle, train, val, splits) -> Probe | None:
+        """The head is the new linear layer that outputs the classes (DistilBERT's ``classifier``, not its new
+        ``pre_classifier``); the probe is fitted on what that layer receives from the frozen model."""
+        from torch import nn
+
+        heads = [bundle.model.get_submodule(name) for name in bundle.new_modules]
+        heads = [m for m in heads if isinstance(m, nn.Linear) and m.out_features == len(self.label_names)]
+        if not heads:
+            return None
+        features = {name: self._head_inputs(bundle.model, heads[0], data) for name, data in (("train", train), ("val", val))}
+        return self.start_from_probe(heads[0], features["train"], features["val"], splits)
+
+    def _head_inputs(self, model: nn.Module, head: nn.Module, data) -> np.ndarray:
+        from adaptlab.training.probe import head_inputs
+
+        collate = self._collator()
+        batches = (collate([data[i] for i in range(start, min(start + PREDICT_BATCH, len(data)))])
+                   for start in range(0, len(data), PREDICT_BATCH))
+        return head_inputs(model.to(self.runtime.torch_device), head, batches, self.runtime.torch_device)
 
     def configure(self, bundle) -> nn.Module:
         """Freeze, unfreeze or wrap ``bundle.model`` for training; return the module to train."""

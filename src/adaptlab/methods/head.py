@@ -50,10 +50,14 @@ class HeadOnly(GradientStrategy):
         tokenizer = self.embedder_.tokenizer
         ids = lambda texts: tokenizer(texts, truncation=True, max_length=self.embedder_.max_length)["input_ids"]
         train_ids, val_ids = ids(splits.train.texts), ids(splits.val.texts)
+        if self.cache_features or self.head_init == "probe":
+            features = {name: self.embedder_.embed(getattr(splits, name).texts) for name in ("train", "val")}
+        if self.head_init == "probe":
+            self.start_from_probe(self.head_.linear, features["train"], features["val"], splits)
         if self.cache_features:
             lengths = lambda token_ids: [len(x) for x in token_ids]  # same batches as the naive loop
-            train = FeatureDataset(self.embedder_.embed(splits.train.texts), splits.train.labels, lengths(train_ids))
-            val = FeatureDataset(self.embedder_.embed(splits.val.texts), splits.val.labels, lengths(val_ids))
+            train = FeatureDataset(features["train"], splits.train.labels, lengths(train_ids))
+            val = FeatureDataset(features["val"], splits.val.labels, lengths(val_ids))
             module: torch.nn.Module = self.head_
             collate = PadCollator(0)
         else:

@@ -177,5 +177,8 @@ class BatchDataModule(L.LightningDataModule):
         sampler = LengthGroupedBatchSampler(self.train_set.lengths(), self.batch_size, self.seed, self.group_by_length)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate)
 
+    def batches_per_epoch(self) -> int:
+        return len(LengthGroupedBatchSampler(self.train_set.lengths(), self.batch_size, self.seed, self.group_by_length))
+
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, batch_size=self.batch_size * 2, shuffle=False, collate_fn=self.collate)

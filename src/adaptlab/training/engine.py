@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar, Timer
 
 from adaptlab.jobs import training_log_path
 from adaptlab.progress import stderr
@@ -38,6 +40,8 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval", module="lightning")
 # On resume the work directory is expected to hold logs and checkpoints (the earlier log rows are kept, see below).
 warnings.filterwarnings("ignore", message=".*(Experiment logs|Checkpoint) directory .* exists and is not empty")
+
+START = "start.ckpt"  # in the checkpoints directory: the weights and validation score before the first step
 
 #: objective -> (module, the validation metric that picks the best epoch, and its direction)
 OBJECTIVES = {"classification": (ClassificationModule, "val_acc", "max"), "causal-lm": (CausalLMModule, "val_loss", "min"),
@@ -55,6 +59,10 @@ class FitReport:
     samples_per_second: float
     resumed_from_epoch: int | None
     tokens_per_second: float | None  # trained (labelled) tokens per second; causal LMs only
+    #: why training ended: "converged" (validation stopped improving for --patience epochs), "step_cap" (the
+    #: epochs or --max-steps ran out first) or "time_cap" (--max-minutes)
+    stopped: str
+    budget: dict  # the caps this run had: max_epochs, max_steps, max_minutes, patience
 
 
 class _EpochTimer(Callback):
@@ -94,7 +102,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
     it holds the best weights by the objective's validation metric (accuracy for classifiers and reward models,
     loss for causal LMs). ``module_options`` go to the objective's module (a reward model's ``center_rewards``)."""
-    epochs = epochs or options.epochs
+    epochs = _epoch_budget(epochs or options.epochs, options, data)
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
@@ -112,8 +120,12 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     )
     timer = _EpochTimer()
     callbacks: list[Callback] = [best, timer, *options.callbacks]
-    if options.patience:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=options.patience))
+    early = EarlyStopping(monitor=monitor, mode=mode, patience=options.patience) if options.patience else None
+    if early is not None:
+        callbacks.append(early)
+    clock = Timer(duration=timedelta(minutes=options.max_minutes), interval="step") if options.max_minutes else None
+    if clock is not None:
+        callbacks.append(clock)
     if options.progress:
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))  # stdout stays clean for --json
     logger: Any = False
@@ -146,16 +158,21 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         stderr.print(f"resuming from {last} (epoch {resumed_from} of {epochs})")
     earlier_rows = _log_rows_before(training_log_path(workdir), resumed_from) if resumed_from and options.logger == "csv" else []
     start = time.perf_counter()
+    start_score = _score_the_start(trainer, module, data, workdir / "checkpoints" / START, monitor)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     if earlier_rows:
         _prepend_log_rows(training_log_path(workdir), earlier_rows)
     seconds = time.perf_counter() - start
     best_epoch = None
-    if best.best_model_path:
-        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
-        module.load_state_dict(checkpoint["state_dict"], strict=False)
-        best_epoch = int(checkpoint["epoch"])
     best_score = None if best.best_model_score is None else float(best.best_model_score)
+    if best_score is None or _better(start_score, best_score, mode):  # training never beat where it started
+        checkpoint = torch.load(workdir / "checkpoints" / START, map_location="cpu", weights_only=False)
+        best_epoch, best_score = -1, start_score
+    elif best.best_model_path:
+        checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+        best_epoch = int(checkpoint["epoch"])
+    if best_epoch is not None:
+        module.load_state_dict(checkpoint["state_dict"], strict=False)
     return FitReport(
         epochs_run=trainer.current_epoch,
         steps=trainer.global_step,
@@ -166,7 +183,49 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         samples_per_second=timer.samples / max(timer.seconds, 1e-9),
         resumed_from_epoch=resumed_from,
         tokens_per_second=round(timer.tokens / max(timer.seconds, 1e-9), 1) if timer.tokens else None,
+        stopped=_why_stopped(early, clock),
+        budget={"max_epochs": epochs, "max_steps": options.max_steps, "max_minutes": options.max_minutes,
+                "patience": options.patience},
     )
+
+
+def _epoch_budget(epochs: int, options: TrainingOptions, data: BatchDataModule) -> int:
+    """``epochs``, or fewer when ``--max-steps`` runs out first: the budget is rounded up to whole epochs, so every
+    run ends on a validated epoch (a cut epoch would train steps no checkpoint can choose)."""
+    if options.max_steps is None:
+        return epochs
+    per_epoch = max(1, math.ceil(data.batches_per_epoch() / options.grad_accum))
+    return max(1, min(epochs, math.ceil(options.max_steps / per_epoch)))
+
+
+def _score_the_start(trainer: L.Trainer, module: L.LightningModule, data: BatchDataModule, path: Path, monitor: str) -> float:
+    """Validate the model before any step and keep its trainable weights (``start.ckpt``): a run whose training
+    never beats its start (a head that starts from the probe, a causal LM that a learning rate harms) ends where it
+    started instead of worse. A resumed run reads the score its first attempt stored."""
+    if path.exists():
+        return float(torch.load(path, map_location="cpu", weights_only=False)["score"])
+    loggers, trainer.loggers = trainer.loggers, []  # the training log starts with the first epoch, as before
+    try:
+        score = float(trainer.validate(module, datamodule=data, verbose=False)[0][monitor])
+    finally:
+        trainer.loggers = loggers
+    trainable = {f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad}
+    state = {k: v.detach().clone() for k, v in module.state_dict().items() if k in trainable}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": state, "score": score}, path)
+    return score
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a > b if mode == "max" else a < b
+
+
+def _why_stopped(early: EarlyStopping | None, clock: Timer | None) -> str:
+    if early is not None and early.stopped_epoch > 0:
+        return "converged"
+    if clock is not None and clock.time_remaining("train") is not None and clock.time_remaining("train") <= 0:
+        return "time_cap"
+    return "step_cap"
 
 
 def _checkpoint_activations(model: torch.nn.Module) -> None:

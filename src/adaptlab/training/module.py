@@ -35,11 +35,15 @@ class AdaptationModule(L.LightningModule):
         warmup_ratio: float,
         schedule: str,
         seed: int,
+        head_lr: float | None = None,
+        head_modules: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         self.model = model
         self.lr, self.weight_decay, self.warmup_ratio, self.schedule = lr, weight_decay, warmup_ratio, schedule
         self.seed = seed
+        self.head_lr, self.head_modules = head_lr, set(head_modules)  # the new head's own rate (PEFT renames it:
+        # classifier.modules_to_save.default.weight, so a name part equal to a head module marks it)
         self.strict_loading = False  # checkpoints carry trainable weights only
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
@@ -48,13 +52,14 @@ class AdaptationModule(L.LightningModule):
         torch.manual_seed(self.seed * 1_000_003 + self.current_epoch * 100_003 + batch_idx)
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
+        groups: dict[tuple[float, float], list] = {}
         for name, parameter in self.model.named_parameters():
             if parameter.requires_grad:
-                (no_decay if parameter.ndim < 2 or "norm" in name.lower() else decay).append(parameter)
+                head = self.head_lr is not None and not self.head_modules.isdisjoint(name.split("."))
+                decay = 0.0 if parameter.ndim < 2 or "norm" in name.lower() else self.weight_decay
+                groups.setdefault((self.head_lr if head else self.lr, decay), []).append(parameter)
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
+            [{"params": params, "lr": lr, "weight_decay": decay} for (lr, decay), params in groups.items()], lr=self.lr,
         )
         total = self.trainer.estimated_stepping_batches
         warmup = math.ceil(self.warmup_ratio * total)  # rounded up, as transformers' Trainer does

@@ -36,7 +36,12 @@ class TrainingOptions:
                                                 "about half the training memory for about a third more compute.")
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
                            choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
-    patience: int | None = param(None, "Stop early after this many epochs without validation gain.", minimum=1)
+    patience: int | None = param(None, "Stop early after this many epochs without validation gain (the best epoch is kept).",
+                                 minimum=1)
+    max_steps: int | None = param(None, "Budget: stop after this many optimiser steps even if --epochs are left; the "
+                                  "learning-rate schedule spans the budget (default: --epochs decide).", minimum=1)
+    max_minutes: float | None = param(None, "Time cap: stop training after this many minutes (the best epoch so far is "
+                                      "kept; the manifest says the run hit the cap).", above=0)
     group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
     seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
     logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
