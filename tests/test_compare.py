@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptlab.compare.plan import ENTRIES, ComparePlan, ModelInfo
+from adaptlab.compare.plan import ENTRIES, PRESETS, ComparePlan, ModelInfo
 from adaptlab.compare.plan_file import compare_plan, parse_overrides
 from adaptlab.config import DataConfig
 from adaptlab.errors import AdaptlabError
@@ -36,7 +36,9 @@ def test_default_ladder_puts_classifiers_on_encoders_and_prompting_on_decoders()
     assert ("lora", "enc") in on and ("lora", "dec") not in on
     assert {r.entry for r in runs} == {e.name for e in ENTRIES.values() if e.in_default_ladder}
     quick = {r.entry: r.params for r in runs}
-    assert quick["head"]["epochs"] == 10 and quick["lora"]["epochs"] == 3 and quick["few-shot"]["draws"] == 1
+    budget = {k: getattr(PRESETS["quick"], k) for k in ("max_steps", "patience", "max_minutes")}
+    assert all(quick[e][k] == v for e in ("head", "lora", "full") for k, v in budget.items())  # trained to a budget
+    assert quick["lora"]["epochs"] == PRESETS["quick"].max_epochs and quick["few-shot"]["draws"] == 1
     assert quick["features-logreg"]["cache"] is False  # no run's time benefits from another's embedding cache
 
 
@@ -125,6 +127,7 @@ def fake_results(output: Path, entries: dict[str, tuple[float, list[float], int,
                          "inference_texts_per_second": 100.0, "peak_rss_mb": 500.0, "peak_cuda_mb": None},
                 "artifact_bytes": 2**20, "params": {"lr": 1e-3}, "data": {"sizes": {"train": 1, "val": 1, "test": n}},
                 "test_predictions": predictions.tolist(), "test_labels": labels.tolist(),
+                **({"stopped": "converged", "steps": 100} if trainable and ENTRIES[entry].epochs else {}),
             }
             (output / "runs" / run.key).mkdir(parents=True)
             (output / "runs" / run.key / "result.json").write_text(json.dumps(result))
@@ -159,6 +162,12 @@ def test_summary_intervals_ties_pareto_and_recommendation(tmp_path):
     assert "LoRA reaches 99.6% of full fine-tuning's accuracy with 1.00% of its trainable parameters and 40%" in text
     assert "Without any training, zero-shot (enc) gets 70.0%" in text
     assert by["zero-shot"]["train_seconds"] == 0.0 and by["head"]["train_seconds"] == 5.0  # loading a model is not training
+    assert by["lora"]["stopped"] == ["converged"] * 3 and by["zero-shot"]["stopped"] == [None]
+    # one LoRA seed cut off by the step cap: no ratio of an undertrained run, and the report says which entry it was
+    capped = next(tmp_path.glob("runs/*/lora/seed-1/result.json"))
+    capped.write_text(json.dumps({**json.loads(capped.read_text()), "stopped": "step_cap"}))
+    text = " ".join(summarise(plan(seeds=3), DataConfig(), runs, tmp_path, wall_seconds=1.0)["recommendation"])
+    assert "LoRA reaches" not in text and "Still improving when the budget ran out: lora (enc: converged, step_cap)" in text
 
 
 def test_dominated_entries_are_off_the_front(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import default_sigint, write_jsonl
 
+from adaptlab.compare.generation import GENERATION_PRESETS
 from adaptlab.compare.plan import ComparePlan, ModelInfo, Run
 from adaptlab.compare.plan_file import compare_plan
 from adaptlab.data.generation import infer_task
@@ -56,7 +57,7 @@ def test_generation_ladder_adds_rag_and_dpo_only_with_their_inputs():
     with_inputs = gen_plan(documents=["docs"], preferences="prefs.jsonl")
     assert names(with_inputs) == ladder[:3] + ["rag"] + ladder[3:] + ["dpo"]
     runs = {r.entry: r for r in gen_plan(seeds=2).runs(DECODER)}
-    assert runs["lora"].params["lr"] == 1e-3 and runs["lora"].params["epochs"] == 1 and runs["lora"].params["batch_size"] == 4
+    assert runs["lora"].params["lr"] == 1e-3 and runs["lora"].params["max_steps"] == GENERATION_PRESETS["quick"].max_steps and runs["lora"].params["batch_size"] == 4
     assert [r.seed for r in gen_plan(seeds=2).runs(DECODER) if r.entry == "zero-shot"] == [0]  # unseeded: once
     assert [r.seed for r in gen_plan(seeds=2).runs(DECODER) if r.entry == "few-shot"] == [0, 1]
     assert gen_plan(preset="standard").runs(DECODER)[1].params["draws"] == 3

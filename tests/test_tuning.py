@@ -63,13 +63,13 @@ def test_plans_tune_gradient_entries_only_and_check_the_space(tiny_bert, tmp_pat
     plan = ComparePlan(data=data, models=[str(tiny_bert)], strategies=["features-logreg", "lora"], tune=4)
     runs = {run.entry: run for run in plan.runs(_model_info(plan.models))}
     assert runs["features-logreg"].tune is None
-    assert runs["lora"].tune == {"trials": 4, "space": {"lr": [1e-4, 1e-2], "epochs": [3, 9], "r": [4, 16]}}
+    assert runs["lora"].tune == {"trials": 4, "space": {"lr": [1e-4, 1e-2], "r": [4, 16]}}  # budget: no epochs
     assert "tune" in runs["lora"].spec(data)  # changing the search re-runs the entry
     assert all(run.tune is None for run in ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora"])
                .runs(_model_info(plan.models)))  # quick: untuned unless asked
     custom = ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora"],
                          tune={"trials": 2, "params": {"lora": {"lr": [1e-3, 3e-3], "r": [2, 4]}}})
-    assert custom.runs(_model_info(plan.models))[0].tune["space"] == {"lr": [1e-3, 3e-3], "epochs": [3, 9], "r": [2, 4]}
+    assert custom.runs(_model_info(plan.models))[0].tune["space"] == {"lr": [1e-3, 3e-3], "r": [2, 4]}
     for tune_value, needle in (({"trials": 2, "params": {"lora": {"r": [4, 2.5]}}}, r"tune.params.lora.r must be \[low, high\]"),
                                ({"params": {"lora": {"bogus": [1, 2]}}}, "no tunable parameter 'bogus'"),
                                ({"trials": 2, "params": {"features-logreg": {"C": [1, 2]}}}, "is not tuned"),
@@ -97,42 +97,46 @@ def test_compare_tune_from_the_cli_reports_trials_and_cost(tiny_bert, tmp_path, 
     assert code == 2 and "--tune must be a whole number" in err
 
 
-def test_a_step_budget_gives_small_many_class_data_more_epochs_within_threefold():
+def test_a_step_budget_caps_epochs_in_whole_epochs_of_optimiser_steps():
     from adaptlab.methods import get_strategy
 
-    lora = lambda **kw: get_strategy("lora")(epochs=3, batch_size=32, **kw)
-    assert lora().planned_epochs(1000, 11) == 3  # no budget: --epochs as given
-    budget = lora(steps_per_class=40)
-    assert budget.planned_epochs(1000, 2) == 3  # 96 steps already cover 80
-    assert budget.planned_epochs(1000, 4) == 5  # 160 steps: 32 per epoch
-    assert budget.planned_epochs(1000, 11) == 9  # 440 wanted, capped at three times --epochs
-    assert budget.planned_epochs(4000, 11) == 4
-    assert lora(steps_per_class=40, grad_accum=4).planned_epochs(1000, 2) == 9  # optimiser steps, not batches
+    lora = lambda **kw: get_strategy("lora")(epochs=30, batch_size=32, **kw)
+    assert lora().epoch_budget(32) == 30  # no budget: --epochs as given
+    assert lora(max_steps=500).epoch_budget(32) == 16  # 500 steps of 32 a epoch: rounded up to whole epochs
+    assert lora(max_steps=500, grad_accum=4).epoch_budget(32) == 30  # optimiser steps, not batches: 8 an epoch
+    assert lora(max_steps=10_000).epoch_budget(32) == 30  # the epoch cap still holds
 
 
 def test_the_step_budget_reaches_training_the_plan_and_the_tuning(tiny_bert, toy_splits, tmp_path, monkeypatch):
     import adaptlab.runner
+    from adaptlab.compare.plan import PRESETS
     from adaptlab.compare.run import _model_info
     from adaptlab.runner import train
 
-    manifest = train("lora", toy_splits, tmp_path / "a", model=str(tiny_bert), epochs=1, batch_size=8, steps_per_class=30,
-                     progress=False).manifest
     per_epoch = -(-len(toy_splits.train) // 8)
-    expected = min(3, -(-30 * 2 // per_epoch))
-    assert expected > 1 and manifest["training"]["epochs_planned"] == expected == manifest["training"]["epochs_run"]
+    manifest = train("lora", toy_splits, tmp_path / "a", model=str(tiny_bert), epochs=10, batch_size=8,
+                     max_steps=2 * per_epoch, progress=False).manifest
+    assert manifest["training"]["epochs_planned"] == 2 == manifest["training"]["epochs_run"]
+    assert manifest["training"]["stopped"] == "step_cap" and manifest["training"]["budget"]["max_steps"] == 2 * per_epoch
 
     data = DataConfig(source=str(write_csv(tmp_path / "toy.csv", sentiment_rows(30))), train_size=40, val_size=6, test_size=10)
     plan = lambda **kw: ComparePlan(data=data, models=[str(tiny_bert)], strategies=["lora", "features-logreg"], **kw)
     runs = {run.entry: run.params for run in plan().runs(_model_info([str(tiny_bert)]))}
-    assert runs["lora"]["steps_per_class"] == 40 and "steps_per_class" not in runs["features-logreg"]
-    assert "steps_per_class" not in plan(epochs=2).runs(_model_info([str(tiny_bert)]))[0].params  # --epochs is exact
+    quick = PRESETS["quick"]
+    assert (runs["lora"]["max_steps"], runs["lora"]["patience"], runs["lora"]["max_minutes"]) == \
+        (quick.max_steps, quick.patience, quick.max_minutes) and "max_steps" not in runs["features-logreg"]
+    exact = next(r.params for r in plan(epochs=2).runs(_model_info([str(tiny_bert)])) if r.entry == "lora")  # no budget
+    assert exact["epochs"] == 2 and "max_steps" not in exact
 
     seen, original = [], adaptlab.runner.train
     monkeypatch.setattr(adaptlab.runner, "train", lambda *a, **p: seen.append(p) or original(*a, **p))
-    params = {"model": str(tiny_bert), "epochs": 1, "batch_size": 8, "steps_per_class": 30}
+    params = {"model": str(tiny_bert), "epochs": 10, "batch_size": 8, "max_steps": 2 * per_epoch, "patience": 2}
+    from adaptlab.compare.tuning import default_space
+
+    assert "epochs" not in default_space("lora", params)  # with a budget, early stopping decides the epochs
     tune("lora", params, {"lr": [1e-4, 1e-2], "epochs": [1, 3]}, 2, toy_splits.train, toy_splits.val, tmp_path / "t")
-    assert seen[0]["epochs"] == expected  # trial 0: the epochs the untuned run plans
-    assert all(p["steps_per_class"] is None for p in seen)  # a tuned epoch count is not raised again
+    assert seen[0]["epochs"] == 2  # trial 0: the epochs the budget allows
+    assert all(p["max_steps"] is None for p in seen)  # a tuned epoch count is not cut short by the budget
 
 
 @pytest.mark.slow

@@ -45,24 +45,32 @@ class GenerationPreset:
     train_size: int | None
     val_size: int | None
     test_size: int | None
-    epochs: int
     batch_size: int
     draws: int  # few-shot demonstration draws
     shots: int  # few-shot and knn-shot demonstrations (long prompts: prefill dominates prompting's cost)
     max_new_tokens: int
     max_length: int
     forgetting_sample: int  # Rotten Tomatoes sentences (and a third as many general texts) per forgetting probe
+    #: the SFT entries' budget, as in the classification presets: until validation loss stops improving for
+    #: ``patience`` epochs, at most ``max_steps`` optimiser steps and ``max_minutes`` per run
+    max_steps: int
+    patience: int
+    max_minutes: float | None
+    max_epochs: int = 50
 
 
 GENERATION_PRESETS = {
     # Measured: the default ladder on wiki-descriptions with SmolLM2 in under 15 minutes on 2 CPU threads
     # (benchmarks/results/compare_generation_quick.json).
-    "quick": GenerationPreset(train_size=64, val_size=16, test_size=32, epochs=1, batch_size=4, draws=1, shots=2,
-                              max_new_tokens=16, max_length=256, forgetting_sample=64),
-    "standard": GenerationPreset(train_size=256, val_size=32, test_size=64, epochs=1, batch_size=8, draws=3, shots=4,
-                                 max_new_tokens=24, max_length=512, forgetting_sample=200),
-    "full": GenerationPreset(train_size=None, val_size=None, test_size=None, epochs=3, batch_size=16, draws=5, shots=4,
-                             max_new_tokens=48, max_length=1024, forgetting_sample=200),
+    "quick": GenerationPreset(train_size=64, val_size=16, test_size=32, batch_size=4, draws=1, shots=2,
+                              max_new_tokens=16, max_length=256, forgetting_sample=64,
+                              max_steps=32, patience=1, max_minutes=3.0),
+    "standard": GenerationPreset(train_size=256, val_size=32, test_size=64, batch_size=8, draws=3, shots=4,
+                                 max_new_tokens=24, max_length=512, forgetting_sample=200,
+                                 max_steps=128, patience=2, max_minutes=10.0),
+    "full": GenerationPreset(train_size=None, val_size=None, test_size=None, batch_size=16, draws=5, shots=4,
+                             max_new_tokens=48, max_length=1024, forgetting_sample=200,
+                             max_steps=5000, patience=3, max_minutes=None),
 }
 
 
@@ -70,8 +78,9 @@ def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs
     """An entry's parameters under a preset (before the user's overrides)."""
     params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens}
     if entry.strategy == "sft":
-        params.update(epochs=epochs or preset.epochs, batch_size=preset.batch_size, max_length=preset.max_length,
-                      forgetting_sample=preset.forgetting_sample)
+        params.update(batch_size=preset.batch_size, max_length=preset.max_length, forgetting_sample=preset.forgetting_sample)
+        params.update({"epochs": epochs} if epochs else {"epochs": preset.max_epochs, "max_steps": preset.max_steps,
+                                                         "patience": preset.patience, "max_minutes": preset.max_minutes})
     elif entry.strategy == "dpo":
         params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length,
                       forgetting_sample=preset.forgetting_sample)
@@ -174,6 +183,7 @@ def _sft(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
     return {"metrics": manifest["metrics"], "per_example": job.per_example_, "samples": job.samples_,
             "forgetting": manifest["metrics"]["forgetting"], "artifact_bytes": manifest["size_bytes"],
             "base_model": manifest["base_model"], "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
+            "stopped": (manifest["training"] or {}).get("stopped"), "steps": (manifest["training"] or {}).get("steps"),
             "cost": {key: cost.get(key) for key in ("trainable_params", "total_params", "peak_rss_mb", "train_seconds")}
             | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
 

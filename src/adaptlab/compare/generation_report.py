@@ -12,10 +12,11 @@ from pathlib import Path
 
 from adaptlab.compare.generation_summary import LABELS
 from adaptlab.compare.plan import short_model
-from adaptlab.compare.report import STYLE, failures_section, leaderboard_html, scatter_png, settings_table, write_page
+from adaptlab.compare.report import (STYLE, failures_section, leaderboard_html, scatter_png, settings_table, stopped_cell,
+                                     write_page)
 
 COLUMNS = ("#", "strategy", "model", "ROUGE-L", "95% CI", "F1", "EM", "loss", "forget ppl", "RT Δ", "trainable",
-           "train s", "tok/s", "RSS MB", "size MB")
+           "train s", "stopped", "tok/s", "RSS MB", "size MB")
 
 
 def _number(value, digits: int = 3, signed: bool = False) -> str:
@@ -31,7 +32,7 @@ def _row(rank: int, entry: dict, metric: str) -> list[str]:
         _number(entry["token_f1"]["mean"]), _number(entry["exact_match"]["mean"]), _number(entry["eval_loss"]["mean"]),
         _percent(entry["forgetting_ppl_relative"]), _number(None if entry["forgetting_rt_accuracy_delta"] is None
                                                             else 100 * entry["forgetting_rt_accuracy_delta"], 1, True),
-        _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", _number(entry["generated_tokens_per_second"], 0),
+        _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", stopped_cell(entry), _number(entry["generated_tokens_per_second"], 0),
         f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
 

@@ -68,20 +68,26 @@ class Preset:
     train_size: int | None
     val_size: int | None
     test_size: int | None
-    epochs: int  # gradient entries; `head` trains on cached features and gets head_epochs
-    head_epochs: int
     draws: int  # few-shot demonstration draws (best on validation kept)
     max_length: int | None  # token cap for every model (None: the model's, at most 256)
     tune: int  # trials per gradient entry (``--tune``; 0: the entries' own settings, untuned)
-    #: small data, many classes: more epochs (up to 3x) until each class has this many optimiser steps
-    steps_per_class: int = 40
+    #: The budget of every gradient entry: it trains until validation accuracy has not improved for ``patience``
+    #: epochs (the best epoch kept), for at most ``max_steps`` optimiser steps, ``max_epochs`` epochs and
+    #: ``max_minutes`` per run. No fixed epoch count decides quality; an explicit ``--epochs`` is taken as given.
+    max_steps: int
+    patience: int
+    max_minutes: float | None
+    max_epochs: int = 50
 
 
 PRESETS = {
     # quick: the whole default ladder on Rotten Tomatoes in under 15 minutes on 2 CPU cores (README), untuned
-    "quick": Preset(train_size=1000, val_size=250, test_size=500, epochs=3, head_epochs=10, draws=1, max_length=128, tune=0),
-    "standard": Preset(train_size=4000, val_size=500, test_size=1000, epochs=3, head_epochs=10, draws=3, max_length=256, tune=4),
-    "full": Preset(train_size=None, val_size=None, test_size=None, epochs=3, head_epochs=10, draws=5, max_length=None, tune=6),
+    "quick": Preset(train_size=1000, val_size=250, test_size=500, draws=1, max_length=128, tune=0,
+                    max_steps=500, patience=2, max_minutes=3.0),
+    "standard": Preset(train_size=4000, val_size=500, test_size=1000, draws=3, max_length=256, tune=4,
+                       max_steps=2000, patience=3, max_minutes=10.0),
+    "full": Preset(train_size=None, val_size=None, test_size=None, draws=5, max_length=None, tune=6,
+                   max_steps=20000, patience=3, max_minutes=None),
 }
 DEFAULT_MODELS = ("minilm", "smollm2-135m")
 DEFAULT_GENERATION_MODELS = ("smollm2-135m",)
@@ -260,10 +266,11 @@ class ComparePlan:
             targets = decoders if entry.needs == "decoder" else (encoders or decoders)
             for model in targets:
                 params = {**entry.params, "model": model, "progress": True}
-                if entry.epochs:
-                    params["epochs"] = self.epochs or (preset.head_epochs if entry.strategy == "head" else preset.epochs)
-                    if self.epochs is None:  # an explicit --epochs is taken as it is
-                        params["steps_per_class"] = preset.steps_per_class
+                if entry.epochs and self.epochs is not None:  # an explicit --epochs is taken as it is
+                    params["epochs"] = self.epochs
+                elif entry.epochs:
+                    params.update(epochs=preset.max_epochs, max_steps=preset.max_steps, patience=preset.patience,
+                                  max_minutes=preset.max_minutes)
                 if entry.strategy == "icl" and entry.params.get("k"):
                     params["draws"] = preset.draws
                 strategy = get_strategy(entry.strategy)

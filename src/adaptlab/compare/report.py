@@ -39,17 +39,25 @@ def _accuracy(entry: dict) -> str:
     return f"{100 * acc['mean']:.1f}{std}"
 
 
-COLUMNS = ("#", "strategy", "model", "acc %", "95% CI", "F1", "trainable", "train s", "texts/s", "RSS MB",
+COLUMNS = ("#", "strategy", "model", "acc %", "95% CI", "F1", "trainable", "train s", "stopped", "texts/s", "RSS MB",
            "size MB")
+#: how a run's training ended, in a table cell (several seeds: each distinct reason)
+STOPPED = {"converged": "converged", "step_cap": "step cap", "time_cap": "time cap"}
 
 
 def _row(rank: int, entry: dict) -> list[str]:
     low, high = entry["accuracy"]["ci95"]
     return [
         str(rank), entry["entry"], short_model(entry["model"]), _accuracy(entry), f"{100 * low:.1f}-{100 * high:.1f}",
-        f"{entry['macro_f1']['mean']:.3f}", _params(entry), _train_time(entry),
+        f"{entry['macro_f1']['mean']:.3f}", _params(entry), _train_time(entry), stopped_cell(entry),
         f"{entry['inference_texts_per_second']:.0f}", f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
+
+
+def stopped_cell(entry: dict) -> str:
+    reasons = [STOPPED[stop] for stop in dict.fromkeys(entry.get("stopped") or []) if stop in STOPPED]
+    steps = [n for n in entry.get("steps") or [] if n]
+    return "-" if not reasons else "/".join(reasons) + (f" @{round(sum(steps) / len(steps))}" if steps else "")
 
 
 def _train_time(entry: dict) -> str:
@@ -241,7 +249,9 @@ def render_html(results: dict) -> str:
         parts.append("<p class='meta'>acc %: test accuracy, mean ± standard deviation over training seeds. 95% CI: bootstrap over "
                      "test examples. F1: macro-F1. trainable: trained parameters (% of the model). Green rows are "
                      "statistically tied with the best (paired bootstrap). train s: training time in seconds, embedding "
-                     "or feature extraction included, and the hyper-parameter search where there was one; texts/s: inference throughput on up to 256 test texts, batched, "
+                     "or feature extraction included, and the hyper-parameter search where there was one; stopped: how training ended "
+                     "(converged: validation stopped improving, the best epoch kept; step/time cap: the preset's budget "
+                     "ran out first) @ optimiser steps; texts/s: inference throughput on up to 256 test texts, batched, "
                      "nothing cached; RSS MB: peak resident memory of the training process (each run has its own); "
                      "size MB: the saved artifact.</p>")
         parts += [

@@ -124,6 +124,8 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "artifact_mb": float(np.mean([r["artifact_bytes"] for r in done])) / 2**20,
         "confusion_matrix": np.sum([r["metrics"]["test"]["confusion_matrix"] for r in done], axis=0).tolist(),
         "test_over_draws": first["metrics"].get("test_over_draws"),
+        "stopped": [r.get("stopped") for r in done],  # per run: converged / step_cap / time_cap (None: no training)
+        "steps": [r.get("steps") for r in done],
         "params": first["params"],
         "artifacts": artifacts,
         "sizes": first["data"]["sizes"],
@@ -168,7 +170,8 @@ def recommend(entries: list[dict]) -> list[str]:
     lines.append(recommendation(best, tied, name))
     full = next((e for e in entries if e["entry"] == "full"), None)  # the most accurate full fine-tune
     lora = next((e for e in entries if full and e["entry"] == "lora" and e["model"] == full["model"]), None)
-    if lora and full and full["accuracy"]["mean"] > 0 and full["trainable_params"] and full["train_seconds"]:
+    if lora and full and full["accuracy"]["mean"] > 0 and full["trainable_params"] and full["train_seconds"] \
+            and converged(lora) and converged(full):  # a ratio of undertrained runs says nothing about the methods
         lines.append(
             f"LoRA reaches {lora['accuracy']['mean'] / full['accuracy']['mean']:.1%} of full fine-tuning's accuracy "
             f"with {lora['trainable_params'] / full['trainable_params']:.2%} of its trainable parameters and "
@@ -181,12 +184,27 @@ def recommend(entries: list[dict]) -> list[str]:
         gap = best["accuracy"]["mean"] - top["accuracy"]["mean"]
         lines.append(f"Without any training, {name(top)} gets {pct(top['accuracy']['mean'])} "
                      f"({100 * gap:.1f} points below the best).")
-    lines += _untuned_warning(entries)
+    lines += _untuned_warning(entries) + _capped(entries)
     fastest = max((e for e in entries if best["accuracy"]["mean"] - e["accuracy"]["mean"] <= 0.01),
                   key=lambda e: e["inference_texts_per_second"])
     lines.append(f"Fastest at inference within 1 point of the best: {name(fastest)} "
                  f"({fastest['inference_texts_per_second']:.0f} texts/s).")
     return lines
+
+
+def converged(entry: dict) -> bool:
+    """Every run of the entry stopped because validation stopped improving, not at a cap."""
+    return bool(entry.get("stopped")) and all(stop == "converged" for stop in entry["stopped"])
+
+
+def _capped(entries: list[dict]) -> list[str]:
+    """Entries cut off by the step or time cap may not have reached what they can: say so, with the lever."""
+    capped = [e for e in entries if any(stop in ("step_cap", "time_cap") for stop in e.get("stopped") or [])]
+    if not capped:
+        return []
+    names = ", ".join(f"{e['entry']} ({short_model(e['model'])}: {', '.join(sorted(set(e['stopped'])))})" for e in capped)
+    return [f"Still improving when the budget ran out: {names}; a larger preset (or --set ENTRY.max_steps=N / "
+            "max_minutes=M) may change their place."]
 
 
 def _untuned_warning(entries: list[dict]) -> list[str]:
@@ -199,7 +217,7 @@ def _untuned_warning(entries: list[dict]) -> list[str]:
     if not behind:
         return []
     names = ", ".join(f"{e['entry']} ({short_model(e['model'])})" for e in behind)
-    return [f"Untuned: {names} ran with default learning rate and epochs and are more than {100 * UNTUNED_GAP:.0f} "
+    return [f"Untuned: {names} ran with their default learning rate and are more than {100 * UNTUNED_GAP:.0f} "
             "macro-F1 points behind the best; that may be the settings, not the method: `--tune 3` chooses them "
             "on validation first."]
 

@@ -1,4 +1,4 @@
-"""``compare --tune N``: each gradient entry gets its learning rate, epochs (and LoRA rank) chosen on validation.
+"""``compare --tune N``: each gradient entry gets its learning rate (and LoRA rank) chosen on validation.
 
 A ladder's defaults were chosen on binary sentiment; on another task an untuned entry can look useless when it
 is only untrained (LoRA at 50% on an 11-class task, where a tuned LoRA is near the best). So, per (model, entry),
@@ -22,8 +22,9 @@ interrupted comparison resumes it, re-running an interrupted trial with the same
 The trials' wall time is the entry's tuning cost, reported separately and added to its training time.
 
 Search space per parameter, ``[low, high]``: ``lr`` on a log scale (default: a tenth to ten times the entry's
-rate), integers (``epochs``: the preset's to three times it; LoRA ``r``: 4 to 16) on a log scale too; YAML
-``tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}`` overrides them.
+rate), integers (LoRA ``r``: 4 to 16) on a log scale too; ``epochs`` (an explicit ``--epochs`` to three times it)
+only for entries without a step budget, since the budget's early stopping decides when training has converged;
+YAML ``tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}`` overrides them.
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ def entry_defaults(strategy: str, params: dict) -> dict:
 
 
 def default_space(strategy: str, params: dict) -> dict[str, list]:
-    """lr around the entry's own rate, epochs from the preset's count up to three times it, LoRA's rank."""
+    """lr around the entry's own rate, LoRA's rank, and, for an entry that trains a fixed number of epochs (an
+    explicit ``--epochs``), epochs from that count up to three times it; an entry with a step budget stops when
+    validation stops improving, so its epochs are not searched."""
     own = entry_defaults(strategy, params)
     lr, epochs = own["lr"], own["epochs"]
-    space = {"lr": [lr / 10, min(lr * 10, LR_CEILING)], "epochs": [epochs, 3 * epochs]}
+    space = {"lr": [lr / 10, min(lr * 10, LR_CEILING)]}
+    if own["max_steps"] is None:
+        space["epochs"] = [epochs, 3 * epochs]
     if strategy == "lora":
         space["r"] = [4, 16]
     return space
@@ -166,14 +171,15 @@ def start_trials(own: dict, space: dict[str, list]) -> list[dict]:
 
 def tuned_params(params: dict, chosen: dict) -> dict:
     """An entry's settings with a trial's (or the best trial's) values: a tuned epoch count is taken as it is,
-    not raised again by the preset's step budget."""
-    return {**params, **chosen, **({"steps_per_class": None} if "epochs" in chosen else {})}
+    with no step budget cutting it short."""
+    return {**params, **chosen, **({"max_steps": None} if "epochs" in chosen else {})}
 
 
 def _planned_epochs(strategy: str, params: dict, train) -> int:
     from adaptlab.methods import get_strategy
 
-    return get_strategy(strategy)(**params).planned_epochs(len(train), len(train.label_names))
+    options = get_strategy(strategy)(**params)
+    return options.epoch_budget(-(-len(train) // options.batch_size))
 
 
 def _objective(trial, strategy: str, params: dict, space: dict, train, val, directory: Path) -> float:

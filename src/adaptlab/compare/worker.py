@@ -56,6 +56,8 @@ def run(run_dir: Path) -> dict:
         "test_labels": splits.test.labels.tolist(),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
+        "stopped": (manifest["training"] or {}).get("stopped"),  # converged / step_cap / time_cap; None: not trained
+        "steps": (manifest["training"] or {}).get("steps"),
         **({"tuning": tuning} if tuning else {}),
     }
 

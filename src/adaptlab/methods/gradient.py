@@ -10,7 +10,6 @@ Each strategy declares its own default next to the field (``lr: float = param(1e
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +44,6 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     model: str = param("minilm", MODEL_HELP)
     max_length: int | None = param(None, MAX_LENGTH_HELP, minimum=1)
-    steps_per_class: int | None = param(
-        None, "Small data: raise --epochs (at most threefold) until training takes this many optimiser steps per "
-              "class; warm-up and schedule follow the steps. None: --epochs as given.", minimum=1)
     head_init: str = param("probe", "How the new head starts: probe (logistic regression on the frozen features the "
                            "head sees, C chosen on validation: LP-FT, so no run starts below the probe) or random.",
                            choices=HEAD_INITS)
@@ -72,9 +68,7 @@ class GradientStrategy(Strategy, TrainingOptions):
         from adaptlab.training.engine import fit_module
 
         data = BatchDataModule(train, val, collate, self.batch_size, self.seed, self.group_by_length)
-        self.epochs_ = self.planned_epochs(len(train), len(self.label_names))
-        self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime, epochs=self.epochs_,
-                                                    module_options=module_options)
+        self.report_: FitReport | None = fit_module(module, data, self, workdir, self.runtime, module_options=module_options)
 
     def start_from_probe(self, head: nn.Module, x_train: np.ndarray, x_val: np.ndarray, splits) -> Probe:
         """LP-FT: set the linear ``head`` to the probe fitted on the features it sees (``head_init="probe"``)."""
@@ -86,20 +80,10 @@ class GradientStrategy(Strategy, TrainingOptions):
         self.probe_ = probe.report()
         return probe
 
-    def planned_epochs(self, train_size: int, classes: int) -> int:
-        """``epochs``, or more when ``steps_per_class`` asks for more optimiser steps than that: 1,000 texts in
-        batches of 32 make 96 steps in 3 epochs, enough for two classes, too few for eleven (LoRA: macro-F1 0.23
-        after 3 epochs, 0.69 after 9). Capped at three times ``epochs`` so the cost stays predictable."""
-        if self.steps_per_class is None:
-            return self.epochs
-        per_epoch = max(1, math.ceil(math.ceil(train_size / self.batch_size) / self.grad_accum))
-        wanted = math.ceil(self.steps_per_class * classes / per_epoch)
-        return min(3 * self.epochs, max(self.epochs, wanted))
-
     def training_report(self) -> dict | None:
         report = getattr(self, "report_", None)
         probe = getattr(self, "probe_", None)
-        return None if report is None else {**dataclasses.asdict(report), "epochs_planned": self.epochs_,
+        return None if report is None else {**dataclasses.asdict(report), "epochs_planned": report.budget["max_epochs"],
                                             "head_start": "probe" if probe else "random", "probe": probe}
 
     def base_model(self) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
     it holds the best weights by the objective's validation metric (accuracy for classifiers and reward models,
     loss for causal LMs). ``module_options`` go to the objective's module (a reward model's ``center_rewards``)."""
-    epochs = _epoch_budget(epochs or options.epochs, options, data)
+    epochs = options.epoch_budget(data.batches_per_epoch(), epochs)
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
         stderr.print(f"no checkpoint in {workdir} to resume from; starting from scratch")
@@ -187,15 +186,6 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         budget={"max_epochs": epochs, "max_steps": options.max_steps, "max_minutes": options.max_minutes,
                 "patience": options.patience},
     )
-
-
-def _epoch_budget(epochs: int, options: TrainingOptions, data: BatchDataModule) -> int:
-    """``epochs``, or fewer when ``--max-steps`` runs out first: the budget is rounded up to whole epochs, so every
-    run ends on a validated epoch (a cut epoch would train steps no checkpoint can choose)."""
-    if options.max_steps is None:
-        return epochs
-    per_epoch = max(1, math.ceil(data.batches_per_epoch() / options.grad_accum))
-    return max(1, min(epochs, math.ceil(options.max_steps / per_epoch)))
 
 
 def _score_the_start(trainer: L.Trainer, module: L.LightningModule, data: BatchDataModule, path: Path, monitor: str) -> float:

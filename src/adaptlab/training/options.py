@@ -78,6 +78,16 @@ class TrainingOptions:
             except ImportError:
                 raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
 
+    def epoch_budget(self, batches_per_epoch: int, epochs: int | None = None) -> int:
+        """``epochs`` (default ``self.epochs``), or fewer when ``max_steps`` optimiser steps run out first. The budget
+        is rounded up to whole epochs, so every run ends on a validated epoch (a cut epoch would train steps no
+        checkpoint can choose)."""
+        epochs = epochs or self.epochs
+        if self.max_steps is None:
+            return epochs
+        per_epoch = max(1, -(-batches_per_epoch // self.grad_accum))
+        return max(1, min(epochs, -(-self.max_steps // per_epoch)))
+
     def lightning_devices(self, runtime: Runtime) -> dict:
         """accelerator/devices/precision from the runtime; ``--devices`` (a count or ids) asks for several."""
         args = runtime.lightning()
