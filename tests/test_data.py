@@ -158,3 +158,26 @@ def test_read_texts_for_prediction(tmp_path):
     assert read_texts(csv, "body") == ["x", "y"]
     with pytest.raises(AdaptlabError, match="no column 'text'"):
         read_texts(csv)
+
+
+def test_a_split_column_keeps_the_datas_own_test_set(tmp_path, cli):
+    """A benchmark's official test split (a `split` column) is used as it is, never re-cut; without validation rows
+    a validation split is cut from training, so early stopping never sees the test rows."""
+    import pandas as pd
+
+    import adaptlab
+
+    rows = [{"text": f"text {i} {'good' if i % 2 else 'bad'}", "label": i % 2,
+             "split": "test" if i >= 30 else ("validation" if i >= 24 else "train")} for i in range(40)]
+    pd.DataFrame(rows).to_csv(tmp_path / "own.csv", index=False)
+    splits = adaptlab.load_splits(tmp_path / "own.csv")
+    assert sorted(splits.test.texts) == sorted(r["text"] for r in rows[30:])
+    assert sorted(splits.val.texts) == sorted(r["text"] for r in rows[24:30]) and len(splits.train) == 24
+    pd.DataFrame([{**r, "split": "train" if r["split"] == "validation" else r["split"]} for r in rows]).to_csv(
+        tmp_path / "no-val.csv", index=False)
+    cut = adaptlab.load_splits(tmp_path / "no-val.csv")
+    assert sorted(cut.test.texts) == sorted(r["text"] for r in rows[30:]) and len(cut.val) == 3 and len(cut.train) == 27
+    assert not set(cut.val.texts) & set(cut.test.texts)
+    pd.DataFrame([{**rows[0], "split": "holdout"}, *rows[1:]]).to_csv(tmp_path / "bad.csv", index=False)
+    code, _, err = cli("data", "--data", tmp_path / "bad.csv")
+    assert code == 2 and "row 1: column 'split' is 'holdout'" in err

@@ -38,6 +38,8 @@ class LabeledTexts:
     label_names: list[str]
     source: str
     ids: list[str] | None = None
+    #: the split each row belongs to (train / val / test) when the data brings its own (a ``split`` column)
+    splits: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -50,6 +52,7 @@ class LabeledTexts:
             label_names=self.label_names,
             source=self.source,
             ids=None if self.ids is None else [self.ids[i] for i in indices],
+            splits=None if self.splits is None else [self.splits[i] for i in indices],
         )
 
     def class_counts(self) -> dict[str, int]:

@@ -270,7 +270,27 @@ def _from_frame(
             f"data '{origin}' has only one label ('{label_names[0]}') in column '{label_column}'; "
             "classification needs examples of at least two classes"
         )
-    return LabeledTexts(texts=texts, labels=labels, label_names=label_names, source=origin, ids=ids)
+    return LabeledTexts(texts=texts, labels=labels, label_names=label_names, source=origin, ids=ids,
+                        splits=_split_column(frame, origin, row_name))
+
+
+#: values of a ``split`` column, as the datasets that have one spell them
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val", "dev": "val", "test": "test"}
+
+
+def _split_column(frame: pd.DataFrame, origin: str, row_name: Callable[[int], str]) -> list[str] | None:
+    """The data's own split (a benchmark's official test set, an audited one) from a ``split`` column: rows are
+    assigned by it instead of by adaptlab's stratified cut."""
+    if "split" not in frame.columns:
+        return None
+    splits = []
+    for i, value in enumerate(frame["split"].tolist()):
+        name = SPLIT_NAMES.get(str(value).strip().lower())
+        if name is None:
+            raise AdaptlabError(f"data '{origin}' {row_name(i)}: column 'split' is {_short(value)}; use train, "
+                                "validation (or val, dev) or test")
+        splits.append(name)
+    return splits
 
 
 def _short(value: Any) -> str:

@@ -76,11 +76,14 @@ def split_data(
                 f"data '{data.source}': label '{name}' has only {count} example(s); a stratified split needs "
                 f"at least {MIN_PER_CLASS} per class (add examples or remove the label)"
             )
-    rng = np.random.default_rng(seed)
-    n = len(data)
-    everything = np.arange(n)
-    test_pool, rest = _stratified_take(everything, data.labels, max(round(n * test_fraction), 1), rng)
-    val_pool, train_pool = _stratified_take(rest, data.labels, max(round(n * val_fraction), 1), rng)
+    if data.splits is not None:
+        train_pool, val_pool, test_pool = _given_splits(data)
+    else:
+        rng = np.random.default_rng(seed)
+        n = len(data)
+        everything = np.arange(n)
+        test_pool, rest = _stratified_take(everything, data.labels, max(round(n * test_fraction), 1), rng)
+        val_pool, train_pool = _stratified_take(rest, data.labels, max(round(n * val_fraction), 1), rng)
 
     if val_size is None and train_size is not None:
         # Keep validation proportionate to a sub-sampled training set (about 1:8), but never tiny.
@@ -90,6 +93,19 @@ def split_data(
     val = _subsample(val_pool, data.labels, val_size, "--val-size", "validation", np.random.default_rng([seed, 2]))
     test = _subsample(test_pool, data.labels, test_size, "--test-size", "test", np.random.default_rng([seed, 3]))
     return Splits(train=data.subset(train), val=data.subset(val), test=data.subset(test), seed=seed)
+
+
+def _given_splits(data: LabeledTexts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pools the data's ``split`` column names; a validation pool cut from training (stratified, a tenth) when
+    the data has none, so early stopping never looks at the test split."""
+    pools = {name: np.array([i for i, s in enumerate(data.splits) if s == name], dtype=np.int64) for name in ("train", "val", "test")}
+    for name in ("train", "test"):
+        if not len(pools[name]):
+            raise AdaptlabError(f"data '{data.source}': column 'split' names no {name} rows; every split needs some")
+    if not len(pools["val"]):
+        pools["val"], pools["train"] = _stratified_take(pools["train"], data.labels, max(len(pools["train"]) // 10, 1),
+                                                        np.random.default_rng(0))
+    return pools["train"], pools["val"], pools["test"]
 
 
 def _subsample(pool: np.ndarray, labels: np.ndarray, size: int | None, option: str, what: str, rng) -> np.ndarray:
