@@ -95,9 +95,13 @@ def main() -> None:
     rows = [r for r in earlier["rows"] if r["task"] not in done] + rows
     tasks = [t for t in earlier["tasks"] if t["task"] not in done] + tasks
     rt = next((t for t in tasks if t["task"] == "rotten_tomatoes"), None)
+    from adaptlab.compare.plan import PRESETS
+
+    quick = PRESETS["quick"]
     save("defaults_transfer", {
         "setup": {"preset": "quick", "tuned": False, "head_start": "probe (LP-FT)", "target_gap": TARGET_GAP,
-                  "threads": os.environ.get("OMP_NUM_THREADS", "all")},
+                  "threads": os.environ.get("OMP_NUM_THREADS", "all"),
+                  "budget": {k: getattr(quick, k) for k in ("max_steps", "patience", "max_minutes", "max_epochs")}},
         "rows": rows, "tasks": tasks,
         "all_targets_met": all(t["target_met"] for t in tasks),
         "rotten_tomatoes_quick_wall_minutes": None if rt is None else round(rt["wall_seconds"] / 60, 1),
