@@ -1,236 +1,367 @@
-"""The project's own sweep of bad input over every command and option, one fresh process per case.
+"""The project's own sweep of bad input over every command, option and input file, one fresh process per case.
 
-Each command gets a valid base invocation on a small workspace (tiny random-weight models, a 20-row CSV, a trained
-tiny artifact, a feedback project...). For every option of every command (options shared by all training
-strategies are swept once, on `train lora`), each bad value in ``BAD_VALUES`` replaces or joins the base. A case is:
+The cases come from ``sweep_cases.py``: every command of the typer app, every value-taking option and argument,
+each with the generic bad values (``-1``, ``0``, ``nan``, ``x``, empty), values just outside its ``param()``
+bounds and choices, a wrong type and huge values; every input file with its schema faults (valid JSON/JSONL/CSV/
+parquet/YAML with missing or wrong-typed fields), corrupt stores, artifacts, models and projects; every output
+under a regular file, equal to an input, over a user's folder, and the ``<output>.work`` collisions.
+
+Each case runs on its own copy of the workspace entries it names (tiny random-weight models, small files, a
+trained artifact, a feedback project, a RAG store), plus the user folders its setup makes. A case is:
 
 - a clean refusal: exit 2, at most two lines on stderr, no traceback;
 - a traceback: "Traceback" on stderr (target 0);
-- damaged: any input file of the workspace changed (target 0);
-- accepted: exit 0, or still running at the timeout (a server, a run that started): the value was taken, which is
-  right for some values ("x" is a fine --system prompt) and is listed for review;
+- damaged: a file that was there before the case (an input, a user's folder) changed or went (target 0);
+- accepted: exit 0, or still running at the timeout (a server, a run that started; the process group is killed).
+  Right for some values ("x" is a fine --system prompt): ``RULES`` says why, and one without a rule is printed
+  for review (one whose one-line error came only after the timeout is marked ``late_refusal``);
 - other: any other exit code or a longer message.
 
-    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 30] [--commands data,predict [--update]]
+    python benchmarks/bad_input_sweep.py [--jobs 2] [--timeout 8] [--commands data,predict [--update]]
+                                         [--kinds generic,schema] [--limit N] [--count] [--check-bases]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import sweep_cases
 from _common import RESULTS, save
+from sweep_cases import DIR, GENERIC, Case
 
-BAD_VALUES = ("-1", "0", "nan", "x", "")
 ADAPTLAB = str(Path(sys.executable).with_name("adaptlab"))
-SMALL = ["--train-size", "8", "--val-size", "2", "--test-size", "4"]
-SHARED_TRAIN_OPTIONS = "lora"  # the strategy on which the options every training strategy shares are swept
+OUTCOMES = ("clean_refusal", "traceback", "damaged", "accepted", "other")
+GENERIC_TEXT = r"-1|0|nan|x|"
+#: kinds of case watched past the timeout (--observe): faults found only once a model or file is loaded
+OBSERVED_KINDS = {"corrupt", "wrong-kind", "schema", "config", "path", "output", "collision", "huge"}
+
+#: (command, option, value) regular expressions -> why accepting that value is right (first match wins). A value
+#: is matched as the row shows it: workspace paths as {w}/NAME, 2**70 as its digits.
+HUGE = re.escape(sweep_cases.HUGE)
+RULES = [
+    # text that is free-form by design
+    (r".*", r"--system|--init-text|--instruction|--forgetting-text", r".*", "any text is a valid system message, instruction or initialisation text"),
+    (r"rag (search|ask)", r"query|question", r"-1|0|nan|x", "any text is a valid query"),
+    (r"generate", r"prompt", r"-1|0|nan|x", "any text is a valid prompt"),
+    (r"predict|embed", r"texts", GENERIC_TEXT, "any text, even empty, is a valid text to classify or embed"),
+    (r"feedback add-annotator", r"name", r"-1|0|nan|x", "any non-empty name is a valid annotator name"),
+    (r".*", r"--api-key", r".+", "any string is a valid API key"),
+    (r".*", r"--api-key", r"", "an empty --api-key means no key, as when ADAPTLAB_API_KEY is unset"),
+    # zero means off, none or greedy
+    (r".*", r"--seed", r"0", "0 is a valid seed"),
+    (r".*", r"--temperature", r"0", "0 means greedy decoding"),
+    (r".*", r"--top-k", r"0", "0 turns top-k sampling off"),
+    (r".*", r"--weight-decay", r"0", "0 means no weight decay"),
+    (r".*", r"--warmup-ratio", r"0", "0 means no warm-up"),
+    (r".*", r"--dropout|--lora-dropout", r"0", "0 means no dropout"),
+    (r".*", r"--dense-weight|--bm25-weight", r"0", "a zero weight leaves that ranking out of the fusion"),
+    (r"rlhf ppo", r"--init-kl-coef|--target-kl|--vf-coef|--gamma|--lam|--cliprange|--cliprange-value|--missing-eos-penalty|--score-clip",
+     r"0", "0 is within the declared range (no KL penalty, no KL target, no value loss, no discounting, no clipping)"),
+    (r"rag index", r"--chunk-overlap", r"0", "0 means chunks share no tokens"),
+    (r"compare", r"--tune", r"0", "0 means no tuning"),
+    (r"serve", r"--batch-window-ms", r"0", "0 means a lone request does not wait for company"),
+    (r"sft eval", r"--shots", r"0", "0 means zero-shot"),
+    (r"rag eval", r"--answers", r"0", "0 means retrieval only"),
+    # a huge value within the declared range that means "no limit"
+    (r".*", r"--patience|--max-minutes", HUGE + r"|inf", "no upper bound is declared: a huge value means never stop early"),
+    (r".*", r"--grad-clip|--max-grad-norm", HUGE + r"|inf", "a huge clipping norm means no clipping"),
+    (r".*", r"--batch-size|--mini-batch-size|--max-batch|--max-texts|--max-chars|--max-concurrent|--generation-batch",
+     HUGE, "no upper bound is declared: a batch larger than the data holds all of it"),
+    (r".*", r"--dense-weight|--bm25-weight", HUGE + r"|inf", "fusion weights are relative: a huge one ranks by that list alone"),
+    (r".*", r"--limit|--n|--answers", HUGE, "a count above the number of questions or prompts takes them all"),
+    (r".*", r"--max-steps", HUGE, "a step cap above what the epochs take is no cap"),
+    # outputs
+    (r".*", r"--output|project", r"-1|0|nan|x", "a relative name is a valid output path (written under the working directory)"),
+    (r"rag index", r"--store", r"-1|0|nan|x", "a new store at a relative path is created"),
+    (r"compare", r"--output", r"\{w\}/user", "compare resumes in an existing directory; the user's file in it is kept (checked)"),
+    (r"compare", r"--output", r"\{w\}/run",
+     "compare keeps its runs inside --output and makes no <output>.work: the user's run.work is left as it was (checked)"),
+    (r"serve|feedback serve", r"--host", r"0", "'0' resolves to 0.0.0.0, a valid interface"),
+    # options the base invocation does not read
+    (r"predict|embed", r"--text-column", r".*", "not read: the texts are given as arguments"),
+    (r"sft train", r"--messages-column|--text-column", r".*", "not read: the data are prompt/completion pairs"),
+    (r"rag eval", r"--model|--k", r".*", "not read: the reader runs only with --answers above 0"),
+    (r"rag (search|ask|eval)", r"--rerank-depth", r".*", "not read without --rerank"),
+    (r"feedback new", r"--model|--n|--top-p|--max-new-tokens|--temperature", r".*", "not read: the candidates are imported, not sampled"),
+    (r"rlhf ppo", r"--prompt-column", r".*", "not read: the prompts are a .txt file"),
+    (r"rlhf (ppo|eval)", r"--reward-label", r".*", "not read: the reward is a reward model, not a classifier"),
+    (r"train lora", r"--target-modules", r"", "an empty list means the default target modules"),
+    (r"train .*|sft train|compare", r"--config", r"\{w\}/bad-config-empty\.yaml", "an empty YAML file sets nothing: the options given run"),
+    # a model of another kind that works
+    (r"train (lora|full|last-k|head|features|prefix-tuning|p-tuning|prompt-tuning)", r"--model", r"\{w\}/tiny-llama",
+     "a causal LM with a classification head is a valid encoder"),
+]
 
 
-def workspace(root: Path) -> dict[str, list[str]]:
-    """Inputs under root/in (checked for damage after every case) and each command's base invocation."""
-    import adaptlab
-    from adaptlab.data import load_data, split_data
-    from adaptlab.feedback import project
-    from adaptlab.models.tiny import save_tiny_bert, save_tiny_llama
-    from adaptlab.rlhf import read_preferences, split_preferences, train_reward_model
-
-    w = root / "in"
-    (w / "docs").mkdir(parents=True)
-    bert, llama = str(save_tiny_bert(w / "tiny-bert")), str(save_tiny_llama(w / "tiny-llama"))
-    rows = [{"text": f"{'a wonderful film' if i % 2 else 'a dull mess'} ({i})", "label": "pos" if i % 2 else "neg"} for i in range(20)]
-    lines = lambda path, items: path.write_text("".join(json.dumps(x) + "\n" for x in items), encoding="utf-8")
-    import pandas as pd
-
-    pd.DataFrame(rows).to_csv(w / "data.csv", index=False)
-    lines(w / "chat.jsonl", [{"prompt": f"question {i}", "completion": f"answer {i}"} for i in range(12)])
-    lines(w / "prefs.jsonl", [{"prompt": f"p{i}", "chosen": "a kind reply", "rejected": "rude"} for i in range(12)])
-    lines(w / "candidates.jsonl", [{"prompt": f"p{i}", "responses": ["one", "two"]} for i in range(3)])
-    lines(w / "queries.jsonl", [{"question": "the eiffel tower", "relevant": ["x"]}])
-    (w / "prompts.txt").write_text("The film was\nThe plot\n", encoding="utf-8")
-    (w / "docs" / "a.txt").write_text("The Eiffel Tower was completed in 1889.\n", encoding="utf-8")
-    adaptlab.train("lora", split_data(load_data(w / "data.csv"), seed=0), w / "lora", model=bert, epochs=1, progress=False)
-    pairs, _ = read_preferences(str(w / "prefs.jsonl"))
-    train_reward_model(split_preferences(pairs, str(w / "prefs.jsonl")), w / "rm", model=bert, epochs=1, progress=False)
-    project.new_project(w / "project", candidates_path=w / "candidates.jsonl")
-    subprocess.run([ADAPTLAB, "rag", "index", str(w / "docs"), "--store", str(w / "store"), "--model", bert],
-                   check=True, capture_output=True)
-    out = f"{root}/out/{{case}}"
-    bases = {
-        "compare": ["compare", "--data", f"{w}/data.csv", *SMALL, "--models", bert, "--strategies", "head", "-o", out],
-        "serve": ["serve", f"{w}/lora", "--port", "{port}"],
-        "generate": ["generate", "--model", llama, "--max-new-tokens", "2", "hello"],
-        "merge": ["merge", f"{w}/lora", "-o", out],
-        "predict": ["predict", f"{w}/lora", "a text"],
-        "embed": ["embed", "--model", bert, "-o", f"{out}.npy", "hello"],
-        "data": ["data", "--data", f"{w}/data.csv"],
-        "rag index": ["rag", "index", f"{w}/docs", "--store", out, "--model", bert],
-        "rag search": ["rag", "search", "eiffel", "--store", f"{w}/store"],
-        "rag ask": ["rag", "ask", "eiffel", "--store", f"{w}/store", "--model", llama, "--max-new-tokens", "2"],
-        "rag eval": ["rag", "eval", "--queries", f"{w}/queries.jsonl", "--store", f"{w}/store", "-o", out],
-        "feedback new": ["feedback", "new", out, "--candidates", f"{w}/candidates.jsonl"],
-        "feedback add-annotator": ["feedback", "add-annotator", f"{w}/project", "bob"],
-        "feedback serve": ["feedback", "serve", f"{w}/project", "--port", "{port}"],
-        "feedback export": ["feedback", "export", f"{w}/project", "-o", f"{out}.jsonl"],
-        "rlhf reward": ["rlhf", "reward", "--data", f"{w}/prefs.jsonl", "--model", bert, "--epochs", "1", "-o", out],
-        "rlhf dpo": ["rlhf", "dpo", "--data", f"{w}/prefs.jsonl", "--model", llama, "--epochs", "1", "-o", out],
-        "rlhf ppo": ["rlhf", "ppo", "--reward", f"{w}/rm", "--model", llama, "--prompts", f"{w}/prompts.txt", "--steps", "1",
-                     "--batch-size", "2", "--mini-batch-size", "2", "-o", out],
-        "sft train": ["sft", "train", "--data", f"{w}/chat.jsonl", "--model", llama, "--epochs", "1", "-o", out],
-        "sft eval": ["sft", "eval", "--data", f"{w}/chat.jsonl", "--model", llama],
-    }
-    from adaptlab.methods import STRATEGIES
-
-    for name, cls in STRATEGIES.items():
-        model = llama if name in ("icl", "soft-prompt") else bert
-        bases[f"train {name}"] = ["train", name, "--data", f"{w}/data.csv", "--model", model, "--epochs", "1", "-o", out]
-    return bases
+def justification(row: dict) -> str | None:
+    for command, option, value, why in RULES:
+        if re.fullmatch(command, row["command"]) and re.fullmatch(option, row["option"]) and re.fullmatch(value, row["value"]):
+            return why
+    return None
 
 
-def options(command: list[str]) -> list[str]:
-    """The value-taking options of an adaptlab command, read from its typer definition."""
-    import typer.main
-
-    from adaptlab.cli import build_app
-
-    node = typer.main.get_command(build_app(["adaptlab", command[0]]))
-    for part in command:
-        node = node.commands[part]
-    return [p.opts[0] for p in node.params if p.opts and p.opts[0].startswith("--") and not p.is_flag
-            and p.opts[0] != "--help"]
-
-
-def cases(bases: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]]]:
-    from adaptlab.cli.common import DATA_OPTIONS
-    from adaptlab.params import option_name
-    from adaptlab.training.options import TrainingOptions
-
-    shared = {option_name(f.name) for f in dataclasses.fields(TrainingOptions)} | {option_name(n) for n in DATA_OPTIONS}
-    shared |= {"--config", "--output"}
-    found = []
-    for command, base in bases.items():
-        for option in options(command.split()):
-            if command.startswith("train ") and command != f"train {SHARED_TRAIN_OPTIONS}" and option in shared:
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file (content hash), link (target) and folder under ``root``; SQLite's -wal/-shm are left out."""
+    found = {}
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder)
+        for name in dirs:
+            path = base / name
+            found[str(path.relative_to(root))] = f"link:{os.readlink(path)}" if path.is_symlink() else "dir"
+        for name in files:
+            path = base / name
+            if name.endswith(("-wal", "-shm", "-journal")):
                 continue
-            for value in BAD_VALUES:
-                argv = list(base)
-                if option in argv:
-                    argv[argv.index(option) + 1] = value
-                else:
-                    argv += [option, value]
-                found.append((command, option, value, argv))
+            if path.is_symlink():
+                found[str(path.relative_to(root))] = f"link:{os.readlink(path)}"
+            else:
+                found[str(path.relative_to(root))] = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
     return found
 
 
-def digest(root: Path) -> str:
-    hasher = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and "-wal" not in path.name and "-shm" not in path.name:
-            hasher.update(path.read_bytes())
-    return hasher.hexdigest()
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
-def run_case(number: int, case: tuple, root: Path, timeout: float) -> dict:
-    command, option, value, argv = case
-    argv = [arg.replace("{case}", str(number)).replace("{port}", str(20_000 + number)) for arg in argv]
-    cwd = root / "cwd" / str(number)
-    cwd.mkdir(parents=True)
-    before = digest(root / "in")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+def kill_group(process: subprocess.Popen) -> None:
+    """Stop the case's whole process group (servers, workers), politely first."""
+    for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 0)):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline and process.poll() is None:
+            time.sleep(0.05)
+
+
+def prepare(case: Case, w: Path, pristine: Path) -> None:
+    """Copy the workspace entries the case names into its own ``w``, then make its setup (user folders)."""
+    entries = {token.split("{w}/", 1)[1].split("/")[0] for token in case.argv if "{w}/" in token}
+    for entry in sorted(entries):
+        source = pristine / entry
+        if source.is_dir():
+            shutil.copytree(source, w / entry, symlinks=True)
+        elif source.exists():
+            shutil.copy2(source, w / entry)
+    for relative, content in case.setup.items():
+        path = w / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content == DIR:
+            path.mkdir(exist_ok=True)
+        elif isinstance(content, tuple):
+            path.symlink_to(w / content[1], target_is_directory=True)
+        else:
+            sweep_cases.write_content(path, content)
+
+
+def run_case(number: int, case: Case, root: Path, timeout: float, observe: float, env: dict) -> dict:
+    folder = root / "cases" / str(number)
+    w, cwd = folder / "w", folder / "cwd"
+    w.mkdir(parents=True)
+    cwd.mkdir()
+    prepare(case, w, root / "in")
+    port = str(free_port()) if any("{port}" in token for token in case.argv) else ""
+    argv = [token.replace("{w}", str(w)).replace("{out}", str(folder / "out")).replace("{port}", port) for token in case.argv]
+    before = snapshot(w)
+    started = time.perf_counter()
+    process = subprocess.Popen([ADAPTLAB, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    timed_out = False
     try:
-        done = subprocess.run([ADAPTLAB, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-        code, stderr = done.returncode, done.stderr
-    except subprocess.TimeoutExpired as exc:  # still running: a server that started, or work that began
-        partial = exc.stderr or b""
-        code, stderr = None, partial.decode(errors="replace") if isinstance(partial, bytes) else partial
-    damaged = digest(root / "in") != before
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:  # still running: a server that started, or work that began
+        timed_out = True
+        try:  # a fault case is watched a while longer: how it ends (a traceback after loading a model) is reported
+            _, stderr = process.communicate(timeout=max(observe - timeout, 0) if case.kind in OBSERVED_KINDS else 0)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+            _, stderr = process.communicate()
+    code = process.returncode if process.returncode is not None and process.returncode >= 0 else None
+    seconds = round(time.perf_counter() - started, 2)
+    kill_group(process)  # anything the case left running in its group
+    stderr = stderr.decode(errors="replace")
+    after = snapshot(w)
+    changed = sorted(path for path, digest in before.items() if after.get(path) != digest)
+    if code in (0, None) and all(path.split("/")[0] in case.writes for path in changed):
+        changed = []  # the command's own data, written by a run that was accepted (add-annotator)
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    if damaged:
+    late = timed_out and code == 2 and 1 <= len(lines) <= 2  # a one-line refusal, but only after the timeout
+    if changed:
         outcome = "damaged"
     elif "Traceback" in stderr:
         outcome = "traceback"
-    elif code == 2 and 1 <= len(lines) <= 2:
+    elif code == 2 and 1 <= len(lines) <= 2 and not timed_out:
         outcome = "clean_refusal"
-    elif code in (0, None):
+    elif code in (0, None) or late:
         outcome = "accepted"
     else:
         outcome = "other"
-    shutil.rmtree(cwd, ignore_errors=True)
-    return {"command": command, "option": option, "value": value, "outcome": outcome, "exit": code,
-            "message": (lines[-1] if lines else "")[:200]}
-
-
-def earlier_rows(earlier: dict, every_case: list) -> list[dict]:
-    """The stored sweep's rows; a file written before rows were kept lists only its problems and accepted cases,
-    so every other case of the same sweep was a clean refusal."""
-    if "rows" in earlier:
-        return earlier["rows"]
-    listed = {(r["command"], r["option"], r["value"]): r for r in earlier["problems"] + earlier["accepted_cases"]}
-    return [listed.get((c, o, v), {"command": c, "option": o, "value": v, "outcome": "clean_refusal", "exit": 2, "message": ""})
-            for c, o, v, _ in every_case]
-
-
-OUTCOMES = ("clean_refusal", "traceback", "damaged", "accepted", "other")
+    message = (lines[-1] if lines else "")[:300]
+    if changed:
+        message = f"changed or removed: {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''} | {message}"
+    elif outcome == "traceback":  # the exception's line (the last one not indented), after where it was raised
+        raised = [line for line in lines if not line[:1].isspace()]
+        message = " | ".join(dict.fromkeys([lines[-1].strip(), *raised[-1:]]))[:300] if lines else ""
+    shutil.rmtree(folder, ignore_errors=True)
+    late = late or code is None and any(line.startswith("adaptlab: error:") for line in lines)
+    return {"command": case.command, "option": case.target, "value": case.value, "kind": case.kind, "note": case.note,
+            "outcome": outcome, "exit": code, "seconds": seconds, "timed_out": timed_out, "late_refusal": late, "message": message,
+            "argv": " ".join(json.dumps(token) if not token or " " in token else token for token in case.argv)}
 
 
 def summary(results: list[dict], seconds: float) -> dict:
     counts = {key: sum(r["outcome"] == key for r in results) for key in OUTCOMES}
     commands = sorted({r["command"] for r in results})
+    refusals = sorted((r for r in results if r["outcome"] == "clean_refusal" and r.get("seconds") is not None),
+                      key=lambda r: -r["seconds"])
+    accepted = [{**r, "justification": justification(r)} for r in results if r["outcome"] == "accepted"]
     return {
-        "cases": len(results), "commands": len(commands), "bad_values": list(BAD_VALUES),
+        "cases": len(results), "commands": len(commands), "bad_values": list(GENERIC),
         "clean_refusals": counts["clean_refusal"], "tracebacks": counts["traceback"], "damaged": counts["damaged"],
         "accepted": counts["accepted"], "other": counts["other"], "seconds": seconds,
+        "slowest_error_seconds": refusals[0]["seconds"] if refusals else None,
+        "needs_review": sum(r["justification"] is None for r in accepted),
+        "late_refusals": sum(bool(r.get("late_refusal")) for r in results),
         "by_command": {c: {k: sum(r["command"] == c and r["outcome"] == k for r in results) for k in OUTCOMES} for c in commands},
+        "by_kind": {k: sum(r.get("kind") == k for r in results) for k in sorted({r.get("kind") for r in results}, key=str)},
+        "slowest_refusals": [{k: r[k] for k in ("command", "option", "value", "seconds", "message")} for r in refusals[:10]],
         "problems": [r for r in results if r["outcome"] in ("traceback", "damaged", "other")],
-        "accepted_cases": [r for r in results if r["outcome"] == "accepted"],
+        "accepted_cases": accepted,
         "rows": results,
     }
+
+
+def select(cases: list[Case], args) -> list[Case]:
+    if args.kinds:
+        kinds = {k.strip() for k in args.kinds.split(",")}
+        cases = [c for c in cases if c.kind in kinds]
+    if args.options:
+        options = {o.strip() for o in args.options.split(",")}
+        cases = [c for c in cases if c.target in options]
+    if args.limit:  # evenly spaced over each command's cases, so every kind of case shows up
+        by_command: dict[str, list[Case]] = {}
+        for case in cases:
+            by_command.setdefault(case.command, []).append(case)
+        cases = [group[round(i * len(group) / min(args.limit, len(group)))] for group in by_command.values()
+                 for i in range(min(args.limit, len(group)))]
+    return cases
+
+
+def base_cases(only: set[str] | None) -> list[Case]:
+    """Each command's base invocation unchanged (``--check-bases``): each should be accepted."""
+    specs = sweep_cases.command_specs()
+    bases = sweep_cases.make_bases(specs)
+    return [Case(command, "(base)", "", "base", [t.value if isinstance(t, sweep_cases.Pos) else t for t in base.argv],
+                 writes=base.writes)
+            for command, base in bases.items() if not only or command in only]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=30)
+    parser.add_argument("--timeout", type=float, default=8, help="seconds before a case counts as accepted and is killed")
+    parser.add_argument("--observe", type=float, default=30, help="a fault case (corrupt file, wrong schema, huge value...) "
+                        "still running at --timeout is watched up to this many seconds to see whether it ends in a traceback "
+                        "(then counted as one) or a late refusal; it stays accepted otherwise; 0: kill it at --timeout")
     parser.add_argument("--commands", help="comma-separated subset, e.g. 'data,predict' (default: every command)")
+    parser.add_argument("--kinds", help="only these kinds of case, e.g. 'generic,schema,corrupt'")
+    parser.add_argument("--options", help="only these options or arguments, e.g. '--output,--config'")
+    parser.add_argument("--limit", type=int, help="development: at most N cases per command, evenly spaced")
+    parser.add_argument("--count", action="store_true", help="print the cases per command and kind, run nothing")
+    parser.add_argument("--check-bases", action="store_true", help="run each command's valid base invocation once")
+    parser.add_argument("--keep", action="store_true", help="keep the workspace (its path is printed)")
+    parser.add_argument("--workspace", type=Path, help="development: reuse a workspace kept with --keep (ROOT/in)")
     parser.add_argument("--update", action="store_true", help="with --commands: re-run those commands' cases and "
                         "replace their rows in results/bad_input_sweep.json (the other commands' rows stay)")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="adaptlab-sweep-"))
-    os.environ["ADAPTLAB_CACHE"] = str(root / "cache")
-    bases = workspace(root)
-    every_case = cases(bases)
-    if args.commands:
-        bases = {name: base for name, base in bases.items() if name in {c.strip() for c in args.commands.split(",")}}
-    todo = cases(bases)
-    print(f"{len(todo)} cases over {len(bases)} commands", flush=True)
-    started, finished = time.perf_counter(), []
+    only = {c.strip() for c in args.commands.split(",")} if args.commands else None
+    every_case, missing = sweep_cases.generate()
+    todo = base_cases(only) if args.check_bases else select([c for c in every_case if not only or c.command in only], args)
+    if args.count:
+        counts: dict[str, dict[str, int]] = {}
+        for case in todo:
+            counts.setdefault(case.command, {}).setdefault(case.kind, 0)
+            counts[case.command][case.kind] += 1
+        for command, kinds in sorted(counts.items()):
+            print(f"{command:24} {sum(kinds.values()):5}  " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+        print(f"{'total':24} {len(todo):5}  over {len(counts)} commands; not swept: {missing}")
+        return
+    root = args.workspace or Path(tempfile.mkdtemp(prefix="adaptlab-sweep-"))
+    env = {**os.environ, "ADAPTLAB_CACHE": str(root / "cache"), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "TOKENIZERS_PARALLELISM": "false"}
+    os.environ["ADAPTLAB_CACHE"] = env["ADAPTLAB_CACHE"]
+    if not args.workspace:
+        print(f"building the workspace in {root}", flush=True)
+        sweep_cases.build_workspace(root / "in", ADAPTLAB, env)
+    shutil.rmtree(root / "cases", ignore_errors=True)
+    pristine = snapshot(root / "in")
+    print(f"{len(todo)} cases over {len({c.command for c in todo})} commands (timeout {args.timeout:g} s, fault cases watched "
+          f"up to {args.observe:g} s, {args.jobs} jobs)", flush=True)
+    started, finished, lock = time.perf_counter(), [], threading.Lock()
 
     def one(item):
-        result = run_case(item[0], item[1], root, args.timeout)
-        finished.append(result)
-        if len(finished) % 50 == 0:
-            print(f"{len(finished)}/{len(todo)} cases", flush=True)
+        result = run_case(item[0], item[1], root, args.timeout, args.observe, env)
+        with lock:
+            finished.append(result)
+            if result["outcome"] in ("traceback", "damaged", "other"):
+                print(f"  {result['outcome']}: adaptlab {result['argv']}\n    {result['message']}", flush=True)
+            if len(finished) % 50 == 0:
+                elapsed = time.perf_counter() - started
+                print(f"{len(finished)}/{len(todo)} cases, {elapsed / 60:.1f} min, about "
+                      f"{elapsed / len(finished) * (len(todo) - len(finished)) / 60:.0f} min left", flush=True)
         return result
 
     with ThreadPoolExecutor(args.jobs) as pool:
         results = list(pool.map(one, enumerate(todo)))
     seconds = round(time.perf_counter() - started, 1)
-    if args.update:  # replace these commands' rows in the full sweep's file, keep every other command's
+    if snapshot(root / "in") != pristine:  # read through an artifact's or store's recorded paths, never written
+        results.append({"command": "(workspace)", "option": "", "value": "", "kind": "", "note": "",
+                        "outcome": "damaged", "exit": None, "seconds": None, "argv": "",
+                        "message": "the shared workspace changed during the sweep"})
+    if args.check_bases:
+        for r in results:
+            print(f"{r['command']:24} {r['outcome']:14} exit {r['exit']} {r['seconds']:6.1f} s  {r['message'][:100]}")
+        return
+    full = not (args.commands or args.kinds or args.options or args.limit)
+    if args.update and args.commands and not (args.kinds or args.options or args.limit):
         earlier = json.loads((RESULTS / "bad_input_sweep.json").read_text())
-        kept = [r for r in earlier_rows(earlier, every_case) if r["command"] not in bases]
-        results, seconds = kept + results, earlier["seconds"]
-    save("bad_input_sweep" if not args.commands or args.update else "bad_input_sweep_subset", summary(results, seconds))
-    shutil.rmtree(root, ignore_errors=True)
+        results = [r for r in earlier["rows"] if r["command"] not in only] + results
+        seconds, full = earlier["seconds"], True
+    payload = summary(results, seconds)
+    with contextlib.redirect_stdout(io.StringIO()):  # save() prints the payload: thousands of rows
+        path = save("bad_input_sweep" if full else "bad_input_sweep_subset", payload)
+    for row in payload["accepted_cases"]:
+        if row["justification"] is None:
+            what = "refused only after the timeout" if row.get("late_refusal") else "accepted"
+            print(f"  needs review ({what}): adaptlab {row['argv']}  [{row['note'] or row['kind']}] {row['message'][:120]}")
+    for row in payload["problems"]:
+        print(f"  {row['outcome']}: adaptlab {row['argv']}\n    {row['message']}")
+    print(json.dumps({k: payload[k] for k in ("cases", "commands", "clean_refusals", "tracebacks", "damaged", "accepted",
+                                              "needs_review", "other", "seconds", "slowest_error_seconds", "by_command")}))
+    print(f"written: {path}")
+    if args.keep or args.workspace:
+        print(f"workspace kept: {root} (reuse it with --workspace {root})")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
