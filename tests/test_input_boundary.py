@@ -5,6 +5,8 @@ file the user had byte-identical afterwards (a user's ``<output>.work`` folder a
 from __future__ import annotations
 
 import json
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,23 @@ def workspace(tmp_path_factory, tiny_bert) -> Path:
     for name, text in yamls.items():
         (root / name).write_text(text, encoding="utf-8")
     adaptlab.train("lora", split_data(load_data(data), seed=0), root / "lora", model=str(tiny_bert), epochs=1, progress=False)
+    # feedback projects whose feedback.sqlite is not adaptlab's: another program's database, an empty file, a folder
+    (root / "fb-foreign").mkdir()
+    conn = sqlite3.connect(root / "fb-foreign" / "feedback.sqlite")
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    (root / "fb-empty").mkdir()
+    (root / "fb-empty" / "feedback.sqlite").write_bytes(b"")
+    (root / "fb-dir" / "feedback.sqlite").mkdir(parents=True)
+    (root / "fb-dir" / "feedback.sqlite" / "keep.txt").write_text("mine", encoding="utf-8")
+    # copies of the tiny model with one file damaged
+    for name, damage in {"bad-tokenizer": lambda d: (d / "tokenizer.json").write_text("garbage", encoding="utf-8"),
+                         "bad-config": lambda d: (d / "config.json").write_text("{}", encoding="utf-8"),
+                         "bad-weights": lambda d: (d / "model.safetensors").write_bytes(
+                             (d / "model.safetensors").read_bytes()[:2000])}.items():
+        shutil.copytree(tiny_bert, root / name)
+        damage(root / name)
     return root
 
 
@@ -70,6 +89,39 @@ CASES = {
     "tune range to infinity": (["compare", "--data", f"{W}/data.csv", *SMALL, "--config", f"{W}/tune-inf.yaml"], "finite numbers"),
     "tune bound the strategy refuses": (["compare", "--data", f"{W}/data.csv", *SMALL, "--config", f"{W}/tune-bad-bound.yaml"],
                                         "--dropout must be below 1"),
+    # outputs of rag, rlhf eval and feedback: under a file, an input, or the current directory
+    "rag index store under a file": (["rag", "index", f"{W}/texts.txt", "--store", f"{W}/data.csv/store"], "which is a file"),
+    "rag index store is the documents": (["rag", "index", f"{W}/corpus.work", "--store", f"{W}/corpus.work"], "is the input"),
+    "rag index store holds an input": (["rag", "index", f"{W}/texts.txt", "--store", W], "contains the input"),
+    "rag index store inside an input": (["rag", "index", f"{W}/corpus.work", "--store", f"{W}/corpus.work/store"], "lies inside"),
+    "rag eval under a file": (["rag", "eval", "--queries", f"{W}/chat.jsonl", "--store", f"{W}/corpus.work", "-o",
+                               f"{W}/data.csv/out"], "which is a file"),
+    "rag eval onto its store": (["rag", "eval", "--queries", f"{W}/chat.jsonl", "--store", f"{W}/corpus.work", "-o",
+                                 f"{W}/corpus.work"], "is the input"),
+    "rag eval -o .": (["rag", "eval", "--queries", f"{W}/chat.jsonl", "--store", f"{W}/corpus.work", "-o", "."],
+                      "is the current directory"),
+    "rlhf eval under a file": (["rlhf", "eval", f"{W}/lora", "--reward", f"{W}/lora", "--prompts", f"{W}/chat.jsonl",
+                                "-o", f"{W}/data.csv/out"], "which is a file"),
+    "rlhf eval onto its prompts": (["rlhf", "eval", f"{W}/lora", "--reward", f"{W}/lora", "--prompts", f"{W}/chat.jsonl",
+                                    "-o", f"{W}/chat.jsonl"], "is a file"),
+    "rlhf eval onto its policy": (["rlhf", "eval", f"{W}/lora", "--reward", f"{W}/lora", "--prompts", f"{W}/chat.jsonl",
+                                   "-o", f"{W}/lora"], "is the input"),
+    "feedback new under a file": (["feedback", "new", f"{W}/data.csv/project", "--candidates", f"{W}/chat.jsonl"],
+                                  "which is a file"),
+    "feedback new in .": (["feedback", "new", ".", "--candidates", f"{W}/chat.jsonl"], "is the current directory"),
+    # huge counts are refused, not an OverflowError
+    "rag search -k 2**70": (["rag", "search", "eiffel", "--store", f"{W}/lora", "-k", str(2**70)], "less than or equal to"),
+    "train --grad-accum 2**70": ([*TRAIN[:1], "lora", *TRAIN[2:], "--grad-accum", str(2**70)], "--grad-accum must be below"),
+    "train --batch-size 2**70": ([*TRAIN[:1], "lora", *TRAIN[2:], "--batch-size", str(2**70)], "--batch-size must be below"),
+    # a feedback.sqlite that is not adaptlab's is refused before anything writes to it (it stays byte-identical)
+    "feedback export another program's sqlite": (["feedback", "export", f"{W}/fb-foreign", "-o", "x.jsonl"],
+                                                 "not a feedback database made by adaptlab"),
+    "feedback export empty sqlite": (["feedback", "export", f"{W}/fb-empty", "-o", "x.jsonl"], "not a feedback database"),
+    "feedback export sqlite is a folder": (["feedback", "export", f"{W}/fb-dir", "-o", "x.jsonl"], "is not a file"),
+    # damaged model directories
+    "model tokenizer.json garbage": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-tokenizer"], "damaged or incomplete"),
+    "model config.json empty": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-config"], "damaged or incomplete"),
+    "model weights truncated": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-weights"], "damaged or incomplete"),
     # late: what a comparison needs is checked before its first run trains
     "compare missing preferences": (["compare", "--task", "generation", "--data", f"{W}/chat.jsonl", *SMALL,
                                      "--preferences", f"{W}/missing.jsonl"], "does not exist"),

@@ -75,28 +75,31 @@ def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Pat
         raise AdaptlabError(f"--output '{output}' already holds {what}; pass --overwrite to replace it, or choose another --output")
 
 
-def check_output_directory(output: str | Path, inputs: Iterable[str | Path | None] = ()) -> None:
+def check_output_directory(output: str | Path, inputs: Iterable[str | Path | None] = (), *, name: str = "--output") -> None:
     """The guard for an output directory that a rerun resumes (a comparison's): it may exist and hold earlier
-    runs, but it must be a directory that can be written, apart from every input."""
+    runs, but it must be a directory that can be written, apart from every input. ``name``: what the user called
+    it (an option such as ``--store``, or an argument), for the messages."""
+    if not str(output).strip():
+        raise AdaptlabError(f"{name} is empty; give a directory")
     output = Path(output).expanduser()
     if output.exists() and not output.is_dir():
-        raise AdaptlabError(f"--output '{output}' is a file; give a directory")
+        raise AdaptlabError(f"{name} '{output}' is a file; give a directory")
     if Path.cwd().resolve().is_relative_to(output.resolve()):
-        raise AdaptlabError(f"--output '{output}' is the current directory (or holds it); give a new directory")
-    _check_writable(output)
-    _check_apart(output, "--output", [given for given in inputs if given is not None])
+        raise AdaptlabError(f"{name} '{output}' is the current directory (or holds it); give a new directory")
+    _check_writable(output, name)
+    _check_apart(output, name, [given for given in inputs if given is not None])
 
 
-def _check_writable(output: Path) -> None:
+def _check_writable(output: Path, name: str = "--output") -> None:
     """The output is written beside itself (a temporary sibling renamed into place), so its nearest existing
     ancestor must be a directory this process may write in."""
     ancestor = output.absolute().parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise AdaptlabError(f"--output '{output}' lies under '{ancestor}', which is a file; choose a path under a directory")
+        raise AdaptlabError(f"{name} '{output}' lies under '{ancestor}', which is a file; choose a path under a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise AdaptlabError(f"--output '{output}': the directory '{ancestor}' is not writable; choose a place you may write to")
+        raise AdaptlabError(f"{name} '{output}': the directory '{ancestor}' is not writable; choose a place you may write to")
 
 
 def _check_apart(place: Path, what: str, inputs: Iterable[str | Path]) -> None:
@@ -109,7 +112,7 @@ def _check_apart(place: Path, what: str, inputs: Iterable[str | Path]) -> None:
         source = source.resolve()
         if target == source or source.is_relative_to(target) or (source.is_dir() and target.is_relative_to(source)):
             relation = "is" if target == source else ("contains" if source.is_relative_to(target) else "lies inside")
-            name = f"--output '{place}'" if what == "--output" else f"{what} '{place}'"
+            name = f"{what} '{place}'"
             raise AdaptlabError(f"{name} {relation} the input '{given}'; write the output somewhere else")
 
 
@@ -202,6 +205,7 @@ def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[
     runtime = job.runtime.describe()  # a bad device fails here, before any work
     if not resume and workdir.exists():
         shutil.rmtree(workdir)
+    made = [parent for parent in workdir.absolute().parents if not parent.exists()]  # folders this run creates, nearest first
     check_resumable(workdir, {"data": data_description, "params": job.get_params()}, resume)
     seed_everything(seed)
     try:
@@ -209,6 +213,11 @@ def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[
     except BaseException:  # interrupted or failed: keep checkpoints to resume from, but no empty work directory
         if workdir.is_dir() and [p.name for p in workdir.iterdir()] == [RUN_RECORD]:
             shutil.rmtree(workdir, ignore_errors=True)
+            for parent in made:  # and the folders made for it (runs/), while they are empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
         raise
 
 

@@ -121,11 +121,16 @@ def check_fields(obj: Any) -> None:
             raise AdaptlabError(f"{label} must be one of {', '.join(map(str, meta['choices']))}, not {value!r}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if meta.get("minimum") is not None and value < meta["minimum"]:
-                raise AdaptlabError(f"{label} must be at least {meta['minimum']:g}, not {value:g}")
+                raise AdaptlabError(f"{label} must be at least {_shown(meta['minimum'])}, not {_shown(value)}")
             if meta.get("above") is not None and not value > meta["above"]:
-                raise AdaptlabError(f"{label} must be greater than {meta['above']:g}, not {value:g}")
+                raise AdaptlabError(f"{label} must be greater than {_shown(meta['above'])}, not {_shown(value)}")
             if meta.get("below") is not None and not value < meta["below"]:
-                raise AdaptlabError(f"{label} must be below {meta['below']:g}, not {value:g}")
+                raise AdaptlabError(f"{label} must be below {_shown(meta['below'])}, not {_shown(value)}")
+
+
+def _shown(number: float) -> str:
+    """A bound or value as a message shows it: an integer exactly (2147483648, not 2.14748e+09), a float short."""
+    return str(number) if isinstance(number, int) else f"{number:g}"
 
 
 def check_names(cls: type, given: dict, where: str, subject: str) -> None:

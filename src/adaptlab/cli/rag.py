@@ -52,8 +52,11 @@ def rag_index(
     device: DEVICE = None,
 ) -> None:
     """Add, replace and remove documents so the store matches PATHS; unchanged files are skipped."""
+    from adaptlab.jobs import check_output_directory
     from adaptlab.rag import RagIndex
 
+    if not store.startswith(("postgresql://", "postgres://")):  # a store is updated in place: it may exist
+        check_output_directory(store, [*paths, model], name="--store")
     index = RagIndex(store, model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, device=device)
     report = index.update(paths)
     if ann:
@@ -72,7 +75,7 @@ def rag_index(
 def rag_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     store: StoreOpt = "rag-store",
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many chunks.")] = 5,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="How many chunks.")] = 5,
     retrieval: RetrievalOpt = "dense",
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
@@ -122,7 +125,7 @@ def existing_store(store: str) -> str:
 def rag_ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     store: StoreOpt = "rag-store",
-    k: Annotated[int, typer.Option("-k", "--k", help="Chunks given to the model as context.")] = 3,
+    k: Annotated[int, typer.Option("-k", "--k", max=2**31 - 1, help="Chunks given to the model as context.")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.", metavar="")] = False,
     retrieval: RetrievalOpt = "dense",
@@ -178,7 +181,7 @@ def rag_eval(
     queries: Annotated[Optional[Path], typer.Option(help="JSONL of {question, relevant: [ids], answers?} against an existing --store.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
     answers: Annotated[int, typer.Option(help="Also generate answers for this many sampled questions (RAG and closed-book).")] = 0,
-    k: Annotated[int, typer.Option("-k", "--k", help="Chunks of context per answer.")] = 3,
+    k: Annotated[int, typer.Option("-k", "--k", max=2**31 - 1, help="Chunks of context per answer.")] = 3,
     model: Annotated[Optional[list[str]], typer.Option(help="Reader (causal LM or sft artifact) for the answers; repeat to compare readers side by side (the first also answers closed-book). Default smollm2-135m.")] = None,
     retrieval: Annotated[Optional[list[str]], typer.Option("--retrieval", help="dense, bm25 or hybrid; repeat to measure several side by side (the first one answers).")] = None,
     dense_weight: DenseWeightOpt = 1.0,
@@ -206,6 +209,10 @@ def rag_eval(
     output = Path(default_output(output, squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
+    from adaptlab.jobs import check_output_directory
+
+    # with --squad the store is written (default OUTPUT/store); with --queries it is read, so never the output
+    check_output_directory(output, [squad, queries, *([store or "rag-store"] if queries is not None else [])])
     if squad is not None:
         index, query_list = index_squad(squad, output, store, device, settings)
     else:
@@ -241,7 +248,7 @@ def rag_reader_data(
     squad: Annotated[Path, typer.Option(help="SQuAD-format JSON whose paragraphs --store holds (as rag eval --squad indexes them).")],
     store: StoreOpt = "rag-store",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Conversations JSONL to write (default: runs/<squad>-reader.jsonl).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, help="Chunks of context per example, as rag ask -k.")] = 3,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="Chunks of context per example, as rag ask -k.")] = 3,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
     seed: Annotated[int, typer.Option(help="Where the gold chunk goes when retrieval missed it.")] = 0,
     retrieval: RetrievalOpt = "dense",

@@ -115,7 +115,7 @@ def rlhf_eval(
     reward_label: Annotated[Optional[str], typer.Option(help="For a classifier reward: the label whose log-odds is the reward.")] = None,
     prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
     prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
-    n: Annotated[int, typer.Option("-n", "--n", min=1, help="How many prompts.")] = 64,
+    n: Annotated[int, typer.Option("-n", "--n", min=1, max=2**31 - 1, help="How many prompts.")] = 64,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per response.")] = 24,
     seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
     reference: Annotated[Optional[str], typer.Option(help="What every policy is compared with (default: the listed artifact the others started from, e.g. the SFT model PPO and DPO were trained from; else the first policy's base).")] = None,
@@ -132,6 +132,9 @@ def rlhf_eval(
     from adaptlab.rlhf.rewards import load_reward
 
     output = Path(default_output(output, policies[0], "rlhf-eval"))
+    from adaptlab.jobs import check_output_directory
+
+    check_output_directory(output, [*policies, reward, prompts, reference])  # never over (or inside) an input
     # a generous draw of candidates, so that n remain once the policies' training prompts are left out
     drawn = 4 * n * len(policies) if prompts in ("imdb", "rotten_tomatoes") else None
     prompt_list = read_prompts(prompts, prompt_column, drawn, 10_000 + seed)

@@ -102,6 +102,8 @@ def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
         raise AdaptlabError(f"'{directory}' already holds a feedback project")
     if not create and not path.exists():
         raise AdaptlabError(f"'{directory}' is not a feedback project (no {DB_NAME}); create one with `adaptlab feedback new`")
+    if not create:
+        _check_readable(path)  # read-only: a file that is not ours is refused before anything writes to it
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
@@ -125,6 +127,27 @@ def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
         conn.close()
         raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
     return conn
+
+
+def _check_readable(path: Path) -> None:
+    """Refuse, without changing a byte of it, a ``feedback.sqlite`` that is not an adaptlab feedback database: a
+    directory, an empty file, another program's SQLite file (connecting read-write would switch it to WAL mode)."""
+    if not path.is_file():
+        raise AdaptlabError(f"'{path}' is not a file, so not a feedback database; move it, or give another project")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:  # "file is not a database": damaged or not ours
+        raise AdaptlabError(f"'{path}' is not a readable feedback database ({exc}); restore it from a backup") from None
+    if version > SCHEMA_VERSION:
+        raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
+    if version < 1 or not {"project", "prompts", "candidates"} <= tables:
+        raise AdaptlabError(f"'{path}' is not a feedback database made by adaptlab (schema version {version}); "
+                            "restore it from a backup, or give another project")
 
 
 @contextmanager

@@ -52,7 +52,7 @@ class FeatureClassifier(Strategy):
     classifier: str = param("logreg", "logreg or random-forest.", choices=CLASSIFIERS)
     C: float | None = param(None, "Logistic regression C; chosen on the validation split if omitted.", above=0, flag="--C")
     n_estimators: int = param(300, "Trees in the random forest.", minimum=1)
-    batch_size: int = param(64, "Texts per embedding batch.", minimum=1)
+    batch_size: int = param(64, "Texts per embedding batch.", minimum=1, below=2**31)
     max_length: int | None = param(None, "Truncate texts to this many tokens (default: the model's, at most 512).", minimum=1)
     precision: str = param("auto", "auto (bf16 where the hardware has it natively), fp32 or bf16.", choices=PRECISIONS)
     seed: int = param(0, "Seed of the classifier.", minimum=0, below=2**32)

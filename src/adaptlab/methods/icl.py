@@ -61,7 +61,7 @@ class InContextClassifier(PromptOptions, Strategy):
     calibrate: bool = param(False, "Contextual calibration against content-free inputs.")
     draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1)
     mode: str = param("score", "score (label likelihoods) or generate (generate text, parse the label).", choices=MODES)
-    batch_size: int = param(16, "Prompt x label pairs per forward pass.", minimum=1)
+    batch_size: int = param(16, "Prompt x label pairs per forward pass.", minimum=1, below=2**31)
     embedding_model: str = param("minilm", "Embedder for --selection knn.")
     seed: int = param(0, "Seed of the demonstration draws.", minimum=0, below=2**32)
     cache: bool = param(True, "Use the on-disk embedding cache (kNN selection).", runtime=True, cli=False)

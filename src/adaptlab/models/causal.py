@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import ModelRef, hub_error, model_kind, prepare_tokenizer, resolve_model
+from adaptlab.models.loading import ModelRef, loading, model_kind, prepare_tokenizer, resolve_model
 from adaptlab.models.registry import PACKAGED_MODELS
 from adaptlab.runtime import Runtime
 
@@ -38,10 +38,8 @@ def load_causal_lm(name: str, device: str | None = None) -> tuple:
     if model_kind(ref) != "decoder":
         raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
     tokenizer = prepare_tokenizer(ref, "decoder")
-    try:
+    with loading(ref):
         model = AutoModelForCausalLM.from_pretrained(ref.path).to(target).eval()
-    except OSError as exc:
-        raise hub_error(ref, exc) from None
     return model, tokenizer, ref
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import ModelRef, hub_error, model_kind, prepare_tokenizer
+from adaptlab.models.loading import ModelRef, hub_error, loading, model_kind, prepare_tokenizer
 
 if TYPE_CHECKING:  # torch is imported where a model is built or inspected
     import torch
@@ -34,18 +34,19 @@ def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
 
     kind = model_kind(ref)
     tokenizer = prepare_tokenizer(ref, kind)
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            ref.path,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={name: i for i, name in enumerate(label_names)},
-            output_loading_info=True,
-        )
-    except OSError as exc:
-        raise hub_error(ref, exc) from None
-    except ValueError as exc:
-        raise AdaptlabError(f"model '{ref.name}' cannot be used for sequence classification ({exc})") from None
+    with loading(ref):  # damaged weights (truncated safetensors...): one line
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                ref.path,
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)},
+                output_loading_info=True,
+            )
+        except OSError as exc:
+            raise hub_error(ref, exc) from None
+        except ValueError as exc:
+            raise AdaptlabError(f"model '{ref.name}' cannot be used for sequence classification ({exc})") from None
     model.config.pad_token_id = tokenizer.pad_token_id
     # Which modules did not come from the checkpoint? Those are the new head (e.g. DistilBERT's
     # pre_classifier *and* classifier); PEFT must train and save all of them, or reloads silently differ.

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,33 +143,46 @@ def hub_error(ref: ModelRef, exc: Exception) -> AdaptlabError:
     )
 
 
+@contextmanager
+def loading(ref: ModelRef) -> Iterator[None]:
+    """Turn what ``from_pretrained`` raises into one line: a Hub failure (``OSError``), or, for a local directory,
+    files that are damaged or incomplete (a garbled tokenizer.json, a config without a model type, truncated
+    weights)."""
+    try:
+        yield
+    except AdaptlabError:
+        raise
+    except OSError as exc:
+        raise hub_error(ref, exc) from None
+    except Exception as exc:
+        if not ref.local:
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise AdaptlabError(f"model '{ref.name}' could not be loaded ({type(exc).__name__}: {reason}): its files are "
+                            "damaged or incomplete; re-download or point --model elsewhere") from None
+
+
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 
-    try:
+    with loading(ref):
         return AutoTokenizer.from_pretrained(ref.path)
-    except OSError as exc:
-        raise hub_error(ref, exc) from None
 
 
 def load_backbone(ref: ModelRef):
     """The bare transformer (no task head), in eval mode: what feature extraction needs."""
     from transformers import AutoModel
 
-    try:
+    with loading(ref):
         return AutoModel.from_pretrained(ref.path).eval()
-    except OSError as exc:
-        raise hub_error(ref, exc) from None
 
 
 def model_kind(ref: ModelRef) -> str:
     """``decoder`` for causal LMs, ``encoder`` otherwise, read from the config."""
     from transformers import AutoConfig
 
-    try:
+    with loading(ref):
         config = AutoConfig.from_pretrained(ref.path)
-    except OSError as exc:
-        raise hub_error(ref, exc) from None
     causal = any(arch.endswith("ForCausalLM") for arch in (config.architectures or []))
     return "decoder" if causal or getattr(config, "is_decoder", False) else "encoder"
 

@@ -111,7 +111,7 @@ class RetrieverTuner(TrainingOptions):
     lr: float = param(3e-5, "Peak learning rate.", above=0)
     epochs: int = param(2, "Training epochs.", minimum=1)
     batch_size: int = param(32, "(question, passage) pairs per step, at least 2: each question's negatives are the other "
-                                "passages of its batch.", minimum=1)
+                                "passages of its batch.", minimum=1, below=2**31)
     warmup_ratio: float = param(0.1, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     group_by_length: bool = param(False, "Batch pairs of similar length (more repeated passages per batch, fewer negatives).")
     scale: float = param(20.0, "Cosine similarities are multiplied by this before the softmax (sentence-transformers' default).", above=0)

@@ -46,7 +46,7 @@ class DPOPolicy:
     beta: float = param(0.1, "DPO temperature: how far from the reference the policy may move.", above=0)
     lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0)
     epochs: int = param(1, "Epochs.", minimum=1)
-    batch_size: int = param(4, "Pairs per step.", minimum=1)
+    batch_size: int = param(4, "Pairs per step.", minimum=1, below=2**31)
     max_length: int = param(512, "Tokens per prompt + response.", minimum=8)
     seed: int = param(0, "Seed.", minimum=0, below=2**32)
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",

@@ -13,8 +13,8 @@ class PPOConfig:
     """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
 
     steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1)
-    batch_size: int = param(8, "Prompts per step.", minimum=1)
-    mini_batch_size: int = param(4, "Rollouts per gradient step.", minimum=1)
+    batch_size: int = param(8, "Prompts per step.", minimum=1, below=2**31)
+    mini_batch_size: int = param(4, "Rollouts per gradient step.", minimum=1, below=2**31)
     ppo_epochs: int = param(4, "Passes over each batch of rollouts.", minimum=1)
     max_new_tokens: int = param(24, "Tokens per response.", minimum=1)
     temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0)

@@ -47,8 +47,8 @@ class RewardModel(TrainingOptions):
     epochs: int = param(2, "Training epochs.", minimum=1)
     # two sequences per pair and long dialogues: a forward pass of 32 pairs x 160 tokens keeps 3.6 GB of activations
     # on minilm; 8 pairs per pass, accumulated 4 times, is the same optimiser step in a quarter of the memory
-    batch_size: int = param(8, "Preference pairs per forward pass (two sequences each).", minimum=1)
-    grad_accum: int = param(4, "Accumulate gradients over this many passes (8 x 4: 32 pairs per optimiser step).", minimum=1)
+    batch_size: int = param(8, "Preference pairs per forward pass (two sequences each).", minimum=1, below=2**31)
+    grad_accum: int = param(4, "Accumulate gradients over this many passes (8 x 4: 32 pairs per optimiser step).", minimum=1, below=2**31)
     chat: bool | None = param(None, "Frame (prompt, response) as a user and an assistant turn with the tokenizer's chat "
                                     "template (default: when it has one, i.e. for chat decoders); else as a text pair.")
     center_rewards: float | None = param(None, "Add c * mean((r_chosen + r_rejected)^2) to the loss, keeping rewards "

@@ -41,7 +41,7 @@ class SFTJob(TrainingOptions):
     lr: float | None = param(None, "Peak learning rate (default per method: full 2e-5, last-k 5e-5, lora 2e-4, "
                              "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0)
     epochs: int = param(2, "Training epochs.", minimum=1)
-    batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1)
+    batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1, below=2**31)
     r: int = param(16, "LoRA rank.", minimum=1)
     alpha: int = param(32, "LoRA alpha (scale = alpha / r).", minimum=1)
     lora_dropout: float = param(0.05, "LoRA dropout.", minimum=0, below=1)

@@ -25,12 +25,12 @@ class TrainingOptions:
     fields and override the defaults that differ (``lr``, ``epochs``)."""
 
     epochs: int = param(3, "Training epochs.", minimum=1)
-    batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1)
+    batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1, below=2**31)
     lr: float = param(5e-5, "Peak learning rate.", above=0)
     weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0)
     warmup_ratio: float = param(0.06, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
-    grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1)
+    grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1, below=2**31)
     grad_clip: float | None = param(1.0, "Clip the gradient norm to this value.", above=0)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass instead of keeping them: "
                                                 "about half the training memory for about a third more compute.")
