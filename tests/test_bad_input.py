@@ -110,16 +110,20 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_bad_input_is_one_line_and_destroys_nothing(name, workspace, cli, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # relative outputs ("", ".") land in a scratch directory, never the checkout
-    argv, needle = CASES[name]
+def assert_refused(cli, argv: list[str], needle: str, workspace: Path) -> None:
+    """Exit 2, one or two lines on stderr holding ``needle``, no traceback, every workspace file unchanged."""
     before = snapshot(workspace)
     code, _, err = cli(*[arg.replace(W, str(workspace)) for arg in argv])
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert code == 2, f"exit {code}: {err[-1500:]}"
     assert 1 <= len(lines) <= 2 and needle in err and "Traceback" not in err, err
     assert snapshot(workspace) == before, "an input changed"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_input_is_one_line_and_destroys_nothing(name, workspace, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative outputs ("", ".") land in a scratch directory, never the checkout
+    assert_refused(cli, *CASES[name], workspace)
 
 
 def test_the_python_api_takes_one_string_as_one_text_and_refuses_bad_types(workspace, tiny_bert, tmp_path):

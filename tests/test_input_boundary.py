@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import sentiment_rows, write_csv, write_jsonl
-from test_bad_input import snapshot
+from test_bad_input import W, assert_refused, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,6 @@ def workspace(tmp_path_factory, tiny_bert) -> Path:
     return root
 
 
-W = "{w}"
 SMALL = ["--train-size", "8", "--val-size", "2", "--test-size", "4"]
 TRAIN = ["train", "features", "--data", f"{W}/data.csv"]
 CASES = {
@@ -135,13 +134,7 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_and_destroys_nothing(name, workspace, cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv, needle = CASES[name]
-    before = snapshot(workspace)
-    code, _, err = cli(*[arg.replace(W, str(workspace)) for arg in argv])
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2, f"exit {code}: {err[-1500:]}"
-    assert 1 <= len(lines) <= 2 and needle in err and "Traceback" not in err, err
-    assert snapshot(workspace) == before, "an input changed"
+    assert_refused(cli, *CASES[name], workspace)
     assert not (tmp_path / "runs").exists(), "a refused run wrote its default output"
 
 
