@@ -199,8 +199,7 @@ def _score_the_start(trainer: L.Trainer, module: L.LightningModule, data: BatchD
         score = float(trainer.validate(module, datamodule=data, verbose=False)[0][monitor])
     finally:
         trainer.loggers = loggers
-    trainable = {f"model.{n}" for n, p in module.model.named_parameters() if p.requires_grad}
-    state = {k: v.detach().clone() for k, v in module.state_dict().items() if k in trainable}
+    state = {k: v.detach().clone() for k, v in module.trainable_only(module.state_dict()).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": state, "score": score}, path)
     return score
@@ -213,7 +212,8 @@ def _better(a: float, b: float, mode: str) -> bool:
 def _why_stopped(early: EarlyStopping | None, clock: Timer | None) -> str:
     if early is not None and early.stopped_epoch > 0:
         return "converged"
-    if clock is not None and clock.time_remaining("train") is not None and clock.time_remaining("train") <= 0:
+    remaining = None if clock is None else clock.time_remaining("train")
+    if remaining is not None and remaining <= 0:
         return "time_cap"
     return "step_cap"
 

@@ -66,9 +66,13 @@ class AdaptationModule(L.LightningModule):
         scheduler = get_scheduler(self.schedule, optimizer, num_warmup_steps=warmup, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
+    def trainable_only(self, state_dict: dict) -> dict:
+        """The entries of ``state_dict`` that training changes (frozen weights are reloaded from the base model)."""
         trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        return {k: v for k, v in state_dict.items() if k in trainable}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = self.trainable_only(checkpoint["state_dict"])
 
 
 class ClassificationModule(AdaptationModule):
