@@ -41,7 +41,8 @@ def main() -> None:
     import adaptlab
     from adaptlab.artifacts import read_manifest
     from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out
-    from adaptlab.rlhf.ppo import PPOConfig, review_prompts, train_ppo
+    from adaptlab.rlhf.ppo import PPOConfig, train_ppo
+    from adaptlab.rlhf.prompts import review_prompts
     from adaptlab.rlhf.rewards import load_reward
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="adaptlab-ppo-"))

@@ -67,7 +67,7 @@ def trl_environment(workdir: Path) -> Path:
 def prepare(workdir: Path, steps: int) -> None:
     """The reward classifier and the prompts, shared by both workers."""
     import adaptlab
-    from adaptlab.rlhf.ppo import review_prompts
+    from adaptlab.rlhf.prompts import review_prompts
 
     if not (workdir / "imdb-head" / "manifest.json").exists():
         splits = adaptlab.load_splits("imdb", train_size=2000, val_size=300, test_size=500)

@@ -629,6 +629,8 @@ def option_values(target: Target, spec: dataclasses.Field | None) -> list[tuple[
     meta = spec.metadata if spec is not None else {}
     if numeric and meta.get("minimum") is not None:
         values.append(("bound", _number(meta["minimum"] - (1 if integer else 0.5), integer)))
+    if numeric and meta.get("maximum") is not None:
+        values.append(("bound", _number(meta["maximum"] + (1 if integer else 0.5), integer)))
     for key in ("above", "below"):
         if numeric and meta.get(key) is not None:
             values.append(("bound", _number(meta[key], integer)))

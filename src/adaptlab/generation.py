@@ -7,56 +7,22 @@ the thread a ``launch`` function chooses: the server keeps all model work on its
 
 from __future__ import annotations
 
-import math
-
 import contextlib
 import copy
-import json
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models.causal import load_causal_lm
 from adaptlab.models.loading import max_positions
+from adaptlab.sampling import SamplingOptions  # noqa: F401  (also importable from here, next to Generator)
 
 #: how a streamed generation is started: given the work, run it somewhere and return its future (the server
 #: passes its one compute thread's ``executor.submit``; by default a thread of its own)
 Launcher = Callable[[Callable[[], None]], Future]
-
-
-@dataclass
-class SamplingOptions:
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy decoding
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise AdaptlabError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise AdaptlabError(f"--temperature must be a number >= 0 (0: greedy), not {self.temperature}")
-        if not 0 < self.top_p <= 1:  # also false for nan
-            raise AdaptlabError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if self.top_k < 0:
-            raise AdaptlabError(f"--top-k must be >= 0 (0: off), not {self.top_k}")
-        if not 0 <= self.seed < 2**63:
-            raise AdaptlabError(f"--seed must be a whole number from 0 to 2**63 - 1, not {self.seed}")
-
-    def generate_kwargs(self) -> dict:
-        if self.temperature == 0:
-            return {"do_sample": False, "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        return {
-            "do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k or None,
-            "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
-        }
 
 
 class Generator:
@@ -171,21 +137,3 @@ def _own_thread(work: Callable[[], None]) -> Future:
 
     threading.Thread(target=target, daemon=True).start()
     return future
-
-
-def read_examples(path: Path) -> list[tuple[str, str]]:
-    """Few-shot (input, output) pairs from a JSONL file of {"input", "output"} objects."""
-    if not path.is_file():
-        raise AdaptlabError(f"--examples file '{path}' does not exist")
-    shots = []
-    from adaptlab.data.loaders import read_utf8
-
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            shots.append((str(record["input"]), str(record["output"])))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output'") from None
-    return shots

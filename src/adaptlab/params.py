@@ -6,7 +6,7 @@ list anywhere: the constructor (which only stores and checks values: scikit-lear
 the ``adaptlab train STRATEGY`` options with their defaults in ``--help``, YAML validation (unknown keys and
 wrong types are errors) and ``compare --set ENTRY.PARAM=VALUE`` parsing.
 
-Checks declared on a field (``minimum``, ``above``, ``below``, ``choices``) run in ``check_fields`` with one-line
+Checks declared on a field (``minimum``, ``maximum``, ``above``, ``below``, ``choices``) run in ``check_fields`` with one-line
 messages naming the option, so bad values fail before any data or model loads.
 """
 
@@ -23,12 +23,12 @@ from adaptlab.errors import AdaptlabError
 
 
 def param(default: Any = None, help: str = "", *, runtime: bool = False, cli: bool = True, minimum: float | None = None,
-          above: float | None = None, below: float | None = None, choices: tuple | None = None,
+          maximum: float | None = None, above: float | None = None, below: float | None = None, choices: tuple | None = None,
           flag: str | None = None, default_factory: Any = MISSING) -> Any:
     """A parameter field. ``runtime``: changes how a job runs, not what it learns (kept out of manifests);
-    ``cli``: offered as a command-line option; ``minimum``/``above``/``below``: inclusive/exclusive bounds;
+    ``cli``: offered as a command-line option; ``minimum``/``maximum``, ``above``/``below``: inclusive/exclusive bounds;
     ``flag``: the option's spelling when it is not derived from the name (e.g. ``--C``)."""
-    metadata = {"help": help, "runtime": runtime, "cli": cli, "minimum": minimum, "above": above, "below": below,
+    metadata = {"help": help, "runtime": runtime, "cli": cli, "minimum": minimum, "maximum": maximum, "above": above, "below": below,
                 "choices": choices, "flag": flag}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
@@ -122,6 +122,8 @@ def check_fields(obj: Any) -> None:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if meta.get("minimum") is not None and value < meta["minimum"]:
                 raise AdaptlabError(f"{label} must be at least {_shown(meta['minimum'])}, not {_shown(value)}")
+            if meta.get("maximum") is not None and value > meta["maximum"]:
+                raise AdaptlabError(f"{label} must be at most {_shown(meta['maximum'])}, not {_shown(value)}")
             if meta.get("above") is not None and not value > meta["above"]:
                 raise AdaptlabError(f"{label} must be greater than {_shown(meta['above'])}, not {_shown(value)}")
             if meta.get("below") is not None and not value < meta["below"]:

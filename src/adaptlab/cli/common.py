@@ -68,15 +68,17 @@ def dataclass_options(cls: type, exclude: tuple[str, ...] = (), first: tuple[typ
     return options
 
 
-def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dict], None]) -> Callable:
+def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dict], None], decoder: bool = False) -> Callable:
     """A typer command whose keyword options are ``annotations`` (defaulting to None, or False for plain flags
-    such as ``--json``); ``run`` receives the values as a dict."""
+    such as ``--json``); ``run`` receives the values as a dict, after ``preflight`` (``decoder``: its --model
+    must be a causal LM)."""
     flag = lambda annotation: typing.get_args(annotation)[:1] == (bool,)
     parameters = [inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                     default=False if flag(annotation) else None)
                   for key, annotation in annotations.items()]
 
     def function(**values) -> None:
+        preflight(values, decoder)
         run(values)
 
     function.__signature__ = inspect.Signature(parameters)
@@ -84,6 +86,18 @@ def command(name: str, doc: str, annotations: dict[str, Any], run: Callable[[dic
     function.__doc__ = doc
     function.__name__ = name
     return function
+
+
+def preflight(values: dict, decoder: bool = False) -> None:
+    """The checks of options many commands share (--device, --precision, --model), run before a command imports
+    torch or transformers (~3 s), so that a wrong value is one line at once."""
+    from adaptlab.models.loading import check_model
+    from adaptlab.runtime import Runtime
+
+    if values.get("device") is not None or values.get("precision") is not None:
+        Runtime(values.get("device"), values.get("precision") or "auto")
+    if values.get("model") is not None:
+        check_model(values["model"], decoder)
 
 
 def default_output(output: str | Path | None, source: str | Path, what: str) -> str | Path:

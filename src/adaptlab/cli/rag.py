@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, err,
-                                 format_params, given, opt, out)
+                                 format_params, given, opt, out, preflight)
 from adaptlab.errors import AdaptlabError
 from adaptlab.rag.rerank import check_rerank
 from adaptlab.rag.retriever import RetrieverTuner
@@ -55,8 +55,15 @@ def rag_index(
     from adaptlab.jobs import check_output_directory
     from adaptlab.rag import RagIndex
 
+    from adaptlab.rag.store import META_FILE
+
+    preflight({"device": device, "model": model})
     if not store.startswith(("postgresql://", "postgres://")):  # a store is updated in place: it may exist
         check_output_directory(store, [*paths, model], name="--store")
+        if Path(store).is_dir() and any(Path(store).iterdir()) and not (Path(store) / META_FILE).is_file():
+            raise AdaptlabError(f"--store '{store}' is a folder that is not an adaptlab store (no {META_FILE}); "
+                                "give a new or empty folder, or the --store of an earlier `adaptlab rag index`")
+    _check_documents(paths)
     index = RagIndex(store, model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, device=device)
     report = index.update(paths)
     if ann:
@@ -69,6 +76,24 @@ def rag_index(
     )
     for source, reason in report.failed:
         out.print(f"[yellow]skipped {source}: {reason}[/]")
+    if report.failed and not (report.added or report.replaced or report.unchanged):
+        source, reason = report.failed[0]
+        raise AdaptlabError(f"no document could be indexed ({source}: {reason}); fix the file(s) above and re-run")
+
+
+def _check_documents(paths: list[str], budget_bytes: int = 32 * 2**20) -> None:
+    """When the documents are few (at most ``budget_bytes`` in all), read them once before the embedder and the store
+    load, so that input none of which can be indexed is refused at once. Larger corpora are read once, while
+    indexing, and a file that fails there is reported and skipped."""
+    from adaptlab.rag.documents import find_sources, iter_records
+
+    files, _ = find_sources(paths)
+    if not files or sum(Path(f.path).stat().st_size for f in files) > budget_bytes:
+        return
+    failures = [(file.source, reason) for file, _, reason in iter_records(files) if reason is not None]
+    if len(failures) == len(files):
+        source, reason = failures[0]
+        raise AdaptlabError(f"no document can be indexed ({source}: {reason}); fix the file(s) and re-run")
 
 
 @rag_app.command("search")
@@ -89,6 +114,8 @@ def rag_search(
     from adaptlab.rag import RagIndex
     from adaptlab.rag.store import describe
 
+    if not query.strip():
+        raise AdaptlabError("the query is empty; give the words to look for")
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
     check_rerank(rerank, rerank_depth)
     index = RagIndex(existing_store(store), progress=False, retrieval=settings)  # a damaged store fails here, before a model loads
@@ -114,10 +141,21 @@ def _where(hit) -> str:
 
 
 def existing_store(store: str) -> str:
+    """A store to read from, checked without importing lancedb or a model: it exists, its description is sound
+    and it holds chunks (a PostgreSQL store is checked when it is opened)."""
+    from adaptlab.rag.store import META_FILE, LanceStore
+
     if not store.strip():
         raise AdaptlabError("--store is empty; give the directory (or postgresql:// URL) of an index")
-    if not store.startswith(("postgresql://", "postgres://")) and not Path(store).is_dir():
+    if store.startswith(("postgresql://", "postgres://")):
+        return store
+    if not Path(store).is_dir():
         raise AdaptlabError(f"--store '{store}' does not exist; build it with `adaptlab rag index PATH --store {store}`")
+    meta = LanceStore(Path(store)).read_meta()
+    if meta is None and any(Path(store).iterdir()):
+        raise AdaptlabError(f"--store '{store}' is not an adaptlab store (no {META_FILE}); give the --store of `adaptlab rag index`")
+    if meta is None or meta.get("dim") is None or not (Path(store) / "chunks.lance").is_dir():
+        raise AdaptlabError(f"store '{store}' is empty; run `adaptlab rag index PATH --store {store}` first")
     return store
 
 
@@ -141,12 +179,15 @@ def rag_ask(
     device: DEVICE = None,
 ) -> None:
     """Retrieve the top-k chunks, answer QUESTION from them with the decoder, and cite them as [1], [2]."""
-    from adaptlab.generation import SamplingOptions
+    from adaptlab.sampling import SamplingOptions
     from adaptlab.rag import Answerer, RagIndex
     from adaptlab.rag.store import describe
 
+    if not question.strip():
+        raise AdaptlabError("the question is empty; give the question to answer")
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
     options.check()
+    preflight({"device": device, "model": model}, decoder=True)
     settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
     check_rerank(rerank, rerank_depth)
     index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
@@ -201,6 +242,8 @@ def rag_eval(
         raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
     if answers < 0:
         raise AdaptlabError(f"--answers must be >= 0 (0: retrieval only), not {answers}")
+    for reader in model or [None]:
+        preflight({"device": device, "model": reader}, decoder=True)
     modes = list(dict.fromkeys(retrieval or ["dense"]))
     settings = _retrieval(modes[0], dense_weight, bm25_weight, where)
     for mode in modes[1:]:

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from adaptlab.cli.common import DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt, out
+from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given,
+                                 opt, out, preflight)
 from adaptlab.errors import AdaptlabError
 from adaptlab.rlhf.dpo import DPOPolicy
 from adaptlab.rlhf.ppo_config import PPOConfig
@@ -96,11 +97,16 @@ def ppo(values: dict) -> None:
     output = default_output(output, prompts, "ppo")
     check_output(output, overwrite, inputs=[prompts, spec, model], trains=True)
     config = PPOConfig(**given(values))
+    from adaptlab.rlhf.rewards import check_reward
 
-    from adaptlab.rlhf.ppo import read_prompts, train_ppo
+    check_reward(spec, label)
+
+    from adaptlab.rlhf.prompts import read_prompts
+
+    prompt_list = read_prompts(prompts, column, None, config.seed)  # before torch is imported: a bad file is refused at once
+    from adaptlab.rlhf.ppo import train_ppo
     from adaptlab.rlhf.rewards import load_reward
 
-    prompt_list = read_prompts(prompts, column, None, config.seed)
     manifest = train_ppo(model, prompt_list, load_reward(spec, label, device), config, output, reward_spec=spec,
                          resume=resume, device=device, overwrite=overwrite)
     metrics = manifest["metrics"]
@@ -127,17 +133,22 @@ def rlhf_eval(
     for policy in policies:  # a policy is an artifact directory, or (compared with others) a model name
         if not policy.is_dir() and (len(policies) == 1 and reference is None or policy.is_absolute() or len(policy.parts) > 1):
             raise AdaptlabError(f"policy '{policy}' does not exist; give a policy artifact (adaptlab rlhf ppo -o DIR)")
-    from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out, write_comparison, write_report
-    from adaptlab.rlhf.ppo import read_prompts
-    from adaptlab.rlhf.rewards import load_reward
+    from adaptlab.jobs import check_output_directory
+    from adaptlab.rlhf.prompts import read_prompts
 
     output = Path(default_output(output, policies[0], "rlhf-eval"))
-    from adaptlab.jobs import check_output_directory
-
     check_output_directory(output, [*policies, reward, prompts, reference])  # never over (or inside) an input
+    from adaptlab.rlhf.rewards import check_reward
+
+    check_reward(reward, reward_label)  # every name is checked before torch is imported
+    for model in [*policies, reference]:
+        preflight({"device": device, "model": None if model is None else str(model)}, decoder=True)
     # a generous draw of candidates, so that n remain once the policies' training prompts are left out
     drawn = 4 * n * len(policies) if prompts in ("imdb", "rotten_tomatoes") else None
     prompt_list = read_prompts(prompts, prompt_column, drawn, 10_000 + seed)
+    from adaptlab.rlhf.evaluate import compare_policies, evaluate_policy, held_out, write_comparison, write_report
+    from adaptlab.rlhf.rewards import load_reward
+
     for policy in policies:
         prompt_list = held_out(policy, prompt_list, None)
     prompt_list = prompt_list[:n]
@@ -161,6 +172,6 @@ def rlhf_eval(
 _REWARD = {**PREFERENCE_OPTIONS, **dataclass_options(RewardModel, first=(TrainingOptions,)), "as_json": JsonOpt}
 rlhf_app.command("reward")(command("rlhf_reward", "Train a reward model on human preferences (Bradley-Terry); reports held-out pairwise accuracy.", _REWARD, reward))
 rlhf_app.command("ppo")(command("rlhf_ppo", "Optimise a causal LM with PPO against a reward, with a KL penalty to the reference policy.",
-                                {**PPO_OPTIONS, **dataclass_options(PPOConfig)}, ppo))
+                                {**PPO_OPTIONS, **dataclass_options(PPOConfig)}, ppo, decoder=True))
 rlhf_app.command("dpo")(command("rlhf_dpo", "Direct preference optimisation (TRL's DPOTrainer) on the same preference data; no reward model.",
-                                {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo))
+                                {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo, decoder=True))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adaptlab.cli.common import DEVICE, check_can_listen
+from adaptlab.cli.common import DEVICE, check_can_listen, preflight
 from adaptlab.cli.rag import existing_store
 from adaptlab.errors import AdaptlabError
 
@@ -48,12 +48,20 @@ def serve(
     check_serve_precision(precision)
     check_can_listen(host, port)
     named = parse_artifact_arguments(artifacts or [])
-    Runtime(device, precision).resolved_precision()  # a bad device or precision fails before any model loads
     if not named and not generator and not embedder and rag_store is None:
         raise AdaptlabError("nothing to serve: give artifact directories, --generator MODEL, --embedder MODEL or --store DIR")
     if rag_store is not None:
         existing_store(rag_store)
         generator = generator or ["smollm2-135m"]
+    # every name is checked before torch is imported: a typo is one line at once, not after the first models load
+    from adaptlab.serve.generators import parse_generator_arguments
+
+    preflight({"device": device})
+    for model in parse_generator_arguments(generator or []).values():
+        preflight({"model": model}, decoder=True)
+    for model in embedder or []:
+        preflight({"model": model})
+    Runtime(device, precision).resolved_precision()  # a device this machine lacks fails before any model loads
     import uvicorn
 
     from adaptlab.serve import ServeOptions, create_app, load_registry

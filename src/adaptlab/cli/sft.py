@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from adaptlab.cli.common import (JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given, opt,
+from adaptlab.cli.common import (JsonOpt, OverwriteOpt, command, preflight, dataclass_options, default_output, format_params, given, opt,
                                  out, stop_reason)
 from adaptlab.sft.job import SFTJob
 from adaptlab.training.options import TrainingOptions
@@ -118,6 +118,7 @@ def evaluate(
         raise AdaptlabError("--data is required (e.g. --data wiki-descriptions)")
     if shots < 0 or max_new_tokens < 1:
         raise AdaptlabError("--shots must be >= 0 and --max-new-tokens >= 1")
+    preflight({"device": device, "model": model}, decoder=True)
     from adaptlab.data.generation import load_generation_splits
 
     splits = load_generation_splits(data, seed=seed, test_size=test_size, system=system)
@@ -133,7 +134,7 @@ def _register() -> None:
     annotations = {**DATA_OPTIONS, **own, "config": CONFIG, "output": OUTPUT, "overwrite": OverwriteOpt, "as_json": JsonOpt}
     doc = ("Fine-tune a causal LM (full, last-k, LoRA, prefix or prompt tuning) and measure replies, perplexity and "
            "forgetting; writes an artifact that `generate`, `serve`, `rag ask`, `merge` and `rlhf` accept.")
-    sft_app.command("train")(command("sft_train", doc, annotations, train))
+    sft_app.command("train")(command("sft_train", doc, annotations, train, decoder=True))
     sft_app.command("eval")(evaluate)
 
 

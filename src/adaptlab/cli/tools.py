@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, LabelCol, OverwriteOpt, Seed, TestSize, TextCol, TrainSize, ValSize, out
+from adaptlab.cli.common import DEVICE, DataOpt, IdCol, LabelCol, OverwriteOpt, Seed, TestSize, TextCol, TrainSize, ValSize, out, preflight
 from adaptlab.errors import AdaptlabError
 
 
@@ -31,10 +31,11 @@ def generate(
     device: DEVICE = None,
 ) -> None:
     """Generate text with a causal LM, streamed to the terminal."""
-    from adaptlab.generation import Generator, SamplingOptions, read_examples
+    from adaptlab.sampling import SamplingOptions, read_examples
 
     if not prompt.strip():  # refused before the model loads
         raise AdaptlabError("the prompt is empty or only whitespace; give the text to generate from")
+    preflight({"device": device, "model": model}, decoder=True)
     if template is not None:
         if "{text}" not in template:
             raise AdaptlabError("--template must contain the {text} placeholder")
@@ -42,6 +43,8 @@ def generate(
     shots = read_examples(examples) if examples else []
     options = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
     options.check()
+    from adaptlab.generation import Generator  # torch: imported once every option is checked
+
     generator = Generator(model, device)
     text = prompt if raw else generator.render_chat(prompt, system, shots)
     if stream:
@@ -92,8 +95,8 @@ def predict(
     """Classify texts with a trained artifact; prints each label with its probability."""
     from adaptlab.runner import load_artifact
 
+    inputs = _input_texts(texts, file, text_column)  # a bad input file is refused before the model loads
     model = load_artifact(artifact, device=device, progress=False)
-    inputs = _input_texts(texts, file, text_column)
     predictions = model.predict(inputs)
     if as_json:
         for text, prediction in zip(inputs, predictions):
@@ -133,6 +136,7 @@ def embed(
 
     if output.suffix not in {".npy", ".parquet"}:
         raise AdaptlabError(f"--output '{output}' must end in .npy or .parquet")
+    preflight({"model": model, "precision": precision})
     check_output(output, overwrite, inputs=[p for p in (file, data) if p is not None])
     if data is not None:
         if texts or file:

@@ -72,7 +72,8 @@ def _register(name: str, cls: type) -> None:
     annotations = {**{k: a for k, (a, _) in DATA_OPTIONS.items()}, **own,
                    "config": ConfigOpt, "output": OutputOpt, "overwrite": OverwriteOpt, "as_json": JsonOpt}
     run = lambda values: run_training(name, values)
-    train_app.command(name)(command(f"train_{name.replace('-', '_')}", cls.description, annotations, run))
+    train_app.command(name)(command(f"train_{name.replace('-', '_')}", cls.description, annotations, run,
+                                             decoder=cls.needs_decoder))
 
 
 for _name, _cls in STRATEGIES.items():

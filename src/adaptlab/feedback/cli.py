@@ -34,12 +34,16 @@ def new(
 ) -> None:
     """Create a ranking project with sampled (or imported) candidates for each prompt."""
     from adaptlab.feedback.project import new_project
-    from adaptlab.generation import SamplingOptions
+    from adaptlab.sampling import SamplingOptions
 
     sampling = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
     sampling.check()  # even when candidates are imported: a wrong value is a mistake either way
     if not model.strip():
         raise AdaptlabError("--model is empty; name a causal LM, e.g. smollm2-135m")
+    if candidates is None:  # the model samples the candidates: checked before it loads
+        from adaptlab.cli.common import preflight
+
+        preflight({"model": model}, decoder=True)
     summary = new_project(project, prompts, model, n, sampling, candidates, overlap)
     print(json.dumps(summary))
 

@@ -19,7 +19,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.feedback import db
 
 if TYPE_CHECKING:  # generation imports torch: the web app and export do not need it
-    from adaptlab.generation import SamplingOptions
+    from adaptlab.sampling import SamplingOptions
 
 FORMATS = ("pairs", "rankings")
 
@@ -109,7 +109,7 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
     else:
         if n < 2:
             raise AdaptlabError(f"-n must be at least 2 candidates to rank, not {n}")
-        from adaptlab.generation import SamplingOptions
+        from adaptlab.sampling import SamplingOptions
 
         candidates, model_name = _sample(read_prompts(prompts_path), model, n, options or SamplingOptions(temperature=1.0)), model
     kept = {p: c for p, c in ((p, _distinct(c)) for p, c in candidates.items()) if len(c) >= 2}

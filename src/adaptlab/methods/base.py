@@ -37,6 +37,8 @@ class Strategy(abc.ABC):
     description: ClassVar[str] = ""
     shares_base: ClassVar[bool] = False
     mergeable: ClassVar[bool] = False
+    #: the strategy reads its --model as a causal LM (prompting, soft prompts): an encoder is refused up front
+    needs_decoder: ClassVar[bool] = False
 
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)

@@ -96,7 +96,7 @@ class GradientStrategy(Strategy, TrainingOptions):
 class TokenClassifierStrategy(GradientStrategy):
     """Strategies that run a (partly) trainable transformer on tokens: last-k, full and PEFT."""
 
-    head_lr: float | None = param(None, "Learning rate of the new head (default: --lr).", above=0)
+    head_lr: float | None = param(None, "Learning rate of the new head (default: --lr).", above=0, maximum=10)
 
     def reserved_positions(self) -> int:
         """Positions a method prepends (virtual tokens), kept free when the default max length is chosen."""

@@ -28,7 +28,7 @@ class HeadOnly(GradientStrategy):
     dropout: float = param(0.1, "Dropout before the head.", minimum=0, below=1)
     cache_features: bool = param(True, "Run the backbone once and train on cached features (--no-cache-features: naive loop).")
     cache: bool = param(True, "Use the on-disk embedding cache.", runtime=True, cli=False)
-    lr: float = param(1e-3, "Peak learning rate.", above=0)
+    lr: float = param(1e-3, "Peak learning rate.", above=0, maximum=10)
     epochs: int = param(10, "Training epochs.", minimum=1)
 
     def _embedder(self) -> Embedder:

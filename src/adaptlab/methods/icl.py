@@ -32,15 +32,18 @@ MODES = ("score", "generate")
 CONTENT_FREE = ("N/A", "", "[MASK]")
 
 
-def parse_label_words(value: str | dict | None, label_names: list[str]) -> list[str]:
-    """``"negative=terrible,positive=great"`` or a mapping -> one word per label (default: the label names)."""
+def parse_label_words(value: str | dict | None, label_names: list[str] | None) -> list[str]:
+    """``"negative=terrible,positive=great"`` or a mapping -> one word per label (default: the label names).
+    ``label_names=None`` checks the form only: what a strategy does when constructed, before the data are read."""
     if value is None:
-        return list(label_names)
+        return list(label_names or [])
     mapping = value if isinstance(value, dict) else dict(
         part.split("=", 1) for part in (p.strip() for p in value.split(",")) if part and "=" in part
     )
     if not isinstance(value, dict) and any(p.strip() and "=" not in p for p in value.split(",")):
         raise AdaptlabError(f"--label-words must look like 'label=word,label=word', got {value!r}")
+    if label_names is None:
+        return []
     unknown = set(mapping) - set(label_names)
     if unknown:
         raise AdaptlabError(f"--label-words names unknown label(s) {', '.join(sorted(unknown))} (labels: {', '.join(label_names)})")
@@ -53,6 +56,7 @@ def parse_label_words(value: str | dict | None, label_names: list[str]) -> list[
 @dataclass(kw_only=True, eq=False)
 class InContextClassifier(PromptOptions, Strategy):
     name = "icl"
+    needs_decoder = True
     description = "In-context learning: a causal LM, a hand-written prompt and k demonstrations; labels scored by likelihood."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
@@ -67,6 +71,7 @@ class InContextClassifier(PromptOptions, Strategy):
     cache: bool = param(True, "Use the on-disk embedding cache (kNN selection).", runtime=True, cli=False)
 
     def check(self) -> None:
+        parse_label_words(self.label_words, None)
         if self.k == 0:
             self.draws = 1  # zero-shot has nothing to draw
 

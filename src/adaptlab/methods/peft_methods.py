@@ -48,7 +48,7 @@ class PeftStrategy(TokenClassifierStrategy):
 class PromptLearningStrategy(PeftStrategy):
     """Methods that prepend virtual tokens, which take positions away from the text."""
 
-    num_virtual_tokens: int = param(20, "Virtual tokens (prefix length).", minimum=1)
+    num_virtual_tokens: int = param(20, "Virtual tokens (prefix length).", minimum=1, maximum=512)
 
     def reserved_positions(self) -> int:
         return self.num_virtual_tokens
@@ -75,7 +75,7 @@ class Lora(PeftStrategy):
     target_modules: list[str] | None = param(None, "Comma-separated module names (default: PEFT's per-architecture choice, e.g. query,value).")
     use_dora: bool = param(False, "Weight-decomposed LoRA (DoRA).")
     use_rslora: bool = param(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
-    lr: float = param(1e-3, "Peak learning rate.", above=0)
+    lr: float = param(1e-3, "Peak learning rate.", above=0, maximum=10)
 
     def peft_config(self, model: nn.Module, new_modules: list[str]):
         return lora_config("classifier", model, r=self.r, alpha=self.alpha, dropout=self.dropout,
@@ -99,7 +99,7 @@ class PrefixTuning(PromptLearningStrategy):
 
     prefix_projection: bool = param(False, "Reparameterise the prefix through an MLP.")
     encoder_hidden_size: int = param(256, "Hidden size of that MLP.", minimum=1)
-    lr: float = param(2e-2, "Peak learning rate.", above=0)
+    lr: float = param(2e-2, "Peak learning rate.", above=0, maximum=10)
 
     def peft_config(self, model: nn.Module, new_modules: list[str]):
         self._check_positions(model)
@@ -121,7 +121,7 @@ class PTuning(PromptLearningStrategy):
 
     encoder_hidden_size: int = param(128, "Prompt encoder hidden size.", minimum=1)
     encoder_type: str = param("MLP", "Prompt encoder: MLP or LSTM.", choices=("MLP", "LSTM"))
-    lr: float = param(1e-2, "Peak learning rate.", above=0)
+    lr: float = param(1e-2, "Peak learning rate.", above=0, maximum=10)
 
     def peft_config(self, model: nn.Module, new_modules: list[str]):
         self._check_positions(model)
@@ -136,7 +136,7 @@ class PromptTuning(PromptLearningStrategy):
     description = "Prompt tuning (PEFT): learned virtual-token embeddings."
 
     init_text: str | None = param(None, "Initialise the virtual tokens from this text (default: random).")
-    lr: float = param(1e-1, "Peak learning rate.", above=0)
+    lr: float = param(1e-1, "Peak learning rate.", above=0, maximum=10)
 
     def peft_config(self, model: nn.Module, new_modules: list[str]):
         self._check_positions(model)

@@ -32,12 +32,17 @@ PREDICT_BATCH = 16
 @dataclass(kw_only=True, eq=False)
 class SoftPromptClassifier(PromptOptions, GradientStrategy):
     name = "soft-prompt"
+    needs_decoder = True
     description = "Prompt tuning of a causal LM scored through label words (like icl, with learned virtual tokens)."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
-    num_virtual_tokens: int = param(20, "Learned virtual tokens in front of the prompt.", minimum=1)
+    num_virtual_tokens: int = param(20, "Learned virtual tokens in front of the prompt.", minimum=1, maximum=512)
     init_text: str | None = param(None, "Initialise them from this text, e.g. 'Classify the sentiment of this review' (default: random).")
-    lr: float = param(3e-2, "Peak learning rate.", above=0)
+    lr: float = param(3e-2, "Peak learning rate.", above=0, maximum=10)
+
+    def check(self) -> None:
+        super().check()
+        parse_label_words(self.label_words, None)  # its form, before any model loads
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
         from adaptlab.prompting.scoring import encode_label_words

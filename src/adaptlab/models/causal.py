@@ -14,12 +14,9 @@ import sys
 from pathlib import Path
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import ModelRef, loading, model_kind, prepare_tokenizer, resolve_model
+from adaptlab.models.loading import GENERATOR_STRATEGIES, ModelRef, loading, model_kind, prepare_tokenizer, resolve_model
 from adaptlab.models.registry import PACKAGED_MODELS
 from adaptlab.runtime import Runtime
-
-#: artifact strategies that hold a causal LM to generate with
-GENERATOR_STRATEGIES = ("sft", "dpo-policy", "ppo-policy")
 
 
 def is_artifact(name: str) -> bool:

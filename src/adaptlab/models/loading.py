@@ -19,6 +19,8 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.hub import check_hub_name
 from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
 
+#: artifact strategies that hold a causal LM to generate with
+GENERATOR_STRATEGIES = ("sft", "dpo-policy", "ppo-policy")
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 
 
@@ -60,22 +62,69 @@ def quiet_transformers() -> None:
 
 
 def resolve_model(name: str) -> ModelRef:
-    """Find the weights for ``name``; packaged GGUF models are converted once into the cache."""
+    """Find the weights for ``name``; packaged GGUF models are converted once into the cache.
+
+    Every check that can refuse the name runs before transformers is imported (~2 s), so a wrong --model is one
+    line at once; a local directory's files are checked for damage here too (``check_model_files``)."""
+    ref = _resolve(name)
     quiet_transformers()
+    return ref
+
+
+def check_model(name: str, decoder: bool = False) -> None:
+    """Every refusal ``resolve_model`` (or loading an adaptlab artifact as a model) would make, without importing
+    transformers or converting anything: what a command runs on ``--model`` before its heavy imports.
+    ``decoder``: the command generates, so an encoder or a classifier artifact is refused too."""
+    if not str(name).strip():
+        raise AdaptlabError("--model is empty; give a packaged name (" + ", ".join(PACKAGED_MODELS) + "), a local "
+                            "directory or a Hugging Face id")
+    path = Path(name).expanduser()
+    if name not in PACKAGED_MODELS and path.is_dir() and (path / "manifest.json").is_file():
+        from adaptlab.artifacts import read_manifest
+
+        manifest = read_manifest(path)  # its checksums: a damaged artifact is refused now, not after the imports
+        if decoder and manifest["strategy"] not in GENERATOR_STRATEGIES:
+            raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' classifier, not a generator; use a "
+                                f"causal LM or an artifact of {', '.join(GENERATOR_STRATEGIES)}")
+        if (path / "model" / "config.json").is_file():
+            check_model_files(path / "model", name)
+        return
+    ref = _resolve(name, convert=False)
+    if decoder and _declared_kind(name, ref) == "encoder":
+        raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
+
+
+def _declared_kind(name: str, ref: ModelRef) -> str | None:
+    """``encoder`` or ``decoder`` as the registry or a local config.json declares it (None for a Hub id)."""
+    import json
+
+    if name in PACKAGED_MODELS:
+        return PACKAGED_MODELS[name].kind
+    if not ref.local:
+        return None
+    config = json.loads((Path(ref.path) / "config.json").read_text(encoding="utf-8"))
+    causal = any(str(arch).endswith("ForCausalLM") for arch in config.get("architectures") or [])
+    return "decoder" if causal or config.get("is_decoder") else "encoder"
+
+
+def _resolve(name: str, convert: bool = True) -> ModelRef:
     if name in PACKAGED_MODELS:
         spec = PACKAGED_MODELS[name]
         package_dir = spec.package_dir()
         if package_dir is None:
             raise AdaptlabError(f"model '{name}' needs its package: {spec.install} (or use the Hub id {spec.hub_id})")
-        if spec.gguf_file:
+        if spec.gguf_file and convert:
+            quiet_transformers()
             return ModelRef(name, str(converted_gguf_dir(spec, package_dir)), local=True)
         return ModelRef(name, str(package_dir / (spec.subdir or "")), local=True)
     path = Path(name).expanduser()
     if path.is_dir() and (path / "manifest.json").is_file() and (path / "model" / "config.json").is_file():
+        check_model_files(path / "model", name)
         return _artifact_model(name, path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise AdaptlabError(f"model directory '{path}' has no config.json; point to a saved transformers model")
+        check_model_files(path, name)
         return ModelRef(name, str(path.resolve()), local=True)
     if path.exists() or name.startswith((".", "/", "~")):
         raise AdaptlabError(f"model '{name}' is not a model directory; pass a directory with config.json")
@@ -117,6 +166,55 @@ def converted_gguf_dir(spec: PackagedModel, package_dir: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target
+
+
+def check_model_files(directory: Path, name: str) -> None:
+    """Refuse a local model directory whose files are damaged, reading only headers: a config or tokenizer that is
+    not JSON, a safetensors file shorter than its header says, or no weights at all. Loading would find the same
+    faults seconds later, after torch and transformers are imported."""
+    import json
+
+    for file in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (directory / file).is_file():
+            try:
+                if not isinstance(json.loads((directory / file).read_text(encoding="utf-8")), dict):
+                    raise ValueError(file)
+            except (OSError, ValueError):
+                raise AdaptlabError(f"model '{name}': {file} is not valid JSON: its files are damaged or incomplete; "
+                                    "re-download or point --model elsewhere") from None
+    weights = list(directory.glob("*.safetensors")) + list(directory.glob("*.bin"))
+    if not weights and not list(directory.glob("*.gguf")):
+        raise AdaptlabError(f"model '{name}' has no weights (*.safetensors or *.bin) next to its config.json: its files "
+                            "are damaged or incomplete; re-download or point --model elsewhere")
+    for file in directory.glob("*.safetensors"):
+        reason = _safetensors_damage(file)
+        if reason:
+            raise AdaptlabError(f"model '{name}': {file.name} is {reason}: its files are damaged or incomplete; "
+                                "re-download or point --model elsewhere")
+
+
+def _safetensors_damage(file: Path) -> str | None:
+    """Why a safetensors file cannot be whole (None if its header is sound and the data it lists is all there)."""
+    import json
+    import struct
+
+    size = file.stat().st_size
+    with file.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            return "shorter than a header"
+        (header_length,) = struct.unpack("<Q", prefix)
+        if header_length > size - 8:
+            return "truncated (its header is cut)"
+        try:
+            header = json.loads(handle.read(header_length))
+        except ValueError:
+            return "unreadable (its header is not JSON)"
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    if ends and 8 + header_length + max(ends) > size:
+        return f"truncated: {size} bytes of {8 + header_length + max(ends)}"
+    return None
 
 
 def count_checkpoint_parameters(model_dir: str) -> int:

@@ -163,7 +163,7 @@ def answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, pr
     """Closed-book (the first reader) and RAG with every reader in ``model`` (a name or a list: the base model and
     adapted readers side by side) on the same sampled questions and the same retrieved chunks. Besides EM and F1:
     how often a RAG answer cites a passage at all, and how often it cites one from the question's gold document."""
-    from adaptlab.generation import SamplingOptions
+    from adaptlab.sampling import SamplingOptions
     from adaptlab.rag.answer import Answerer
 
     readers = [model] if isinstance(model, str) else list(model)

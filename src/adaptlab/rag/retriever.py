@@ -108,7 +108,7 @@ class RetrieverTuner(TrainingOptions):
 
     name = STRATEGY
     model: str = param("minilm", "Embedding model to adapt: minilm, a Hub id or a local directory.")
-    lr: float = param(3e-5, "Peak learning rate.", above=0)
+    lr: float = param(3e-5, "Peak learning rate.", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1)
     batch_size: int = param(32, "(question, passage) pairs per step, at least 2: each question's negatives are the other "
                                 "passages of its batch.", minimum=1, below=2**31)

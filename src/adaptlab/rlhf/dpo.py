@@ -44,7 +44,7 @@ class DPOPolicy:
     method: str = param("lora", "lora (default) or full.", choices=("lora", "full"))
     r: int = param(16, "LoRA rank.", minimum=1)
     beta: float = param(0.1, "DPO temperature: how far from the reference the policy may move.", above=0)
-    lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0)
+    lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0, maximum=10)
     epochs: int = param(1, "Epochs.", minimum=1)
     batch_size: int = param(4, "Pairs per step.", minimum=1, below=2**31)
     max_length: int = param(512, "Tokens per prompt + response.", minimum=8)

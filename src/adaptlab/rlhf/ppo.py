@@ -25,6 +25,7 @@ from torch import nn
 from adaptlab.jobs import run_job, training_log_path
 from adaptlab.rlhf import ppo_core as core
 from adaptlab.rlhf.ppo_config import PPOConfig
+from adaptlab.rlhf.prompts import read_prompts, review_prompts  # noqa: F401  (also importable from here)
 from adaptlab.rlhf.rewards import RewardFn, checked_reward
 from adaptlab.runtime import Runtime
 
@@ -256,26 +257,6 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
-
-
-def read_prompts(source: str, column: str = "prompt", n: int | None = None, seed: int = 0) -> list[str]:
-    """'imdb' / 'rotten_tomatoes': n (default 512) review openings drawn with ``seed``; otherwise the first n
-    prompts of a file (all when n is None)."""
-    if source in ("imdb", "rotten_tomatoes"):
-        return review_prompts(n or 512, seed=seed, source=source)
-    from adaptlab.data import read_texts
-
-    return read_texts(source, column)[:n]
-
-
-def review_prompts(n: int = 512, seed: int = 0, source: str = "imdb") -> list[str]:
-    """The classic demonstration's prompts: the first 2-8 words of movie reviews (line breaks removed)."""
-    from adaptlab.data import load_data
-
-    texts = load_data(source).texts
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(texts), min(n, len(texts)), replace=False)
-    return [" ".join(texts[i].replace("<br />", " ").split()[: int(rng.integers(2, 9))]) for i in chosen]
 
 
 class PPOJob:

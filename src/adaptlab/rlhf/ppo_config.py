@@ -19,7 +19,7 @@ class PPOConfig:
     max_new_tokens: int = param(24, "Tokens per response.", minimum=1)
     temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0)
     top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
-    lr: float = param(1e-4, "Learning rate.", above=0)
+    lr: float = param(1e-4, "Learning rate.", above=0, maximum=10)
     method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))
     lora_r: int = param(16, "LoRA rank.", minimum=1)
     init_kl_coef: float = param(0.2, "Initial KL penalty coefficient.", minimum=0)

@@ -43,7 +43,7 @@ class RewardModel(TrainingOptions):
     r: int = param(16, "LoRA rank.", minimum=1)
     alpha: int = param(32, "LoRA scaling alpha.", above=0)
     max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8)
-    lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0)
+    lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1)
     # two sequences per pair and long dialogues: a forward pass of 32 pairs x 160 tokens keeps 3.6 GB of activations
     # on minilm; 8 pairs per pass, accumulated 4 times, is the same optimiser step in a quarter of the memory

@@ -46,8 +46,29 @@ def checked_reward(reward: RewardFn, name: str = "the reward function") -> Rewar
     return CheckedReward(reward, name)
 
 
+def check_reward(spec: str, label: str | None = None) -> None:
+    """Refuse a --reward that cannot load, reading only its manifest (no model, no torch): what the commands check
+    before anything heavy starts. A ``module:function`` is imported only by ``load_reward``."""
+    path = Path(spec)
+    if not path.exists() and ":" in spec:
+        return
+    if not (path / "manifest.json").exists():
+        raise AdaptlabError(f"--reward '{spec}' is neither an artifact directory nor module:function")
+    from adaptlab.artifacts import read_manifest
+
+    manifest = read_manifest(path)
+    if manifest["strategy"] == "reward-model":
+        return
+    labels = manifest.get("labels")
+    if not isinstance(labels, list):
+        raise AdaptlabError(f"--reward '{spec}' is a '{manifest['strategy']}' artifact, not a reward model or a classifier")
+    if label not in labels:
+        raise AdaptlabError(f"--reward-label must be one of {', '.join(map(str, labels))} for classifier '{spec}'")
+
+
 def load_reward(spec: str, label: str | None = None, device: str | None = None) -> RewardFn:
     """``module:function``, a reward-model artifact, or a classifier artifact with ``label`` (its log-odds)."""
+    check_reward(spec, label)
     path = Path(spec)
     if not path.exists() and ":" in spec:
         module, _, name = spec.partition(":")
@@ -56,8 +77,6 @@ def load_reward(spec: str, label: str | None = None, device: str | None = None) 
         except (ImportError, AttributeError) as exc:
             raise AdaptlabError(f"--reward '{spec}': cannot import ({exc})") from None
         return checked_reward(function, f"--reward '{spec}'")
-    if not (path / "manifest.json").exists():
-        raise AdaptlabError(f"--reward '{spec}' is neither an artifact directory nor module:function")
     from adaptlab.artifacts import read_manifest
 
     if read_manifest(path)["strategy"] == "reward-model":

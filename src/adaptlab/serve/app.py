@@ -257,7 +257,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
 
     @app.post("/v1/generate")
     async def generate(request: GenerateRequest):
-        from adaptlab.generation import SamplingOptions
+        from adaptlab.sampling import SamplingOptions
 
         name, generator = lookup(registry.generator, request.model)
         if request.max_new_tokens > options.max_new_tokens:
@@ -273,7 +273,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
 
     @app.post("/v1/rag/ask")
     async def rag_ask(request: AskRequest):
-        from adaptlab.generation import SamplingOptions
+        from adaptlab.sampling import SamplingOptions
         from adaptlab.rag.answer import Answerer
         from adaptlab.rag.store import describe
 

@@ -39,7 +39,7 @@ class SFTJob(TrainingOptions):
     model: str = param("smollm2-135m", "Causal LM to adapt: short name, Hub id, local directory, or an sft/dpo/ppo artifact.")
     method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning.", choices=METHODS)
     lr: float | None = param(None, "Peak learning rate (default per method: full 2e-5, last-k 5e-5, lora 2e-4, "
-                             "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0)
+                             "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1)
     batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1, below=2**31)
     r: int = param(16, "LoRA rank.", minimum=1)

@@ -26,7 +26,7 @@ class TrainingOptions:
 
     epochs: int = param(3, "Training epochs.", minimum=1)
     batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1, below=2**31)
-    lr: float = param(5e-5, "Peak learning rate.", above=0)
+    lr: float = param(5e-5, "Peak learning rate.", above=0, maximum=10)
     weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0)
     warmup_ratio: float = param(0.06, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
