@@ -24,6 +24,7 @@ demo: install
 
 # Chromium and the PostgreSQL test server too (where this machine allows), so a local run is CI's run.
 test: install
+	$(PY) benchmarks/check_claims.py   # every benchmark figure in the docs matches its results/ file
 	tests/install_test_deps.sh
 	$(PY) -m pytest -q -n 2   # two workers, each with half the cores (tests/conftest.py)
 
