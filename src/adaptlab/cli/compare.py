@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, JsonOpt, LabelCol, TextCol, out
+from adaptlab.cli.common import DEVICE, DataOpt, IdCol, JsonOpt, LabelCol, TextCol, out, preflight
 
 
 def compare(
@@ -53,7 +53,10 @@ def compare(
     options = {"task": task, "preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
                "tune": tune, "metric": metric, "documents": documents or None, "preferences": preferences,
                "device": device, "output": output, "params": parse_overrides(set_ or [])}
-    comparison = run_comparison(compare_plan(config, data_values, options))
+    plan = compare_plan(config, data_values, options)
+    for model in plan.models or []:  # every model checked before the first one loads
+        preflight({"model": model, "device": plan.device})
+    comparison = run_comparison(plan)
     if as_json:
         print(json.dumps(comparison.results, indent=2))
         if comparison.results["failures"]:

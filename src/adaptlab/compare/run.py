@@ -122,12 +122,13 @@ def _model_info(models: list[str]) -> dict[str, ModelInfo]:
     from transformers import AutoConfig
 
     from adaptlab.models import resolve_model
-    from adaptlab.models.loading import max_positions, model_kind
+    from adaptlab.models.loading import loading, max_positions, model_kind
 
     info = {}
     for model in models:
         ref = resolve_model(model)
-        config = AutoConfig.from_pretrained(ref.path)
+        with loading(ref):  # a damaged config is one line
+            config = AutoConfig.from_pretrained(ref.path)
         positions = max_positions(config)
         info[model] = ModelInfo(model_kind(ref), positions)
     return info

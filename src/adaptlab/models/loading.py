@@ -182,6 +182,10 @@ def check_model_files(directory: Path, name: str) -> None:
             except (OSError, ValueError):
                 raise AdaptlabError(f"model '{name}': {file} is not valid JSON: its files are damaged or incomplete; "
                                     "re-download or point --model elsewhere") from None
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if not config.get("model_type") and not config.get("architectures"):
+        raise AdaptlabError(f"model '{name}': config.json names no model_type or architectures: its files are damaged "
+                            "or incomplete; re-download or point --model elsewhere")
     weights = list(directory.glob("*.safetensors")) + list(directory.glob("*.bin"))
     if not weights and not list(directory.glob("*.gguf")):
         raise AdaptlabError(f"model '{name}' has no weights (*.safetensors or *.bin) next to its config.json: its files "
