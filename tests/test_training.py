@@ -165,6 +165,23 @@ def test_a_run_that_never_beats_its_start_keeps_the_start_and_says_why_it_stoppe
     assert random_start.manifest["training"]["head_start"] == "random" and random_start.manifest["training"]["probe"] is None
 
 
+def test_lr_search_tries_three_rates_from_one_start_and_trains_with_the_lowest_validation_loss(tiny_bert, toy_splits,
+                                                                                                 tmp_path):
+    """Three one-epoch trials (lr / 3, lr, 3 lr) from the same start; the chosen rate is the trial of lowest validation
+    loss; the run then trains from the start again with it (its first validation equals the untouched start's)."""
+    searched = adaptlab.train("prompt-tuning", toy_splits, tmp_path / "searched", model=str(tiny_bert), lr=1e-2,
+                              lr_search=True, **FAST)
+    record = searched.manifest["training"]["lr_search"]
+    trials = record["trials"]
+    assert [t["lr"] for t in trials] == pytest.approx([1e-2 / 3, 1e-2, 3e-2])
+    assert all(np.isfinite(t["val_loss"]) and t["seconds"] > 0 for t in trials)
+    assert record["chosen"] == min(trials, key=lambda t: t["val_loss"])["lr"]
+    assert searched.manifest["params"]["lr_search"] is True
+    assert not (tmp_path / "searched.work").exists()  # trial checkpoints went with the work directory
+    chosen = adaptlab.train("prompt-tuning", toy_splits, tmp_path / "direct", model=str(tiny_bert), lr=record["chosen"], **FAST)
+    np.testing.assert_allclose(searched.test_proba, chosen.test_proba, atol=1e-5)  # same start, same rate, same run
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys

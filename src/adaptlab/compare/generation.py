@@ -30,8 +30,10 @@ GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
           "the k training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
     Entry("rag", "rag", {"k": 3}, "the top-3 passages retrieved from --documents put before the prompt",
           seeded=False, epochs=False, in_default_ladder=False),
-    Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": 3e-2}, "20 trained input embeddings (PEFT)"),
-    Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": 1e-3}, "20 trained key/value prefixes per layer (PEFT)"),
+    Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": 3e-2}, "20 trained input embeddings (PEFT)",
+          lr_sensitive=True),
+    Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": 1e-3}, "20 trained key/value prefixes per layer (PEFT)",
+          lr_sensitive=True),
     Entry("lora", "sft", {"method": "lora", "lr": 1e-3}, "LoRA r=16 on every linear layer (PEFT)"),
     Entry("last-k", "sft", {"method": "last-k", "layers": 2, "lr": 1e-4}, "the last 2 transformer blocks trained"),
     Entry("full", "sft", {"method": "full", "lr": 5e-5}, "every weight trained"),
@@ -57,6 +59,7 @@ class GenerationPreset:
     patience: int
     max_minutes: float | None
     max_epochs: int = 50
+    lr_search: bool = True  # the learning-rate line search for the entries whose good rate moves most (lr_sensitive)
 
 
 GENERATION_PRESETS = {
@@ -70,7 +73,7 @@ GENERATION_PRESETS = {
                                  max_steps=128, patience=2, max_minutes=10.0),
     "full": GenerationPreset(train_size=None, val_size=None, test_size=None, batch_size=16, draws=5, shots=4,
                              max_new_tokens=48, max_length=1024, forgetting_sample=200,
-                             max_steps=5000, patience=3, max_minutes=None),
+                             max_steps=5000, patience=3, max_minutes=None, lr_search=False),
 }
 
 
@@ -81,6 +84,8 @@ def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs
         params.update(batch_size=preset.batch_size, max_length=preset.max_length, forgetting_sample=preset.forgetting_sample)
         params.update({"epochs": epochs} if epochs else {"epochs": preset.max_epochs, "max_steps": preset.max_steps,
                                                          "patience": preset.patience, "max_minutes": preset.max_minutes})
+        if entry.lr_sensitive and preset.lr_search and not epochs:
+            params["lr_search"] = True
     elif entry.strategy == "dpo":
         params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length,
                       forgetting_sample=preset.forgetting_sample)

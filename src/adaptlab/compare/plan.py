@@ -39,6 +39,9 @@ class Entry:
     #: whether the entry takes training epochs
     epochs: bool = True
     in_default_ladder: bool = True
+    #: its good learning rate moves most between tasks: the presets that say so run ``--lr-search`` for it (unless
+    #: ``--tune`` searches its settings)
+    lr_sensitive: bool = False
 
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in (
@@ -53,11 +56,11 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("last-k", "last-k", {"layers": 2}, "last 2 transformer blocks + head trained"),
     Entry("full", "full", {}, "every weight trained"),
     Entry("lora", "lora", {}, "LoRA adapters (r=8) + head"),
-    Entry("prefix-tuning", "prefix-tuning", {}, "20 trained key/value prefixes per layer + head"),
-    Entry("p-tuning", "p-tuning", {}, "20 virtual tokens from a prompt encoder + head"),
-    Entry("prompt-tuning", "prompt-tuning", {}, "20 trained input embeddings + head"),
+    Entry("prefix-tuning", "prefix-tuning", {}, "20 trained key/value prefixes per layer + head", lr_sensitive=True),
+    Entry("p-tuning", "p-tuning", {}, "20 virtual tokens from a prompt encoder + head", lr_sensitive=True),
+    Entry("prompt-tuning", "prompt-tuning", {}, "20 trained input embeddings + head", lr_sensitive=True),
     Entry("soft-prompt", "soft-prompt", {}, "prompt tuning of the causal LM through its label words",
-          needs="decoder", in_default_ladder=False),
+          needs="decoder", in_default_ladder=False, lr_sensitive=True),
 )}
 
 
@@ -78,6 +81,7 @@ class Preset:
     patience: int
     max_minutes: float | None
     max_epochs: int = 50
+    lr_search: bool = True  # the learning-rate line search for the entries whose good rate moves most (lr_sensitive)
 
 
 PRESETS = {
@@ -87,7 +91,7 @@ PRESETS = {
     "standard": Preset(train_size=4000, val_size=500, test_size=1000, draws=3, max_length=256, tune=4,
                        max_steps=2000, patience=3, max_minutes=10.0),
     "full": Preset(train_size=None, val_size=None, test_size=None, draws=5, max_length=None, tune=6,
-                   max_steps=20000, patience=3, max_minutes=None),
+                   max_steps=20000, patience=3, max_minutes=None, lr_search=False),  # --tune searches every rate
 }
 DEFAULT_MODELS = ("minilm", "smollm2-135m")
 DEFAULT_GENERATION_MODELS = ("smollm2-135m",)
@@ -287,6 +291,9 @@ class ComparePlan:
                 except AdaptlabError as exc:
                     raise AdaptlabError(f"entry '{name}' (settings from the preset and --set): {exc}") from None
                 tune = entry_tuning(trials, spaces, name, entry.strategy, params)
+                own_lr = "lr" in {**self.params.get("all", {}), **self.params.get(name, {})}
+                if tune is None and entry.lr_sensitive and preset.lr_search and entry.epochs and not own_lr:
+                    params = {"lr_search": True, **params}  # --set NAME.lr_search=false still wins
                 for seed in range(self.seeds) if entry.seeded else [0]:
                     runs.append(Run(name, entry.strategy, model, seed, params, tune))
         for key in self.params.get("all", {}):

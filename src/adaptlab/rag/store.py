@@ -14,6 +14,7 @@ carried beside its text (kept as the chunk's ``metadata``), applied inside the s
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -120,6 +121,20 @@ def _lance_filter(where: dict[str, str] | None, columns: list[str]) -> str | Non
     return " AND ".join(terms)
 
 
+def _readable(method):
+    """LanceDB reports damaged table files (a truncated fragment, garbage where a manifest was) as ``RuntimeError`` or
+    ``OSError`` from deep in Rust: one line naming the store and how to rebuild it instead."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (RuntimeError, OSError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise AdaptlabError(f"store '{self.location}': its tables cannot be read ({reason}); "
+                                f"{_rebuild(self.location)}") from None
+    return checked
+
+
 class LanceStore:
     """An embedded LanceDB database in a directory: persistent, versioned, no server."""
 
@@ -182,6 +197,7 @@ class LanceStore:
         return self._documents
 
     # -- the interface ------------------------------------------------------------------------------------
+    @_readable
     def documents(self) -> dict[str, str]:
         table = self._document_table()
         if table is None:
@@ -189,6 +205,7 @@ class LanceStore:
         data = table.to_arrow()
         return dict(zip(data.column("source").to_pylist(), data.column("content_hash").to_pylist()))
 
+    @_readable
     def forget(self, sources: list[str]) -> None:
         for start in range(0, len(sources), 500):  # keep the SQL predicate short
             predicate = f"source IN ({', '.join(map(_quote, sources[start:start + 500]))})"
@@ -196,6 +213,7 @@ class LanceStore:
                 if table is not None:
                     table.delete(predicate)
 
+    @_readable
     def add(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
         import pyarrow as pa
 
@@ -209,6 +227,7 @@ class LanceStore:
             schema = schema.set(schema.get_field_index("metadata"), pa.field("metadata", pa.json_(pa.utf8())))
         table.add(pa.table(columns, schema=schema))
 
+    @_readable
     def record(self, documents: dict[str, str]) -> None:
         import pyarrow as pa
 
@@ -221,6 +240,7 @@ class LanceStore:
         """The chunk fields this table holds (stores built before ``metadata`` existed lack it)."""
         return [f for f in ChunkRow.__dataclass_fields__ if f in table.schema.names]
 
+    @_readable
     def search(self, vector: np.ndarray, k: int, where: dict[str, str] | None = None) -> list[Hit]:
         table = self._chunk_table()
         if table is None:
@@ -230,6 +250,7 @@ class LanceStore:
             query = query.nprobes(32).refine_factor(5)  # ANN index: probe widely, re-rank exactly
         return self._hits(table, query, where, "_distance", score_from_cosine_distance)
 
+    @_readable
     def text_search(self, query: str, k: int, where: dict[str, str] | None = None) -> list[Hit]:
         """BM25 over the chunks' text (LanceDB's full-text index; rows added since it was built are searched too)."""
         table = self._chunk_table()
@@ -246,6 +267,7 @@ class LanceStore:
         return [Hit(to_score(row[score_column]), ChunkRow(**{f: row[f] for f in fields}))
                 for row in query.select([*fields, score_column]).to_list()]
 
+    @_readable
     def ensure_text_index(self) -> None:
         """LanceDB's inverted (BM25) index on the text (English stemming, stop words dropped), made once: chunks
         added later are searched too, unindexed, until ``compact`` folds them into it."""
@@ -255,10 +277,12 @@ class LanceStore:
         if table is not None and not any(index.index_type == "FTS" for index in table.list_indices()):
             table.create_index("text", config=FTS())
 
+    @_readable
     def count(self) -> int:
         table = self._chunk_table()
         return 0 if table is None else table.count_rows()
 
+    @_readable
     def build_ann_index(self) -> None:
         """An IVF-PQ index for large stores (exact search is used until one is built)."""
         table = self._chunk_table()
@@ -269,6 +293,7 @@ class LanceStore:
         table.create_index(metric="cosine", vector_column_name="vector", num_partitions=max(1, int(rows ** 0.5) // 2),
                            num_sub_vectors=max(1, dim // 8), replace=True)
 
+    @_readable
     def compact(self) -> None:
         """Merge the small files that incremental updates leave behind, and drop superseded versions."""
         from datetime import timedelta

@@ -13,6 +13,7 @@ Lightning, so the same run scales to DDP/FSDP/DeepSpeed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 import warnings
@@ -62,6 +63,9 @@ class FitReport:
     #: epochs or --max-steps ran out first) or "time_cap" (--max-minutes)
     stopped: str
     budget: dict  # the caps this run had: max_epochs, max_steps, max_minutes, patience
+    final_val_loss: float | None = None  # after the last epoch run (what a learning-rate trial is judged on)
+    #: ``--lr-search``: each candidate rate's validation loss after one epoch, and the rate chosen
+    lr_search: dict | None = None
 
 
 class _EpochTimer(Callback):
@@ -101,6 +105,12 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
     it holds the best weights by the objective's validation metric (accuracy for classifiers and reward models,
     loss for causal LMs). ``module_options`` go to the objective's module (a reward model's ``center_rewards``)."""
+    searched = None
+    if options.lr_search:
+        from adaptlab.training.lr_search import search_lr
+
+        lr, trials = search_lr(model, data, options, workdir, runtime, objective, module_options)
+        options, searched = dataclasses.replace(options, lr=lr, lr_search=False), {"chosen": lr, "trials": trials}
     epochs = options.epoch_budget(data.batches_per_epoch(), epochs)
     last = workdir / "checkpoints" / "last.ckpt"
     if options.resume and not last.exists():
@@ -170,6 +180,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     elif best.best_model_path:
         checkpoint = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
         best_epoch = int(checkpoint["epoch"])
+    final_loss = trainer.callback_metrics.get("val_loss")
     if best_epoch is not None:
         module.load_state_dict(checkpoint["state_dict"], strict=False)
     return FitReport(
@@ -185,6 +196,8 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         stopped=_why_stopped(early, clock),
         budget={"max_epochs": epochs, "max_steps": options.max_steps, "max_minutes": options.max_minutes,
                 "patience": options.patience},
+        final_val_loss=None if final_loss is None else float(final_loss),
+        lr_search=searched,
     )
 
 

@@ -40,6 +40,8 @@ class TrainingOptions:
                                  minimum=1)
     max_steps: int | None = param(None, "Budget: stop after this many optimiser steps even if --epochs are left; the "
                                   "learning-rate schedule spans the budget (default: --epochs decide).", minimum=1)
+    lr_search: bool = param(False, "Before training, try --lr / 3, --lr and 3 x --lr for one epoch each from the same start "
+                                   "and train with the one of lowest validation loss (counted in the training time).")
     max_minutes: float | None = param(None, "Time cap: stop training after this many minutes (the best epoch so far is "
                                       "kept; the manifest says the run hit the cap).", above=0)
     group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
