@@ -189,6 +189,7 @@ def _sft(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict
             "forgetting": manifest["metrics"]["forgetting"], "artifact_bytes": manifest["size_bytes"],
             "base_model": manifest["base_model"], "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
             "stopped": (manifest["training"] or {}).get("stopped"), "steps": (manifest["training"] or {}).get("steps"),
+            "lr_chosen": ((manifest["training"] or {}).get("lr_search") or {}).get("chosen"),
             "cost": {key: cost.get(key) for key in ("trainable_params", "total_params", "peak_rss_mb", "train_seconds")}
             | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
 

@@ -81,6 +81,7 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "params": done[0]["spec"]["params"], "artifacts": artifacts, "sizes": done[0]["data"]["sizes"],
         "samples": done[0]["samples"], "resumed_from_epoch": done[0].get("resumed_from_epoch"),
         "stopped": [r.get("stopped") for r in done], "steps": [r.get("steps") for r in done],
+        "lr_chosen": [r.get("lr_chosen") for r in done],
         "scored_examples": n,
         "_scores": scores,
     }

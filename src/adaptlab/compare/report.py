@@ -57,7 +57,9 @@ def _row(rank: int, entry: dict) -> list[str]:
 def stopped_cell(entry: dict) -> str:
     reasons = [STOPPED[stop] for stop in dict.fromkeys(entry.get("stopped") or []) if stop in STOPPED]
     steps = [n for n in entry.get("steps") or [] if n]
-    return "-" if not reasons else "/".join(reasons) + (f" @{round(sum(steps) / len(steps))}" if steps else "")
+    rates = sorted({lr for lr in entry.get("lr_chosen") or [] if lr})
+    searched = f", lr {'/'.join(f'{lr:.2g}' for lr in rates)} (searched)" if rates else ""
+    return "-" if not reasons else "/".join(reasons) + (f" @{round(sum(steps) / len(steps))}" if steps else "") + searched
 
 
 def _train_time(entry: dict) -> str:
@@ -251,7 +253,8 @@ def render_html(results: dict) -> str:
                      "statistically tied with the best (paired bootstrap). train s: training time in seconds, embedding "
                      "or feature extraction included, and the hyper-parameter search where there was one; stopped: how training ended "
                      "(converged: validation stopped improving, the best epoch kept; step/time cap: the preset's budget "
-                     "ran out first) @ optimiser steps; texts/s: inference throughput on up to 256 test texts, batched, "
+                     "ran out first) @ optimiser steps, and the learning rate the line search chose where it ran (--lr-search: "
+                     "lr/3, lr and 3 lr tried for one epoch each, lowest validation loss kept; its time is in train s); texts/s: inference throughput on up to 256 test texts, batched, "
                      "nothing cached; RSS MB: peak resident memory of the training process (each run has its own); "
                      "size MB: the saved artifact.</p>")
         parts += [

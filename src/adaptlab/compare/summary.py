@@ -126,6 +126,7 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "test_over_draws": first["metrics"].get("test_over_draws"),
         "stopped": [r.get("stopped") for r in done],  # per run: converged / step_cap / time_cap (None: no training)
         "steps": [r.get("steps") for r in done],
+        "lr_chosen": [r.get("lr_chosen") for r in done],
         "params": first["params"],
         "artifacts": artifacts,
         "sizes": first["data"]["sizes"],

@@ -58,6 +58,7 @@ def run(run_dir: Path) -> dict:
         "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
         "stopped": (manifest["training"] or {}).get("stopped"),  # converged / step_cap / time_cap; None: not trained
         "steps": (manifest["training"] or {}).get("steps"),
+        "lr_chosen": ((manifest["training"] or {}).get("lr_search") or {}).get("chosen"),  # --lr-search's pick
         **({"tuning": tuning} if tuning else {}),
     }
 

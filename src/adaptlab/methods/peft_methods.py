@@ -69,8 +69,8 @@ class Lora(PeftStrategy):
     shares_base = True
     mergeable = True
 
-    r: int = param(8, "LoRA rank.", minimum=1)
-    alpha: int = param(16, "LoRA scaling alpha.", above=0)
+    r: int = param(8, "LoRA rank.", minimum=1, maximum=4096)
+    alpha: int = param(16, "LoRA scaling alpha.", above=0, maximum=65536)
     dropout: float = param(0.1, "LoRA dropout.", minimum=0, below=1)
     target_modules: list[str] | None = param(None, "Comma-separated module names (default: PEFT's per-architecture choice, e.g. query,value).")
     use_dora: bool = param(False, "Weight-decomposed LoRA (DoRA).")
@@ -98,7 +98,7 @@ class PrefixTuning(PromptLearningStrategy):
     description = "Prefix tuning (PEFT): trainable key/value prefixes in every layer."
 
     prefix_projection: bool = param(False, "Reparameterise the prefix through an MLP.")
-    encoder_hidden_size: int = param(256, "Hidden size of that MLP.", minimum=1)
+    encoder_hidden_size: int = param(256, "Hidden size of that MLP.", minimum=1, maximum=65536)
     lr: float = param(2e-2, "Peak learning rate.", above=0, maximum=10)
 
     def peft_config(self, model: nn.Module, new_modules: list[str]):
@@ -119,7 +119,7 @@ class PTuning(PromptLearningStrategy):
     name = "p-tuning"
     description = "P-tuning (PEFT): virtual tokens produced by a small prompt encoder."
 
-    encoder_hidden_size: int = param(128, "Prompt encoder hidden size.", minimum=1)
+    encoder_hidden_size: int = param(128, "Prompt encoder hidden size.", minimum=1, maximum=65536)
     encoder_type: str = param("MLP", "Prompt encoder: MLP or LSTM.", choices=("MLP", "LSTM"))
     lr: float = param(1e-2, "Peak learning rate.", above=0, maximum=10)
 

@@ -42,7 +42,7 @@ class DPOPolicy:
     name = STRATEGY
     model: str = param("smollm2-135m", "Policy: a causal LM.")
     method: str = param("lora", "lora (default) or full.", choices=("lora", "full"))
-    r: int = param(16, "LoRA rank.", minimum=1)
+    r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
     beta: float = param(0.1, "DPO temperature: how far from the reference the policy may move.", above=0)
     lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0, maximum=10)
     epochs: int = param(1, "Epochs.", minimum=1)

@@ -21,7 +21,7 @@ class PPOConfig:
     top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
     lr: float = param(1e-4, "Learning rate.", above=0, maximum=10)
     method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))
-    lora_r: int = param(16, "LoRA rank.", minimum=1)
+    lora_r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
     init_kl_coef: float = param(0.2, "Initial KL penalty coefficient.", minimum=0)
     target_kl: float | None = param(6.0, "Adaptive KL target (nats per response); 0 = fixed coefficient.", minimum=0)
     kl_horizon: int = param(10_000, "Horizon of the adaptive KL controller.", minimum=1)

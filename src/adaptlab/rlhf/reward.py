@@ -40,8 +40,8 @@ class RewardModel(TrainingOptions):
     name = STRATEGY
     model: str = param("minilm", "Backbone: minilm, smollm2-135m, a Hub id or a local directory.")
     method: str = param("lora", "lora or full.", choices=("lora", "full"))
-    r: int = param(16, "LoRA rank.", minimum=1)
-    alpha: int = param(32, "LoRA scaling alpha.", above=0)
+    r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
+    alpha: int = param(32, "LoRA scaling alpha.", above=0, maximum=65536)
     max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8)
     lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1)
