@@ -351,3 +351,11 @@ def test_gradient_checkpointing_trains_the_same_weights(tiny_bert, toy_splits, t
                   progress=False) for name, flag in (("plain", False), ("checkpointed", True))]
     assert runs[1].manifest["params"]["gradient_checkpointing"] is True
     np.testing.assert_allclose(runs[0].test_proba, runs[1].test_proba, atol=1e-5)  # recomputed, same dropout masks
+
+
+def test_the_strategy_names_checked_up_front_are_lightnings():
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from adaptlab.training.options import LIGHTNING_STRATEGIES
+
+    assert sorted(LIGHTNING_STRATEGIES) == sorted(StrategyRegistry.available_strategies())

@@ -142,6 +142,15 @@ def section(base: dict, name: str, where: str) -> dict:
     return dict(value)
 
 
+def check_file_values(base: dict, data_schema: type, where: str) -> None:
+    """The file's own values are checked even where the command line overrides them: a wrong type in the YAML is a
+    mistake in the file, whatever this run takes from it."""
+    if base.get("data"):
+        validated(data_schema, section(base, "data", where), f"{where}, section data")
+    if base.get("output") is not None and not isinstance(base["output"], str):
+        raise AdaptlabError(f"{where}: output must be a directory path (a string), not {base['output']!r}")
+
+
 def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params: dict, output: str | None) -> TrainConfig:
     """Merge a YAML file (if any) with command-line values (``None`` = not given) into a checked config."""
     from adaptlab.methods import get_strategy
@@ -153,9 +162,15 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
         raise AdaptlabError(f"{where} is for strategy '{base['strategy']}', not '{strategy}'")
     data_values = section(base, "data", where)
     check_keys(data_values, {f.name for f in dataclasses.fields(DataConfig)}, f"{where}, section data")
+    check_file_values(base, DataConfig, where)
     data_values.update({k: v for k, v in data.items() if v is not None})
     param_values = section(base, "params", where)
     get_strategy(strategy).check_params(param_values, f"{where}, section params")
+    if param_values:  # the file's values alone (types and bounds), before the command line overrides any
+        try:
+            get_strategy(strategy)(**param_values)
+        except AdaptlabError as exc:
+            raise AdaptlabError(f"{where}, section params: {exc}") from None
     param_values.update({k: v for k, v in params.items() if v is not None})
     return TrainConfig(
         strategy=strategy,
@@ -200,10 +215,16 @@ def sft_config(yaml_path: str | Path | None, data: dict, params: dict, output: s
     check_keys(base, {"data", "params", "output"}, where)
     data_values = section(base, "data", where)
     check_keys(data_values, {f.name for f in dataclasses.fields(GenerationDataConfig)}, f"{where}, section data")
+    check_file_values(base, GenerationDataConfig, where)
     data_values.update({("source" if k == "data" else k): v for k, v in data.items() if v is not None})
     param_values = section(base, "params", where)
     check_names(SFTJob, param_values, f"{where}, section params", "SFT")
     param_values = coerce_all(SFTJob, param_values, f"{where}, section params")
+    if param_values:  # the file's values alone (types and bounds), before the command line overrides any
+        try:
+            SFTJob(**param_values)
+        except AdaptlabError as exc:
+            raise AdaptlabError(f"{where}, section params: {exc}") from None
     param_values.update({k: v for k, v in params.items() if v is not None})
     param_values.setdefault("seed", data_values.get("seed", 0))
     return TrainConfig(strategy="sft", data=validated(GenerationDataConfig, data_values, f"{where}, section data"),

@@ -75,10 +75,12 @@ def check_output(output: str | Path, overwrite: bool, inputs: Iterable[str | Pat
         raise AdaptlabError(f"--output '{output}' already holds {what}; pass --overwrite to replace it, or choose another --output")
 
 
-def check_output_directory(output: str | Path, inputs: Iterable[str | Path | None] = (), *, name: str = "--output") -> None:
+def check_output_directory(output: str | Path, inputs: Iterable[str | Path | None] = (), *, name: str = "--output",
+                           marker: tuple[str, ...] = ()) -> None:
     """The guard for an output directory that a rerun resumes (a comparison's): it may exist and hold earlier
     runs, but it must be a directory that can be written, apart from every input. ``name``: what the user called
-    it (an option such as ``--store``, or an argument), for the messages."""
+    it (an option such as ``--store``, or an argument), for the messages. ``marker``: what this command writes
+    there; an existing folder that holds files but none of these is the user's, and refused (never written into)."""
     if not str(output).strip():
         raise AdaptlabError(f"{name} is empty; give a directory")
     output = Path(output).expanduser()
@@ -88,6 +90,9 @@ def check_output_directory(output: str | Path, inputs: Iterable[str | Path | Non
         raise AdaptlabError(f"{name} '{output}' is the current directory (or holds it); give a new directory")
     _check_writable(output, name)
     _check_apart(output, name, [given for given in inputs if given is not None])
+    if marker and output.is_dir() and any(output.iterdir()) and not any((output / mark).exists() for mark in marker):
+        raise AdaptlabError(f"{name} '{output}' holds files adaptlab did not write (no {' or '.join(marker)}); give a "
+                            "new or empty directory")
 
 
 def _check_writable(output: Path, name: str = "--output") -> None:

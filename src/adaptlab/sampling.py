@@ -11,6 +11,10 @@ from pathlib import Path
 from adaptlab.errors import AdaptlabError
 
 
+#: more than any small model's context: a larger value is a typo, not a request
+MAX_NEW_TOKENS = 65_536
+
+
 @dataclass
 class SamplingOptions:
     max_new_tokens: int = 128
@@ -21,10 +25,10 @@ class SamplingOptions:
     seed: int = 0
 
     def check(self) -> None:
-        if self.max_new_tokens < 1:
-            raise AdaptlabError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
-        if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise AdaptlabError(f"--temperature must be a number >= 0 (0: greedy), not {self.temperature}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise AdaptlabError(f"--max-new-tokens must be from 1 to {MAX_NEW_TOKENS}, not {self.max_new_tokens}")
+        if not math.isfinite(self.temperature) or not 0 <= self.temperature <= 100:
+            raise AdaptlabError(f"--temperature must be a number from 0 (greedy) to 100, not {self.temperature}")
         if not 0 < self.top_p <= 1:  # also false for nan
             raise AdaptlabError(f"--top-p must be in (0, 1], not {self.top_p}")
         if self.top_k < 0:
@@ -53,7 +57,12 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
             continue
         try:
             record = json.loads(line)
-            shots.append((str(record["input"]), str(record["output"])))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output'") from None
+        except json.JSONDecodeError:
+            record = None
+        if not (isinstance(record, dict) and isinstance(record.get("input"), str) and isinstance(record.get("output"), str)):
+            raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output' "
+                                "strings")
+        shots.append((record["input"], record["output"]))
+    if not shots:
+        raise AdaptlabError(f"--examples '{path}' holds no examples; give one JSON object per line, or leave it out")
     return shots

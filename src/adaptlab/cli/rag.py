@@ -55,15 +55,20 @@ def rag_index(
     from adaptlab.jobs import check_output_directory
     from adaptlab.rag import RagIndex
 
+    from adaptlab.rag.chunking import check_chunking
+    from adaptlab.rag.documents import check_indexable
     from adaptlab.rag.store import META_FILE
 
+    if any(not str(path).strip() for path in paths):
+        raise AdaptlabError("a document path is empty; give files, folders or a named corpus")
+    check_chunking(chunk_size, chunk_overlap)
     preflight({"device": device, "model": model})
     if not store.startswith(("postgresql://", "postgres://")):  # a store is updated in place: it may exist
         check_output_directory(store, [*paths, model], name="--store")
         if Path(store).is_dir() and any(Path(store).iterdir()) and not (Path(store) / META_FILE).is_file():
             raise AdaptlabError(f"--store '{store}' is a folder that is not an adaptlab store (no {META_FILE}); "
                                 "give a new or empty folder, or the --store of an earlier `adaptlab rag index`")
-    _check_documents(paths)
+    check_indexable(paths)  # before the embedder and the store load
     index = RagIndex(store, model=model, chunk_size=chunk_size, chunk_overlap=chunk_overlap, device=device)
     report = index.update(paths)
     if ann:
@@ -79,21 +84,6 @@ def rag_index(
     if report.failed and not (report.added or report.replaced or report.unchanged):
         source, reason = report.failed[0]
         raise AdaptlabError(f"no document could be indexed ({source}: {reason}); fix the file(s) above and re-run")
-
-
-def _check_documents(paths: list[str], budget_bytes: int = 32 * 2**20) -> None:
-    """When the documents are few (at most ``budget_bytes`` in all), read them once before the embedder and the store
-    load, so that input none of which can be indexed is refused at once. Larger corpora are read once, while
-    indexing, and a file that fails there is reported and skipped."""
-    from adaptlab.rag.documents import find_sources, iter_records
-
-    files, _ = find_sources(paths)
-    if not files or sum(Path(f.path).stat().st_size for f in files) > budget_bytes:
-        return
-    failures = [(file.source, reason) for file, _, reason in iter_records(files) if reason is not None]
-    if len(failures) == len(files):
-        source, reason = failures[0]
-        raise AdaptlabError(f"no document can be indexed ({source}: {reason}); fix the file(s) and re-run")
 
 
 @rag_app.command("search")
@@ -156,14 +146,39 @@ def existing_store(store: str) -> str:
         raise AdaptlabError(f"--store '{store}' is not an adaptlab store (no {META_FILE}); give the --store of `adaptlab rag index`")
     if meta is None or meta.get("dim") is None or not (Path(store) / "chunks.lance").is_dir():
         raise AdaptlabError(f"store '{store}' is empty; run `adaptlab rag index PATH --store {store}` first")
+    _check_store_files(Path(store), meta)
     return store
+
+
+def _check_store_files(store: Path, meta: dict) -> None:
+    """What can be checked of a store without LanceDB or its model: the embedding model it names is there and as wide
+    as the vectors it says it holds, and every data file of its tables ends with Lance's footer (a file cut short or
+    overwritten does not)."""
+    from adaptlab.models.loading import check_model, declared_width
+
+    model = meta["embedding"]["model"]
+    try:
+        check_model(model)
+    except AdaptlabError as exc:
+        raise AdaptlabError(f"store '{store}' was built with embedding model '{model}', which cannot be used: {exc}") from None
+    width = declared_width(model)
+    if width is not None and width != meta["dim"]:
+        raise AdaptlabError(f"store '{store}': its description says {meta['dim']}-dimensional vectors but its embedding "
+                            f"model '{model}' makes {width}; the store is damaged: rebuild it")
+    for table in ("chunks.lance", "documents.lance"):
+        for data_file in sorted((store / table / "data").glob("*.lance")):
+            with data_file.open("rb") as handle:
+                handle.seek(max(0, data_file.stat().st_size - 4))
+                if handle.read(4) != b"LANC":
+                    raise AdaptlabError(f"store '{store}': {table}/data/{data_file.name} is damaged (not a whole Lance "
+                                        f"file); rebuild it: remove it and run `adaptlab rag index PATH --store {store}`")
 
 
 @rag_app.command("ask")
 def rag_ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     store: StoreOpt = "rag-store",
-    k: Annotated[int, typer.Option("-k", "--k", max=2**31 - 1, help="Chunks given to the model as context.")] = 3,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="Chunks given to the model as context (closed-book: --no-retrieval).")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.", metavar="")] = False,
     retrieval: RetrievalOpt = "dense",
@@ -255,7 +270,8 @@ def rag_eval(
     from adaptlab.jobs import check_output_directory
 
     # with --squad the store is written (default OUTPUT/store); with --queries it is read, so never the output
-    check_output_directory(output, [squad, queries, *([store or "rag-store"] if queries is not None else [])])
+    check_output_directory(output, [squad, queries, *([store or "rag-store"] if queries is not None else [])],
+                           marker=("results.json", "store"))
     if squad is not None:
         index, query_list = index_squad(squad, output, store, device, settings)
     else:
@@ -293,7 +309,7 @@ def rag_reader_data(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Conversations JSONL to write (default: runs/<squad>-reader.jsonl).")] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="Chunks of context per example, as rag ask -k.")] = 3,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
-    seed: Annotated[int, typer.Option(help="Where the gold chunk goes when retrieval missed it.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Where the gold chunk goes when retrieval missed it.")] = 0,
     retrieval: RetrievalOpt = "dense",
     dense_weight: DenseWeightOpt = 1.0,
     bm25_weight: Bm25WeightOpt = 1.0,
@@ -333,7 +349,7 @@ def train_retriever(values: dict) -> None:
         raise AdaptlabError("--pairs is required: SQuAD-format JSON or JSONL of {question, passage}")
     output = default_output(output, pairs, "retriever")
     RetrieverTuner(**given(values))  # a bad option fails before the data is read
-    check_output(output, overwrite, inputs=[pairs], trains=True)
+    check_output(output, overwrite, inputs=[pairs, values.get("model")], trains=True)
     split = split_pairs(read_pairs(pairs), seed=values.get("seed") or 0, source=str(pairs))
     manifest = train(split, output, overwrite=overwrite, **given(values))
     if as_json:

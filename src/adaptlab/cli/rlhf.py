@@ -41,7 +41,7 @@ def _preferences(values: dict, job: type, what: str):
         raise AdaptlabError("--data is required")
     output = default_output(output, data, what)
     job(**given(values))  # a bad option fails before the data is read
-    check_output(output, overwrite, inputs=[data], trains=True)
+    check_output(output, overwrite, inputs=[data, values.get("model")], trains=True)
     pairs, kind = read_preferences(data, skip_invalid)
     split = split_preferences(pairs, data, seed=values.get("seed") or 0, train_size=train_size)
     return split, kind, output, overwrite
@@ -122,8 +122,8 @@ def rlhf_eval(
     prompts: Annotated[str, typer.Option(help="'imdb' (held-out review openings) or a prompts file; the policy's own training prompts are left out.")] = "imdb",
     prompt_column: Annotated[str, typer.Option(help="Column of a tabular --prompts file.")] = "prompt",
     n: Annotated[int, typer.Option("-n", "--n", min=1, max=2**31 - 1, help="How many prompts.")] = 64,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per response.")] = 24,
-    seed: Annotated[int, typer.Option(help="Sampling seed (the same for base and tuned).")] = 0,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=65_536, help="Tokens per response.")] = 24,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Sampling seed (the same for base and tuned).")] = 0,
     reference: Annotated[Optional[str], typer.Option(help="What every policy is compared with (default: the listed artifact the others started from, e.g. the SFT model PPO and DPO were trained from; else the first policy's base).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<policy>-rlhf-eval).")] = None,
     device: DEVICE = None,
@@ -137,7 +137,7 @@ def rlhf_eval(
     from adaptlab.rlhf.prompts import read_prompts
 
     output = Path(default_output(output, policies[0], "rlhf-eval"))
-    check_output_directory(output, [*policies, reward, prompts, reference])  # never over (or inside) an input
+    check_output_directory(output, [*policies, reward, prompts, reference], marker=("results.json",))  # apart from inputs
     from adaptlab.rlhf.rewards import check_reward
 
     check_reward(reward, reward_label)  # every name is checked before torch is imported

@@ -43,8 +43,8 @@ def serve(
             raise AdaptlabError(f"{name} must be at least 1, not {value}")
     if not 1 <= port <= 65535:
         raise AdaptlabError(f"--port must be from 1 to 65535, not {port}")
-    if not batch_window_ms >= 0:  # also nan
-        raise AdaptlabError(f"--batch-window-ms must be >= 0, not {batch_window_ms}")
+    if not 0 <= batch_window_ms <= 10_000:  # also nan
+        raise AdaptlabError(f"--batch-window-ms must be from 0 to 10000 (10 s), not {batch_window_ms}")
     check_serve_precision(precision)
     check_can_listen(host, port)
     named = parse_artifact_arguments(artifacts or [])

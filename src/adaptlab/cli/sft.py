@@ -45,7 +45,7 @@ def train(values: dict) -> None:
     config = sft_config(config_path, data, given(values), output)
     SFTJob(**config.params)  # a bad option fails before the data is read
     output = default_output(config.output, config.data.source, f"sft-{config.params.get('method', 'lora')}")
-    check_output(output, overwrite, inputs=[config.data.source], trains=True)
+    check_output(output, overwrite, inputs=[config.data.source, config.params.get("model")], trains=True)
     splits = config.data.load()
     manifest = train_sft(splits, output, overwrite=overwrite, **config.params).manifest
     if not manifest:  # a secondary process of multi-process training: rank 0 reports
@@ -102,9 +102,9 @@ def evaluate(
     data: Annotated[Optional[str], typer.Option("--data", help="The task, as for `sft train`.")] = None,
     model: Annotated[str, typer.Option(help="Causal LM or generator artifact to evaluate.")] = "smollm2-135m",
     shots: Annotated[int, typer.Option(help="Demonstrations from the training split, given as earlier chat turns.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed for the split and the demonstration draw.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Seed for the split and the demonstration draw.")] = 0,
     test_size: Annotated[Optional[int], typer.Option(help="Sub-sample the test split.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per reply.")] = 48,
+    max_new_tokens: Annotated[int, typer.Option(max=4096, help="Most tokens per reply.")] = 48,
     system: Annotated[Optional[str], typer.Option(help="System message for prompt/completion data.")] = None,
     device: Annotated[Optional[str], typer.Option(help="cpu, cuda ... (default: cuda if available).")] = None,
     as_json: JsonOpt = False,

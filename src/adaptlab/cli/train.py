@@ -24,7 +24,7 @@ def run_training(strategy: str, values: dict) -> None:
     config_path, output, as_json, overwrite = values.pop("config"), values.pop("output"), values.pop("as_json"), values.pop("overwrite")
     config = train_config(strategy, config_path, data_values, given(values), output)
     output = default_output(config.output, config.data.source, strategy)
-    check_output(output, overwrite, inputs=[config.data.source], trains=True)
+    check_output(output, overwrite, inputs=[config.data.source, config.params.get("model")], trains=True)
     splits = config.data.load()  # bad data is reported before the model libraries load
 
     from adaptlab.runner import train

@@ -199,10 +199,11 @@ class ComparePlan:
             from adaptlab.compare.tuning import tuning_settings
 
             tuning_settings(self.tune, PRESETS[self.preset].tune, ENTRIES)
-        if not isinstance(self.seeds, int) or self.seeds < 1:
-            raise AdaptlabError(f"--seeds must be a positive integer, not {self.seeds!r}")
-        if self.epochs is not None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise AdaptlabError(f"--epochs must be a positive integer, not {self.epochs!r}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or not 1 <= self.seeds <= 100:
+            raise AdaptlabError(f"--seeds must be a whole number from 1 to 100, not {self.seeds!r}")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or not 1 <= self.epochs <= 10_000):
+            raise AdaptlabError(f"--epochs must be a whole number from 1 to 10000, not {self.epochs!r}")
         if not self.models:
             raise AdaptlabError("--models needs at least one model")
         for option, values in (("--models", self.models), ("--strategies", self.strategies or [])):

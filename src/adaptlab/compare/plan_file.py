@@ -57,6 +57,8 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, PLAN_KEYS, where)
     base = validated(PlanFile, base, where)
+    if yaml_path:
+        _check_file_alone(base, where)
     data_values = dict(base.pop("data", None) or {})
     data_values.update({k: v for k, v in data.items() if v is not None})
     values = {**base, **{k: v for k, v in options.items() if v is not None}}
@@ -76,6 +78,20 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     plan = ComparePlan(data=validated(config, data_values, f"{where}, section data"), **values)
     plan.check()
     return plan
+
+
+def _check_file_alone(base: dict, where: str) -> None:
+    """The file's own values checked as a plan of their own, even where the command line overrides them (a wrong
+    size or an unknown strategy in the YAML is a mistake in the file, whatever this run takes from it)."""
+    values = {k: v for k, v in base.items() if k != "data"}
+    data = dict(base.get("data") or {})
+    task = values.get("task") or infer_task(str(data.get("source", DataConfig.source)))
+    config = GenerationDataConfig if task == "generation" else DataConfig
+    check_keys(data, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
+    for key in ("models", "strategies", "documents"):
+        if isinstance(values.get(key), str):
+            values[key] = [part.strip() for part in values[key].split(",") if part.strip()]
+    ComparePlan(data=validated(config, data, f"{where}, section data"), **{**values, "task": task}).check()
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:

@@ -54,7 +54,7 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
     output = Path(plan.output or f"runs/{Path(str(data.source)).stem}-compare")  # the CLI's rule: runs/<data>-<what>
-    check_output_directory(output, [data.source, plan.preferences, *(plan.documents or [])])
+    check_output_directory(output, [data.source, plan.preferences, *(plan.documents or []), *plan.models])
     if plan.preferences is not None:  # read now: a bad file must not wait for the entries before DPO to train
         from adaptlab.rlhf import read_preferences
 

@@ -92,7 +92,7 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
         raise AdaptlabError(f"'{directory}' already holds a feedback project")
     from adaptlab.jobs import check_output_directory
 
-    check_output_directory(directory, [prompts_path, candidates_path], name="project")
+    check_output_directory(directory, [prompts_path, candidates_path, model], name="project")
     if Path(directory).exists() and (not Path(directory).is_dir() or any(Path(directory).iterdir())):
         raise AdaptlabError(f"'{directory}' exists and is not an empty directory; give a new directory for the project")
     if candidates_path is None and prompts_path is None:

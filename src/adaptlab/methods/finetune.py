@@ -40,7 +40,7 @@ class LastKLayers(TokenClassifierStrategy):
     name = "last-k"
     description = "Train the last k transformer blocks and the head; the rest stays frozen."
 
-    layers: int = param(2, "How many of the last blocks to train.", minimum=1)
+    layers: int = param(2, "How many of the last blocks to train.", minimum=1, maximum=1000)
     lr: float = param(1e-4, "Peak learning rate.", above=0, maximum=10)
 
     def configure(self, bundle) -> nn.Module:

@@ -43,7 +43,7 @@ class GradientStrategy(Strategy, TrainingOptions):
     """Shared by all gradient-based strategies: training options, the engine, the training report."""
 
     model: str = param("minilm", MODEL_HELP)
-    max_length: int | None = param(None, MAX_LENGTH_HELP, minimum=1)
+    max_length: int | None = param(None, MAX_LENGTH_HELP, minimum=1, maximum=100_000)
     head_init: str = param("probe", "How the new head starts: probe (logistic regression on the frozen features the "
                            "head sees, C chosen on validation: LP-FT, so no run starts below the probe) or random.",
                            choices=HEAD_INITS)

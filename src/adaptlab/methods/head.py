@@ -29,7 +29,7 @@ class HeadOnly(GradientStrategy):
     cache_features: bool = param(True, "Run the backbone once and train on cached features (--no-cache-features: naive loop).")
     cache: bool = param(True, "Use the on-disk embedding cache.", runtime=True, cli=False)
     lr: float = param(1e-3, "Peak learning rate.", above=0, maximum=10)
-    epochs: int = param(10, "Training epochs.", minimum=1)
+    epochs: int = param(10, "Training epochs.", minimum=1, maximum=10_000)
 
     def _embedder(self) -> Embedder:
         # Features are computed in the precision training runs in, so cached and naive loops agree.

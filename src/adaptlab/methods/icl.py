@@ -63,7 +63,7 @@ class InContextClassifier(PromptOptions, Strategy):
     k: int = param(4, "Demonstrations per prompt (0 = zero-shot).", minimum=0)
     selection: str = param("balanced", "How demonstrations are picked from the training split.", choices=SELECTIONS)
     calibrate: bool = param(False, "Contextual calibration against content-free inputs.")
-    draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1)
+    draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1, maximum=100)
     mode: str = param("score", "score (label likelihoods) or generate (generate text, parse the label).", choices=MODES)
     batch_size: int = param(16, "Prompt x label pairs per forward pass.", minimum=1, below=2**31)
     embedding_model: str = param("minilm", "Embedder for --selection knn.")
@@ -71,6 +71,7 @@ class InContextClassifier(PromptOptions, Strategy):
     cache: bool = param(True, "Use the on-disk embedding cache (kNN selection).", runtime=True, cli=False)
 
     def check(self) -> None:
+        self.check_template()
         parse_label_words(self.label_words, None)
         if self.k == 0:
             self.draws = 1  # zero-shot has nothing to draw

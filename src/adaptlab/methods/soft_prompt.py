@@ -42,7 +42,8 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
 
     def check(self) -> None:
         super().check()
-        parse_label_words(self.label_words, None)  # its form, before any model loads
+        self.check_template()  # the prompt's form, before any model loads
+        parse_label_words(self.label_words, None)
 
     def _setup_prompt(self, tokenizer, label_names: list[str]) -> None:
         from adaptlab.prompting.scoring import encode_label_words

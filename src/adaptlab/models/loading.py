@@ -88,10 +88,27 @@ def check_model(name: str, decoder: bool = False) -> None:
                                 f"causal LM or an artifact of {', '.join(GENERATOR_STRATEGIES)}")
         if (path / "model" / "config.json").is_file():
             check_model_files(path / "model", name)
+        elif not decoder:  # an adapter artifact is a base model only for the generators that stack on it
+            raise AdaptlabError(f"artifact '{path}' holds a '{manifest['strategy']}' adapter, not a whole model; give "
+                                "a base model, or an artifact with its weights in model/ (full, a tuned retriever)")
         return
     ref = _resolve(name, convert=False)
     if decoder and _declared_kind(name, ref) == "encoder":
         raise AdaptlabError(f"model '{name}' is not a causal (decoder) language model; use e.g. smollm2-135m")
+
+
+def declared_width(name: str) -> int | None:
+    """The hidden size a local or packaged model's config.json declares (what its embeddings' width is), without
+    loading it; None where there is no config to read (a Hub id, a GGUF not converted yet)."""
+    import json
+
+    ref = _resolve(name, convert=False)
+    config_file = Path(ref.path) / "config.json"
+    if not ref.local or not config_file.is_file():
+        return None
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    width = next((config[key] for key in ("hidden_size", "d_model", "n_embd", "dim") if isinstance(config.get(key), int)), None)
+    return width
 
 
 def _declared_kind(name: str, ref: ModelRef) -> str | None:

@@ -118,3 +118,8 @@ class PromptOptions:
     label_words: str | dict | None = param(None, "Words the model should say per label, e.g. 'negative=terrible,positive=great'.")
     chat: str = param("auto", "auto (chat template if the model has one), turns, inline, off.", choices=CHAT_MODES)
     normalize_length: bool = param(False, "Average label log-likelihood per token (multi-token labels).")
+
+    def check_template(self) -> None:
+        """A --template of the wrong form is refused when the strategy is built, not after its model loads."""
+        if self.template is not None:
+            PromptTemplate(instruction="", example=self.template, chat=self.chat)

@@ -24,16 +24,27 @@ class Chunk:
     tokens: int
 
 
+#: longer than any embedding model reads: a larger --chunk-size is a typo (the model's own limit is checked on load)
+MAX_CHUNK_TOKENS = 32_768
+
+
+def check_chunking(size: int | None, overlap: int | None, max_tokens: int | None = None) -> None:
+    """The chunk size and overlap, as far as they can be checked without the embedding model (``max_tokens``: the
+    longest input it reads, when known). ``None`` is a value not given."""
+    limit = (max_tokens - SPECIAL_TOKENS) if max_tokens else MAX_CHUNK_TOKENS
+    if size is not None and size < 8:
+        raise AdaptlabError(f"--chunk-size must be at least 8 tokens, not {size}")
+    if size is not None and size > limit:
+        raise AdaptlabError(f"--chunk-size {size} exceeds what the embedding model reads ({limit} tokens plus "
+                            f"{SPECIAL_TOKENS} special); use at most {limit}")
+    most = MAX_CHUNK_TOKENS // 2 if size is None else size // 2
+    if overlap is not None and not 0 <= overlap <= most:
+        raise AdaptlabError(f"--chunk-overlap must be between 0 and half the chunk size ({most}), not {overlap}")
+
+
 class Chunker:
     def __init__(self, tokenizer, size: int = 200, overlap: int = 40, max_tokens: int | None = None) -> None:
-        limit = (max_tokens - SPECIAL_TOKENS) if max_tokens else None
-        if size < 8:
-            raise AdaptlabError(f"--chunk-size must be at least 8 tokens, not {size}")
-        if limit is not None and size > limit:
-            raise AdaptlabError(f"--chunk-size {size} exceeds what the embedding model reads ({limit} tokens plus "
-                                f"{SPECIAL_TOKENS} special); use at most {limit}")
-        if not 0 <= overlap < size // 2 + 1:
-            raise AdaptlabError(f"--chunk-overlap must be between 0 and half the chunk size ({size // 2}), not {overlap}")
+        check_chunking(size, overlap, max_tokens)
         if not getattr(tokenizer, "is_fast", False):
             raise AdaptlabError("chunking needs a fast (Rust) tokenizer for character offsets")
         self.tokenizer, self.size, self.overlap = tokenizer, size, overlap

@@ -184,3 +184,23 @@ def iter_records(files: list[SourceFile]) -> Iterator[tuple[SourceFile, list[Rec
             yield file, file.records(), None
         except (ValueError, OSError) as exc:
             yield file, None, str(exc)
+
+
+def check_indexable(paths: list[str], budget_bytes: int = 32 * 2**20) -> None:
+    """When the documents are few (at most ``budget_bytes`` in all), read them once before the embedder and the store
+    load, so that input none of which can be indexed is refused at once. Larger corpora are read once, while
+    indexing, and a file that fails there is reported and skipped."""
+    files, _ = find_sources(paths)
+    if not files or sum(f.path.stat().st_size for f in files) > budget_bytes:
+        return
+    failures, text = [], False
+    for file, records, reason in iter_records(files):
+        if reason is not None:
+            failures.append((file.source, reason))
+        text = text or any(record.text.strip() for record in records or [])
+    if failures and len(failures) == len(files):
+        source, reason = failures[0]
+        raise AdaptlabError(f"no document can be indexed ({source}: {reason}); fix the file(s) and re-run")
+    if not text:
+        raise AdaptlabError(f"the documents hold no text to index ({files[0].source}"
+                            f"{f' and {len(files) - 1} more' if len(files) > 1 else ''}); check the paths")

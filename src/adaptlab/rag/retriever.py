@@ -109,14 +109,14 @@ class RetrieverTuner(TrainingOptions):
     name = STRATEGY
     model: str = param("minilm", "Embedding model to adapt: minilm, a Hub id or a local directory.")
     lr: float = param(3e-5, "Peak learning rate.", above=0, maximum=10)
-    epochs: int = param(2, "Training epochs.", minimum=1)
+    epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(32, "(question, passage) pairs per step, at least 2: each question's negatives are the other "
                                 "passages of its batch.", minimum=1, below=2**31)
     warmup_ratio: float = param(0.1, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     group_by_length: bool = param(False, "Batch pairs of similar length (more repeated passages per batch, fewer negatives).")
-    scale: float = param(20.0, "Cosine similarities are multiplied by this before the softmax (sentence-transformers' default).", above=0)
-    query_length: int = param(64, "Tokens per question.", minimum=4)
-    passage_length: int = param(256, "Tokens per passage.", minimum=8)
+    scale: float = param(20.0, "Cosine similarities are multiplied by this before the softmax (sentence-transformers' default).", above=0, maximum=1000)
+    query_length: int = param(64, "Tokens per question.", minimum=4, maximum=100_000)
+    passage_length: int = param(256, "Tokens per passage.", minimum=8, maximum=100_000)
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 

@@ -12,12 +12,12 @@ from adaptlab.params import check_fields, param
 class PPOConfig:
     """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
 
-    steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1)
+    steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1, maximum=1_000_000)
     batch_size: int = param(8, "Prompts per step.", minimum=1, below=2**31)
     mini_batch_size: int = param(4, "Rollouts per gradient step.", minimum=1, below=2**31)
-    ppo_epochs: int = param(4, "Passes over each batch of rollouts.", minimum=1)
-    max_new_tokens: int = param(24, "Tokens per response.", minimum=1)
-    temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0)
+    ppo_epochs: int = param(4, "Passes over each batch of rollouts.", minimum=1, maximum=1000)
+    max_new_tokens: int = param(24, "Tokens per response.", minimum=1, maximum=65_536)
+    temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0, maximum=100)
     top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
     lr: float = param(1e-4, "Learning rate.", above=0, maximum=10)
     method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))

@@ -42,9 +42,9 @@ class RewardModel(TrainingOptions):
     method: str = param("lora", "lora or full.", choices=("lora", "full"))
     r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
     alpha: int = param(32, "LoRA scaling alpha.", above=0, maximum=65536)
-    max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8)
+    max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8, maximum=100_000)
     lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0, maximum=10)
-    epochs: int = param(2, "Training epochs.", minimum=1)
+    epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     # two sequences per pair and long dialogues: a forward pass of 32 pairs x 160 tokens keeps 3.6 GB of activations
     # on minilm; 8 pairs per pass, accumulated 4 times, is the same optimiser step in a quarter of the memory
     batch_size: int = param(8, "Preference pairs per forward pass (two sequences each).", minimum=1, below=2**31)
@@ -52,7 +52,7 @@ class RewardModel(TrainingOptions):
     chat: bool | None = param(None, "Frame (prompt, response) as a user and an assistant turn with the tokenizer's chat "
                                     "template (default: when it has one, i.e. for chat decoders); else as a text pair.")
     center_rewards: float | None = param(None, "Add c * mean((r_chosen + r_rejected)^2) to the loss, keeping rewards "
-                                               "centred on zero (TRL's center_rewards_coefficient; e.g. 0.01).", minimum=0)
+                                               "centred on zero (TRL's center_rewards_coefficient; e.g. 0.01).", minimum=0, maximum=100)
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 

@@ -40,14 +40,14 @@ class SFTJob(TrainingOptions):
     method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning.", choices=METHODS)
     lr: float | None = param(None, "Peak learning rate (default per method: full 2e-5, last-k 5e-5, lora 2e-4, "
                              "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0, maximum=10)
-    epochs: int = param(2, "Training epochs.", minimum=1)
+    epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1, below=2**31)
     r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
     alpha: int = param(32, "LoRA alpha (scale = alpha / r).", minimum=1, maximum=65536)
     lora_dropout: float = param(0.05, "LoRA dropout.", minimum=0, below=1)
     use_dora: bool = param(False, "DoRA: weight-decomposed LoRA.")
     use_rslora: bool = param(False, "rsLoRA: scale by alpha / sqrt(r).")
-    layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1)
+    layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1, maximum=1000)
     num_virtual_tokens: int = param(20, "prefix/prompt tuning: virtual tokens.", minimum=1, below=1025)
     init_text: str | None = param(None, "prompt tuning: start the virtual tokens from this text's embeddings.")
     group_by_length: bool = param(False, "Batch examples of similar length together: 1.2x faster on a CPU, but "

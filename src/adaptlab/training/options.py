@@ -19,15 +19,28 @@ LOGGERS = ("csv", "tensorboard", "none")
 ACCELERATOR_TO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 
 
+#: Lightning's registered strategy names, kept here so that a wrong --strategy is refused without importing Lightning
+#: (seconds); tests/test_training.py checks the list against the installed Lightning's registry
+LIGHTNING_STRATEGIES = (
+    "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true", "ddp_fork",
+    "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true", "ddp_notebook",
+    "ddp_notebook_find_unused_parameters_false", "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true", "deepspeed", "deepspeed_stage_1",
+    "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload",
+    "deepspeed_stage_3_offload_nvme", "fsdp", "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla",
+    "xla_debug",
+)
+
+
 @dataclass(kw_only=True, eq=False)
 class TrainingOptions:
     """What every gradient-based job exposes (names follow Lightning / HF Trainer). Strategies inherit these
     fields and override the defaults that differ (``lr``, ``epochs``)."""
 
-    epochs: int = param(3, "Training epochs.", minimum=1)
+    epochs: int = param(3, "Training epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(32, "Examples per optimiser step (before accumulation).", minimum=1, below=2**31)
     lr: float = param(5e-5, "Peak learning rate.", above=0, maximum=10)
-    weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0)
+    weight_decay: float = param(0.01, "AdamW weight decay (not applied to biases and norms).", minimum=0, maximum=1)
     warmup_ratio: float = param(0.06, "Fraction of steps spent warming up the learning rate.", minimum=0, below=1)
     schedule: str = param("linear", "Learning-rate schedule.", choices=SCHEDULES)
     grad_accum: int = param(1, "Accumulate gradients over this many batches.", minimum=1, below=2**31)
@@ -68,12 +81,9 @@ class TrainingOptions:
             parts = [part.strip() for part in text.split(",")]
             if text != "auto" and not (all(p.isdigit() for p in parts) and (len(parts) > 1 or int(parts[0]) >= 1)):
                 raise AdaptlabError(f"--devices must be auto, a count of at least 1, or device ids such as 0,1, not '{text}'")
-        if self.strategy != "auto":  # Lightning's own list (imported only when a strategy is asked for)
-            from lightning.pytorch.strategies import StrategyRegistry
-
-            if self.strategy not in StrategyRegistry.available_strategies():
-                raise AdaptlabError(f"--strategy must be auto or one of Lightning's: "
-                                    f"{', '.join(sorted(StrategyRegistry.available_strategies()))}; not '{self.strategy}'")
+        if self.strategy != "auto" and self.strategy not in LIGHTNING_STRATEGIES:
+            raise AdaptlabError(f"--strategy must be auto or one of Lightning's: {', '.join(LIGHTNING_STRATEGIES)}; "
+                                f"not '{self.strategy}'")
         if self.logger == "tensorboard":
             try:
                 import tensorboard  # noqa: F401
