@@ -106,6 +106,33 @@ RULES = [
     # a model of another kind that works
     (r"train (lora|full|last-k|head|features|prefix-tuning|p-tuning|prompt-tuning)", r"--model", r"\{w\}/tiny-llama",
      "a causal LM with a classification head is a valid encoder"),
+    (r"compare", r"--models", r"\{w\}/tiny-llama", "a causal LM runs the classifier entries too (last-token pooling)"),
+    (r"embed|serve|rag index", r"--model|--embedder", r"\{w\}/tiny-llama", "a causal LM embeds too (mean-pooled states)"),
+    (r"rag train-retriever|rlhf reward", r"--model", r"\{w\}/tiny-llama",
+     "a causal LM is a valid retriever encoder or reward-model backbone (SmolLM2 is measured as one)"),
+    (r"merge", r"artifact", r"\{w\}/sft", "an SFT LoRA artifact folds into its base like a classifier's"),
+    # inputs a command reads only in part
+    (r"embed", r"--data", r"\{w\}/bad-data-(no-label|one-class|label-blank|label-list|one-object)\.(csv|jsonl|json)",
+     "embed reads only the texts: labels are not needed, a one-object JSON file is one text"),
+    (r"rag index|compare", r"paths|--documents", r"\{w\}/docs", "a folder of documents is valid (indexed recursively)"),
+    (r"rlhf eval", r"--prompt-column", r".*", "not read: the prompts are a .txt file"),
+    (r"train icl", r"--embedding-model", r".*", "not read: demonstrations are drawn by class, not by similarity "
+     "(--selection nearest reads it)"),
+    (r"train (icl|soft-prompt)", r"--label-words", r"", "an empty --label-words means the label names themselves"),
+    (r"train icl", r"--k", r"0", "0 demonstrations is zero-shot"),
+    (r"rlhf reward", r"--center-rewards", r"0", "0 means no centring term"),
+    (r"train lora", r"--target-modules", r"-1|0|nan|x",
+     "module names are checked against the loaded model: refused once it loads (late), nothing written"),
+    # huge values inside the declared range that mean "all", "none" or "no limit"
+    (r".*", r"--train-size|--val-size|--test-size|--generate-limit", HUGE,
+     "a sub-sample or limit larger than the data takes all of it"),
+    (r".*", r"--top-k", HUGE, "a top-k above the vocabulary keeps every token (no truncation)"),
+    (r"train features", r"--C", HUGE, "a huge C means no regularisation (the probe picks C on validation otherwise)"),
+    (r"rlhf ppo", r"--cliprange|--cliprange-value|--score-clip|--ratio-threshold|--kl-horizon|--target-kl", HUGE,
+     "a huge clip range, threshold or horizon means none (KL control off for --target-kl and --kl-horizon)"),
+    (r"rlhf ppo", r"--init-kl-coef|--vf-coef|--missing-eos-penalty", HUGE,
+     "within the declared range: that term dominates the loss or reward; the run completes"),
+    (r"feedback new", r"--top-k", r".*", "not read: the candidates are imported, not sampled"),
 ]
 
 

@@ -155,7 +155,7 @@ def train_config(strategy: str, yaml_path: str | Path | None, data: dict, params
     """Merge a YAML file (if any) with command-line values (``None`` = not given) into a checked config."""
     from adaptlab.methods import get_strategy
 
-    base = read_yaml(yaml_path) if yaml_path else {}
+    base = read_yaml(yaml_path) if yaml_path is not None else {}  # --config "" is refused, not ignored
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, {"strategy", "data", "params", "output"}, where)
     if base.get("strategy", strategy) != strategy:
@@ -210,7 +210,7 @@ def sft_config(yaml_path: str | Path | None, data: dict, params: dict, output: s
     from adaptlab.params import check_names, coerce_all
     from adaptlab.sft.job import SFTJob
 
-    base = read_yaml(yaml_path) if yaml_path else {}
+    base = read_yaml(yaml_path) if yaml_path is not None else {}  # --config "" is refused, not ignored
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, {"data", "params", "output"}, where)
     data_values = section(base, "data", where)

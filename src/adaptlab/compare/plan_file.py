@@ -53,7 +53,7 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
         tune: {trials: 6, params: {lora: {lr: [1e-4, 3e-3], r: [4, 16]}}}   # or tune: 6; classification only
         output: runs/compare-rt
     """
-    base = read_yaml(yaml_path) if yaml_path else {}
+    base = read_yaml(yaml_path) if yaml_path is not None else {}  # --config "" is refused, not ignored
     where = f"config file '{yaml_path}'" if yaml_path else "options"
     check_keys(base, PLAN_KEYS, where)
     base = validated(PlanFile, base, where)
@@ -62,6 +62,8 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     data_values = dict(base.pop("data", None) or {})
     data_values.update({k: v for k, v in data.items() if v is not None})
     values = {**base, **{k: v for k, v in options.items() if v is not None}}
+    if values.get("task") == "":
+        raise AdaptlabError("--task is empty; give classification or generation (or leave it out to infer it)")
     task = values.get("task") or infer_task(str(data_values.get("source", DataConfig.source)))
     config = GenerationDataConfig if task == "generation" else DataConfig
     check_keys(data_values, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")

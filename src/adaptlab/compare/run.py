@@ -59,6 +59,10 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
         from adaptlab.rlhf import read_preferences
 
         read_preferences(plan.preferences)
+    if plan.documents:  # documents none of which can be indexed are refused before any entry trains
+        from adaptlab.rag.documents import check_indexable
+
+        check_indexable(plan.documents)
     runs = plan.runs(_model_info(plan.models))
     write_json(output / "plan.json", {"plan": _plain(plan), "data": dataclasses.asdict(data), "runs": [r.key for r in runs]})
     stderr.print(f"comparing {len(runs)} runs on {data.source} (train/val/test {len(splits.train)}/{len(splits.val)}/"

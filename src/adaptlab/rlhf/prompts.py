@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from adaptlab.errors import AdaptlabError
+
 
 def read_prompts(source: str, column: str = "prompt", n: int | None = None, seed: int = 0) -> list[str]:
     """'imdb' / 'rotten_tomatoes': n (default 512) review openings drawn with ``seed``; otherwise the first n
     prompts of a file (all when n is None)."""
+    if not str(source).strip():
+        raise AdaptlabError("--prompts is empty; give 'imdb' or a prompts file")
     if source in ("imdb", "rotten_tomatoes"):
         return review_prompts(n or 512, seed=seed, source=source)
     from adaptlab.data import read_texts
