@@ -16,7 +16,7 @@ from test_bad_input import W, assert_refused, snapshot
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_bert) -> Path:
+def workspace(tmp_path_factory, tiny_bert, tiny_llama) -> Path:
     import adaptlab
     from adaptlab.data import load_data, split_data
 
@@ -34,7 +34,14 @@ def workspace(tmp_path_factory, tiny_bert) -> Path:
         (root / "corpus.work" / f"{name}.txt").write_text(f"Paragraph {name} of the corpus.\n", encoding="utf-8")
     (root / "filed.work").write_text("a file where a work directory would go", encoding="utf-8")
     (root / "corrupt.parquet").write_bytes(b"PAR1" + b"\x00garbage" * 20 + b"PAR1")
-    yamls = {"models-int.yaml": "models: 5\n", "params-list.yaml": "params: [1, 2]\n",
+    (root / "bert").symlink_to(tiny_bert)
+    (root / "llama").symlink_to(tiny_llama)
+    (root / "results-user").mkdir()  # a folder of the user's where a command would write results.json
+    (root / "results-user" / "mine.txt").write_text("mine", encoding="utf-8")
+    write_jsonl(root / "examples-number.jsonl", [{"input": 5, "output": "five"}])
+    yamls = {"size-float.yaml": "data: {train_size: 1.5}\n", "epochs-text.yaml": "params: {epochs: x}\n",
+             "strategies-unknown.yaml": "strategies: [not-a-strategy]\n",
+             "models-int.yaml": "models: 5\n", "params-list.yaml": "params: [1, 2]\n",
              "column-list.yaml": "data: {text_column: [a]}\n", "seed-text.yaml": "data: {seed: '5'}\n",
              "tune-inf.yaml": "tune: {trials: 2, params: {lora: {lr: [0.001, .inf]}}}\n",
              "tune-bad-bound.yaml": "tune: {trials: 2, params: {lora: {dropout: [0.1, 2]}}}\n"}
@@ -121,6 +128,22 @@ CASES = {
     "model tokenizer.json garbage": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-tokenizer"], "damaged or incomplete"),
     "model config.json empty": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-config"], "damaged or incomplete"),
     "model weights truncated": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bad-weights"], "damaged or incomplete"),
+    # the YAML file's own values are checked even where the command line overrides them
+    "compare yaml size 1.5 under --train-size": (["compare", "--data", f"{W}/data.csv", *SMALL, "--config",
+                                                  f"{W}/size-float.yaml"], "train_size"),
+    "compare yaml unknown strategy under --strategies": (["compare", "--data", f"{W}/data.csv", *SMALL, "--strategies", "head",
+                                                          "--config", f"{W}/strategies-unknown.yaml"], "not-a-strategy"),
+    "train yaml epochs: x under --epochs": ([*TRAIN[:1], "lora", *TRAIN[2:], "--epochs", "1", "--config",
+                                            f"{W}/epochs-text.yaml"], "--epochs must be an integer"),
+    # outputs never inside a model, never a user's folder; empty values that used to mean "the current directory"
+    "train -o inside the model": ([*TRAIN[:1], "lora", *TRAIN[2:], "--model", f"{W}/bert", "-o", f"{W}/bert/run"], "lies inside"),
+    "rlhf eval -o a user's folder": (["rlhf", "eval", f"{W}/lora", "--reward", f"{W}/lora", "--prompts", f"{W}/texts.txt",
+                                      "-o", f"{W}/results-user"], "holds files adaptlab did not write"),
+    "rag index an empty path": (["rag", "index", "", "--store", "new-store"], "a document path is empty"),
+    "compare --task ''": (["compare", "--data", f"{W}/data.csv", *SMALL, "--task", ""], "--task is empty"),
+    "compare --seeds 101": (["compare", "--data", f"{W}/data.csv", *SMALL, "--seeds", "101"], "from 1 to 100"),
+    "generate examples of the wrong type": (["generate", "hi", "--model", f"{W}/llama", "--examples",
+                                             f"{W}/examples-number.jsonl"], "'input' and 'output' strings"),
     # late: what a comparison needs is checked before its first run trains
     "compare missing preferences": (["compare", "--task", "generation", "--data", f"{W}/chat.jsonl", *SMALL,
                                      "--preferences", f"{W}/missing.jsonl"], "does not exist"),
