@@ -57,6 +57,7 @@ def serve(
     from adaptlab.serve.generators import parse_generator_arguments
 
     preflight({"device": device})
+    _check_artifacts(named)
     for model in parse_generator_arguments(generator or []).values():
         preflight({"model": model}, decoder=True)
     for model in embedder or []:
@@ -75,6 +76,21 @@ def serve(
     Console(stderr=True).print(f"serving {', '.join([*registry.artifacts, *registry.generators, *registry.embedders]) or 'RAG'} on "
                                f"http://{host}:{port} (docs: /docs)")
     uvicorn.run(create_app(registry, options), host=host, port=port, log_level="warning")
+
+
+def _check_artifacts(named: dict[str, Path]) -> None:
+    """Every artifact's manifest and checksums, and that its strategy is a classifier this server can load, before
+    torch is imported (a generator artifact goes to --generator)."""
+    from adaptlab.artifacts import read_manifest
+    from adaptlab.methods import get_strategy
+
+    for name, path in named.items():
+        manifest = read_manifest(path)
+        try:
+            get_strategy(manifest["strategy"])
+        except AdaptlabError:
+            raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' artifact, not a classifier; serve "
+                                f"generators with --generator {name}={path}") from None
 
 
 def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:

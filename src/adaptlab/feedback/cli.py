@@ -25,7 +25,7 @@ def new(
     candidates: Annotated[Path | None, typer.Option(help="Import candidates instead of sampling: JSONL of {\"prompt\", \"responses\": [...]} or {\"prompt\", \"response\", \"source\"}.")] = None,
     model: Annotated[str, typer.Option(help="Causal LM that samples the candidates.")] = "smollm2-135m",
     n: Annotated[int, typer.Option("-n", "--n", max=2**31 - 1, help="Candidates sampled per prompt.")] = 4,
-    overlap: Annotated[int, typer.Option(help="How many annotators rank each item (above 1 measures agreement).")] = 1,
+    overlap: Annotated[int, typer.Option(max=1000, help="How many annotators rank each item (above 1 measures agreement).")] = 1,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per candidate.")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 would give identical candidates).")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,

@@ -60,7 +60,7 @@ class InContextClassifier(PromptOptions, Strategy):
     description = "In-context learning: a causal LM, a hand-written prompt and k demonstrations; labels scored by likelihood."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
-    k: int = param(4, "Demonstrations per prompt (0 = zero-shot).", minimum=0)
+    k: int = param(4, "Demonstrations per prompt (0 = zero-shot).", minimum=0, maximum=1000)
     selection: str = param("balanced", "How demonstrations are picked from the training split.", choices=SELECTIONS)
     calibrate: bool = param(False, "Contextual calibration against content-free inputs.")
     draws: int = param(5, "Demonstration samples tried; the best on validation is kept, test reported over all.", minimum=1, maximum=100)

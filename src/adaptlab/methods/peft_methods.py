@@ -77,6 +77,26 @@ class Lora(PeftStrategy):
     use_rslora: bool = param(False, "Rank-stabilised LoRA: scale by alpha/sqrt(r) instead of alpha/r.")
     lr: float = param(1e-3, "Peak learning rate.", above=0, maximum=10)
 
+    def check(self) -> None:
+        super().check()
+        self.check_targets()
+
+    def check_targets(self) -> None:
+        """Target names the checkpoint's headers do not hold are refused before the model loads (the task's new head,
+        ``classifier``/``score``, is not in the checkpoint and is allowed)."""
+        from adaptlab.models.loading import checkpoint_matrix_names
+
+        if not self.target_modules or "all-linear" in (self.target_modules, *self.target_modules):
+            return
+        try:
+            known = checkpoint_matrix_names(self.model)
+        except (AdaptlabError, OSError, ValueError):
+            return  # a model that cannot be read is refused with its own message when it loads
+        missing = [t for t in self.target_modules if known is not None and t not in known | {"classifier", "score"}]
+        if missing:
+            raise AdaptlabError(f"--target-modules {', '.join(missing)} not found in model '{self.model}'; its layers "
+                                f"with weight matrices include: {', '.join(sorted(known)[:20])}")
+
     def peft_config(self, model: nn.Module, new_modules: list[str]):
         return lora_config("classifier", model, r=self.r, alpha=self.alpha, dropout=self.dropout,
                            target_modules=self.target_modules, use_dora=self.use_dora, use_rslora=self.use_rslora,

@@ -238,6 +238,26 @@ def _safetensors_damage(file: Path) -> str | None:
     return None
 
 
+def checkpoint_matrix_names(name: str) -> set[str] | None:
+    """The short names of the modules that hold a 2-D weight in a local model's safetensors headers (its linear and
+    embedding layers: what LoRA can target), read without loading it; None where there are no headers to read."""
+    import json
+    import struct
+
+    ref = _resolve(name, convert=False)
+    files = sorted(Path(ref.path).glob("*.safetensors")) if ref.local else []
+    if not files:
+        return None
+    names = set()
+    for file in files:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        names |= {key.rsplit(".", 2)[-2] for key, entry in header.items()
+                  if key.endswith(".weight") and key.count(".") >= 1 and len(entry.get("shape", ())) == 2}
+    return names
+
+
 def count_checkpoint_parameters(model_dir: str) -> int:
     """Parameter count read from the safetensors headers, without loading any weights."""
     from safetensors import safe_open

@@ -56,13 +56,13 @@ class TrainingOptions:
     lr_search: bool = param(False, "Before training, try --lr / 3, --lr and 3 x --lr for one epoch each from the same start "
                                    "and train with the one of lowest validation loss (counted in the training time).")
     max_minutes: float | None = param(None, "Time cap: stop training after this many minutes (the best epoch so far is "
-                                      "kept; the manifest says the run hit the cap).", above=0)
+                                      "kept; the manifest says the run hit the cap).", above=0, maximum=525_600)
     group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
     seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
     logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
     devices: str | None = param(None, "Lightning devices for multi-process training: a count or a list such as 0,1.", runtime=True)
     strategy: str = param("auto", "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ...", runtime=True)
-    num_nodes: int = param(1, "Machines for multi-node training.", runtime=True, minimum=1)
+    num_nodes: int = param(1, "Machines for multi-node training.", runtime=True, minimum=1, maximum=100_000)
     accelerator: str | None = param(None, "Deprecated: use --device.", runtime=True, choices=("auto", *ACCELERATOR_TO_DEVICE))
     resume: bool = param(False, "Continue from the last checkpoint of an interrupted run.", runtime=True)
     callbacks: list = param(runtime=True, cli=False, default_factory=list)
