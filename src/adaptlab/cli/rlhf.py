@@ -93,7 +93,8 @@ def ppo(values: dict) -> None:
     if spec is None:
         raise AdaptlabError("--reward is required")
     model, resume = values.pop("model") or "smollm2-135m", bool(values.pop("resume"))
-    prompts, column, label = values.pop("prompts") or "imdb", values.pop("prompt_column") or "prompt", values.pop("reward_label")
+    prompts, column, label = values.pop("prompts"), values.pop("prompt_column") or "prompt", values.pop("reward_label")
+    prompts = "imdb" if prompts is None else prompts  # an empty --prompts is refused, not the default
     output = default_output(output, prompts, "ppo")
     check_output(output, overwrite, inputs=[prompts, spec, model], trains=True)
     config = PPOConfig(**given(values))
