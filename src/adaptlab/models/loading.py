@@ -107,8 +107,7 @@ def declared_width(name: str) -> int | None:
     if not ref.local or not config_file.is_file():
         return None
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    width = next((config[key] for key in ("hidden_size", "d_model", "n_embd", "dim") if isinstance(config.get(key), int)), None)
-    return width
+    return next((config[key] for key in ("hidden_size", "d_model", "n_embd", "dim") if isinstance(config.get(key), int)), None)
 
 
 def _declared_kind(name: str, ref: ModelRef) -> str | None:
@@ -120,8 +119,13 @@ def _declared_kind(name: str, ref: ModelRef) -> str | None:
     if not ref.local:
         return None
     config = json.loads((Path(ref.path) / "config.json").read_text(encoding="utf-8"))
-    causal = any(str(arch).endswith("ForCausalLM") for arch in config.get("architectures") or [])
-    return "decoder" if causal or config.get("is_decoder") else "encoder"
+    return _kind(config.get("architectures"), config.get("is_decoder"))
+
+
+def _kind(architectures: list | None, is_decoder: bool | None) -> str:
+    """``decoder`` for a causal LM's config, else ``encoder``: the one rule of ``model_kind`` and ``check_model``."""
+    causal = any(str(arch).endswith("ForCausalLM") for arch in architectures or [])
+    return "decoder" if causal or is_decoder else "encoder"
 
 
 def _resolve(name: str, convert: bool = True) -> ModelRef:
@@ -191,15 +195,17 @@ def check_model_files(directory: Path, name: str) -> None:
     faults seconds later, after torch and transformers are imported."""
     import json
 
+    parsed = {}
     for file in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if (directory / file).is_file():
             try:
-                if not isinstance(json.loads((directory / file).read_text(encoding="utf-8")), dict):
+                parsed[file] = json.loads((directory / file).read_text(encoding="utf-8"))
+                if not isinstance(parsed[file], dict):
                     raise ValueError(file)
             except (OSError, ValueError):
                 raise AdaptlabError(f"model '{name}': {file} is not valid JSON: its files are damaged or incomplete; "
                                     "re-download or point --model elsewhere") from None
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    config = parsed["config.json"]
     if not config.get("model_type") and not config.get("architectures"):
         raise AdaptlabError(f"model '{name}': config.json names no model_type or architectures: its files are damaged "
                             "or incomplete; re-download or point --model elsewhere")
@@ -214,23 +220,31 @@ def check_model_files(directory: Path, name: str) -> None:
                                 "re-download or point --model elsewhere")
 
 
-def _safetensors_damage(file: Path) -> str | None:
-    """Why a safetensors file cannot be whole (None if its header is sound and the data it lists is all there)."""
+def _safetensors_header(file: Path) -> tuple[int, dict] | str:
+    """A safetensors file's header length and header, read without torch; or why it cannot be read."""
     import json
     import struct
 
-    size = file.stat().st_size
     with file.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) < 8:
             return "shorter than a header"
         (header_length,) = struct.unpack("<Q", prefix)
-        if header_length > size - 8:
+        if header_length > file.stat().st_size - 8:
             return "truncated (its header is cut)"
         try:
-            header = json.loads(handle.read(header_length))
+            return header_length, json.loads(handle.read(header_length))
         except ValueError:
             return "unreadable (its header is not JSON)"
+
+
+def _safetensors_damage(file: Path) -> str | None:
+    """Why a safetensors file cannot be whole (None if its header is sound and the data it lists is all there)."""
+    read = _safetensors_header(file)
+    if isinstance(read, str):
+        return read
+    header_length, header = read
+    size = file.stat().st_size
     ends = [entry["data_offsets"][1] for key, entry in header.items()
             if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
     if ends and 8 + header_length + max(ends) > size:
@@ -241,21 +255,12 @@ def _safetensors_damage(file: Path) -> str | None:
 def checkpoint_matrix_names(name: str) -> set[str] | None:
     """The short names of the modules that hold a 2-D weight in a local model's safetensors headers (its linear and
     embedding layers: what LoRA can target), read without loading it; None where there are no headers to read."""
-    import json
-    import struct
-
     ref = _resolve(name, convert=False)
-    files = sorted(Path(ref.path).glob("*.safetensors")) if ref.local else []
-    if not files:
-        return None
-    names = set()
-    for file in files:
-        with file.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        names |= {key.rsplit(".", 2)[-2] for key, entry in header.items()
-                  if key.endswith(".weight") and key.count(".") >= 1 and len(entry.get("shape", ())) == 2}
-    return names
+    headers = [_safetensors_header(file) for file in sorted(Path(ref.path).glob("*.safetensors"))] if ref.local else []
+    if not headers or any(isinstance(read, str) for read in headers):
+        return None  # none, or damaged: loading refuses those with its own message
+    return {key.rsplit(".", 2)[-2] for _, header in headers for key, entry in header.items()
+            if key.endswith(".weight") and key.count(".") >= 1 and len(entry.get("shape", ())) == 2}
 
 
 def count_checkpoint_parameters(model_dir: str) -> int:
@@ -322,8 +327,7 @@ def model_kind(ref: ModelRef) -> str:
 
     with loading(ref):
         config = AutoConfig.from_pretrained(ref.path)
-    causal = any(arch.endswith("ForCausalLM") for arch in (config.architectures or []))
-    return "decoder" if causal or getattr(config, "is_decoder", False) else "encoder"
+    return _kind(config.architectures, getattr(config, "is_decoder", False))
 
 
 def prepare_tokenizer(ref: ModelRef, kind: str):
