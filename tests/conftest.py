@@ -51,6 +51,14 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sentence_bert(tmp_path_factory) -> Path:
+    """tiny_bert declaring sentence-transformers mean pooling, as minilm does: its classifiers read the token mean."""
+    from adaptlab.models.tiny import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-sentence-bert"), mean_pooling=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A 2-layer, 16-wide Llama (SmolLM2's architecture) with random weights and SmolLM2's tokenizer."""
     from adaptlab.models.tiny import save_tiny_llama

@@ -9,6 +9,7 @@ import stat
 
 import numpy as np
 import pytest
+import torch
 
 import adaptlab
 from adaptlab import AdaptlabError
@@ -36,6 +37,34 @@ def test_a_full_artifact_is_a_complete_model_directory_for_pipeline(tiny_bert, t
     np.testing.assert_allclose([[row[name] for name in toy_splits.label_names] for row in theirs], ours, atol=1e-5)
     card = (tmp_path / "full" / "README.md").read_text()
     assert 'pipeline("text-classification", model="ARTIFACT/model")' in card and "classification into neg, pos" in card
+
+
+def test_a_mean_pooled_classifier_ships_as_a_sentence_transformer(tiny_sentence_bert, toy_splits, tmp_path):
+    """A checkpoint that declares mean pooling (minilm) is classified from the token mean, which no transformers class
+    does: its full and merged artifacts are sentence-transformers directories whose encode() gives the logits, and
+    every PEFT method (LoRA, prefix, P-, prompt tuning: virtual tokens in the mask) trains and reloads on it."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = toy_splits.test.texts
+    adaptlab.train("full", toy_splits, tmp_path / "full", model=str(tiny_sentence_bert), lr=1e-3, **FAST)
+    full = adaptlab.load_artifact(tmp_path / "full", progress=False)
+    assert full.manifest["details"]["tokenization"]["pooling"] == "mean"
+    logits = SentenceTransformer(str(tmp_path / "full" / "model"), device="cpu").encode(texts, convert_to_tensor=True)
+    np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), full.predict_proba(texts), atol=1e-5)
+    assert "SentenceTransformer(\"ARTIFACT/model\").encode" in (tmp_path / "full" / "README.md").read_text()
+
+    adaptlab.train("lora", toy_splits, tmp_path / "lora", model=str(tiny_sentence_bert), lr=1e-2, **FAST)
+    from adaptlab.merge import merge_lora
+
+    merge_lora(tmp_path / "lora", tmp_path / "merged")
+    merged = SentenceTransformer(str(tmp_path / "merged" / "model"), device="cpu").encode(texts, convert_to_tensor=True)
+    lora = adaptlab.load_artifact(tmp_path / "lora", progress=False).predict_proba(texts)
+    np.testing.assert_allclose(torch.softmax(merged, -1).numpy(), lora, atol=1e-5)
+    for method in ("prefix-tuning", "p-tuning", "prompt-tuning"):
+        result = adaptlab.train(method, toy_splits, tmp_path / method, model=str(tiny_sentence_bert), **FAST)
+        again = adaptlab.load_artifact(tmp_path / method, progress=False).predict_proba(texts)
+        assert result.manifest["details"]["tokenization"]["pooling"] == "mean" and np.isfinite(again).all()
+        assert "load this prompt-learning adapter with adaptlab" in (tmp_path / method / "README.md").read_text()
 
 
 def test_training_refuses_to_replace_an_output_unless_told(tiny_bert, tmp_path, cli):
@@ -77,8 +106,7 @@ def test_a_lora_adapter_names_its_base_portably_and_loads_with_plain_peft(toy_sp
     """On the real packaged minilm: the adapter config names the Hub id (not this machine's site-packages), lists
     each module to save once, and the model card's recipe (base by name, real label names) reproduces adaptlab's
     predictions with plain transformers + PEFT."""
-    from peft import PeftConfig, PeftModel
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from peft import PeftConfig
 
     adaptlab.train("lora", toy_splits, tmp_path / "lora", model="minilm", lr=1e-3, **FAST)
     adapter = tmp_path / "lora" / "adapter"
@@ -87,22 +115,23 @@ def test_a_lora_adapter_names_its_base_portably_and_loads_with_plain_peft(toy_sp
     assert len(config["modules_to_save"]) == len(set(config["modules_to_save"])) and "classifier" in config["modules_to_save"]
     card = (adapter / "README.md").read_text()
     assert card == (tmp_path / "lora" / "README.md").read_text() and "Model Card for" not in card  # not PEFT's template
-    assert "sentence-transformers/all-MiniLM-L6-v2" in card and "accuracy" in card and '"1": "pos"' in card
+    assert "sentence-transformers/all-MiniLM-L6-v2" in card and "accuracy" in card and '["neg", "pos"]' in card
     assert PeftConfig.from_pretrained(adapter).base_model_name_or_path == "sentence-transformers/all-MiniLM-L6-v2"
 
-    names = toy_splits.label_names  # the card's recipe, with the base from the package (no network here)
-    base = AutoModelForSequenceClassification.from_pretrained(MINILM_DIR, num_labels=len(names),
-                                                              id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    model = PeftModel.from_pretrained(base, adapter).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "lora" / "tokenizer")
-    texts = toy_splits.test.texts
+    # minilm is a sentence-transformers model: its head reads the mean of the token vectors, and the card's recipe
+    # (run as written, the base taken from the package: no network here) is that model in plain transformers + PEFT
+    recipe = card.split("With transformers and PEFT alone")[1].split("```python\n")[1].split("```")[0]
+    recipe = recipe.replace('"sentence-transformers/all-MiniLM-L6-v2"', repr(str(MINILM_DIR))).replace("ARTIFACT", str(tmp_path / "lora"))
+    scope: dict = {}
+    exec(recipe, scope)
+    model, tokenizer, texts = scope["model"], scope["tokenizer"], toy_splits.test.texts
     import torch
 
     with torch.inference_mode():
-        logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt")).logits
+        logits = model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt"))
     ours = adaptlab.load_artifact(tmp_path / "lora", progress=False).predict_proba(texts)
     np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), ours, atol=1e-5)
-    assert model.config.id2label == {0: "neg", 1: "pos"}
+    assert scope["labels"] == ["neg", "pos"]
 
 
 def test_an_output_is_never_an_input_or_inside_one(tiny_bert, tmp_path, cli):

@@ -123,9 +123,12 @@ def test_early_stopping_and_bf16(tiny_bert, toy_splits, tmp_path, capsys):
     assert "--precision bf16-mixed is deprecated; use --precision bf16" in capsys.readouterr().err
 
 
-def test_the_probe_start_predicts_what_the_probe_predicts(tiny_bert, toy_splits):
-    """LP-FT: before any step, the classifier's new head is the logistic-regression probe on the features it sees,
-    so the model's validation predictions are the probe's."""
+@pytest.mark.parametrize("base", ["tiny_bert", "tiny_sentence_bert"])
+def test_the_probe_start_predicts_what_the_probe_predicts(base, toy_splits, request):
+    """LP-FT: before any step, the classifier's new head is the logistic-regression probe on the features it sees
+    (the pooler's output, or the token mean for a mean-pooling checkpoint), so the model's validation predictions are
+    the probe's."""
+    tiny_bert = request.getfixturevalue(base)
     from adaptlab.methods import get_strategy
     from adaptlab.models.classifier import load_classifier
     from adaptlab.training.data import TokenizedDataset
@@ -146,6 +149,10 @@ def test_the_probe_start_predicts_what_the_probe_predicts(tiny_bert, toy_splits)
     with torch.inference_mode():
         logits = bundle.model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     np.testing.assert_allclose(logits.numpy(), probe.logits(features), atol=1e-4)
+    if base == "tiny_sentence_bert":  # what the head sees is the mean of the token vectors
+        hidden = bundle.model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        np.testing.assert_allclose(features, ((hidden * mask).sum(1) / mask.sum(1)).detach().numpy(), atol=1e-5)
     assert probe.val_accuracy == pytest.approx((probe.logits(features).argmax(1) == toy_splits.val.labels).mean())
 
 

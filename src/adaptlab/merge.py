@@ -30,8 +30,9 @@ def merge_lora(artifact: str | Path, output: str | Path, *, overwrite: bool = Fa
     total = sum(p.numel() for p in merged.parameters())
 
     def write(directory: Path) -> None:
-        merged.save_pretrained(directory / "model")
-        tokenizer.save_pretrained(directory / "model")  # complete for pipeline("text-classification")
+        from adaptlab.models.pooled import save_classifier
+
+        save_classifier(merged, tokenizer, directory / "model", manifest["details"]["tokenization"]["max_length"])
         tokenizer.save_pretrained(directory / "tokenizer")  # where every token classifier artifact keeps it
 
     keep = {k: manifest[k] for k in ("base_model", "labels", "data", "runtime", "metrics", "training")}

@@ -54,7 +54,7 @@ def model_card(directory: Path, manifest: dict) -> str:
         lines.append(f"- **Data**: `{_text(str(data['source']))}`" + (f" ({split})." if split else "."))
     lines += [_metric_lines(manifest.get("metrics") or {}), *_cost_lines(manifest.get("cost") or {})]
     lines += ["", "## Load it", "", "With adaptlab (any artifact):", "", "```python", "import adaptlab",
-              'artifact = adaptlab.load_artifact("ARTIFACT")  # this directory', "```", *_plain_loading(directory, labels)]
+              'artifact = adaptlab.load_artifact("ARTIFACT")  # this directory', "```", *_plain_loading(directory, labels, manifest)]
     lines += ["", "`manifest.json` holds every setting, metric and library version, and a SHA-256 of each file."]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
@@ -75,9 +75,14 @@ def _cost_lines(cost: dict) -> list[str]:
     return lines
 
 
-def _plain_loading(directory: Path, labels: list[str]) -> list[str]:
+def _plain_loading(directory: Path, labels: list[str], manifest: dict) -> list[str]:
     """How to load the weights without adaptlab, for the layouts that allow it."""
     adapter = directory / "adapter" / ADAPTER_CONFIG
+    if (directory / "model" / "modules.json").is_file():
+        return ["", "With sentence-transformers alone (the head reads the mean of the token vectors, as the base model "
+                "was trained to be read; `encode` returns one logit per label, in the order of `labels` above):", "",
+                "```python", "from sentence_transformers import SentenceTransformer",
+                'logits = SentenceTransformer("ARTIFACT/model").encode(["some text"])', "```"]
     if (directory / "model" / "config.json").is_file():
         task = "text-classification" if labels and labels != ["reward"] else "text-generation"
         return ["", "With transformers alone (tokenizer included):", "", "```python", "from transformers import pipeline",
@@ -92,6 +97,8 @@ def _plain_loading(directory: Path, labels: list[str]) -> list[str]:
                 "from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer",
                 'model = AutoPeftModelForCausalLM.from_pretrained("ARTIFACT/adapter")',
                 'tokenizer = AutoTokenizer.from_pretrained("ARTIFACT/adapter")', "```"]
+    if ((manifest.get("details") or {}).get("tokenization") or {}).get("pooling") == "mean":
+        return _mean_pooled_loading(config, base, labels, _encoder_attribute(adapter.parent))
     id2label = {i: label for i, label in enumerate(labels)}
     return ["", "With transformers and PEFT alone (the new head is saved with the adapter):", "", "```python",
             "from peft import PeftModel", "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
@@ -99,6 +106,37 @@ def _plain_loading(directory: Path, labels: list[str]) -> list[str]:
             f"base = AutoModelForSequenceClassification.from_pretrained({json.dumps(base)}, num_labels={len(labels)},",
             "    id2label=id2label, label2id={v: int(k) for k, v in id2label.items()})",
             'model = PeftModel.from_pretrained(base, "ARTIFACT/adapter")',
+            'tokenizer = AutoTokenizer.from_pretrained("ARTIFACT/tokenizer")', "```"]
+
+
+def _encoder_attribute(adapter: Path) -> str:
+    """What the classifier calls its encoder in the adapter's weight names (``bert`` for BERT and MiniLM)."""
+    from safetensors import safe_open
+
+    with safe_open(adapter / "adapter_model.safetensors", "np") as weights:
+        names = [n.split(".")[2] for n in weights.keys() if n.startswith("base_model.model.") and ".classifier" not in n]
+    return names[0] if names else "bert"
+
+
+def _mean_pooled_loading(config: dict, base: str, labels: list[str], encoder: str) -> list[str]:
+    """The head reads the mean of the token vectors, which no transformers class does: a LoRA adapter loads onto the
+    few lines below (parameter names as PEFT saved them); prompt-learning adapters need adaptlab's forward."""
+    if config.get("peft_type") != "LORA":
+        return ["", "The head reads the mean of the token vectors (as the base model was trained to be read), which no "
+                "transformers class does: load this prompt-learning adapter with adaptlab."]
+    return ["", "With transformers and PEFT alone: the head reads the mean of the token vectors (as the base model was "
+            "trained to be read), which no transformers class does, so the model is these few lines:", "", "```python",
+            "import torch", "from peft import PeftModel", "from transformers import AutoModel, AutoTokenizer", "",
+            "class MeanPooledClassifier(torch.nn.Module):", "    def __init__(self):", "        super().__init__()",
+            f"        self.{encoder} = AutoModel.from_pretrained({json.dumps(base)})",
+            f"        self.config = self.{encoder}.config  # PEFT reads it",
+            f"        self.classifier = torch.nn.Linear(self.config.hidden_size, {len(labels)})",
+            "    def forward(self, input_ids, attention_mask, **_):",
+            f"        hidden = self.{encoder}(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state",
+            "        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)",
+            "        return self.classifier((hidden * mask).sum(1) / mask.sum(1))  # logits", "",
+            f"labels = {json.dumps(labels, ensure_ascii=False)}",
+            'model = PeftModel.from_pretrained(MeanPooledClassifier(), "ARTIFACT/adapter").eval()',
             'tokenizer = AutoTokenizer.from_pretrained("ARTIFACT/tokenizer")', "```"]
 
 

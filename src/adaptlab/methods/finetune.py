@@ -25,14 +25,16 @@ class FullFineTune(TokenClassifierStrategy):
         return bundle.model.requires_grad_(True)
 
     def save_weights(self, directory: Path) -> None:
-        # a plain transformers model directory, tokenizer inside, so pipeline("text-classification", model=...) works
-        self.model_.save_pretrained(directory / "model")
-        self.tokenizer_.save_pretrained(directory / "model")
+        # a complete model directory, tokenizer inside: pipeline("text-classification", model=...) loads it (a
+        # mean-pooled encoder's is a sentence-transformers directory: SentenceTransformer(...).encode gives logits)
+        from adaptlab.models.pooled import save_classifier
+
+        save_classifier(self.model_, self.tokenizer_, directory / "model", self.max_length_)
 
     def load_weights(self, directory: Path) -> nn.Module:
-        from transformers import AutoModelForSequenceClassification
+        from adaptlab.models.pooled import load_saved_classifier
 
-        return AutoModelForSequenceClassification.from_pretrained(directory / "model")
+        return load_saved_classifier(directory / "model")
 
 
 @dataclass(kw_only=True, eq=False)

@@ -185,7 +185,13 @@ class TokenClassifierStrategy(GradientStrategy):
         return {"trainable_params": trainable, "total_params": total}
 
     def details(self) -> dict:
-        return {"tokenization": {"max_length": self.max_length_, "padding_side": self.tokenizer_.padding_side}}
+        from adaptlab.models.pooled import MeanPooledClassifier
+
+        network = getattr(self.model_, "base_model", self.model_)  # PEFT wraps the classifier
+        network = getattr(network, "model", network)
+        pooling = "mean" if isinstance(network, MeanPooledClassifier) else "model"
+        return {"tokenization": {"max_length": self.max_length_, "padding_side": self.tokenizer_.padding_side,
+                                 "pooling": pooling}}
 
     def save(self, directory: Path) -> None:
         self.tokenizer_.save_pretrained(directory / "tokenizer")

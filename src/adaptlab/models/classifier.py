@@ -2,7 +2,8 @@
 
 Encoders (BERT, RoBERTa, MiniLM...) and decoders (Llama/SmolLM2, GPT-2...) both go through
 ``AutoModelForSequenceClassification``: encoders classify from their pooled first token, decoders from the
-last real token. Decoders are padded on the left so the last position is always a real token (this also
+last real token; an encoder that declares mean pooling (a sentence-transformers checkpoint such as minilm) is
+classified from the mean of its token vectors instead (``adaptlab.models.pooled``), the way it was trained to be read. Decoders are padded on the left so the last position is always a real token (this also
 keeps prompt-learning methods, which prepend virtual tokens, correct). A decoder without a pad token uses
 its end-of-text token for padding, as is standard; a model with neither is refused.
 """
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import ModelRef, hub_error, loading, model_kind, prepare_tokenizer
+from adaptlab.models.loading import ModelRef, declared_mean_pooling, hub_error, loading, model_kind, prepare_tokenizer
 
 if TYPE_CHECKING:  # torch is imported where a model is built or inspected
     import torch
@@ -34,6 +35,8 @@ def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
 
     kind = model_kind(ref)
     tokenizer = prepare_tokenizer(ref, kind)
+    if kind == "encoder" and declared_mean_pooling(ref.path):
+        return _mean_pooled(ref, label_names, tokenizer)
     with loading(ref):  # damaged weights (truncated safetensors...): one line
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -52,6 +55,23 @@ def load_classifier(ref: ModelRef, label_names: list[str]) -> ClassifierBundle:
     # pre_classifier *and* classifier); PEFT must train and save all of them, or reloads silently differ.
     new_modules = sorted({_owning_module(model, key) for key in info["missing_keys"]})
     return ClassifierBundle(model=model, tokenizer=tokenizer, kind=kind, new_modules=new_modules)
+
+
+def _mean_pooled(ref: ModelRef, label_names: list[str], tokenizer) -> ClassifierBundle:
+    from transformers import AutoModel
+
+    from adaptlab.models.pooled import MeanPooledClassifier
+
+    with loading(ref):
+        try:
+            backbone = AutoModel.from_pretrained(ref.path)
+        except OSError as exc:
+            raise hub_error(ref, exc) from None
+    backbone.config.update({"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+                            "label2id": {name: i for i, name in enumerate(label_names)},
+                            "pad_token_id": tokenizer.pad_token_id})
+    return ClassifierBundle(model=MeanPooledClassifier(backbone, len(label_names)), tokenizer=tokenizer, kind="encoder",
+                            new_modules=["classifier"])
 
 
 def _owning_module(model: nn.Module, parameter_name: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,6 @@ _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 @dataclass(frozen=True)
 class ModelRef:
     """A model name resolved to something ``from_pretrained`` accepts."""
-
     name: str  # as the user wrote it
     path: str  # local directory, or Hub id when ``local`` is False
     local: bool
@@ -100,8 +100,6 @@ def check_model(name: str, decoder: bool = False) -> None:
 def declared_width(name: str) -> int | None:
     """The hidden size a local or packaged model's config.json declares (what its embeddings' width is), without
     loading it; None where there is no config to read (a Hub id, a GGUF not converted yet)."""
-    import json
-
     ref = _resolve(name, convert=False)
     config_file = Path(ref.path) / "config.json"
     if not ref.local or not config_file.is_file():
@@ -112,8 +110,6 @@ def declared_width(name: str) -> int | None:
 
 def _declared_kind(name: str, ref: ModelRef) -> str | None:
     """``encoder`` or ``decoder`` as the registry or a local config.json declares it (None for a Hub id)."""
-    import json
-
     if name in PACKAGED_MODELS:
         return PACKAGED_MODELS[name].kind
     if not ref.local:
@@ -155,8 +151,6 @@ def _resolve(name: str, convert: bool = True) -> ModelRef:
 
 def _artifact_model(name: str, artifact: Path) -> ModelRef:
     """An adaptlab artifact that holds a whole model in ``model/`` (a tuned retriever, a full fine-tune)."""
-    import json
-
     try:
         files = json.loads((artifact / "manifest.json").read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -193,8 +187,6 @@ def check_model_files(directory: Path, name: str) -> None:
     """Refuse a local model directory whose files are damaged, reading only headers: a config or tokenizer that is
     not JSON, a safetensors file shorter than its header says, or no weights at all. Loading would find the same
     faults seconds later, after torch and transformers are imported."""
-    import json
-
     parsed = {}
     for file in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         if (directory / file).is_file():
@@ -222,7 +214,6 @@ def check_model_files(directory: Path, name: str) -> None:
 
 def _safetensors_header(file: Path) -> tuple[int, dict] | str:
     """A safetensors file's header length and header, read without torch; or why it cannot be read."""
-    import json
     import struct
 
     with file.open("rb") as handle:
@@ -373,3 +364,16 @@ def max_positions(model_or_config) -> int | None:
     """How many positions the model reads (None when its config does not say)."""
     config = getattr(model_or_config, "config", model_or_config)
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def declared_mean_pooling(path: str | Path) -> bool:
+    """Whether the local checkpoint at ``path`` is a sentence-transformers model whose pooling is the mean."""
+    path = Path(path)
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        pooling = next(m for m in modules if str(m.get("type", "")).endswith("Pooling"))
+        config = json.loads((path / pooling["path"] / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, StopIteration, KeyError, TypeError, AttributeError):
+        return False
+    return bool(config.get("pooling_mode_mean_tokens")) and not any(
+        config.get(k) for k in ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens"))

@@ -12,7 +12,11 @@ from adaptlab.models.loading import resolve_model
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
-def save_tiny_bert(directory: Path) -> Path:
+def save_tiny_bert(directory: Path, mean_pooling: bool = False) -> Path:
+    """``mean_pooling``: declare sentence-transformers mean pooling, as minilm does (its classifiers then read the
+    mean of the token vectors)."""
+    import json
+
     import torch
     from transformers import BertConfig, BertModel
 
@@ -23,6 +27,12 @@ def save_tiny_bert(directory: Path) -> Path:
     minilm = Path(resolve_model("minilm").path)
     for name in _TOKENIZER_FILES:
         shutil.copy(minilm / name, Path(directory) / name)
+    if mean_pooling:
+        (Path(directory) / "1_Pooling").mkdir()
+        modules = json.loads((minilm / "modules.json").read_text())[:2]  # Transformer, Pooling (not Normalize)
+        (Path(directory) / "modules.json").write_text(json.dumps(modules))
+        pooling = json.loads((minilm / "1_Pooling" / "config.json").read_text())
+        (Path(directory) / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension": 32}))
     return Path(directory)
 
 
