@@ -21,13 +21,28 @@ def cpu() -> dict:
     return {"cpu_model": model, "cpu_features": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"})}
 
 
+def versions() -> dict:
+    """The libraries whose speed a figure depends on (None where one is not installed)."""
+    import importlib.metadata
+
+    found = {}
+    for name in ("torch", "transformers", "peft", "trl", "sentence-transformers", "lightning"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def machine() -> dict:
+    """Stamped into every result file: a ratio is only ever computed between rows of one run on one machine."""
     return {
         **cpu(),
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "platform": platform.platform(),
         "torch": torch.__version__,
+        "versions": versions(),
     }
 
 
