@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml
 # it skips what finished). The report path is printed at the end.
 demo: install
 	$(VENV)/bin/adaptlab compare --data rotten_tomatoes --preset quick --output runs/demo-compare
+	$(PY) benchmarks/compare_quick_demo.py runs/demo-compare   # wall time + leaderboard, machine-stamped
 
 # Chromium and the PostgreSQL test server too (where this machine allows), so a local run is CI's run.
 test: install

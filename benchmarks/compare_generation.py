@@ -6,6 +6,10 @@ worker process's start, model load, training, generation and forgetting probe in
 runs the same ladder on more data with 3 few-shot draws. Each comparison's results.json and report.html stay
 in `--workdir`; the leaderboard goes to `results/compare_generation_<preset>.json`.
 
+The quick preset also writes `results/generation_defaults.json`, the check that every SFT entry's defaults hold
+on this task: each SFT entry's test loss at or below the zero-shot entry's, and no entry's general-text
+perplexity above 1.5x the base model's (forgetting bounded).
+
 The packaged SmolLM2 is the Q4_1 GGUF de-quantized to float: every figure here is for that model.
 
     python benchmarks/compare_generation.py [--preset quick|standard] [--seeds 1] [--documents wikipedia]
@@ -20,6 +24,27 @@ import tempfile
 from _common import save
 
 QUICK_BUDGET_SECONDS = 15 * 60
+SFT_ENTRIES = ("prompt-tuning", "prefix-tuning", "lora", "last-k", "full")
+MAX_PPL_RATIO = 1.5
+
+
+def defaults_check(results: dict, rows: list[dict]) -> dict:
+    """generation_defaults.json: do the SFT entries' defaults beat prompting without forgetting?"""
+    zero_shot = next(r["eval_loss"] for r in rows if r["strategy"] == "zero-shot")
+    entries = []
+    for row, entry in zip(rows, results["entries"]):
+        ratio = None if row["forgetting_ppl_relative"] is None else round(1 + row["forgetting_ppl_relative"], 4)
+        entries.append({"entry": row["strategy"], "sft": row["strategy"] in SFT_ENTRIES, "eval_loss": row["eval_loss"],
+                        "general_ppl_ratio": ratio, "stopped_fraction": row["stopped"],
+                        "lr": row["params"].get("lr"), "lr_chosen": (entry.get("lr_chosen") or [None])[0],
+                        "train_seconds": row["train_seconds"]})
+    sft = [e for e in entries if e["sft"]]
+    ratios = [e["general_ppl_ratio"] for e in entries if e["general_ppl_ratio"] is not None]
+    loss_ok = all(e["eval_loss"] <= zero_shot for e in sft)
+    ppl_ok = all(r <= MAX_PPL_RATIO for r in ratios)
+    return {"zero_shot_eval_loss": zero_shot, "max_general_ppl_ratio": max(ratios) if ratios else None,
+            "all_sft_loss_at_or_below_zero_shot": loss_ok, "general_ppl_within_1_5x": ppl_ok,
+            "target_met": loss_ok and ppl_ok, "entries": entries}
 
 
 def main() -> None:
@@ -59,6 +84,12 @@ def main() -> None:
         "forgetting_before": next((e["forgetting_before"] for e in results["entries"] if e["forgetting_before"]), None),
         "samples": results["samples"][:3],
     })
+    if args.preset == "quick":
+        save("generation_defaults", {
+            "model": "smollm2-135m (Q4_1 GGUF de-quantized to float)", "task": "wiki-descriptions", "preset": "quick",
+            "wall_seconds": results["wall_seconds"],
+            "forgetting_before": next((e["forgetting_before"] for e in results["entries"] if e["forgetting_before"]), None),
+            **defaults_check(results, rows)})
     print(f"report: {comparison.report}")
 
 
