@@ -26,6 +26,7 @@ demo: install
 # Chromium and the PostgreSQL test server too (where this machine allows), so a local run is CI's run.
 test: install
 	$(PY) benchmarks/check_claims.py   # every benchmark figure in the docs matches its results/ file
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict   # the docs site (site/, ignored): no broken link, reference generated (not --quiet: it hides the warnings --strict counts)
 	tests/install_test_deps.sh
 	$(PY) -m pytest -q -n 2   # two workers, each with half the cores (tests/conftest.py)
 
