@@ -335,3 +335,24 @@ def test_the_recommendation_treats_near_equal_training_times_as_equal():
     assert "(61.0x faster)" in recommendation(full, [lora, head], name)
     assert recommendation(lora, [full], name).startswith("Recommended: lora; no entry tied with it trains in clearly less time")
     assert recommendation(full, [dict(head, train_seconds=0.0, trainable_params=0)], name).endswith("no training at all.")
+
+
+def test_a_150_class_report_draws_its_confusion_matrices_at_a_fixed_size_and_quickly():
+    """CLINC150's report took minutes and 12 GB: the confusion plot grew with the classes (a gigapixel figure with
+    22,500 percentages per matrix). Above 20 classes the cells carry no text and each matrix keeps a fixed size."""
+    import base64
+    import io
+    import time
+
+    from PIL import Image
+
+    from adaptlab.compare.report import _confusions
+
+    rng = np.random.default_rng(0)
+    labels = [f"intent_{i}" for i in range(150)]
+    entries = [{"entry": name, "model": "minilm", "confusion_matrix": rng.integers(0, 5, (150, 150)).tolist()}
+               for name in ("head", "last-k", "full", "lora", "prefix-tuning")]
+    started = time.perf_counter()
+    image = Image.open(io.BytesIO(base64.b64decode(_confusions(entries, labels))))
+    assert time.perf_counter() - started < 20
+    assert image.width <= 4 * 4.0 * 110 and image.height <= 2 * 4.0 * 110

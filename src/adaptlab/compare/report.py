@@ -182,12 +182,18 @@ def _accuracy_vs_fraction(entries: list[dict]) -> str:
                     "trainable parameters (% of the model, log scale)", "0 (none)")
 
 
+MAX_ANNOTATED_CLASSES = 20
+
+
 def _confusions(entries: list[dict], labels: list[str]) -> str:
     import matplotlib.pyplot as plt
 
     columns = min(4, len(entries))
     rows = -(-len(entries) // columns)
-    size = max(2.2, 0.55 * len(labels) + 1.4)
+    # many classes (150 intents): no per-cell percentages or names and a fixed size; the plot grew with the classes
+    # (150 -> a gigapixel figure, 12 GB and many minutes to draw) and its text could not be read anyway
+    annotate = len(labels) <= MAX_ANNOTATED_CLASSES
+    size = max(2.2, 0.55 * len(labels) + 1.4) if annotate else 4.0
     figure, axes = plt.subplots(rows, columns, figsize=(size * columns, size * rows), squeeze=False)
     for axis in axes.flat[len(entries):]:
         axis.axis("off")
@@ -195,12 +201,16 @@ def _confusions(entries: list[dict], labels: list[str]) -> str:
         matrix = np.array(entry["confusion_matrix"], dtype=float)
         normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
         axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-        for i in range(len(labels)):
-            for j in range(len(labels)):
-                axis.text(j, i, f"{100 * normalised[i, j]:.0f}%", ha="center", va="center", fontsize=8,
-                          color="white" if normalised[i, j] > 0.6 else "black")
-        axis.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30)
-        axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        if annotate:
+            for i in range(len(labels)):
+                for j in range(len(labels)):
+                    axis.text(j, i, f"{100 * normalised[i, j]:.0f}%", ha="center", va="center", fontsize=8,
+                              color="white" if normalised[i, j] > 0.6 else "black")
+            axis.set_xticks(range(len(labels)), labels, fontsize=7, rotation=30)
+            axis.set_yticks(range(len(labels)), labels, fontsize=7)
+        else:
+            axis.set_xticks([])
+            axis.set_yticks([])
         axis.set_title(f"{entry['entry']} ({short_model(entry['model'])})", fontsize=8)
         axis.set_xlabel("predicted", fontsize=7)
         axis.set_ylabel("true", fontsize=7)
