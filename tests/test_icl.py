@@ -112,6 +112,25 @@ def test_icl_strategy_artifact_reloads_to_identical_scores(selection, tiny_llama
     assert (a.argmax(1) == toy_splits.test.labels).mean() == pytest.approx(manifest["metrics"]["test"]["accuracy"])
 
 
+def test_the_validation_scores_of_the_draw_search_are_reused_and_timings_recompute(tiny_llama, toy_splits, tmp_path):
+    """Choosing the draw scores the validation split; the job's validation metrics reuse those scores (an LM pass over
+    it cost half a minute per prompting entry in compare) unless a timing asks for everything to be recomputed."""
+    from adaptlab.methods import get_strategy
+
+    strategy = get_strategy("icl")(model=str(tiny_llama), k=2, draws=2, calibrate=True, progress=False).fit(toy_splits, tmp_path)
+    for index in range(2):
+        strategy.use_variant(index)
+        calls = []
+        score = strategy.scorer_.score
+        strategy.scorer_.score = lambda *a, **k: calls.append(1) or score(*a, **k)
+        reused = strategy.predict_proba(toy_splits.val.texts)
+        assert not calls
+        with strategy.uncached():
+            fresh = strategy.predict_proba(toy_splits.val.texts)
+        assert calls and np.allclose(reused, fresh, atol=1e-6)
+        strategy.scorer_.score = score
+
+
 def test_balanced_draws_hold_each_class(tiny_llama, toy_splits, tmp_path):
     adaptlab.train("icl", toy_splits, tmp_path / "icl", model=str(tiny_llama), k=4, selection="balanced", draws=1, progress=False)
     labels = [d["label"] for d in json.loads((tmp_path / "icl" / "prompt.json").read_text())["demonstrations"]]
