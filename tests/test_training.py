@@ -189,6 +189,17 @@ def test_lr_search_tries_three_rates_from_one_start_and_trains_with_the_lowest_v
     np.testing.assert_allclose(searched.test_proba, chosen.test_proba, atol=1e-5)  # same start, same rate, same run
 
 
+def test_lr_search_trials_stop_after_a_few_steps_on_a_large_training_set(tiny_bert, toy_splits, tmp_path, monkeypatch):
+    """A trial is one epoch or TRIAL_STEPS optimiser steps, whichever is shorter (here 2 of an epoch's 3 batches)."""
+    from adaptlab.training import lr_search
+
+    monkeypatch.setattr(lr_search, "TRIAL_STEPS", 2)
+    searched = adaptlab.train("prompt-tuning", toy_splits, tmp_path / "searched", model=str(tiny_bert), lr=1e-2,
+                              lr_search=True, **FAST)
+    assert len(toy_splits.train) > 2 * FAST["batch_size"]
+    assert [t["steps"] for t in searched.manifest["training"]["lr_search"]["trials"]] == [2, 2, 2]
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys

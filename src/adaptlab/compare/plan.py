@@ -85,9 +85,10 @@ class Preset:
 
 
 PRESETS = {
-    # quick: the whole default ladder on Rotten Tomatoes in under 15 minutes on 2 CPU cores (README), untuned
+    # quick: the whole default ladder on Rotten Tomatoes in under 15 minutes on 2 CPU cores, untuned
+    # (benchmarks/results/defaults_transfer.json); 128 steps is 4 epochs of 1,000 examples
     "quick": Preset(train_size=1000, val_size=250, test_size=500, draws=1, max_length=128, tune=0,
-                    max_steps=500, patience=2, max_minutes=3.0),
+                    max_steps=128, patience=2, max_minutes=3.0),
     "standard": Preset(train_size=4000, val_size=500, test_size=1000, draws=3, max_length=256, tune=4,
                        max_steps=2000, patience=3, max_minutes=10.0),
     "full": Preset(train_size=None, val_size=None, test_size=None, draws=5, max_length=None, tune=6,

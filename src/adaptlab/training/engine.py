@@ -101,7 +101,7 @@ class _EpochTimer(Callback):
 
 def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingOptions, workdir: Path,
                runtime: Runtime, objective: str = "classification", epochs: int | None = None,
-               module_options: dict | None = None) -> FitReport:
+               module_options: dict | None = None, limit_train_batches: int | None = None) -> FitReport:
     """Train ``model`` in place in ``workdir`` (the job's) for ``epochs`` (default: ``options.epochs``); on return
     it holds the best weights by the objective's validation metric (accuracy for classifiers and reward models,
     loss for causal LMs). ``module_options`` go to the objective's module (a reward model's ``center_rewards``)."""
@@ -158,6 +158,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         use_distributed_sampler=False,  # the batch sampler shards across ranks itself
         deterministic=False,
         default_root_dir=workdir,
+        limit_train_batches=limit_train_batches,  # the learning-rate search's short trials
     )
     resumed_from = None
     ckpt_path = None
