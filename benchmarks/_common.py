@@ -15,10 +15,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def cpu() -> dict:
     """The processor model and the vector extensions that change CPU timings (AMX, AVX-512 bf16, AVX2): figures
     taken on different CPUs must never be divided by each other."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    return {"cpu_model": model, "cpu_features": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"})}
+    from adaptlab.measure import cpu_description
+
+    return cpu_description()
 
 
 def versions() -> dict:

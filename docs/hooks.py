@@ -58,7 +58,8 @@ def on_page_markdown(markdown, page, config, files):
 
 def generate(name: str, arg: str | None, where: str) -> str:
     makers = {"cli-reference": cli_reference, "param-fields": param_fields, "results-index": results_index,
-              "leaderboard": leaderboard}
+              "leaderboard": leaderboard, "defaults-transfer": defaults_transfer,
+              "generation-defaults": generation_defaults, "demo": demo}
     if name not in makers:
         raise ValueError(f"{where}: unknown placeholder 'generated: {name}' (known: {', '.join(makers)})")
     return makers[name](arg) if arg else makers[name]()
@@ -328,3 +329,66 @@ def leaderboard(name: str) -> str:
     said = [said] if isinstance(said, str) else list(said)
     summary = "".join(f"- {html.escape(str(line))}\n" for line in said)
     return caption + "\n" + "\n".join(table) + "\n" + (f"\nThe summary it printed:\n\n{summary}" if summary else "")
+
+
+def source(name: str) -> tuple[dict, str]:
+    """A result file and the caption line that says where and on what machine it was measured."""
+    data = json.loads((RESULTS / name).read_text())
+    machine = data.get("machine") or {}
+    features = ", ".join(machine.get("cpu_features") or []) or "no AVX-512/AMX"
+    return data, (f"From [{name}](benchmarks/results/{name}) ({data.get('date', 'no date')}, "
+                  f"{machine.get('cpu_model') or 'CPU model not recorded'} ({features}), "
+                  f"{machine.get('cpu_threads', '?')} threads).\n")
+
+
+def markdown_table(head: list[str], body: list[list]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in body]) + "\n"
+
+
+def defaults_transfer() -> str:
+    """The untuned quick ladder on three tasks: every entry's accuracy and how it stopped, and the gap target."""
+    data, caption = source("defaults_transfer.json")
+    tasks = [t["task"] for t in data["tasks"]]
+    rows = {(r["task"], r["entry"], r["model"]): r for r in data["rows"]}
+    entries = list(dict.fromkeys((r["entry"], r["model"]) for r in data["rows"]))
+    body = []
+    for entry, model in entries:
+        cells = []
+        for task in tasks:
+            row = rows.get((task, entry, model))
+            cells.append("—" if row is None else f"{row['accuracy'] * 100:.1f}"
+                         + (f" ({row['stopped']}, {row['steps']} steps)" if row.get("stopped") else ""))
+        body.append([entry, model, *cells])
+    summary = [["**probe (features-logreg)**", "", *[f"{t['probe_accuracy'] * 100:.1f}" for t in data["tasks"]]],
+               ["**worst of head / last-k / full / lora**", "",
+                *[f"{t['worst_gradient_entry']}: gap {t['worst_gradient_gap_to_probe'] * 100:+.1f} points"
+                  f" ({'met' if t['target_met'] else 'missed'})" for t in data["tasks"]]],
+               ["**wall time**", "", *[f"{t['wall_seconds'] / 60:.1f} min" for t in data["tasks"]]]]
+    return caption + "\n" + markdown_table(["entry", "model", *[f"{t} test acc %" for t in tasks]], body + summary)
+
+
+def generation_defaults() -> str:
+    data, caption = source("generation_defaults.json")
+    body = [[e["entry"], "yes" if e["sft"] else "", number(e["eval_loss"], 3),
+             "—" if e["general_ppl_ratio"] is None else f"{e['general_ppl_ratio']:.2f}x",
+             "—" if e.get("lr_chosen") is None else f"{e['lr_chosen']:.2g}", number(e["train_seconds"], 0)]
+            for e in data["entries"]]
+    verdict = (f"Zero-shot test loss {data['zero_shot_eval_loss']:.3f}; every SFT entry at or below it: "
+               f"{'yes' if data['all_sft_loss_at_or_below_zero_shot'] else 'no'}; general-text perplexity within 1.5x "
+               f"of the base's: {'yes' if data['general_ppl_within_1_5x'] else 'no'} (largest "
+               f"{data['max_general_ppl_ratio']:.2f}x).\n")
+    return caption + "\n" + markdown_table(["entry", "SFT", "test loss", "general ppl vs base", "lr chosen", "train s"],
+                                           body) + "\n" + verdict
+
+
+def demo() -> str:
+    data, caption = source("compare_quick_demo.json")
+    body = [[str(i), r["entry"], r["model"], f"{r['accuracy'] * 100:.1f}",
+             "—" if not r.get("ci95") else f"{r['ci95'][0] * 100:.1f}-{r['ci95'][1] * 100:.1f}",
+             number(r["macro_f1"], 3), r.get("stopped") or "—", number(r["train_seconds"], 0),
+             number(r.get("run_seconds"), 0)] for i, r in enumerate(data["leaderboard"], 1)]
+    return (caption + f"\n`{data['command']}`: {data['wall_seconds'] / 60:.1f} min wall time "
+            f"(target {data['target_seconds'] / 60:.0f} min: {'met' if data['target_met'] else 'missed'}).\n\n"
+            + markdown_table(["#", "entry", "model", "test acc %", "95% CI", "macro-F1", "stopped", "train s", "run s"], body))
+

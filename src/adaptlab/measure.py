@@ -15,6 +15,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+#: the vector extensions that change CPU timings by integer factors (native bf16, AVX-512, AVX2)
+TIMING_FLAGS = {"amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2"}
+
+
+def cpu_description() -> dict:
+    """The processor model and its timing-relevant flags, read from /proc/cpuinfo (``platform.processor()`` only
+    says "x86_64"): figures taken on different CPUs must never be divided by each other."""
+    import platform
+
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        info = ""
+    lines = info.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    return {"cpu_model": model or platform.processor() or platform.machine(),
+            "cpu_features": sorted(flags & TIMING_FLAGS)}
 
 
 def current_rss_bytes() -> int:

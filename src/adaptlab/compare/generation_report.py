@@ -86,7 +86,7 @@ def render_html(results: dict) -> str:
         f"<p class='meta'>generation · {esc(results['preset'])} preset · train/val/test {esc(sizes.get('train'))}/"
         f"{esc(sizes.get('val'))}/{esc(sizes.get('test'))} examples (data seed {esc(data['seed'])}) · "
         f"{esc(results['seeds'])} training seed(s) · ranked by {esc(label)} · models {esc(', '.join(results['models']))} · "
-        f"{esc(hardware['cpu_threads'])} CPU threads{', GPU ' + esc(hardware['gpu']) if hardware['gpu'] else ''} · "
+        f"{esc(hardware['cpu'])}, {esc(hardware['cpu_threads'])} CPU threads{', GPU ' + esc(hardware['gpu']) if hardware['gpu'] else ''} · "
         f"total wall time {esc(round(results['wall_seconds'] / 60, 1))} min · adaptlab {esc(results['adaptlab_version'])}</p>",
         "<h2>Recommendation</h2><div class='rec'><ul>", *[f"<li>{esc(line)}</li>" for line in results["recommendation"]],
         "</ul></div>",

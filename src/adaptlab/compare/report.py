@@ -250,7 +250,7 @@ def render_html(results: dict) -> str:
         f"<p class='meta'>{esc(results['preset'])} preset · train/val/test {esc(sizes.get('train'))}/"
         f"{esc(sizes.get('val'))}/{esc(sizes.get('test'))} examples (one stratified split, data seed "
         f"{esc(data['seed'])}) · {esc(results['seeds'])} training seed(s) · models {esc(', '.join(results['models']))} · "
-        f"{esc(hardware['cpu_threads'])} CPU threads{', GPU ' + esc(hardware['gpu']) if hardware['gpu'] else ''} · "
+        f"{esc(hardware['cpu'])}, {esc(hardware['cpu_threads'])} CPU threads{', GPU ' + esc(hardware['gpu']) if hardware['gpu'] else ''} · "
         f"total wall time {esc(round(results['wall_seconds'] / 60, 1))} min · adaptlab {esc(results['adaptlab_version'])}</p>",
         "<h2>Recommendation</h2><div class='rec'><ul>",
         *[f"<li>{esc(line)}</li>" for line in results["recommendation"]],

@@ -247,8 +247,12 @@ def recommendation(best: dict, tied: list[dict], name) -> str:
 def hardware() -> dict:
     import torch
 
+    from adaptlab.measure import cpu_description
+
+    cpu = cpu_description()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu["cpu_model"],
+        "cpu_features": cpu["cpu_features"],
         "cpu_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(),
