@@ -22,7 +22,7 @@ from adaptlab.methods import Strategy, get_strategy
 from adaptlab.metrics import classification_metrics
 from adaptlab.runtime import Runtime
 
-THROUGHPUT_SAMPLE = 128  # test texts timed for inference throughput, recomputed without any cache
+THROUGHPUT_SAMPLE = 64  # test texts timed for inference throughput, recomputed without any cache
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,7 @@ def render_html(results: dict) -> str:
                      "or feature extraction included, and the hyper-parameter search where there was one; stopped: how training ended "
                      "(converged: validation stopped improving, the best epoch kept; step/time cap: the preset's budget "
                      "ran out first) @ optimiser steps, and the learning rate the line search chose where it ran (--lr-search: "
-                     "lr/3, lr and 3 lr tried for one epoch or 16 steps each, lowest validation loss kept; its time is in train s); texts/s: inference throughput on up to 128 test texts, batched, "
+                     "lr/3, lr and 3 lr tried for one epoch or 16 steps each, lowest validation loss kept; its time is in train s); texts/s: inference throughput on up to 64 test texts, batched, "
                      "nothing cached; RSS MB: peak resident memory of the training process (each run has its own); "
                      "size MB: the saved artifact.</p>")
         parts += [

@@ -3,8 +3,8 @@
 For each (prompt, label word) pair the score is the log-likelihood of the label's tokens given the prompt,
 summed over tokens (multi-token labels are handled exactly by teacher forcing) or averaged per token
 (``normalize_length``). Prompts that share a prefix (instruction + demonstrations) compute its key/value
-cache once and every query continues from a copy of it; query x label pairs run in batches; only the
-positions that predict label tokens go through the LM head.
+cache once and every query continues from a copy of it; query x label pairs run in batches of similar length
+(sorted, so little padding is computed); only the positions that predict label tokens go through the LM head.
 """
 
 from __future__ import annotations
@@ -88,10 +88,14 @@ class LabelScorer:
                     else:
                         for k, label in enumerate(labels):
                             rows.append((i, query + label, [(len(query) - 1 + j, t, k) for j, t in enumerate(label)]))
+                rows.sort(key=lambda row: len(row[1]))  # batches of similar length: little padding to compute
                 for start in range(0, len(rows), self.batch_size):
                     batch = rows[start : start + self.batch_size]
                     self._score_batch(batch, cache, len(prefix_ids) if cache is not None else 0, out)
-                    advance(len({i for i, _, _ in batch}))
+                    if single_token:  # one row per item (with several label tokens, an item's rows may be apart)
+                        advance(len(batch))
+                if not single_token:
+                    advance(len(members))
         if self.normalize_length:
             out /= np.array([len(label) for label in labels])
         return out
