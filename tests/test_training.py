@@ -393,3 +393,20 @@ def test_a_resumed_run_trains_with_the_rate_its_first_attempt_chose(tmp_path, mo
     monkeypatch.setattr(engine, "fit_module", lambda *a, **k: pytest.fail("searched again"))
     lr, recorded = lr_search.search_lr(None, None, SimpleNamespace(resume=True), tmp_path, None, "classification", None)
     assert lr == 0.03 and recorded == trials
+
+
+def test_the_entries_of_a_comparison_fit_the_probe_once(tiny_sentence_bert, toy_splits, tmp_path, monkeypatch):
+    """full, then LoRA and prompt tuning on the same model, data and token limit (compare sets one for all) read the
+    same frozen features: the probe is fitted once and stored (keyed by everything it depends on); other data is
+    fitted afresh."""
+    from adaptlab.methods.gradient import TokenClassifierStrategy
+
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
+    first = adaptlab.train("full", toy_splits, tmp_path / "full", model=str(tiny_sentence_bert), max_length=64, **FAST)
+    monkeypatch.setattr(TokenClassifierStrategy, "_head_inputs", lambda *a: pytest.fail("features computed again"))
+    for method in ("lora", "prompt-tuning"):
+        again = adaptlab.train(method, toy_splits, tmp_path / method, model=str(tiny_sentence_bert), max_length=64, **FAST)
+        assert again.manifest["training"]["probe"] == first.manifest["training"]["probe"]
+    other = split_data(load_data(write_csv(tmp_path / "other.csv", sentiment_rows(24))), seed=1)
+    with pytest.raises(BaseException, match="features computed again"):
+        adaptlab.train("lora", other, tmp_path / "other", model=str(tiny_sentence_bert), max_length=64, **FAST)

@@ -72,10 +72,14 @@ class GradientStrategy(Strategy, TrainingOptions):
 
     def start_from_probe(self, head: nn.Module, x_train: np.ndarray, x_val: np.ndarray, splits) -> Probe:
         """LP-FT: set the linear ``head`` to the probe fitted on the features it sees (``head_init="probe"``)."""
-        from adaptlab.training.probe import fit_probe, load_probe
+        from adaptlab.training.probe import fit_probe
 
-        probe = fit_probe(x_train, splits.train.labels, x_val, splits.val.labels, len(self.label_names), self.seed,
-                          intercept=head.bias is not None)
+        return self._set_probe(head, fit_probe(x_train, splits.train.labels, x_val, splits.val.labels,
+                                               len(self.label_names), self.seed, intercept=head.bias is not None))
+
+    def _set_probe(self, head: nn.Module, probe: Probe) -> Probe:
+        from adaptlab.training.probe import load_probe
+
         load_probe(head, probe)
         self.probe_ = probe.report()
         return probe
@@ -127,12 +131,26 @@ class TokenClassifierStrategy(GradientStrategy):
         ``pre_classifier``); the probe is fitted on what that layer receives from the frozen model."""
         from torch import nn
 
+        from adaptlab.training.probe import cached_probe, fit_probe
+
         heads = [bundle.model.get_submodule(name) for name in bundle.new_modules]
         heads = [m for m in heads if isinstance(m, nn.Linear) and m.out_features == len(self.label_names)]
         if not heads:
             return None
-        features = {name: self._head_inputs(bundle.model, heads[0], data) for name, data in (("train", train), ("val", val))}
-        return self.start_from_probe(heads[0], features["train"], features["val"], splits)
+        head = heads[0]
+        # what the head reads depends on the network class (pooler or token mean) and nothing this strategy adds:
+        # the probe is fitted on the plain pretrained model, so the entries of a comparison share it (one fit)
+        key = {"model": self.ref.fingerprint(), "network": type(bundle.model).__name__, "head": [head.in_features, head.out_features],
+               "intercept": head.bias is not None, "tokenizer": [len(bundle.tokenizer), bundle.tokenizer.padding_side],
+               "max_length": self.max_length_, "device": self.runtime.torch_device.type, "seed": self.seed,
+               "train": splits.train.fingerprint(), "val": splits.val.fingerprint()}
+
+        def fit() -> Probe:
+            x_train, x_val = (self._head_inputs(bundle.model, head, data) for data in (train, val))
+            return fit_probe(x_train, splits.train.labels, x_val, splits.val.labels, len(self.label_names), self.seed,
+                             intercept=head.bias is not None)
+
+        return self._set_probe(head, cached_probe(key, fit))
 
     def _head_inputs(self, model: nn.Module, head: nn.Module, data) -> np.ndarray:
         from adaptlab.training.probe import head_inputs

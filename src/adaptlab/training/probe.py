@@ -8,6 +8,11 @@ regression on exactly the features the head sees, regularisation chosen on valid
 does) means no fine-tuning run starts below the probe: step 0 predicts what the probe predicts.
 
 Also the one place that chooses logistic regression's ``C`` on validation, for ``features-logreg`` and the probe.
+
+A fitted probe is stored in adaptlab's cache under a key of everything it depends on (the weights' fingerprint, what
+the head reads, the token limit, the runtime, the training and validation data, the seed), so the entries of one
+comparison that see the same features (on minilm: head-less last-k, full, LoRA and the prompt-learning methods all
+read the token mean of the frozen model) compute it once; a different input gives a different key.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+PROBE_CACHE = "probes"
 
 
 def choose_c(make_estimator: Callable[[float], Any], x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
@@ -108,3 +114,30 @@ def load_probe(linear: nn.Linear, probe: Probe) -> None:
         linear.weight.copy_(torch.as_tensor(probe.weight, dtype=linear.weight.dtype))
         if linear.bias is not None:
             linear.bias.copy_(torch.as_tensor(probe.bias, dtype=linear.bias.dtype))
+
+
+def cached_probe(key: dict, fit: Callable[[], Probe]) -> Probe:
+    """The probe stored under ``key`` (JSON-able: see the module docstring), or ``fit()``'s, stored for the next
+    caller. Stored as safetensors + JSON (no pickle); an unreadable entry is fitted again."""
+    import hashlib
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    from adaptlab._io import write_json
+    from adaptlab.models.registry import cache_root
+
+    digest = hashlib.sha256(json.dumps({**key, "C_GRID": C_GRID}, sort_keys=True).encode()).hexdigest()[:32]
+    folder = cache_root() / PROBE_CACHE
+    weights, record = folder / f"{digest}.safetensors", folder / f"{digest}.json"
+    try:
+        tensors, meta = load_file(weights), json.loads(record.read_text(encoding="utf-8"))
+        return Probe(tensors["weight"], tensors["bias"], meta["C"], meta["val_accuracy"])
+    except (OSError, ValueError, KeyError):
+        pass
+    probe = fit()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": probe.weight, "bias": probe.bias}, str(weights))
+    write_json(record, {"C": probe.C, "val_accuracy": probe.val_accuracy})  # last: it marks the entry complete
+    return probe
+
