@@ -68,7 +68,7 @@ def main() -> None:
         "strategy": e["entry"], "model": e["model"],
         "rouge_l": e["rouge_l"]["mean"], "rouge_l_std": e["rouge_l"]["std"], "rouge_l_ci95": e["rouge_l"]["ci95"],
         "token_f1": e["token_f1"]["mean"], "exact_match": e["exact_match"]["mean"], "eval_loss": e["eval_loss"]["mean"],
-        "stopped": e["stopped"]["mean"],
+        "stopped": e["stopped"],  # per run: converged, step_cap or time_cap
         "forgetting_ppl_delta": e["forgetting_ppl_delta"], "forgetting_ppl_relative": e["forgetting_ppl_relative"],
         "forgetting_rt_accuracy_delta": e["forgetting_rt_accuracy_delta"],
         "trainable_params": e["trainable_params"], "train_seconds": e["train_seconds"],

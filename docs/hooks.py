@@ -306,7 +306,7 @@ def leaderboard(name: str) -> str:
         body = [[str(i), row.get("strategy"), row.get("model"), number(row.get("rouge_l"), 3),
                  "—" if not row.get("rouge_l_ci95") else f"{row['rouge_l_ci95'][0]:.3f}-{row['rouge_l_ci95'][1]:.3f}",
                  number(row.get("token_f1"), 3), number(row.get("exact_match"), 3), number(row.get("eval_loss"), 2),
-                 "—" if row.get("stopped") is None else f"{row['stopped'] * 100:.0f}%",
+                 "—" if row.get("stopped") is None else (", ".join(str(s) for s in row['stopped']) if isinstance(row['stopped'], list) else f"{row['stopped'] * 100:.0f}%"),
                  "—" if row.get("forgetting_ppl_relative") is None else f"{row['forgetting_ppl_relative'] * 100:+.1f}%",
                  "—" if row.get("forgetting_rt_accuracy_delta") is None else f"{row['forgetting_rt_accuracy_delta'] * 100:+.1f}",
                  f"{row['trainable_params']:,}" if row.get("trainable_params") is not None else "—",
