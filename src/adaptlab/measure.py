@@ -24,11 +24,12 @@ def cpu_description() -> dict:
     says "x86_64"): figures taken on different CPUs must never be divided by each other."""
     import platform
 
+    from pathlib import Path
+
     try:
-        info = open("/proc/cpuinfo").read()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        info = ""
-    lines = info.splitlines()
+        lines = []
     model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
     flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
     return {"cpu_model": model or platform.processor() or platform.machine(),

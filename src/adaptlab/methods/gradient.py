@@ -205,9 +205,8 @@ class TokenClassifierStrategy(GradientStrategy):
     def details(self) -> dict:
         from adaptlab.models.pooled import MeanPooledClassifier
 
-        network = getattr(self.model_, "base_model", self.model_)  # PEFT wraps the classifier
-        network = getattr(network, "model", network)
-        pooling = "mean" if isinstance(network, MeanPooledClassifier) else "model"
+        # PEFT wraps the classifier one or two levels deep
+        pooling = "mean" if any(isinstance(m, MeanPooledClassifier) for m in self.model_.modules()) else "model"
         return {"tokenization": {"max_length": self.max_length_, "padding_side": self.tokenizer_.padding_side,
                                  "pooling": pooling}}
 
