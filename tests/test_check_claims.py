@@ -29,7 +29,7 @@ def test_the_real_docs_match_their_result_files():
 
 def test_a_changed_figure_in_the_readme_fails_naming_the_figure_and_its_file(tmp_path):
     readme = (ROOT / "README.md").read_text()
-    cited = re.search(r"(\d+\.\d+)(?=[^\s<]*<!-- claim: (\S+\.json) )", readme)
+    cited = re.search(r"(-?\d+\.\d+)(?=[^\s<]*<!-- claim: (\S+\.json) )", readme)
     assert cited, "the README cites no figure"
     figure, file = cited.group(1), cited.group(2)
     wrong = figure[:-1] + str((int(figure[-1]) + 5) % 10)  # off by half the printed range: never a rounding
