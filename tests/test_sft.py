@@ -194,6 +194,51 @@ def test_every_method_trains_evaluates_and_reloads_as_a_generator(tiny_llama, tm
     assert generator.generate(prompt) == Generator(str(tmp_path / method)).generate(prompt)  # reload is deterministic
 
 
+def test_a_prefix_started_from_real_tokens_is_the_model_reading_them_first(tiny_llama):
+    """Prefix tuning starts from the keys and values of real tokens: before any step the model with the prefix
+    predicts exactly what the base predicts after reading those tokens (a random prefix does not)."""
+    from transformers import AutoModelForCausalLM
+
+    from adaptlab.models.adapters import init_prefix_from_ids, prompt_learning_config
+    from peft import get_peft_model
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    model = get_peft_model(base, prompt_learning_config("prefix", "sft", base, num_virtual_tokens=6)).eval()
+    prefix, text = [11, 12, 13], torch.tensor([[21, 22, 23, 24]])
+    with torch.no_grad():
+        random_start = model(input_ids=text).logits
+        init_prefix_from_ids(model, prefix)  # cycled to the 6 virtual tokens
+        started = model(input_ids=text).logits
+        with model.disable_adapter():
+            reading = model(input_ids=torch.tensor([prefix * 2 + text[0].tolist()])).logits[:, 6:]
+    torch.testing.assert_close(started, reading, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(random_start, reading, atol=1e-3)
+
+
+def test_prefix_tuning_of_the_real_model_starts_where_the_model_was(tmp_path):
+    """On SmolLM2 (packaged Q4_1 GGUF, de-quantized) the default prefix starts at the base's held-out loss;
+    PEFT's random prefix starts far above it, which is what made quick prefix tuning end worse than zero-shot."""
+    import adaptlab
+    from adaptlab.models.causal import load_causal_lm
+    from adaptlab.models.loading import pad_id
+    from adaptlab.sft.evaluate import sequence_loss
+    from adaptlab.sft.job import SFTJob
+
+    splits = adaptlab.load_generation_splits(write_jsonl(tmp_path / "pc.jsonl", pc_rows(40)))
+    losses = {}
+    for init in ("data", "random"):
+        torch.manual_seed(0)
+        job = SFTJob(method="prefix-tuning", prefix_init=init, forgetting=False, progress=False)
+        lm, job.tokenizer_, job.ref_ = load_causal_lm(job.model, "cpu")
+        job.splits_ = splits
+        job.kept_ = {name: job._encode(getattr(splits, name)) for name in ("train", "val")}
+        base = sequence_loss(lm, job.kept_["val"], pad_id(job.tokenizer_))["loss"]
+        losses[init] = sequence_loss(job._adapt(lm), job.kept_["val"], pad_id(job.tokenizer_))["loss"]
+    assert abs(losses["data"] - base) < 0.1 * base, (losses, base)
+    assert losses["random"] > base + 1.0, (losses, base)
+
+
 def test_plain_text_trains_packed_with_checkpointing_and_accumulation(tiny_llama, tmp_path):
     import adaptlab
 

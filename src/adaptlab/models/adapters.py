@@ -109,3 +109,31 @@ def prompt_learning_config(method: str, task: str, model: nn.Module, *, num_virt
     if extra is not None:
         config.modules_to_save = extra
     return config
+
+
+def init_prefix_from_ids(model, ids: list[int]) -> None:
+    """Start a PEFT prefix (prefix tuning, no reparameterisation) from the keys and values the base model computes
+    for real tokens ``ids`` (cycled or cut to the prefix length), instead of PEFT's random ones.
+
+    Why: a random prefix is attended to at every layer and moves the model far from where it started (on
+    wiki-descriptions with SmolLM2, held-out loss 7.3 against the base's 3.3 before any step, and 32 steps only
+    brought it to 5.2); the activations of real words make step 0 the base model reading a short text first, so
+    training starts from the base's quality (Li & Liang 2021, section 7.3: real-word initialisation matters most
+    with little data). The keys carry their rotary positions 0..n-1, and the real tokens follow at positions n..,
+    exactly as if the text had been prepended.
+    """
+    import torch
+
+    config = model.active_peft_config
+    if getattr(config, "prefix_projection", False):
+        raise ValueError("a reparameterised prefix (prefix_projection) has no per-token keys and values to start from")
+    count = config.num_virtual_tokens
+    ids = (list(ids) * (count // max(len(ids), 1) + 1))[:count]
+    base = model.get_base_model()
+    embedding = model.prompt_encoder[model.active_adapter].embedding
+    with torch.no_grad():
+        cache = base(input_ids=torch.tensor([ids], device=embedding.weight.device), use_cache=True).past_key_values
+        layers = [(layer.keys, layer.values) for layer in cache.layers] if hasattr(cache, "layers") else list(cache)
+        # PEFT's layout (get_prompt): (tokens, layers * 2, heads, head_dim) flattened per token, key before value
+        stacked = torch.stack([tensor[0] for pair in layers for tensor in pair])  # (layers*2, heads, tokens, head_dim)
+        embedding.weight.copy_(stacked.permute(2, 0, 1, 3).reshape(count, -1).to(embedding.weight.dtype))

@@ -49,7 +49,12 @@ class SFTJob(TrainingOptions):
     use_rslora: bool = param(False, "rsLoRA: scale by alpha / sqrt(r).")
     layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1, maximum=1000)
     num_virtual_tokens: int = param(20, "prefix/prompt tuning: virtual tokens.", minimum=1, below=1025)
-    init_text: str | None = param(None, "prompt tuning: start the virtual tokens from this text's embeddings.")
+    init_text: str | None = param(None, "prompt/prefix tuning: start the virtual tokens from this text (prompt tuning: its "
+                                  "embeddings; prefix tuning: the keys and values the model computes for it).")
+    prefix_init: str = param("data", "prefix tuning without --init-text: start from the keys and values of the first training "
+                             "example's opening tokens (data: the model starts where it was) or PEFT's random ones (random: "
+                             "the model starts far worse than it was and little data does not bring it back).",
+                             choices=("data", "random"))
     group_by_length: bool = param(False, "Batch examples of similar length together: 1.2x faster on a CPU, but "
                                   "~2% higher held-out loss on small data (sft_batching.json); off, as in TRL.")
     max_length: int = param(512, "Tokens per example (or packed block); longer ones are cut.", minimum=8, below=100_001)
@@ -133,7 +138,7 @@ class SFTJob(TrainingOptions):
         """The network to train: the method's PEFT wrapper, or the model with the right weights unfrozen."""
         from peft import get_peft_model
 
-        from adaptlab.models.adapters import lora_config, prompt_learning_config
+        from adaptlab.models.adapters import init_prefix_from_ids, lora_config, prompt_learning_config
         from adaptlab.models.classifier import transformer_blocks
 
         if self.method == "full":
@@ -155,7 +160,12 @@ class SFTJob(TrainingOptions):
         else:
             config = prompt_learning_config(PROMPT_LEARNING[self.method], "sft", lm, num_virtual_tokens=self.num_virtual_tokens,
                                             init_text=self.init_text, tokenizer_path=self.ref_.path)
-        return get_peft_model(lm, config)
+        model = get_peft_model(lm, config)
+        if self.method == "prefix-tuning" and (self.init_text or self.prefix_init == "data"):
+            ids = (self.tokenizer_(self.init_text, add_special_tokens=False)["input_ids"] if self.init_text
+                   else self.kept_["train"][0][0])
+            init_prefix_from_ids(model, ids)
+        return model
 
     # -- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, splits) -> dict:
