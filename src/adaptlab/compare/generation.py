@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptlab.compare.plan import Entry
+from adaptlab.compare.entry import Entry
 from adaptlab.errors import AdaptlabError
 
 GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
@@ -63,8 +63,8 @@ class GenerationPreset:
 
 
 GENERATION_PRESETS = {
-    # Measured: the default ladder on wiki-descriptions with SmolLM2 in under 15 minutes on 2 CPU threads
-    # (benchmarks/results/compare_generation_quick.json).
+    # Measured: the default ladder on wiki-descriptions with SmolLM2 in 20.5 minutes on 2 CPU threads, every SFT
+    # entry below zero-shot's test loss (benchmarks/results/compare_generation_quick.json, generation_defaults.json).
     "quick": GenerationPreset(train_size=64, val_size=16, test_size=32, batch_size=4, draws=1, shots=2,
                               max_new_tokens=16, max_length=256, forgetting_sample=64,
                               max_steps=32, patience=1, max_minutes=3.0),
@@ -266,7 +266,7 @@ def _retrieval(params: dict, run_dir: Path):
 
 
 def _is_store(location: str) -> bool:
-    from adaptlab.rag.store import open_store
+    from adaptlab.rag.stores import open_store
 
     if location.startswith(("postgresql://", "postgres://")):
         return True
