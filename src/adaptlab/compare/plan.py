@@ -21,28 +21,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaptlab.compare.entry import Entry
 from adaptlab.config import DataConfig, GenerationDataConfig
 from adaptlab.data.generation import infer_task
 from adaptlab.errors import AdaptlabError
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    strategy: str
-    params: dict
-    description: str
-    #: "decoder": needs a causal LM (prompting); "any": runs on any model
-    needs: str = "any"
-    #: False when the result cannot depend on the training seed (then it runs once and counts for every seed)
-    seeded: bool = True
-    #: whether the entry takes training epochs
-    epochs: bool = True
-    in_default_ladder: bool = True
-    #: its good learning rate moves most between tasks: the presets that say so run ``--lr-search`` for it (unless
-    #: ``--tune`` searches its settings)
-    lr_sensitive: bool = False
-
 
 ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("zero-shot", "icl", {"k": 0, "draws": 1}, "hand-written prompt, label words scored, no examples",
