@@ -355,7 +355,7 @@ def test_pgvector_and_lancedb_return_the_same_ranking_and_scores(pgvector_url, c
 # -- retrieval modes and filters -----------------------------------------------------------------------------
 def test_reciprocal_rank_fusion_matches_hand_computed_scores():
     from adaptlab.rag.retrieval import Retrieval, parse_filters, reciprocal_rank_fusion
-    from adaptlab.rag.store import ChunkRow, Hit
+    from adaptlab.rag.stores.base import ChunkRow, Hit
 
     hit = lambda name: Hit(0.0, ChunkRow(name, "s", "", "", 0, 0, 1, name))
     dense, words = [hit("a"), hit("b"), hit("c")], [hit("c"), hit("d")]

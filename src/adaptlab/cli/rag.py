@@ -57,7 +57,7 @@ def rag_index(
 
     from adaptlab.rag.chunking import check_chunking
     from adaptlab.rag.documents import check_indexable
-    from adaptlab.rag.store import META_FILE
+    from adaptlab.rag.stores.base import META_FILE
 
     if any(not str(path).strip() for path in paths):
         raise AdaptlabError("a document path is empty; give files, folders or a named corpus")
@@ -102,7 +102,7 @@ def rag_search(
     """Rank chunks for QUERY. Scores: dense (1 + cosine) / 2 in [0, 1]; bm25 the BM25 score; hybrid the fused
     reciprocal-rank score (higher is better in each, comparable only within one mode)."""
     from adaptlab.rag import RagIndex
-    from adaptlab.rag.store import describe
+    from adaptlab.rag.stores.base import describe
 
     if not query.strip():
         raise AdaptlabError("the query is empty; give the words to look for")
@@ -133,7 +133,8 @@ def _where(hit) -> str:
 def existing_store(store: str) -> str:
     """A store to read from, checked without importing lancedb or a model: it exists, its description is sound
     and it holds chunks (a PostgreSQL store is checked when it is opened)."""
-    from adaptlab.rag.store import META_FILE, LanceStore
+    from adaptlab.rag.stores.base import META_FILE
+    from adaptlab.rag.stores.lance import LanceStore
 
     if not store.strip():
         raise AdaptlabError("--store is empty; give the directory (or postgresql:// URL) of an index")
@@ -196,7 +197,7 @@ def rag_ask(
     """Retrieve the top-k chunks, answer QUESTION from them with the decoder, and cite them as [1], [2]."""
     from adaptlab.sampling import SamplingOptions
     from adaptlab.rag import Answerer, RagIndex
-    from adaptlab.rag.store import describe
+    from adaptlab.rag.stores.base import describe
 
     if not question.strip():
         raise AdaptlabError("the question is empty; give the question to answer")

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from adaptlab.rag.store import Hit
+from adaptlab.rag.stores.base import Hit
 
 SYSTEM_RAG = ("Answer the question using only the numbered context passages. Cite the passages you use by "
               "number, like [1]. If the passages do not contain the answer, say that you do not know.")

@@ -20,7 +20,8 @@ from adaptlab.progress import progress_bar
 from adaptlab.rag.chunking import Chunker
 from adaptlab.rag.documents import find_sources, iter_records, under_roots
 from adaptlab.rag.retrieval import FUSION_DEPTH, Retrieval, reciprocal_rank_fusion
-from adaptlab.rag.store import ChunkRow, Hit, VectorStore, open_store
+from adaptlab.rag.stores import open_store
+from adaptlab.rag.stores.base import ChunkRow, Hit, VectorStore
 
 FLUSH_CHUNKS = 512  # chunks embedded and written per store transaction
 

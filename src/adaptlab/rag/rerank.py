@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.rag.store import Hit
+from adaptlab.rag.stores.base import Hit
 
 DEFAULT_DEPTH = 20
 UPR_PROMPT = "Passage: {title}: {text}\nPlease write a question based on this passage.\nQuestion:"

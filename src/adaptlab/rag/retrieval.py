@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.rag.store import Hit
+from adaptlab.rag.stores.base import Hit
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60  # the constant of the RRF paper (and of Elasticsearch's default)

@@ -275,7 +275,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
     async def rag_ask(request: AskRequest):
         from adaptlab.sampling import SamplingOptions
         from adaptlab.rag.answer import Answerer
-        from adaptlab.rag.store import describe
+        from adaptlab.rag.stores.base import describe
 
         if registry.rag is None:
             raise ApiError(404, "no_rag_store", "no RAG store is served; start the server with --store DIR")

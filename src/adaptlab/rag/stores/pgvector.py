@@ -16,7 +16,7 @@ import re
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.rag.store import ChunkRow, Hit, checked_meta, score_from_cosine_distance
+from adaptlab.rag.stores.base import ChunkRow, Hit, checked_meta, score_from_cosine_distance
 
 FIELDS = ("id", "source", "locator", "title", "position", "start_char", "end_char", "text", "metadata")
 COLUMNS = {"source": "source", "title": "title", "locator": "locator"}  # filter keys that are columns
