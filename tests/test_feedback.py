@@ -17,11 +17,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from adaptlab.cli.feedback import feedback_app
 from adaptlab.errors import AdaptlabError
 from adaptlab.feedback import db as dbmod
 from adaptlab.feedback import project
 from adaptlab.feedback.app import create_app, serve_in_background
-from adaptlab.feedback.cli import feedback_app
 from adaptlab.rlhf.preferences import read_preferences
 
 EVIL = ["<script>window.__xss=1</script>", '<img src=x onerror="window.__xss=1">',

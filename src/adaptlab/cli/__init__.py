@@ -39,8 +39,7 @@ def verbosity(
 
 
 def build_app(argv: list[str]) -> typer.Typer:
-    from adaptlab.cli import compare, rag, serve, tools
-    from adaptlab.feedback.cli import feedback_app
+    from adaptlab.cli import compare, feedback, rag, serve, tools
 
     app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                       callback=verbosity)
@@ -50,7 +49,7 @@ def build_app(argv: list[str]) -> typer.Typer:
                  else typer.Typer(help=help_text, no_args_is_help=True))
         app.add_typer(group, name=name, help=help_text)
     app.add_typer(rag.rag_app, name="rag")
-    app.add_typer(feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
+    app.add_typer(feedback.feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
     app.command()(compare.compare)
     app.command()(serve.serve)
     for command in (tools.generate, tools.merge, tools.predict, tools.embed, tools.models):
