@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import re
 import socket
 from collections.abc import Iterable
 from urllib.parse import urlparse
@@ -18,6 +19,8 @@ from urllib.parse import urlparse
 from adaptlab.errors import AdaptlabError
 
 CONNECT_TIMEOUT = 2.0  # seconds to wait for the Hub's host to accept a connection
+#: what a Hub dataset or model id looks like (``name`` or ``owner/name``): anything else is not tried on the Hub
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def check_hub_name(name: str, kind: str, local_names: Iterable[str], option: str) -> None:

@@ -3,7 +3,6 @@ examples that ``generate``, ``rag ask``, ``feedback new`` and the server validat
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +48,10 @@ def read_examples(path: Path) -> list[tuple[str, str]]:
     """Few-shot (input, output) pairs from a JSONL file of {"input", "output"} objects."""
     if not path.is_file():
         raise AdaptlabError(f"--examples file '{path}' does not exist")
-    shots = []
-    from adaptlab.data.loaders import read_utf8
+    from adaptlab.data.files import read_jsonl  # with the file: the data package loads numpy
 
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
+    shots = []
+    for number, record in read_jsonl(path, f"--examples '{path}'"):
         if not (isinstance(record, dict) and isinstance(record.get("input"), str) and isinstance(record.get("output"), str)):
             raise AdaptlabError(f"--examples '{path}' line {number}: needs a JSON object with 'input' and 'output' "
                                 "strings")

@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from adaptlab.data.loaders import FILE_SUFFIXES, HUB_ID, read_table, read_utf8
+from adaptlab.data.files import FILE_SUFFIXES, read_table, read_utf8
 from adaptlab.data.splits import check_split_options
+from adaptlab.data.wikipedia import opening, wikipedia_articles
 from adaptlab.errors import AdaptlabError
-from adaptlab.hub import check_hub_name
+from adaptlab.hub import HUB_ID, check_hub_name
 
 NAMED_TASKS = {
     "wiki-descriptions": "Wikipedia article opening -> its short description (9,799 rows, offline)",
@@ -36,8 +36,6 @@ NAMED_TASKS = {
 }
 WIKI_INSTRUCTION = "Write the short description of the Wikipedia article that begins:\n\n"
 ROLES = ("system", "user", "assistant")
-OPENING_CHARS = 300  # wiki-descriptions prompts: the article's first sentences, up to this many characters
-FORGETTING_ARTICLES = 64  # Wikipedia articles kept out of every named task, for the general-text perplexity
 TEXT_SUFFIXES = {".txt", ".md"}
 
 
@@ -151,35 +149,11 @@ def general_text_sample() -> list[str]:
     return [a["extract"] for a in wikipedia_articles(held_out=True)[1]]
 
 
-def wikipedia_articles(held_out: bool) -> tuple[list[str], list[dict]]:
-    from adaptlab.rag.documents import wikipedia_file
-
-    articles = json.loads(wikipedia_file().read_text(encoding="utf-8"))
-    kept = sorted(title for title, a in articles.items() if a.get("extract", "").strip())
-    # the held-out sample: the titles with the smallest hashes (stable whatever the seed or the package order)
-    digest = lambda t: hashlib.sha256(t.encode()).hexdigest()
-    reserved = set(sorted(kept, key=digest)[:FORGETTING_ARTICLES])
-    titles = [t for t in kept if (t in reserved) == held_out]
-    return titles, [articles[t] for t in titles]
-
-
 def _wiki_descriptions(system: str | None) -> GenerationData:
     titles, articles = wikipedia_articles(held_out=False)
     rows = [(t, a) for t, a in zip(titles, articles) if a.get("description", "").strip()]
     records = [_conversation(WIKI_INSTRUCTION + opening(a["extract"]), a["description"].strip(), system) for _, a in rows]
     return GenerationData("chat", records, [t for t, _ in rows], "wiki-descriptions")
-
-
-def opening(extract: str) -> str:
-    """The first sentences of an article, up to ``OPENING_CHARS`` (at least one sentence, cut at a word if longer):
-    what a description is written from, at a third of the tokens of the whole summary."""
-    sentences = re.split(r"(?<=[.!?])\s+", " ".join(extract.split()))
-    opening = sentences[0]
-    for sentence in sentences[1:]:
-        if len(opening) + 1 + len(sentence) > OPENING_CHARS:
-            break
-        opening += " " + sentence
-    return opening if len(opening) <= OPENING_CHARS else opening[:OPENING_CHARS].rsplit(" ", 1)[0] + " ..."
 
 
 def _conversation(prompt: str, completion: str, system: str | None) -> list[dict]:
@@ -275,14 +249,10 @@ def _messages(value, where: str) -> list[dict]:
 def infer_task(source: str) -> str:
     """generation for a named generation task or a table with ``messages`` or ``prompt``/``completion``
     columns; classification otherwise (a Hub id needs ``--task generation`` to be read as generation data)."""
-    from pathlib import Path
-
     if source in NAMED_TASKS:
         return "generation"
     path = Path(source).expanduser()
     if path.is_file():
-        from adaptlab.data.loaders import read_table
-
         try:
             columns = set(read_table(path, need="one example per row")[0].columns)
         except AdaptlabError:

@@ -2,14 +2,12 @@
 
 Every check runs before any model is loaded, and every failure is an ``AdaptlabError`` naming the file,
 row and column at fault and the fix. Rows are counted from 1 after the header (CSV, Parquet) or as line
-numbers (JSONL).
+numbers (JSONL). Files are read by ``adaptlab.data.files``; this module turns their rows into labelled texts.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import io
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptlab.data.dataset import LabeledTexts
+from adaptlab.data.files import FILE_SUFFIXES, read_table
+from adaptlab.data.wikipedia import opening, wikipedia_articles
 from adaptlab.errors import AdaptlabError
-from adaptlab.hub import check_hub_name
+from adaptlab.hub import HUB_ID, check_hub_name
 
 if TYPE_CHECKING:  # pandas loads when a file is read, after its path is checked
     import pandas as pd
@@ -29,8 +29,6 @@ NAMED_DATASETS = {
     "imdb": "IMDB movie reviews (train split): 25,000 long reviews, 2 classes",
     "wiki-topics": "Wikipedia article openings -> their topic (People, Geography, Mathematics...): 8,976 rows, 11 classes",
 }
-FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _INTEGER = re.compile(r"^[+-]?\d+$")
 
 
@@ -82,8 +80,6 @@ def _wiki_topics() -> LabeledTexts:
     """The packaged Wikipedia summaries as topic classification: an article's opening (as ``wiki-descriptions``
     prompts it) -> its topic; the catch-all "Uncategorized" is left out. A many-class task, where defaults tuned on
     binary sentiment do not transfer (see ``compare --tune``)."""
-    from adaptlab.data.generation import opening, wikipedia_articles
-
     rows = [(opening(a["extract"]), a["topic"]) for a in wikipedia_articles(held_out=False)[1]
             if a.get("topic") and a["topic"] != "Uncategorized"]
     names = sorted({topic for _, topic in rows})
@@ -94,91 +90,6 @@ def _wiki_topics() -> LabeledTexts:
 def _load_file(path: Path, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
     frame, row_name = read_table(path)
     return _from_frame(frame, str(path), text_column, label_column, id_column, row_name)
-
-
-def read_table(path: Path, need: str = "a header and at least one row per class") -> tuple[pd.DataFrame, Callable[[int], str]]:
-    """A CSV/JSONL/JSON/Parquet file as a frame, plus how to name its rows in messages ("row 3", "line 7").
-
-    ``need`` says, in the message for an empty file, what the file should hold."""
-    if not path.exists():
-        raise AdaptlabError(f"data file '{path}' does not exist; check the path")
-    if path.is_dir():
-        raise AdaptlabError(f"data '{path}' is a directory; pass a .csv, .jsonl or .parquet file")
-    suffix = path.suffix.lower()
-    if suffix not in FILE_SUFFIXES:
-        raise AdaptlabError(
-            f"data file '{path}' has an unsupported type '{suffix}'; use .csv, .jsonl or .parquet"
-        )
-    if path.stat().st_size == 0:
-        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
-    import pandas as pd  # after the cheap checks, so a wrong path is reported at once
-
-    if suffix in {".parquet", ".pq"}:
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several types for a corrupt file
-            raise AdaptlabError(f"data file '{path}' is not a readable Parquet file ({exc})") from None
-        return frame, lambda i: f"row {i + 1}"
-    text = read_utf8(path)
-    if suffix == ".csv":
-        return _parse_csv(path, text, need), lambda i: f"row {i + 1}"
-    frame, lines = _parse_json_records(path, text, suffix, need)
-    return frame, (lambda i: f"line {lines[i]}" if lines else f"record {i + 1}")
-
-
-def read_utf8(path: Path) -> str:
-    data = path.read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise AdaptlabError(
-            f"file '{path}' is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
-            "re-save it with UTF-8 encoding"
-        ) from None
-
-
-def _parse_csv(path: Path, text: str, need: str = "a header and at least one row per class") -> pd.DataFrame:
-    import pandas as pd
-
-    if not text.strip():
-        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
-    try:
-        # Everything as strings, nothing turned into NaN: emptiness is checked explicitly below.
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
-        raise AdaptlabError(f"data file '{path}' is not valid CSV ({str(exc).strip()})") from None
-
-
-def _parse_json_records(path: Path, text: str, suffix: str, need: str = "at least one record per class") -> tuple[pd.DataFrame, list[int]]:
-    import pandas as pd
-
-    if suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AdaptlabError(f"data file '{path}' is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-        lines: list[int] = []
-    else:
-        records, lines = [], []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise AdaptlabError(
-                    f"data file '{path}' line {number} is not valid JSON ({exc.msg}); "
-                    "JSONL needs one JSON object per line"
-                ) from None
-            lines.append(number)
-    if not records:
-        raise AdaptlabError(f"data file '{path}' is empty; it needs {need}")
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            where = f"line {lines[i]}" if lines else f"record {i + 1}"
-            raise AdaptlabError(f"data file '{path}' {where} is not a JSON object; write one object per record")
-    return pd.DataFrame.from_records(records), lines
 
 
 def _load_hub(name: str, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
@@ -325,26 +236,3 @@ def _encode_labels(values: list[Any]) -> tuple[np.ndarray, list[str]]:
         ordered = sorted(set(keys))
     index = {key: i for i, key in enumerate(ordered)}
     return np.array([index[k] for k in keys], dtype=np.int64), [str(k) for k in ordered]
-
-
-def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
-    """Texts to predict or embed: a .txt file (one per line) or a CSV/JSONL/Parquet file's text column."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise AdaptlabError(f"input file '{path}' does not exist; check the path")
-    suffix = path.suffix.lower()
-    if suffix in FILE_SUFFIXES:
-        frame = read_table(path, need="one text per row")[0]
-        if text_column not in frame.columns:
-            available = ", ".join(map(str, frame.columns))
-            raise AdaptlabError(f"input '{path}' has no column '{text_column}' (columns: {available}); pass --text-column NAME")
-        texts = frame[text_column].tolist()
-    else:
-        texts = read_utf8(path).splitlines()
-        texts = [t for t in texts if t.strip()]
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
-            raise AdaptlabError(f"input '{path}' row {i + 1}: text is empty; fill it in or remove the row")
-    if not texts:
-        raise AdaptlabError(f"input file '{path}' has no texts")
-    return texts

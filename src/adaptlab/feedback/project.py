@@ -29,18 +29,12 @@ def _jsonl(path: Path) -> list[tuple[int, dict]]:
     path = Path(path)
     if not path.is_file():
         raise AdaptlabError(f"'{path}' does not exist")
-    rows = []
-    from adaptlab.data.loaders import read_utf8
+    from adaptlab.data.files import read_jsonl  # with the file: the data package loads numpy
 
-    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise AdaptlabError(f"'{path}' line {number} is not valid JSON") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-                raise AdaptlabError(f"'{path}' line {number}: expected an object with a non-empty 'prompt'")
-            rows.append((number, row))
+    rows = read_jsonl(path)
+    for number, row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise AdaptlabError(f"'{path}' line {number}: expected an object with a non-empty 'prompt'")
     if not rows:
         raise AdaptlabError(f"'{path}' holds no rows")
     return rows

