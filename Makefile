@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 
-# The quick comparison of every strategy on Rotten Tomatoes (15.2 minutes on 2 AVX2 cores, 2026-12-07; re-running
+# The quick comparison of every strategy on Rotten Tomatoes (14.1 minutes on 2 AVX2 cores, 2026-12-07; re-running
 # it skips what finished). The report path is printed at the end.
 demo: install
 	$(VENV)/bin/adaptlab compare --data rotten_tomatoes --preset quick --output runs/demo-compare
