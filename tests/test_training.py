@@ -379,19 +379,20 @@ def test_the_strategy_names_checked_up_front_are_lightnings():
     assert sorted(LIGHTNING_STRATEGIES) == sorted(StrategyRegistry.available_strategies())
 
 
-def test_a_resumed_run_trains_with_the_rate_its_first_attempt_chose(tmp_path, monkeypatch):
+def test_a_resumed_run_trains_with_the_rate_its_first_attempt_chose(tmp_path):
     """The search ran before the interruption: resuming reads its choice instead of searching again (the trials'
     weights are gone and a new search could choose differently, changing the schedule mid-run)."""
     import json
     from types import SimpleNamespace
 
-    from adaptlab.training import engine, lr_search
+    from adaptlab.training import lr_search
 
     (tmp_path / "lr-search").mkdir()
     trials = [{"lr": 0.01, "val_loss": 0.7, "steps": 16, "seconds": 1.0}, {"lr": 0.03, "val_loss": 0.6, "steps": 16, "seconds": 1.0}]
     (tmp_path / "lr-search" / lr_search.CHOSEN).write_text(json.dumps({"lr": 0.03, "trials": trials}))
-    monkeypatch.setattr(engine, "fit_module", lambda *a, **k: pytest.fail("searched again"))
-    lr, recorded = lr_search.search_lr(None, None, SimpleNamespace(resume=True), tmp_path, None, "classification", None)
+    searched_again = lambda *a, **k: pytest.fail("searched again")
+    lr, recorded = lr_search.search_lr(None, None, SimpleNamespace(resume=True), tmp_path, None, "classification", None,
+                                       searched_again)
     assert lr == 0.03 and recorded == trials
 
 

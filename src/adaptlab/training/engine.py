@@ -109,7 +109,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
     if options.lr_search:
         from adaptlab.training.lr_search import search_lr
 
-        lr, trials = search_lr(model, data, options, workdir, runtime, objective, module_options)
+        lr, trials = search_lr(model, data, options, workdir, runtime, objective, module_options, fit_module)
         options, searched = dataclasses.replace(options, lr=lr, lr_search=False), {"chosen": lr, "trials": trials}
     epochs = options.epoch_budget(data.batches_per_epoch(), epochs)
     last = workdir / "checkpoints" / "last.ckpt"

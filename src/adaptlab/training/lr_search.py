@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,10 +32,10 @@ CHOSEN = "chosen.json"
 
 
 def search_lr(model: torch.nn.Module, data: BatchDataModule, options: TrainingOptions, workdir: Path, runtime: Runtime,
-              objective: str, module_options: dict | None) -> tuple[float, list[dict]]:
-    """The learning rate to train with and the trials that chose it (``[{"lr", "val_loss", "seconds"}]``)."""
-    from adaptlab.training.engine import fit_module
+              objective: str, module_options: dict | None, fit: Callable) -> tuple[float, list[dict]]:
+    """The learning rate to train with and the trials that chose it (``[{"lr", "val_loss", "seconds"}]``).
 
+    ``fit`` trains one trial: the engine's ``fit_module``, which calls this search and so passes itself in."""
     folder = workdir / "lr-search"
     if options.resume and (folder / CHOSEN).is_file():
         record = json.loads((folder / CHOSEN).read_text(encoding="utf-8"))
@@ -45,7 +46,7 @@ def search_lr(model: torch.nn.Module, data: BatchDataModule, options: TrainingOp
     for number, factor in enumerate(FACTORS):
         trial = dataclasses.replace(options, lr=options.lr * factor, lr_search=False, patience=None, max_steps=None,
                                     max_minutes=None, resume=False, logger="none", progress=False, callbacks=[])
-        report = fit_module(model, data, trial, folder / f"trial-{number}", runtime, objective, epochs=1,
+        report = fit(model, data, trial, folder / f"trial-{number}", runtime, objective, epochs=1,
                             module_options=module_options, limit_train_batches=TRIAL_STEPS * options.grad_accum)
         trials.append({"lr": trial.lr, "val_loss": report.final_val_loss, "steps": report.steps,
                        "seconds": round(report.seconds, 2)})
