@@ -54,12 +54,12 @@ def test_no_pickle_and_unexpected_estimators_are_refused(tiny_bert, toy_splits, 
     import skops.io
     from sklearn.svm import SVC
 
-    from adaptlab.artifacts import MANIFEST, _sha256, seal_manifest
+    from adaptlab.artifacts import MANIFEST, file_sha256, seal_manifest
 
     x = np.random.default_rng(0).normal(size=(10, 32))
     skops.io.dump(SVC().fit(x, [0, 1] * 5), tmp_path / "art" / "classifier.skops")
     manifest = json.loads((tmp_path / "art" / MANIFEST).read_text())
-    manifest["files"]["classifier.skops"] = _sha256(tmp_path / "art" / "classifier.skops")
+    manifest["files"]["classifier.skops"] = file_sha256(tmp_path / "art" / "classifier.skops")
     (tmp_path / "art" / MANIFEST).write_text(json.dumps(seal_manifest(manifest)))  # a forger who re-seals everything
     with pytest.raises(AdaptlabError, match="unexpected estimator"):
         adaptlab.load_artifact(tmp_path / "art")

@@ -3,24 +3,20 @@
 An artifact is a directory holding ``manifest.json`` (strategy, base model, label map, data fingerprint,
 hyper-parameters, metrics, cost, library versions, and a SHA-256 of every other file and of the manifest itself)
 plus the weights: safetensors for tensors, PEFT's own format for adapters, skops for scikit-learn estimators.
-Nothing is pickled. Artifacts are written atomically, and loading checks the checksums and the manifest's shape
-before trusting any file: an edited manifest (other labels, another base model) would load weights it does not
-describe, so it is refused like a damaged weight file.
+Nothing is pickled. Artifacts are written atomically (``adaptlab.jobs.write_artifact``, which adds the model card), and
+loading checks the checksums and the manifest's shape before trusting any file: an edited manifest (other labels,
+another base model) would load weights it does not describe, so it is refused like a damaged weight file.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import importlib.metadata
 import json
 import platform
-from collections.abc import Callable
 from pathlib import Path
 
-from adaptlab._io import atomic_directory, write_json
 from adaptlab.errors import AdaptlabError
-from adaptlab.model_card import finish_artifact_files
 
 FORMAT = "adaptlab-artifact"
 FORMAT_VERSION = 2  # 2: one schema for every family (strategy-specific facts under "details", "runtime")
@@ -43,35 +39,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path], None]) -> dict:
-    """Write the strategy's files and the manifest into ``directory``, replacing it only when complete."""
-    directory = Path(directory)
-    with atomic_directory(directory) as tmp:
-        write_files(tmp)
-        finish_artifact_files(tmp, manifest)  # model card, portable adapter configs
-        files = {
-            str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
-        }
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            **manifest,
-            "files": files,
-            "size_bytes": sum((tmp / name).stat().st_size for name in files),
-            "versions": library_versions(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        manifest = seal_manifest(json.loads(json.dumps(manifest)))  # as it will be read back (tuples become lists)
-        write_json(tmp / MANIFEST, manifest)
-    return manifest
 
 
 def read_manifest(directory: Path, verify: bool = True) -> dict:
@@ -107,7 +80,7 @@ def read_manifest(directory: Path, verify: bool = True) -> dict:
             file = directory / name
             if not file.exists():
                 raise AdaptlabError(f"artifact '{directory}' is incomplete: '{name}' is missing")
-            if _sha256(file) != expected:
+            if file_sha256(file) != expected:
                 raise AdaptlabError(f"artifact '{directory}': '{name}' does not match its checksum; the file was changed or damaged")
     return manifest
 

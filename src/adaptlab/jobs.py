@@ -10,21 +10,23 @@ unless the caller says ``overwrite`` (``--overwrite``), and only if it is an art
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from adaptlab._io import write_json
-from adaptlab.artifacts import MANIFEST, write_artifact
+from adaptlab._io import atomic_directory, write_json
+from adaptlab.artifacts import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, library_versions, seal_manifest
 from adaptlab.errors import AdaptlabError
 from adaptlab.measure import measure
+from adaptlab.model_card import finish_artifact_files
 from adaptlab.params import option_name
 from adaptlab.runtime import Runtime
 
@@ -266,6 +268,31 @@ def _fit_evaluate_write(job: Job, data: Any, output: Path, workdir: Path, runtim
     manifest = write_artifact(output, manifest, write_files)
     shutil.rmtree(workdir, ignore_errors=True)  # checkpoints are only needed to resume
     return JobResult(output, manifest)
+
+
+def write_artifact(directory: Path, manifest: dict, write_files: Callable[[Path], None]) -> dict:
+    """Write the strategy's files (``write_files``), the model card and the manifest into ``directory``, replacing it
+    only when complete. The card is written here, above the artifact format, because it describes the base model
+    from the model registry."""
+    directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        write_files(tmp)
+        finish_artifact_files(tmp, manifest)  # model card, portable adapter configs
+        files = {
+            str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            **manifest,
+            "files": files,
+            "size_bytes": sum((tmp / name).stat().st_size for name in files),
+            "versions": library_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        manifest = seal_manifest(json.loads(json.dumps(manifest)))  # as it will be read back (tuples become lists)
+        write_json(tmp / MANIFEST, manifest)
+    return manifest
 
 
 def _secondary_rank() -> bool:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptlab.artifacts import read_manifest, write_artifact
+from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
-from adaptlab.jobs import check_output
+from adaptlab.jobs import check_output, write_artifact
 from adaptlab.methods import get_strategy
 from adaptlab.models.causal import GENERATOR_STRATEGIES
 from adaptlab.runner import load_artifact
