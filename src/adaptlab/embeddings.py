@@ -16,18 +16,15 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.models import cache_root, load_backbone, load_tokenizer, resolve_model
-from adaptlab.models.loading import pad_batch, pad_id
+from adaptlab.models.loading import pad_batch, pad_id, pool
 from adaptlab.progress import progress_bar
 from adaptlab.runtime import Runtime
-
-if TYPE_CHECKING:  # torch loads with the model, not with this module
-    import torch
 
 Pooling = Literal["mean", "cls", "last"]
 POOLINGS = ("mean", "cls", "last")
@@ -175,18 +172,6 @@ class Embedder:
             done = np.concatenate(pending)
             flush(done, out[done])
         return out
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    import torch
-
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last":
-        last = mask.sum(dim=1) - 1  # right padding: the last real token
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
 
 
 def _default_max_length(path: str, tokenizer) -> int:

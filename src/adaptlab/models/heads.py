@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaptlab.embeddings import pool
+from adaptlab.models.loading import pool
 
 
 class FrozenBackboneHead(nn.Module):

@@ -360,6 +360,21 @@ def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> t
     return ids, mask
 
 
+def pool(hidden, mask, pooling: str):
+    """One vector per sequence from its token vectors (``hidden``: batch x tokens x width) and ``mask``: ``mean``
+    over real tokens, ``cls`` (the first token) or ``last`` (the last real token; right padding). The one pooling
+    of embedding, the head strategy's frozen backbone and the mean-pooled classifier."""
+    import torch
+
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        last = mask.sum(dim=1) - 1  # right padding: the last real token
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
 def max_positions(model_or_config) -> int | None:
     """How many positions the model reads (None when its config does not say)."""
     config = getattr(model_or_config, "config", model_or_config)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from adaptlab.embeddings import pool
+from adaptlab.models.loading import pool
 
 DENSE_DIR = "2_Dense"
 
