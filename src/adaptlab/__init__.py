@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from adaptlab._version import __version__  # noqa: F401 (the public version attribute)
 from adaptlab.errors import AdaptlabError
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from adaptlab.data.generation import GenerationSplits, load_generation_data, load_generation_splits
     from adaptlab.runner import Artifact, TrainResult, load_artifact, train
     from adaptlab.sft import SFTJob, train_sft
-
-__version__ = "0.1.0"
 
 # Heavy modules (torch, transformers, pandas) load on first use, so `adaptlab --help` starts instantly.
 _LAZY = {

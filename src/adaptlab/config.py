@@ -43,9 +43,12 @@ class DataConfig:
                 raise AdaptlabError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
 
     def load(self):
-        from adaptlab import load_splits
+        """The splits ``adaptlab.load_splits`` gives for these options, by the same two calls: the public facade sits
+        above every module, so none imports it."""
+        from adaptlab.data import load_data, split_data
 
-        return load_splits(self.source, **{k: v for k, v in dataclasses.asdict(self).items() if k != "source"})
+        data = load_data(self.source, text_column=self.text_column, label_column=self.label_column, id_column=self.id_column)
+        return split_data(data, seed=self.seed, train_size=self.train_size, val_size=self.val_size, test_size=self.test_size)
 
 
 @dataclass

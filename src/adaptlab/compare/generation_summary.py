@@ -35,7 +35,7 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
     samples = _side_by_side(entries)
     for entry in entries:
         del entry["_scores"]
-    from adaptlab import __version__
+    from adaptlab._version import __version__
 
     sizes = entries[0]["sizes"] if entries else {}
     return {

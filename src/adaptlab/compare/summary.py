@@ -48,7 +48,7 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
         _mark_pareto(entries)
     for entry in entries:
         del entry["_correct"]
-    from adaptlab import __version__
+    from adaptlab._version import __version__
 
     return {
         "adaptlab_version": __version__,
