@@ -150,6 +150,20 @@ def test_stratification_keeps_imbalance(tmp_path):
         assert 0.05 <= share <= 0.15
 
 
+def test_jsonl_lines_end_at_newlines_only(tmp_path):
+    """A string may hold U+2028, U+0085 or a form feed unescaped (json.dumps with ensure_ascii=False writes them so):
+    the record stays one line, and lines are numbered as an editor numbers them (CRLF endings included)."""
+    from adaptlab.data.files import read_jsonl
+
+    rows = [{"text": "one\u2028line", "label": "a"}, {"text": "next\x85line\x0cstill", "label": "b"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n\r\n", encoding="utf-8")
+    assert read_jsonl(path) == [(1, rows[0]), (2, rows[1])]
+    path.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n{oops\n", encoding="utf-8")
+    with pytest.raises(AdaptlabError, match="line 2 column 2: not valid JSON"):
+        read_jsonl(path)
+
+
 def test_read_texts_for_prediction(tmp_path):
     txt = tmp_path / "in.txt"
     txt.write_text("first\n\nsecond\n", encoding="utf-8")

@@ -37,7 +37,9 @@ def read_utf8(path: Path) -> str:
 def read_jsonl(path: str | Path, where: str | None = None) -> list[tuple[int, Any]]:
     """(line number, decoded value) for every non-blank line of a JSONL file.
 
-    ``where`` names the file in messages (default: its quoted path; callers pass their option, as in
+    Lines end at ``\n`` only, as JSON Lines defines them (a ``\r`` before it is white space to JSON): a JSON string may
+    hold U+2028 or U+0085 unescaped (``json.dumps(..., ensure_ascii=False)`` writes them so, as adaptlab's own
+    ``rag reader-data`` does), and ``str.splitlines`` would cut the line there. ``where`` names the file in messages (default: its quoted path; callers pass their option, as in
     ``--queries 'q.jsonl'``). A line that is not JSON is one line naming the file, the line and column and the
     fix; a file that cannot be read says why. The values' shape is the caller's to check: each reader expects
     other keys, and says which."""
@@ -48,7 +50,7 @@ def read_jsonl(path: str | Path, where: str | None = None) -> list[tuple[int, An
     except OSError as exc:
         raise AdaptlabError(f"{where} cannot be read ({type(exc).__name__}: {exc})") from None
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
