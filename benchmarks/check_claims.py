@@ -7,7 +7,7 @@ from, in an HTML comment that GitHub does not render, and CI recomputes it from 
 
     0.98 s<!-- claim: startup.json validation_error_seconds -->
     31.6 min<!-- claim: defaults_transfer.json tasks[task=rotten_tomatoes].wall_seconds /60 -->
-    -0.23 points<!-- claim: lora_vs_hf_trainer.json (adaptlab.test_accuracy - hf_trainer_peft.test_accuracy) *100 -->
+    -0.35 points<!-- claim: lora_vs_hf_trainer.json (accuracy_adaptlab - accuracy_hf_group_by_length) *100 -->
 
 A table cites once per column (header cell) and once per row (any cell of the row) instead of once per cell:
 

@@ -52,9 +52,9 @@ def test_a_changed_figure_in_the_readme_fails_naming_the_figure_and_its_file(tmp
         ("<!-- claim: startup.json help_seconds --> answers fast.", "no figure right before it"),
         ("| run | s<!-- claim-col: train_seconds --> |\n| --- | ---: |\n| adaptlab | 122.4 |",
          "cites no result file (add <!-- claim-row"),
-        (("| run | s<!-- claim-col: train_seconds --> |\n| --- | ---: |\n"
-          "| adaptlab<!-- claim-row: lora_vs_hf_trainer.json adaptlab --> | 123.4 |"),
-         "figure 123.4 does not match lora_vs_hf_trainer.json adaptlab train_seconds"),
+        (("| run | s<!-- claim-col: median --> |\n| --- | ---: |\n"
+          "| adaptlab<!-- claim-row: lora_vs_hf_trainer.json train_seconds.adaptlab --> | 123.4 |"),
+         "figure 123.4 does not match lora_vs_hf_trainer.json train_seconds.adaptlab median"),
     ],
 )
 def test_an_unchecked_or_wrong_figure_fails(tmp_path, markdown, message):
@@ -68,13 +68,13 @@ def test_an_unchecked_or_wrong_figure_fails(tmp_path, markdown, message):
 def test_markers_tables_and_arithmetic_that_match_pass(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text(
-        "**1.75x**<!-- claim: lora_vs_hf_trainer.json throughput_ratio --> at "
-        "-0.23<!-- claim: lora_vs_hf_trainer.json (adaptlab.test_accuracy - hf_trainer_peft.test_accuracy) *100 --> "
-        "points, 2.0 min<!-- claim: lora_vs_hf_trainer.json adaptlab.train_seconds /60 -->.\n\n"
-        "| run | s<!-- claim-col: mine.train_seconds; theirs.train_seconds --> | acc<!-- claim-col: mine.test_accuracy --> |\n"
+        "**1.12x**<!-- claim: lora_vs_hf_trainer.json ratio_vs_hf_group_by_length --> at "
+        "-0.35<!-- claim: lora_vs_hf_trainer.json (accuracy_adaptlab - accuracy_hf_group_by_length) *100 --> "
+        "points, 0.7 min<!-- claim: lora_vs_hf_trainer.json train_seconds.adaptlab.median /60 -->.\n\n"
+        "| run | s<!-- claim-col: mine.median; theirs.median --> | fastest<!-- claim-col: mine.min --> |\n"
         "| --- | --- | ---: |\n"
-        "| both<!-- claim-row mine: lora_vs_hf_trainer.json adaptlab --><!-- claim-row theirs: lora_vs_hf_trainer.json"
-        " hf_trainer_peft --> | 122 vs 214 | **0.801** |\n\n"
+        "| both<!-- claim-row mine: lora_vs_hf_trainer.json train_seconds.adaptlab --><!-- claim-row theirs: "
+        "lora_vs_hf_trainer.json train_seconds.hf_group_by_length --> | 44 vs 49 | **44.05** |\n\n"
         "```\nin a code block 9.99x<!-- claim: nothing.json x --> is an example, not a figure\n```\n"
     )
     result = check(doc)
