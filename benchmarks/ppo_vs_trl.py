@@ -81,7 +81,7 @@ def run_adaptlab(workdir: Path, prompts: list[str], reward) -> list[dict]:
 
     s = SETTINGS
     config = PPOConfig(steps=len(prompts) // s["batch_size"], batch_size=s["batch_size"], mini_batch_size=s["mini_batch_size"],
-                       ppo_epochs=s["ppo_epochs"], max_new_tokens=s["response_length"], lr=s["lr"], lora_r=s["lora_r"],
+                       ppo_epochs=s["ppo_epochs"], max_new_tokens=s["response_length"], lr=s["lr"], r=s["lora_r"],
                        init_kl_coef=s["kl_coef"], target_kl=0, temperature=s["temperature"], vf_coef=s["vf_coef"],
                        cliprange=s["cliprange"], cliprange_value=s["cliprange_value"], gamma=s["gamma"], lam=s["lam"],
                        seed=s["seed"])
@@ -103,7 +103,7 @@ def run_trl(workdir: Path, prompts: list[str], reward, checkpointing: bool) -> l
     from transformers import AutoModelForSequenceClassification, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from adaptlab.models.adapters import lora_config
+    from adaptlab.adapt import lora_options, peft_config
     from adaptlab.models.causal import load_causal_lm
 
     s = SETTINGS
@@ -149,9 +149,9 @@ def run_trl(workdir: Path, prompts: list[str], reward, checkpointing: bool) -> l
                      gamma=s["gamma"], lam=s["lam"], seed=s["seed"], num_sample_generations=0, report_to="none",
                      save_strategy="no", logging_steps=1, use_cpu=True, dataloader_num_workers=0,
                      gradient_checkpointing=checkpointing)
-    peft_config = lora_config("policy", policy, r=s["lora_r"], alpha=s["lora_alpha"])
+    lora = peft_config(policy, "lora", lora_options("ppo")(r=s["lora_r"], alpha=s["lora_alpha"]), "ppo")
     trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=None, reward_model=TextReward(),
-                         train_dataset=dataset, value_model=value, peft_config=peft_config, callbacks=[Timer()])
+                         train_dataset=dataset, value_model=value, peft_config=lora, callbacks=[Timer()])
     trainer.train()
     return steps
 

@@ -107,7 +107,7 @@ def run_adaptlab(splits, epochs: int, workdir: str) -> tuple[float, dict]:
     import adaptlab
 
     manifest = adaptlab.train_sft(
-        splits, workdir, method="lora", epochs=epochs, r=HP["r"], alpha=HP["alpha"], lora_dropout=HP["lora_dropout"],
+        splits, workdir, method="lora", epochs=epochs, r=HP["r"], alpha=HP["alpha"], dropout=HP["lora_dropout"],
         lr=HP["lr"], weight_decay=HP["weight_decay"], warmup_ratio=HP["warmup_ratio"], schedule="linear",
         grad_clip=HP["grad_clip"], batch_size=HP["batch_size"], grad_accum=HP["grad_accum"], max_length=HP["max_length"],
         precision=HP["precision"], packing=False, group_by_length=False, gradient_checkpointing=False,

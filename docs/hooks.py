@@ -59,7 +59,7 @@ def on_page_markdown(markdown, page, config, files):
 def generate(name: str, arg: str | None, where: str) -> str:
     makers = {"cli-reference": cli_reference, "param-fields": param_fields, "results-index": results_index,
               "leaderboard": leaderboard, "defaults-transfer": defaults_transfer,
-              "generation-defaults": generation_defaults, "demo": demo}
+              "generation-defaults": generation_defaults, "demo": demo, "adaptation-defaults": adaptation_defaults}
     if name not in makers:
         raise ValueError(f"{where}: unknown placeholder 'generated: {name}' (known: {', '.join(makers)})")
     return makers[name](arg) if arg else makers[name]()
@@ -380,6 +380,22 @@ def generation_defaults() -> str:
                f"{data['max_general_ppl_ratio']:.2f}x).\n")
     return caption + "\n" + markdown_table(["entry", "SFT", "test loss", "general ppl vs base", "lr chosen", "train s"],
                                            body) + "\n" + verdict
+
+
+def adaptation_defaults() -> str:
+    """The adaptation layer's one defaults table (``adaptlab.adapt.defaults.TASKS``), every task and method."""
+    from adaptlab.adapt.defaults import TASKS, rates_text
+
+    def lora(task) -> list[str]:
+        if task.lora is None:
+            return ["—"] * 4
+        targets = task.lora.target_modules or "attention query/value (PEFT's map)"
+        return [str(task.lora.r), "2 x r" if task.lora.alpha is None else str(task.lora.alpha), f"{task.lora.dropout:g}", targets]
+
+    body = [[f"`{name}`", task.used_by, rates_text(name), *lora(task), task.peft_task_type]
+            for name, task in TASKS.items()]
+    return markdown_table(["task", "used by", "learning rate per method", "LoRA r", "alpha", "dropout", "targets",
+                           "PEFT task type"], body)
 
 
 def demo() -> str:

@@ -199,7 +199,7 @@ def test_a_prefix_started_from_real_tokens_is_the_model_reading_them_first(tiny_
     predicts exactly what the base predicts after reading those tokens (a random prefix does not)."""
     from transformers import AutoModelForCausalLM
 
-    from adaptlab.models.adapters import init_prefix_from_ids, prompt_learning_config
+    from adaptlab.adapt.peft_factory import init_prefix_from_ids, prompt_learning_config
     from peft import get_peft_model
 
     torch.manual_seed(0)
@@ -334,7 +334,7 @@ def test_options_are_checked_before_anything_loads(tiny_llama):
                        ({"forgetting_text": "nope.txt"}, "forgetting-text")):
         with pytest.raises(AdaptlabError, match=match):
             SFTJob(model=str(tiny_llama), **bad)
-    assert SFTJob(method="prompt-tuning").lr == 3e-2 and SFTJob(method="full").lr == 2e-5
+    assert SFTJob(method="prompt-tuning").lr == 3e-2 and SFTJob(method="full").lr == 5e-5  # the generation ladder's
 
 
 # -- the command line ------------------------------------------------------------------------------------

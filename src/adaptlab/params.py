@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import types
 import typing
 from dataclasses import MISSING, Field, field
@@ -24,12 +25,15 @@ from adaptlab.errors import AdaptlabError
 
 def param(default: Any = None, help: str = "", *, runtime: bool = False, cli: bool = True, minimum: float | None = None,
           maximum: float | None = None, above: float | None = None, below: float | None = None, choices: tuple | None = None,
-          flag: str | None = None, default_factory: Any = MISSING) -> Any:
+          flag: str | None = None, default_factory: Any = MISSING, replaced_by: str | None = None) -> Any:
     """A parameter field. ``runtime``: changes how a job runs, not what it learns (kept out of manifests);
     ``cli``: offered as a command-line option; ``minimum``/``maximum``, ``above``/``below``: inclusive/exclusive bounds;
-    ``flag``: the option's spelling when it is not derived from the name (e.g. ``--C``)."""
+    ``flag``: the option's spelling when it is not derived from the name (e.g. ``--C``); ``replaced_by``: this is an
+    old spelling of that field, accepted for one release (its value moves there, with a deprecation line; never recorded)."""
+    if replaced_by is not None:
+        help, runtime = help or f"Deprecated: use {option_name(replaced_by)}.", True
     metadata = {"help": help, "runtime": runtime, "cli": cli, "minimum": minimum, "maximum": maximum, "above": above, "below": below,
-                "choices": choices, "flag": flag}
+                "choices": choices, "flag": flag, "replaced_by": replaced_by}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -37,6 +41,20 @@ def param(default: Any = None, help: str = "", *, runtime: bool = False, cli: bo
 
 def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def with_defaults(cls: type, name: str, **defaults: Any) -> type:
+    """A subclass of the params dataclass ``cls`` whose fields ``defaults`` names start elsewhere; types, help and
+    checks stay ``cls``'s. How one declaration (e.g. LoRA's options) serves families whose measured defaults differ."""
+    unknown = sorted(set(defaults) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {', '.join(unknown)}")
+    namespace: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": name, "__doc__": cls.__doc__, "__annotations__": {}}
+    for spec in dataclasses.fields(cls):
+        if spec.name in defaults:
+            namespace["__annotations__"][spec.name] = spec.type
+            namespace[spec.name] = field(default=defaults[spec.name], metadata=spec.metadata)
+    return dataclasses.dataclass(kw_only=True, eq=False)(type(name, (cls,), namespace))
 
 
 def params_of(cls: type) -> list[Field]:
@@ -104,6 +122,7 @@ def coerce(cls: type, name: str, value: Any, where: str = "") -> Any:
 def check_fields(obj: Any) -> None:
     """Coerce every field of a params dataclass to its type and apply the declared bounds and choices."""
     cls = type(obj)
+    take_replaced_spellings(obj)
     for spec in params_of(cls):
         meta, value = spec.metadata, getattr(obj, spec.name)
         if not meta or (meta.get("runtime") and not meta.get("cli")):
@@ -128,6 +147,20 @@ def check_fields(obj: Any) -> None:
                 raise AdaptlabError(f"{label} must be greater than {_shown(meta['above'])}, not {_shown(value)}")
             if meta.get("below") is not None and not value < meta["below"]:
                 raise AdaptlabError(f"{label} must be below {_shown(meta['below'])}, not {_shown(value)}")
+
+
+def take_replaced_spellings(obj: Any) -> None:
+    """Move the values given under an old spelling (``param(replaced_by=...)``) to the new field, one line on stderr
+    each; the new spelling wins when both are given."""
+    for spec in params_of(type(obj)):
+        new = spec.metadata.get("replaced_by")
+        if new is None or getattr(obj, spec.name) is None:
+            continue
+        print(f"adaptlab: '{option_name(spec.name)}' is deprecated; use '{option_name(new)}'", file=sys.stderr)
+        default = next(f.default for f in params_of(type(obj)) if f.name == new)
+        if getattr(obj, new) == default:
+            object.__setattr__(obj, new, getattr(obj, spec.name))
+        object.__setattr__(obj, spec.name, None)
 
 
 def _shown(number: float) -> str:

@@ -48,13 +48,18 @@ DATA_OPTIONS = {
 
 
 def dataclass_options(cls: type, exclude: tuple[str, ...] = (), first: tuple[type, ...] = ()) -> dict[str, Any]:
-    """One ``typer`` option per command-line field of ``cls``, in declaration order with the fields of ``first``
-    (e.g. the shared training options) after the command's own, and runtime options last. Defaults are shown in the help, but every
-    option's value is None unless given, so a YAML file's values are not overridden by defaults."""
+    """One ``typer`` option per command-line field of ``cls``, in declaration order: the command's own, then the
+    adaptation methods' (``adaptlab.adapt.options``), then the fields of ``first`` (e.g. the shared training options),
+    and runtime options last. Defaults are shown in the help, but every option's value is None unless given, so a
+    YAML file's values are not overridden by defaults."""
+    from adaptlab.adapt.options import METHOD_OPTIONS
+
     hints = type_hints(cls)
+    adaptation = {f.name for base in METHOD_OPTIONS.values() if base and issubclass(cls, base) for f in dataclasses.fields(base)}
     later = {f.name for base in first for f in dataclasses.fields(base)}
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True) and f.name not in exclude]
-    group = lambda f: 2 if f.metadata.get("runtime") else (1 if f.name in later else 0)  # own, shared, runtime
+    # own, adaptation, shared, runtime
+    group = lambda f: 3 if f.metadata.get("runtime") else (2 if f.name in later else (1 if f.name in adaptation else 0))
     fields = sorted(fields, key=group)
     options = {}
     for spec in fields:

@@ -6,7 +6,8 @@ examples nearest each prompt by embedding), ``rag`` (retrieved passages in the p
 ``adaptlab rag``; only with ``--documents``), then supervised fine-tuning through ``adaptlab.sft`` (prompt and
 prefix tuning, LoRA, the last blocks, every weight), and ``dpo`` on ``--preferences`` starting from the LoRA run.
 
-Learning rates are the ones measured on wiki-descriptions (``benchmarks/results/sft_ladder.json``); the
+Learning rates are the ones measured on wiki-descriptions (``benchmarks/results/sft_ladder.json``), read from the
+adaptation layer's defaults table (``adaptlab.adapt.defaults``), which ``sft train`` reads too; the
 presets set the data sizes, epochs and batch so the ``quick`` ladder on SmolLM2 fits in 15 minutes on 2 CPU
 threads. Forgetting (general-text perplexity and zero-shot Rotten Tomatoes accuracy, before -> after) is
 measured for every entry that changes weights; the base model is probed once per comparison, not per run.
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptlab.adapt import default_lr
 from adaptlab.compare.entry import Entry
 from adaptlab.errors import AdaptlabError
 
@@ -30,13 +32,13 @@ GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
           "the k training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
     Entry("rag", "rag", {"k": 3}, "the top-3 passages retrieved from --documents put before the prompt",
           seeded=False, epochs=False, in_default_ladder=False),
-    Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": 3e-2}, "20 trained input embeddings (PEFT)",
-          lr_sensitive=True),
-    Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": 1e-3}, "20 trained key/value prefixes per layer (PEFT)",
-          lr_sensitive=True),
-    Entry("lora", "sft", {"method": "lora", "lr": 1e-3}, "LoRA r=16 on every linear layer (PEFT)"),
-    Entry("last-k", "sft", {"method": "last-k", "layers": 2, "lr": 1e-4}, "the last 2 transformer blocks trained"),
-    Entry("full", "sft", {"method": "full", "lr": 5e-5}, "every weight trained"),
+    Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": default_lr("sft", "prompt-tuning")},
+          "20 trained input embeddings (PEFT)", lr_sensitive=True),
+    Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": default_lr("sft", "prefix-tuning")},
+          "20 trained key/value prefixes per layer (PEFT)", lr_sensitive=True),
+    Entry("lora", "sft", {"method": "lora", "lr": default_lr("sft", "lora")}, "LoRA r=16 on every linear layer (PEFT)"),
+    Entry("last-k", "sft", {"method": "last-k", "layers": 2, "lr": default_lr("sft", "last-k")}, "the last 2 transformer blocks trained"),
+    Entry("full", "sft", {"method": "full", "lr": default_lr("sft", "full")}, "every weight trained"),
     Entry("dpo", "dpo", {"beta": 0.1}, "DPO on --preferences starting from the lora run (its cost included)",
           in_default_ladder=False),
 )}

@@ -1,5 +1,5 @@
 """Strategies ``full`` (every weight trained) and ``last-k`` (the last k transformer blocks, what sits above
-them and the head are trained; the rest stays frozen)."""
+them and the head are trained; the rest stays frozen), both applied by ``adaptlab.adapt.apply``."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adaptlab.adapt import LastKOptions, apply, default_lr
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.gradient import TokenClassifierStrategy
-from adaptlab.models.classifier import load_classifier, transformer_blocks
+from adaptlab.models.classifier import load_classifier
 from adaptlab.params import param
 
 if TYPE_CHECKING:
@@ -21,8 +22,10 @@ class FullFineTune(TokenClassifierStrategy):
     name = "full"
     description = "Fine-tune every parameter."
 
+    lr: float = param(default_lr("classifier", "full"), "Peak learning rate.", above=0, maximum=10)
+
     def configure(self, bundle) -> nn.Module:
-        return bundle.model.requires_grad_(True)
+        return apply(bundle.model, "full", self, "classifier")
 
     def save_weights(self, directory: Path) -> None:
         # a complete model directory, tokenizer inside: pipeline("text-classification", model=...) loads it (a
@@ -38,23 +41,14 @@ class FullFineTune(TokenClassifierStrategy):
 
 
 @dataclass(kw_only=True, eq=False)
-class LastKLayers(TokenClassifierStrategy):
+class LastKLayers(LastKOptions, TokenClassifierStrategy):
     name = "last-k"
     description = "Train the last k transformer blocks and the head; the rest stays frozen."
 
-    layers: int = param(2, "How many of the last blocks to train.", minimum=1, maximum=1000)
-    lr: float = param(1e-4, "Peak learning rate.", above=0, maximum=10)
+    lr: float = param(default_lr("classifier", "last-k"), "Peak learning rate.", above=0, maximum=10)
 
     def configure(self, bundle) -> nn.Module:
-        model = bundle.model.requires_grad_(False)
-        blocks = transformer_blocks(model)
-        if self.layers > len(blocks):
-            raise AdaptlabError(f"--layers {self.layers} is more than the {len(blocks)} blocks model '{self.model}' has")
-        for block in blocks[-self.layers :]:
-            block.requires_grad_(True)
-        for name in bundle.new_modules + _modules_above_blocks(model):
-            model.get_submodule(name).requires_grad_(True)
-        return model
+        return apply(bundle.model, "last-k", self, "classifier", keep=bundle.new_modules, model_name=f"model '{self.model}'")
 
     def save_weights(self, directory: Path) -> None:
         from safetensors.torch import save_file
@@ -73,12 +67,3 @@ class LastKLayers(TokenClassifierStrategy):
         model.load_state_dict(state, strict=False)
         return model
 
-
-def _modules_above_blocks(model: nn.Module) -> list[str]:
-    """Pooler / final layer norm: they sit between the last block and the head, so last-k trains them."""
-    names = []
-    for name, _ in model.named_modules():
-        leaf = name.split(".")[-1]
-        if name.count(".") <= 1 and leaf in {"pooler", "norm", "ln_f", "final_layer_norm"}:
-            names.append(name)
-    return names

@@ -4,7 +4,7 @@ Default learning rates differ by orders of magnitude on purpose: a head or a sof
 scratch and needs large steps; pretrained weights need small ones. The defaults were picked on validation
 accuracy (1,000 Rotten Tomatoes sentences, minilm, 3 epochs): full 5e-5, last-k 1e-4, LoRA 1e-3,
 P-tuning 1e-2 (vs 3e-3), prefix tuning 2e-2 (vs 5e-3), prompt tuning 1e-1 (vs 3e-3, 3e-2), head 1e-3.
-Each strategy declares its own default next to the field (``lr: float = param(1e-3, ...)``).
+Each strategy's ``lr`` field reads its default from the adaptation layer's one table (``adaptlab.adapt.defaults``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.adapt import default_lr
 from adaptlab.embeddings import POOLINGS, Embedder
 from adaptlab.methods.gradient import GradientStrategy
 from adaptlab.models.loading import count_checkpoint_parameters, model_kind, pad_id
@@ -28,7 +29,7 @@ class HeadOnly(GradientStrategy):
     dropout: float = param(0.1, "Dropout before the head.", minimum=0, below=1)
     cache_features: bool = param(True, "Run the backbone once and train on cached features (--no-cache-features: naive loop).")
     cache: bool = param(True, "Use the on-disk embedding cache.", runtime=True, cli=False)
-    lr: float = param(1e-3, "Peak learning rate.", above=0, maximum=10)
+    lr: float = param(default_lr("classifier", "head"), "Peak learning rate.", above=0, maximum=10)
     epochs: int = param(10, "Training epochs.", minimum=1, maximum=10_000)
 
     def _embedder(self) -> Embedder:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.adapt import PromptTuningOptions, apply, default_lr
 from adaptlab.data import Splits
 from adaptlab.errors import AdaptlabError
 from adaptlab.methods.gradient import GradientStrategy
@@ -30,15 +31,13 @@ PREDICT_BATCH = 16
 
 
 @dataclass(kw_only=True, eq=False)
-class SoftPromptClassifier(PromptOptions, GradientStrategy):
+class SoftPromptClassifier(PromptOptions, PromptTuningOptions, GradientStrategy):
     name = "soft-prompt"
     needs_decoder = True
     description = "Prompt tuning of a causal LM scored through label words (like icl, with learned virtual tokens)."
 
     model: str = param("smollm2-135m", "Causal LM: smollm2-135m, a Hub id or a local directory.")
-    num_virtual_tokens: int = param(20, "Learned virtual tokens in front of the prompt.", minimum=1, maximum=512)
-    init_text: str | None = param(None, "Initialise them from this text, e.g. 'Classify the sentiment of this review' (default: random).")
-    lr: float = param(3e-2, "Peak learning rate.", above=0, maximum=10)
+    lr: float = param(default_lr("label-words", "prompt-tuning"), "Peak learning rate.", above=0, maximum=10)
 
     def check(self) -> None:
         super().check()
@@ -63,9 +62,6 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
         return encoded
 
     def fit(self, splits: Splits, workdir: Path) -> "SoftPromptClassifier":
-        from peft import get_peft_model
-
-        from adaptlab.models.adapters import prompt_learning_config
         from adaptlab.models.classifier import count_parameters
         from adaptlab.prompting.verbalizer import VerbalizerModel
         from adaptlab.training.data import PadCollator, TokenizedDataset
@@ -81,9 +77,7 @@ class SoftPromptClassifier(PromptOptions, GradientStrategy):
                 f"{limit} positions of model '{self.model}'; lower one of them"
             )
         self.max_length_ = min(self.max_length or 512, room)
-        config = prompt_learning_config("prompt", "policy", lm, num_virtual_tokens=self.num_virtual_tokens,
-                                        init_text=self.init_text, tokenizer_path=self.ref.path)
-        peft_model = get_peft_model(lm, config)
+        peft_model = apply(lm, "prompt-tuning", self, "label-words", tokenizer_path=self.ref.path)
         self.model_ = VerbalizerModel(peft_model, self.label_ids_, self.normalize_length)
         pad = self.tokenizer_.pad_token_id
         train = TokenizedDataset(self._encode(self.tokenizer_, splits.train.texts), splits.train.labels)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptlab.adapt import apply, default_lr
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.models.loading import resolve_model
@@ -107,7 +108,7 @@ class RetrieverTuner(TrainingOptions):
 
     name = STRATEGY
     model: str = param("minilm", "Embedding model to adapt: minilm, a Hub id or a local directory.")
-    lr: float = param(3e-5, "Peak learning rate.", above=0, maximum=10)
+    lr: float = param(default_lr("retriever", "full"), "Peak learning rate.", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(32, "(question, passage) pairs per step, at least 2: each question's negatives are the other "
                                 "passages of its batch.", minimum=1, below=2**31)
@@ -138,7 +139,7 @@ class RetrieverTuner(TrainingOptions):
 
         self.ref_ = resolve_model(self.model)
         self.tokenizer_ = load_tokenizer(self.ref_)
-        self.encoder_ = DualEncoder(load_backbone(self.ref_), self.scale)
+        self.encoder_ = DualEncoder(apply(load_backbone(self.ref_), "full", self, "retriever"), self.scale)
         sets = [PairTrainingSet(pairs, self.tokenizer_, self.query_length, self.passage_length) for pairs in (data.train, data.val)]
         datamodule = BatchDataModule(*sets, PairBatchCollator(self.tokenizer_.pad_token_id), self.batch_size, self.seed,
                                      self.group_by_length)

@@ -2,8 +2,8 @@
 
 DPO trains the policy directly on (prompt, chosen, rejected) with the loss
 ``-log sigmoid(beta * [(log pi(c) - log pi_ref(c)) - (log pi(r) - log pi_ref(r))])``. TRL does it well, so
-adaptlab only prepares the data (its preference formats and prompt-level split), the LoRA config (from the one
-adapter factory) and the artifact, through the shared job runner. With LoRA the reference is the base with the
+adaptlab only prepares the data (its preference formats and prompt-level split), the LoRA config (the adaptation
+layer's ``peft_config``, which TRL applies) and the artifact, through the shared job runner. With LoRA the reference is the base with the
 adapter disabled (TRL's default for PEFT models). TRL evaluates on the validation prompts during training; the
 test prompts are scored once, after it.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab.adapt import default_lr, lora_options, lr_help, peft_config
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param, recorded_params
@@ -36,15 +37,14 @@ def _dataset(pairs: list[Pair], tokenizer):
 
 
 @dataclass(kw_only=True, eq=False)
-class DPOPolicy:
+class DPOPolicy(lora_options("dpo")):
     """A DPO training job (``adaptlab.jobs.Job``)."""
 
     name = STRATEGY
     model: str = param("smollm2-135m", "Policy: a causal LM.")
     method: str = param("lora", "lora (default) or full.", choices=("lora", "full"))
-    r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
     beta: float = param(0.1, "DPO temperature: how far from the reference the policy may move.", above=0, maximum=100)
-    lr: float | None = param(None, "Learning rate (default 5e-5 LoRA, 5e-7 full).", above=0, maximum=10)
+    lr: float | None = param(None, lr_help("dpo", "Learning rate"), above=0, maximum=10)
     epochs: int = param(1, "Epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(4, "Pairs per step.", minimum=1, below=2**31)
     max_length: int = param(512, "Tokens per prompt + response.", minimum=8, maximum=100_000)
@@ -55,9 +55,11 @@ class DPOPolicy:
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
     def __post_init__(self) -> None:
-        if self.lr is None:
-            self.lr = 5e-5 if self.method == "lora" else 5e-7
         check_fields(self)
+        if self.lr is None:
+            self.lr = default_lr("dpo", self.method)
+        if self.method == "lora":
+            self.check_lora_targets(self.model)
 
     @property
     def runtime(self) -> Runtime:
@@ -66,7 +68,6 @@ class DPOPolicy:
     def fit(self, data: PreferenceSplit, workdir: Path) -> "DPOPolicy":
         from trl import DPOConfig, DPOTrainer
 
-        from adaptlab.models.adapters import lora_config
         from adaptlab.models.causal import load_causal_lm
 
         lm, self.tokenizer_, self.ref_ = load_causal_lm(self.model, str(self.runtime.torch_device))
@@ -76,10 +77,10 @@ class DPOPolicy:
             max_length=self.max_length, seed=self.seed, **self.runtime.trl(), report_to="none",
             logging_steps=1, save_strategy="no", eval_strategy="epoch", disable_tqdm=not self.progress,
         )
-        peft_config = None if self.method == "full" else lora_config("policy", lm, r=self.r, alpha=2 * self.r, dropout=0.05)
+        lora = None if self.method == "full" else peft_config(lm, "lora", self, "dpo", model_name=f"model '{self.model}'")
         self.trainer_ = DPOTrainer(model=lm, args=args, train_dataset=_dataset(data.train, self.tokenizer_),
                                    eval_dataset=_dataset(data.val, self.tokenizer_), processing_class=self.tokenizer_,
-                                   peft_config=peft_config)
+                                   peft_config=lora)
         if len(self.trainer_.train_dataset) == 0:  # TRL drops pairs whose prompt alone fills max_length
             raise AdaptlabError(f"every training pair was cut away by --max-length {self.max_length} (the prompt, with "
                                 f"the chat template, fills it); raise --max-length")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from adaptlab.jobs import run_job, training_log_path
+from adaptlab.params import recorded_params
 from adaptlab.rlhf import ppo_core as core
 from adaptlab.rlhf.ppo_config import PPOConfig
 from adaptlab.rlhf.prompts import read_prompts, review_prompts  # noqa: F401  (also importable from here)
@@ -60,17 +61,16 @@ class PPOTrainer:
         torch.manual_seed(config.seed)
         lm, self.tokenizer, self.ref_info = load_causal_lm(model, str(self.device))
         self.tokenizer.padding_side = "left"
+        from adaptlab.adapt import apply
+
         if config.method == "lora":
-            from peft import get_peft_model
-
-            from adaptlab.models.adapters import lora_config
-
-            lm = get_peft_model(lm, lora_config("policy", lm, r=config.lora_r, alpha=2 * config.lora_r))
+            lm = apply(lm, "lora", config, "ppo", model_name=f"model '{model}'")
             self.reference = None  # the same network with the adapter disabled
         else:
             import copy
 
             self.reference = copy.deepcopy(lm).eval().requires_grad_(False)
+            lm = apply(lm, "full", config, "ppo")
         self.policy = PolicyWithValue(lm).to(self.device)
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=config.lr)
@@ -303,7 +303,7 @@ class PPOJob:
         return base_record(self.model, self.trainer_.ref_info)
 
     def get_params(self) -> dict:
-        return {**dataclasses.asdict(self.config), "reward": self.reward_spec}
+        return {**recorded_params(self.config), "reward": self.reward_spec}
 
     def training_report(self) -> dict:
         return {"steps": self.trainer_.step_count}

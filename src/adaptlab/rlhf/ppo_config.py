@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adaptlab.adapt import default_lr, lora_options, lr_help
 from adaptlab.errors import AdaptlabError
 from adaptlab.params import check_fields, param
 
 
 @dataclass(kw_only=True)
-class PPOConfig:
+class PPOConfig(lora_options("ppo")):
     """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
 
     steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1, maximum=1_000_000)
@@ -19,9 +20,9 @@ class PPOConfig:
     max_new_tokens: int = param(24, "Tokens per response.", minimum=1, maximum=65_536)
     temperature: float = param(1.0, "Sampling temperature of the rollouts.", above=0, maximum=100)
     top_k: int = param(0, "Sample from the k most likely tokens (0 = off).", minimum=0)
-    lr: float = param(1e-4, "Learning rate.", above=0, maximum=10)
+    lr: float | None = param(None, lr_help("ppo", "Learning rate"), above=0, maximum=10)
     method: str = param("lora", "lora (reference = adapter disabled) or full.", choices=("lora", "full"))
-    lora_r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
+    lora_r: int | None = param(None, replaced_by="r")
     init_kl_coef: float = param(0.2, "Initial KL penalty coefficient.", minimum=0)
     target_kl: float | None = param(6.0, "Adaptive KL target (nats per response); 0 = fixed coefficient.", minimum=0)
     kl_horizon: int = param(10_000, "Horizon of the adaptive KL controller.", minimum=1)
@@ -44,6 +45,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.lr is None:
+            self.lr = default_lr("ppo", self.method)
         if not self.target_kl:
             self.target_kl = None  # 0 on the command line: a fixed coefficient
 

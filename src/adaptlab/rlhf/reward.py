@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.adapt import apply, default_lr, lora_options, lr_help
 from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
@@ -34,16 +35,14 @@ THROUGHPUT_PAIRS = 256  # held-out responses timed for the inference rate
 
 
 @dataclass(kw_only=True, eq=False)
-class RewardModel(TrainingOptions):
+class RewardModel(lora_options("reward"), TrainingOptions):
     """Score (prompt, response) pairs; ``fit`` on a ``PreferenceSplit``; a job for ``adaptlab.jobs.run_job``."""
 
     name = STRATEGY
     model: str = param("minilm", "Backbone: minilm, smollm2-135m, a Hub id or a local directory.")
     method: str = param("lora", "lora or full.", choices=("lora", "full"))
-    r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
-    alpha: int = param(32, "LoRA scaling alpha.", above=0, maximum=65536)
     max_length: int = param(256, "Tokens per (prompt, response); the prompt is cut from the left.", minimum=8, maximum=100_000)
-    lr: float | None = param(None, "Learning rate (default 5e-4 for LoRA, 3e-5 full).", above=0, maximum=10)
+    lr: float | None = param(None, lr_help("reward", "Learning rate"), above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     # two sequences per pair and long dialogues: a forward pass of 32 pairs x 160 tokens keeps 3.6 GB of activations
     # on minilm; 8 pairs per pass, accumulated 4 times, is the same optimiser step in a quarter of the memory
@@ -57,28 +56,24 @@ class RewardModel(TrainingOptions):
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
     def __post_init__(self) -> None:
-        if self.lr is None:
-            self.lr = 5e-4 if self.method == "lora" else 3e-5
         check_fields(self)
+        if self.lr is None:
+            self.lr = default_lr("reward", self.method)
         self.check_training()
+        if self.method == "lora":
+            self.check_lora_targets(self.model)
 
     @property
     def runtime(self) -> Runtime:
         return Runtime(self.device, self.precision, training=True)
 
     def _build(self):
-        from adaptlab.models.adapters import lora_config
         from adaptlab.models.classifier import load_classifier
 
         self.ref_ = resolve_model(self.model)
         bundle = load_classifier(self.ref_, ["reward"])  # one output: the scalar reward
         self.tokenizer_ = bundle.tokenizer
-        if self.method == "full":
-            return bundle.model
-        from peft import get_peft_model
-
-        config = lora_config("reward", bundle.model, r=self.r, alpha=self.alpha, modules_to_save=list(bundle.new_modules))
-        return get_peft_model(bundle.model, config)
+        return apply(bundle.model, self.method, self, "reward", keep=bundle.new_modules, model_name=f"model '{self.model}'")
 
     def fit(self, data: PreferenceSplit, workdir: Path) -> "RewardModel":
         from adaptlab.rlhf.pairs import PairCollator, PairDataset, PairwiseScores, pair_template

@@ -1,7 +1,8 @@
 """Supervised fine-tuning of a causal LM: one job (``adaptlab.jobs.Job``) for every method, on the Lightning engine.
 
 Methods: ``full`` (every weight), ``last-k`` (the last ``layers`` blocks and the final norm), ``lora`` (PEFT,
-with DoRA and rsLoRA switches), ``prefix-tuning`` and ``prompt-tuning`` (PEFT's virtual tokens). The data are
+with DoRA and rsLoRA switches), ``prefix-tuning`` and ``prompt-tuning`` (PEFT's virtual tokens), applied by the
+adaptation layer (``adaptlab.adapt``) with its options and defaults. The data are
 conversations (loss on assistant turns, end-of-turn token included) or plain text (every token; packed).
 Training is the classifiers' engine with the ``causal-lm`` objective: best epoch by validation loss, resume
 from the last checkpoint, DDP through ``--devices``/``--strategy``.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab.adapt import LastKOptions, PromptTuningOptions, apply, default_lr, lora_options, lr_help
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param, recorded_params
@@ -25,32 +27,22 @@ from adaptlab.runtime import Runtime
 from adaptlab.training.options import TrainingOptions
 
 METHODS = ("full", "last-k", "lora", "prefix-tuning", "prompt-tuning")
-#: default peak learning rate per method: pretrained weights take small steps, new virtual tokens large ones
-DEFAULT_LR = {"full": 2e-5, "last-k": 5e-5, "lora": 2e-4, "prefix-tuning": 5e-3, "prompt-tuning": 3e-2}
-PROMPT_LEARNING = {"prefix-tuning": "prefix", "prompt-tuning": "prompt"}
+PROMPT_LEARNING = ("prefix-tuning", "prompt-tuning")
 SAMPLES = 5  # (prompt, reference, output) rows kept in the manifest
 
 
 @dataclass(kw_only=True, eq=False)
-class SFTJob(TrainingOptions):
+class SFTJob(lora_options("sft"), LastKOptions, PromptTuningOptions, TrainingOptions):
     """Adapt a causal LM to generate like the training data (``adaptlab sft``)."""
 
     name = "sft"
     model: str = param("smollm2-135m", "Causal LM to adapt: short name, Hub id, local directory, or an sft/dpo/ppo artifact.")
     method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning.", choices=METHODS)
-    lr: float | None = param(None, "Peak learning rate (default per method: full 2e-5, last-k 5e-5, lora 2e-4, "
-                             "prefix-tuning 5e-3, prompt-tuning 3e-2).", above=0, maximum=10)
+    lr: float | None = param(None, lr_help("sft") + " These are the generation ladder's measured rates; until this release "
+                             "sft's own were full 2e-5, last-k 5e-5, lora 2e-4, prefix-tuning 5e-3.", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
     batch_size: int = param(16, "Examples (or packed blocks) per optimiser step, before accumulation.", minimum=1, below=2**31)
-    r: int = param(16, "LoRA rank.", minimum=1, maximum=4096)
-    alpha: int = param(32, "LoRA alpha (scale = alpha / r).", minimum=1, maximum=65536)
-    lora_dropout: float = param(0.05, "LoRA dropout.", minimum=0, below=1)
-    use_dora: bool = param(False, "DoRA: weight-decomposed LoRA.")
-    use_rslora: bool = param(False, "rsLoRA: scale by alpha / sqrt(r).")
-    layers: int = param(2, "last-k: how many of the last blocks to train.", minimum=1, maximum=1000)
-    num_virtual_tokens: int = param(20, "prefix/prompt tuning: virtual tokens.", minimum=1, below=1025)
-    init_text: str | None = param(None, "prompt/prefix tuning: start the virtual tokens from this text (prompt tuning: its "
-                                  "embeddings; prefix tuning: the keys and values the model computes for it).")
+    lora_dropout: float | None = param(None, replaced_by="dropout")
     prefix_init: str = param("data", "prefix tuning without --init-text: start from the keys and values of the first training "
                              "example's opening tokens (data: the model starts where it was) or PEFT's random ones (random: "
                              "the model starts far worse than it was and little data does not bring it back).",
@@ -77,8 +69,10 @@ class SFTJob(TrainingOptions):
     def __post_init__(self) -> None:
         check_fields(self)
         if self.lr is None:
-            self.lr = DEFAULT_LR[self.method]
+            self.lr = default_lr("sft", self.method)
         self.check_training()
+        if self.method == "lora":
+            self.check_lora_targets(self.model)
         if self.packing and self.method in PROMPT_LEARNING:
             raise AdaptlabError(f"--packing cannot be used with {self.method}: virtual tokens would sit only before the first packed example")
         if self.forgetting_text is not None and not Path(self.forgetting_text).is_file():
@@ -135,32 +129,11 @@ class SFTJob(TrainingOptions):
         return [e for e in encoded if e is not None]
 
     def _adapt(self, lm):
-        """The network to train: the method's PEFT wrapper, or the model with the right weights unfrozen."""
-        from peft import get_peft_model
+        """The network to train: the method's PEFT wrapper, or the model with the right weights unfrozen; a prefix
+        starts from real tokens' keys and values unless ``prefix_init`` is random."""
+        from adaptlab.adapt.peft_factory import init_prefix_from_ids
 
-        from adaptlab.models.adapters import init_prefix_from_ids, lora_config, prompt_learning_config
-        from adaptlab.models.classifier import transformer_blocks
-
-        if self.method == "full":
-            return lm.requires_grad_(True)
-        if self.method == "last-k":
-            blocks = transformer_blocks(lm)
-            if self.layers > len(blocks):
-                raise AdaptlabError(f"--layers {self.layers} is more than the {len(blocks)} blocks model '{self.model}' has")
-            lm.requires_grad_(False)
-            for block in blocks[-self.layers:]:
-                block.requires_grad_(True)
-            final_norm = getattr(lm.get_decoder(), "norm", None)  # between the last block and the LM head
-            if final_norm is not None:
-                final_norm.requires_grad_(True)
-            return lm
-        if self.method == "lora":
-            config = lora_config("sft", lm, r=self.r, alpha=self.alpha, dropout=self.lora_dropout,
-                                 use_dora=self.use_dora, use_rslora=self.use_rslora)
-        else:
-            config = prompt_learning_config(PROMPT_LEARNING[self.method], "sft", lm, num_virtual_tokens=self.num_virtual_tokens,
-                                            init_text=self.init_text, tokenizer_path=self.ref_.path)
-        model = get_peft_model(lm, config)
+        model = apply(lm, self.method, self, "sft", model_name=f"model '{self.model}'", tokenizer_path=self.ref_.path)
         if self.method == "prefix-tuning" and (self.init_text or self.prefix_init == "data"):
             ids = (self.tokenizer_(self.init_text, add_special_tokens=False)["input_ids"] if self.init_text
                    else self.kept_["train"][0][0])

@@ -1,53 +1,33 @@
-"""The one adapter factory: every PEFT config adaptlab builds, for every task type, is made here.
+"""The one PEFT factory: every PEFT config adaptlab builds, for every task, is made here (``LoraConfig`` nowhere else).
 
-Task types and their LoRA defaults (each family's measured choice, kept in one table):
-
-| task | r | alpha | dropout | target modules | used by |
-| --- | --- | --- | --- | --- | --- |
-| ``classifier`` | 8 | 16 | 0.1 | attention query/value (PEFT's per-architecture map) | ``train lora`` |
-| ``reward`` | 16 | 32 | 0.05 | as ``classifier`` | ``rlhf reward`` |
-| ``policy`` | 16 | 32 | 0.0 | every linear layer | ``rlhf ppo``, ``rlhf dpo`` (dropout 0.05) |
-| ``sft`` | 16 | 32 | 0.05 | every linear layer | ``sft`` (supervised fine-tuning of causal LMs) |
-
-``use_dora`` (weight-decomposed LoRA) and ``use_rslora`` (rank-stabilised scaling alpha/sqrt(r)) are passed to
-PEFT unchanged. The new classification head (``modules_to_save``) is trained and saved with the adapter.
+LoRA's settings arrive as a ``LoraOptions`` (any job that inherits it), with each task's defaults already in its fields
+(``adaptlab.adapt.defaults``); what is resolved here is what needs the model: the target modules (the attention
+query/value projections PEFT knows for the architecture, or every linear layer for causal LMs), alpha when unset (2 x r),
+and the new head modules PEFT must train and save besides the adapter (``modules_to_save``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from adaptlab.adapt.defaults import TASKS, lora_defaults
 from adaptlab.errors import AdaptlabError
 from adaptlab.models.classifier import linear_module_names
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from adaptlab.adapt.options import LoraOptions
 
-@dataclass(frozen=True)
-class LoraDefaults:
-    r: int
-    alpha: int
-    dropout: float
-    target_modules: str | None  # None: the attention projections PEFT knows for the architecture
-
-
-LORA_DEFAULTS = {
-    "classifier": LoraDefaults(8, 16, 0.1, None),
-    "reward": LoraDefaults(16, 32, 0.05, None),
-    "policy": LoraDefaults(16, 32, 0.0, "all-linear"),
-    "sft": LoraDefaults(16, 32, 0.05, "all-linear"),
-}
-_TASK_TYPES = {"classifier": "SEQ_CLS", "reward": "SEQ_CLS", "policy": "CAUSAL_LM", "sft": "CAUSAL_LM"}
 _LORA_TARGETS = {"distilbert": ["q_lin", "v_lin"]}  # architectures PEFT has no default for
 _PEFT_HEADS = ("classifier", "score")  # PEFT adds these to a SEQ_CLS adapter's modules_to_save itself
+_LORA_INITS = {"default": True, "gaussian": "gaussian"}  # adaptlab's names -> PEFT's init_lora_weights
 
 
 def _modules_to_save(task: str, modules: list[str] | None) -> list[str] | None:
     """The new modules PEFT must train and save besides the adapter, without the head names PEFT appends on
     its own for classifiers (passing them too lists them twice in ``adapter_config.json``)."""
-    if modules is None or _TASK_TYPES[task] != "SEQ_CLS":
+    if modules is None or TASKS[task].peft_task_type != "SEQ_CLS":
         return None if modules is None else list(modules)
     return [m for m in modules if m not in _PEFT_HEADS] or None
 
@@ -60,23 +40,32 @@ def default_lora_targets(model: nn.Module) -> list[str] | str:
     return _LORA_TARGETS.get(model_type) or PEFT_DEFAULTS.get(model_type) or "all-linear"
 
 
-def lora_config(task: str, model: nn.Module, *, r: int | None = None, alpha: int | None = None,
-                dropout: float | None = None, target_modules: list[str] | str | None = None, use_dora: bool = False,
-                use_rslora: bool = False, modules_to_save: list[str] | None = None, model_name: str = "the model"):
-    """A ``peft.LoraConfig`` for ``task`` (see the table above); None values take the task's defaults."""
-    from peft import LoraConfig
-
-    defaults = LORA_DEFAULTS[task]
-    if target_modules and target_modules != "all-linear":
+def lora_targets(task: str, model: nn.Module, target_modules: list[str] | str | None, model_name: str) -> list[str] | str:
+    """What LoRA adapts: the given module names (each checked against the model's linear layers) or all-linear, else
+    the task's default."""
+    if target_modules and "all-linear" in ([target_modules] if isinstance(target_modules, str) else target_modules):
+        return "all-linear"
+    if target_modules:
         available = linear_module_names(model)
         missing = [t for t in target_modules if t not in available]
         if missing:
             raise AdaptlabError(f"--target-modules {', '.join(missing)} not found in {model_name}; "
                                 f"its linear layers are: {', '.join(available)}")
-    targets = target_modules or defaults.target_modules or default_lora_targets(model)
-    return LoraConfig(task_type=_TASK_TYPES[task], r=r or defaults.r, lora_alpha=alpha or defaults.alpha,
-                      lora_dropout=defaults.dropout if dropout is None else dropout, target_modules=targets,
-                      use_dora=use_dora, use_rslora=use_rslora, modules_to_save=_modules_to_save(task, modules_to_save))
+        return list(target_modules)
+    return lora_defaults(task).target_modules or default_lora_targets(model)
+
+
+def lora_config(task: str, model: nn.Module, options: LoraOptions, *, modules_to_save: list[str] | None = None,
+                model_name: str = "the model"):
+    """A ``peft.LoraConfig`` for ``task`` from ``options`` (alpha unset: 2 x r)."""
+    from peft import LoraConfig
+
+    alpha = 2 * options.r if options.alpha is None else options.alpha
+    return LoraConfig(task_type=TASKS[task].peft_task_type, r=options.r, lora_alpha=alpha, lora_dropout=options.dropout,
+                      target_modules=lora_targets(task, model, options.target_modules, model_name),
+                      use_dora=options.use_dora, use_rslora=options.use_rslora,
+                      init_lora_weights=_LORA_INITS[options.lora_init],
+                      modules_to_save=_modules_to_save(task, modules_to_save))
 
 
 def _model_dims(model: nn.Module) -> dict:
@@ -94,7 +83,7 @@ def prompt_learning_config(method: str, task: str, model: nn.Module, *, num_virt
     """PEFT's prefix tuning, P-tuning or prompt tuning config (``method``: prefix | p-tuning | prompt)."""
     import peft
 
-    common = {"task_type": _TASK_TYPES[task], "num_virtual_tokens": num_virtual_tokens, **_model_dims(model)}
+    common = {"task_type": TASKS[task].peft_task_type, "num_virtual_tokens": num_virtual_tokens, **_model_dims(model)}
     if method == "prefix":
         config = peft.PrefixTuningConfig(**common, prefix_projection=prefix_projection, encoder_hidden_size=encoder_hidden_size)
     elif method == "p-tuning":
