@@ -35,7 +35,7 @@ def defaults_check(results: dict, rows: list[dict]) -> dict:
     for row, entry in zip(rows, results["entries"]):
         ratio = None if row["forgetting_ppl_relative"] is None else round(1 + row["forgetting_ppl_relative"], 4)
         entries.append({"entry": row["strategy"], "sft": row["strategy"] in SFT_ENTRIES, "eval_loss": row["eval_loss"],
-                        "general_ppl_ratio": ratio, "stopped_fraction": row["stopped"],
+                        "general_ppl_ratio": ratio, "stopped": row["stopped"],
                         "lr": row["params"].get("lr"), "lr_chosen": (entry.get("lr_chosen") or [None])[0],
                         "train_seconds": row["train_seconds"]})
     sft = [e for e in entries if e["sft"]]
@@ -69,6 +69,7 @@ def main() -> None:
         "rouge_l": e["rouge_l"]["mean"], "rouge_l_std": e["rouge_l"]["std"], "rouge_l_ci95": e["rouge_l"]["ci95"],
         "token_f1": e["token_f1"]["mean"], "exact_match": e["exact_match"]["mean"], "eval_loss": e["eval_loss"]["mean"],
         "stopped": e["stopped"],  # per run: converged, step_cap or time_cap
+        "replies_ended": (e.get("replies_ended") or {}).get("mean"),  # share of replies ending by themselves
         "forgetting_ppl_delta": e["forgetting_ppl_delta"], "forgetting_ppl_relative": e["forgetting_ppl_relative"],
         "forgetting_rt_accuracy_delta": e["forgetting_rt_accuracy_delta"],
         "trainable_params": e["trainable_params"], "train_seconds": e["train_seconds"],

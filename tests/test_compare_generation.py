@@ -114,7 +114,9 @@ def fake_results(output: Path, data, spec: dict[str, tuple[list[float], int, flo
             (directory / "result.json").write_text(json.dumps({
                 "status": "done", "spec": run.spec(data), "data": {"sizes": {"train": 8, "val": 4, "test": len(scores)}},
                 "metrics": {"test": {"rouge_l": float(np.mean(scores)), "token_f1": float(np.mean(scores)),
-                                     "exact_match": float(np.mean(scores)), "loss": 1.0, "perplexity": 2.7}, "val": {"loss": 1.1}},
+                                     "exact_match": float(np.mean(scores)), "loss": 1.0, "perplexity": 2.7, "stopped": 0.75},
+                            "val": {"loss": 1.1}},
+                "stopped": "converged" if trainable else None,
                 "per_example": per_example, "samples": samples,
                 "forgetting": {"general_ppl_delta": 10 * forgetting, "general_ppl_relative": forgetting, "rt_accuracy_delta": -0.01},
                 "artifact_bytes": 2**20 if trainable else 0, "base_model": {"name": "dec"},
@@ -146,6 +148,9 @@ def test_summary_intervals_ties_fronts_and_recommendation(tmp_path):
         low, high = entry["rouge_l"]["ci95"]
         assert low <= entry["rouge_l"]["mean"] <= high
     assert by["lora"]["tied_with_best"] and not by["zero-shot"]["tied_with_best"]
+    # two different "stopped": how training ended (per run, as for classification) and the share of replies that
+    # ended by themselves (once one key, the second overwrote the first)
+    assert by["lora"]["stopped"] == ["converged"] and by["lora"]["replies_ended"]["mean"] == 0.75
     assert by["lora"]["pareto_time"] and by["lora"]["pareto_forgetting"] and by["zero-shot"]["pareto_params"]
     text = " ".join(results["recommendation"])
     assert "Recommended: lora (dec)" in text

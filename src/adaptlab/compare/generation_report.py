@@ -15,8 +15,8 @@ from adaptlab.compare.plan import short_model
 from adaptlab.compare.report import (STYLE, failures_section, leaderboard_html, scatter_png, settings_table, stopped_cell,
                                      write_page)
 
-COLUMNS = ("#", "strategy", "model", "ROUGE-L", "95% CI", "F1", "EM", "loss", "forget ppl", "RT Δ", "trainable",
-           "train s", "stopped", "tok/s", "RSS MB", "size MB")
+COLUMNS = ("#", "strategy", "model", "ROUGE-L", "95% CI", "F1", "EM", "loss", "ended %", "forget ppl", "RT Δ",
+           "trainable", "train s", "stopped", "tok/s", "RSS MB", "size MB")
 
 
 def _number(value, digits: int = 3, signed: bool = False) -> str:
@@ -30,6 +30,7 @@ def _row(rank: int, entry: dict, metric: str) -> list[str]:
         str(rank), entry["entry"], short_model(entry["model"]),
         _number(entry["rouge_l"]["mean"]) + ("" if std is None else f" ± {std:.3f}"), f"{low:.3f}-{high:.3f}",
         _number(entry["token_f1"]["mean"]), _number(entry["exact_match"]["mean"]), _number(entry["eval_loss"]["mean"]),
+        _number(None if (entry.get("replies_ended") or {}).get("mean") is None else 100 * entry["replies_ended"]["mean"], 0),
         _percent(entry["forgetting_ppl_relative"]), _number(None if entry["forgetting_rt_accuracy_delta"] is None
                                                             else 100 * entry["forgetting_rt_accuracy_delta"], 1, True),
         _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", stopped_cell(entry), _number(entry["generated_tokens_per_second"], 0),

@@ -65,7 +65,9 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "description": GENERATION_ENTRIES[entry].description, "runs": len(done), "seeded": GENERATION_ENTRIES[entry].seeded,
         **{m: {**stat([t[m] for t in tests]), "per_run": [t[m] for t in tests]} for m in LABELS},
         "eval_loss": stat([t.get("loss") for t in tests]), "perplexity": stat([t.get("perplexity") for t in tests]),
-        "stopped": stat([t.get("stopped") for t in tests]), "mean_length": stat([t.get("mean_length") for t in tests]),
+        # the share of replies that ended by themselves (end-of-turn before max_new_tokens); "stopped" below is how
+        # training stopped, as in the classification results
+        "replies_ended": stat([t.get("stopped") for t in tests]), "mean_length": stat([t.get("mean_length") for t in tests]),
         "val_loss": stat([r["metrics"].get("val", {}).get("loss") for r in done])["mean"],
         "forgetting_ppl_delta": stat([f["general_ppl_delta"] for f in forgetting])["mean"],
         "forgetting_ppl_relative": stat([f["general_ppl_relative"] for f in forgetting])["mean"],
