@@ -8,8 +8,8 @@ model with one training seed. Every run of a comparison uses the same data split
 ``task="generation"`` (inferred from prompt/completion or chat data) compares the generation ladder of
 ``adaptlab.compare.generation`` instead: prompting, retrieval, every SFT method and DPO on a causal LM.
 
-Default hyper-parameters are each strategy's own (documented in ``adaptlab.methods.finetune``: learning rates
-from 1e-1 for prompt tuning down to 5e-5 for full fine-tuning, picked on validation accuracy). The on-disk embedding cache is off for every run, so no entry's time
+Default hyper-parameters are each strategy's own; their learning rates come from the one table per task in
+``adaptlab.adapt.defaults`` (which ``train``, ``sft``, ``rlhf`` and both ladders read; picked on validation). The on-disk embedding cache is off for every run, so no entry's time
 benefits from another's work.
 """
 
