@@ -22,8 +22,17 @@ FILE_SUFFIXES = {".csv", ".jsonl", ".ndjson", ".json", ".parquet", ".pq"}
 
 
 def read_utf8(path: Path) -> str:
-    """A file's text (a leading byte-order mark dropped); a file that is not UTF-8 names the byte and its line."""
+    """A file's text (a leading byte-order mark dropped; ``.gz`` files decompressed, as the packaged datasets and
+    HH-RLHF's files come); a file that is not UTF-8 names the byte and its line."""
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise AdaptlabError(f"file '{path}' cannot be read ({type(exc).__name__}: {exc})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from adaptlab.data.files import read_jsonl
 from adaptlab.errors import AdaptlabError
 from adaptlab.schemas import Dialogues, PreferencePair, Ranking, json_value, parse
 
@@ -64,19 +65,18 @@ def _rows(source: str) -> list[tuple[str, object]]:
         from adaptlab.feedback.project import export
 
         return _numbered(source, export(path, "pairs"))
-    opener = gzip.open if path.suffix == ".gz" else open
     name = path.name[:-3] if path.suffix == ".gz" else path.name
+    if not name.endswith((".csv", ".json")):  # JSON Lines, the default
+        return [(f"'{source}' line {number}", row) for number, row in read_jsonl(path, f"'{source}'")]
+    opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             if name.endswith(".csv"):
                 return _numbered(source, _csv_rows(handle, source))
-            if name.endswith(".json"):
-                rows = json_value(handle.read(), f"'{source}'")
-                if not isinstance(rows, list):
-                    raise AdaptlabError(f"'{source}': a .json file must hold a list of objects")
-                return [(f"'{source}' item {number}", row) for number, row in enumerate(rows, start=1)]
-            return [(f"'{source}' line {number}", json_value(line, f"'{source}' line {number}", one_line=True))
-                    for number, line in enumerate(handle, start=1) if line.strip()]
+            rows = json_value(handle.read(), f"'{source}'")
+            if not isinstance(rows, list):
+                raise AdaptlabError(f"'{source}': a .json file must hold a list of objects")
+            return [(f"'{source}' item {number}", row) for number, row in enumerate(rows, start=1)]
     except (UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:
         raise AdaptlabError(f"'{source}' cannot be read ({type(exc).__name__}: {exc})") from None
 
