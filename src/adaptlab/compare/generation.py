@@ -8,8 +8,8 @@ prefix tuning, LoRA, the last blocks, every weight), and ``dpo`` on ``--preferen
 
 Learning rates are the ones measured on wiki-descriptions (``benchmarks/results/sft_ladder.json``), read from the
 adaptation layer's defaults table (``adaptlab.adapt.defaults``), which ``sft train`` reads too; the
-presets set the data sizes, epochs and batch so the ``quick`` ladder on SmolLM2 fits in 15 minutes on 2 CPU
-threads. Forgetting (general-text perplexity and zero-shot Rotten Tomatoes accuracy, before -> after) is
+presets set the data sizes, step budget and batch (the ``quick`` ladder on SmolLM2 took 20.5 minutes on 2 CPU
+threads, ``benchmarks/results/compare_generation_quick.json``). Forgetting (general-text perplexity and zero-shot Rotten Tomatoes accuracy, before -> after) is
 measured for every entry that changes weights; the base model is probed once per comparison, not per run.
 """
 
