@@ -36,7 +36,9 @@ def test_loras_rank_alpha_and_dropout_are_declared_once_and_every_family_inherit
 
 
 def test_the_defaults_table_is_what_train_sft_rlhf_and_both_ladders_resolve(tiny_bert, tiny_llama):
-    from adaptlab.compare.generation import GENERATION_ENTRIES
+    from adaptlab.compare.generation import SFT_ENTRIES
+
+    GENERATION_ENTRIES = {e.name: e for e in SFT_ENTRIES}
     from adaptlab.compare.plan import ComparePlan, ModelInfo
     from adaptlab.config import DataConfig
     from adaptlab.methods import STRATEGIES

@@ -65,7 +65,7 @@ def test_overrides_apply_to_one_entry_or_all_and_are_checked():
         parse_overrides(["lora-r=4"])
     mixed = {r.entry: r.params for r in plan(strategies=["zero-shot", "lora"], params={"all": {"lr": 1e-3}}).runs(KINDS)}
     assert mixed["lora"]["lr"] == 1e-3 and "lr" not in mixed["zero-shot"]  # icl takes no learning rate
-    with pytest.raises(AdaptlabError, match="no selected strategy takes"):
+    with pytest.raises(AdaptlabError, match="no selected entry takes"):
         plan(strategies=["lora"], params={"all": {"rank": 4}}).runs(KINDS)
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
+from adaptlab.families import family_of
 from adaptlab.jobs import check_output, write_artifact
 from adaptlab.methods import get_strategy
-from adaptlab.models.causal import GENERATOR_STRATEGIES
 from adaptlab.runner import load_artifact
 
 
@@ -19,7 +19,7 @@ def merge_lora(artifact: str | Path, output: str | Path, *, overwrite: bool = Fa
     (an artifact already there is replaced only with ``overwrite``)."""
     manifest = read_manifest(Path(artifact))
     check_output(output, overwrite, inputs=[artifact])
-    if manifest["strategy"] in GENERATOR_STRATEGIES:
+    if family_of(manifest["strategy"], f"artifact '{artifact}'").generator:
         return _merge_generator(Path(artifact), Path(output), manifest)
     if not get_strategy(manifest["strategy"]).mergeable:
         raise AdaptlabError(

@@ -181,9 +181,24 @@ def format_predictions(label_names: list[str], proba: np.ndarray) -> list[dict]:
             for row in proba]
 
 
-def load_artifact(path: str | Path, **runtime: Any) -> Artifact:
-    """Load an artifact; ``runtime`` options (``device``, ``progress``, ``cache``) change how it runs, not what."""
+def load_artifact(path: str | Path, **runtime: Any) -> Any:
+    """Load an artifact of any registered family: a classifier (``Artifact``: ``predict``, ``predict_proba``), a
+    generator from ``sft``/``rlhf dpo``/``rlhf ppo`` (``adaptlab.generation.Generator``: ``generate``, ``stream``),
+    a reward model (``score``) or a tuned retriever (``adaptlab.Embedder``: ``embed``). ``runtime`` options
+    (``device``, ``progress``, ``cache``) change how it runs, not what; each family's loader takes those it has."""
+    import inspect
+
+    from adaptlab.families import family_of, resolve
+
     unknown = sorted(set(runtime) - set(RUNTIME_OPTIONS))
     if unknown:
         raise AdaptlabError(f"load_artifact: unknown option(s) {', '.join(unknown)} (it takes {', '.join(RUNTIME_OPTIONS)})")
-    return Artifact(path, **runtime)
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise AdaptlabError(f"load_artifact needs the path of an artifact directory, not {path!r}")
+    Runtime(runtime.get("device"))  # a malformed device is refused before anything loads
+    family = family_of(read_manifest(Path(path))["strategy"], f"artifact '{path}'")
+    if family.load is None:
+        raise AdaptlabError(f"artifact '{path}' is a {family.name} artifact, which load_artifact cannot load")
+    loader = resolve(family.load)
+    takes = inspect.signature(loader).parameters
+    return loader(str(path), **{k: v for k, v in runtime.items() if k in takes})

@@ -50,8 +50,16 @@ def peft_config(model: nn.Module, method: str, options: Any, task: str, *, keep:
     modules = list(keep) or None
     if method == "lora":
         return lora_config(task, model, options, modules_to_save=modules, model_name=model_name)
-    if method not in PROMPT_LEARNING:
-        raise AdaptlabError(f"method '{method}' does not wrap the model with PEFT")
+    if method not in PROMPT_LEARNING:  # a method registered with adaptlab.adapt.register_peft_method
+        from adaptlab.adapt.defaults import TASKS
+        from adaptlab.adapt.peft_factory import peft_modules_to_save
+        from adaptlab.adapt.registry import registered
+
+        config = registered(method).config(model, options, TASKS[task].peft_task_type)
+        extra = peft_modules_to_save(task, modules)
+        if extra is not None:
+            config.modules_to_save = extra
+        return config
     values = settings(method, options)
     return prompt_learning_config(PROMPT_LEARNING[method], task, model, num_virtual_tokens=values["num_virtual_tokens"],
                                   prefix_projection=values.get("prefix_projection", False),

@@ -24,7 +24,7 @@ _PEFT_HEADS = ("classifier", "score")  # PEFT adds these to a SEQ_CLS adapter's 
 _LORA_INITS = {"default": True, "gaussian": "gaussian"}  # adaptlab's names -> PEFT's init_lora_weights
 
 
-def _modules_to_save(task: str, modules: list[str] | None) -> list[str] | None:
+def peft_modules_to_save(task: str, modules: list[str] | None) -> list[str] | None:
     """The new modules PEFT must train and save besides the adapter, without the head names PEFT appends on
     its own for classifiers (passing them too lists them twice in ``adapter_config.json``)."""
     if modules is None or TASKS[task].peft_task_type != "SEQ_CLS":
@@ -65,7 +65,7 @@ def lora_config(task: str, model: nn.Module, options: LoraOptions, *, modules_to
                       target_modules=lora_targets(task, model, options.target_modules, model_name),
                       use_dora=options.use_dora, use_rslora=options.use_rslora,
                       init_lora_weights=_LORA_INITS[options.lora_init],
-                      modules_to_save=_modules_to_save(task, modules_to_save))
+                      modules_to_save=peft_modules_to_save(task, modules_to_save))
 
 
 def _model_dims(model: nn.Module) -> dict:
@@ -94,7 +94,7 @@ def prompt_learning_config(method: str, task: str, model: nn.Module, *, num_virt
                                          prompt_tuning_init_text=init_text, tokenizer_name_or_path=tokenizer_path)
     else:
         config = peft.PromptTuningConfig(**common)
-    extra = _modules_to_save(task, modules_to_save)
+    extra = peft_modules_to_save(task, modules_to_save)
     if extra is not None:
         config.modules_to_save = extra
     return config

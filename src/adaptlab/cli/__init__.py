@@ -1,13 +1,14 @@
 """The ``adaptlab`` command line: a thin layer over the Python API, one module per family.
 
 Bad input raises ``AdaptlabError`` anywhere below; ``main`` prints it as one line and exits with code 2.
-The ``train``, ``rlhf`` and ``sft`` groups generate their options from the parameter dataclasses, which import the
-model libraries; they are loaded only when invoked, so ``adaptlab --help`` and other commands start fast.
+The command groups (``train``, ``sft``, ``rlhf``, ``rag``) are made of the registered families' commands
+(``adaptlab.families``: each family names its group and the function that adds its command) and the group's own
+tools (``GROUP_TOOLS``: evaluating artifacts, indexing). Their options are generated from the parameter dataclasses,
+which import the model libraries, so a group is built only when invoked: ``adaptlab --help`` starts fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import warnings
@@ -16,14 +17,12 @@ from typing import Annotated
 import typer
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.families import GROUPS, in_group, load_plugins, resolve
 
 HELP = "Adapt a language model to your task in every way the field knows, and measure which is worth it."
-# group -> (module, attribute, help): loaded only when the group is invoked
-LAZY_GROUPS = {
-    "train": ("adaptlab.cli.train", "train_app", "Train one adaptation strategy and save its artifact."),
-    "rlhf": ("adaptlab.cli.rlhf", "rlhf_app", "Learning from human preferences: reward models, PPO, DPO, policy evaluation."),
-    "sft": ("adaptlab.cli.sft", "sft_app", "Supervised fine-tuning of causal LMs on conversations, prompt/completion pairs or plain text."),
-}
+LAZY_GROUPS = GROUPS  # group -> help: built only when invoked
+#: a group's commands that are not a family's: group -> function adding them to the group's app
+GROUP_TOOLS = {"sft": "adaptlab.cli.sft:add_tools", "rlhf": "adaptlab.cli.rlhf:add_tools", "rag": "adaptlab.cli.rag:add_tools"}
 
 
 def verbosity(
@@ -38,17 +37,26 @@ def verbosity(
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
-def build_app(argv: list[str]) -> typer.Typer:
-    from adaptlab.cli import compare, feedback, rag, serve, tools
+def group_app(name: str) -> typer.Typer:
+    """A command group: its own tools, then every registered family's command in it."""
+    app = typer.Typer(help=GROUPS[name], no_args_is_help=True)
+    if name in GROUP_TOOLS:
+        resolve(GROUP_TOOLS[name])(app)
+    for family in in_group(name):
+        resolve(family.cli)(app)
+    return app
 
+
+def build_app(argv: list[str]) -> typer.Typer:
+    from adaptlab.cli import compare, feedback, serve, tools
+
+    load_plugins()  # installed packages' families and methods (entry points "adaptlab.plugins")
     app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                       callback=verbosity)
     invoked = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
-    for name, (module, attribute, help_text) in LAZY_GROUPS.items():
-        group = (getattr(importlib.import_module(module), attribute) if name == invoked
-                 else typer.Typer(help=help_text, no_args_is_help=True))
+    for name, help_text in GROUPS.items():
+        group = group_app(name) if name == invoked else typer.Typer(help=help_text, no_args_is_help=True)
         app.add_typer(group, name=name, help=help_text)
-    app.add_typer(rag.rag_app, name="rag")
     app.add_typer(feedback.feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
     app.command()(compare.compare)
     app.command()(serve.serve)

@@ -16,7 +16,6 @@ from adaptlab.rag.rerank import check_rerank
 from adaptlab.rag.retriever import RetrieverTuner
 from adaptlab.training.options import TrainingOptions
 
-rag_app = typer.Typer(help="Retrieval-augmented generation: index documents, search them, answer with citations.", no_args_is_help=True)
 
 StoreOpt = Annotated[str, typer.Option("--store", help="Vector store: a LanceDB directory, or a postgresql:// URL (pgvector).")]
 RetrievalOpt = Annotated[str, typer.Option("--retrieval", help="dense (by meaning), bm25 (by words) or hybrid (both, fused by reciprocal rank).")]
@@ -41,7 +40,6 @@ def _retrieval(mode: str, dense_weight: float, bm25_weight: float, where: list[s
     return Retrieval(mode, dense_weight, bm25_weight, parse_filters(where))
 
 
-@rag_app.command("index")
 def rag_index(
     paths: Annotated[list[str], typer.Argument(help="Files, folders (recursive) or the named corpus 'wikipedia'.")],
     store: StoreOpt = "rag-store",
@@ -86,7 +84,6 @@ def rag_index(
         raise AdaptlabError(f"no document could be indexed ({source}: {reason}); fix the file(s) above and re-run")
 
 
-@rag_app.command("search")
 def rag_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     store: StoreOpt = "rag-store",
@@ -175,7 +172,6 @@ def _check_store_files(store: Path, meta: dict) -> None:
                                         f"file); rebuild it: remove it and run `adaptlab rag index PATH --store {store}`")
 
 
-@rag_app.command("ask")
 def rag_ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     store: StoreOpt = "rag-store",
@@ -231,7 +227,6 @@ def rag_ask(
         out.print("(* = cited in the answer)", style="dim")
 
 
-@rag_app.command("eval")
 def rag_eval(
     store: Annotated[Optional[str], typer.Option("--store", help="Store to evaluate (with --queries; default rag-store). With --squad: where its paragraphs are indexed (default OUTPUT/store).")] = None,
     squad: Annotated[Optional[Path], typer.Option(help="SQuAD-format JSON: its paragraphs are indexed into --store, its questions asked.")] = None,
@@ -303,7 +298,6 @@ def rag_eval(
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
 
 
-@rag_app.command("reader-data")
 def rag_reader_data(
     squad: Annotated[Path, typer.Option(help="SQuAD-format JSON whose paragraphs --store holds (as rag eval --squad indexes them).")],
     store: StoreOpt = "rag-store",
@@ -370,6 +364,17 @@ _RETRIEVER = {
     **dataclass_options(RetrieverTuner, first=(TrainingOptions,)),
     "as_json": JsonOpt,
 }
-rag_app.command("train-retriever")(command(
-    "rag_train_retriever", "Fine-tune the embedding model on (question, passage) pairs (in-batch negatives); held-out "
-    "passages' recall@1/@5 and MRR. Rebuild a store with it: rag index --model ARTIFACT.", _RETRIEVER, train_retriever))
+def add_train_retriever(app: typer.Typer) -> None:
+    """The retriever family's command: ``rag train-retriever``."""
+    app.command("train-retriever")(command(
+        "rag_train_retriever", "Fine-tune the embedding model on (question, passage) pairs (in-batch negatives); held-out "
+        "passages' recall@1/@5 and MRR. Rebuild a store with it: rag index --model ARTIFACT.", _RETRIEVER, train_retriever))
+
+
+def add_tools(app: typer.Typer) -> None:
+    """The group's own commands: indexing, search, answers, evaluation and reader data."""
+    app.command("index")(rag_index)
+    app.command("search")(rag_search)
+    app.command("ask")(rag_ask)
+    app.command("eval")(rag_eval)
+    app.command("reader-data")(rag_reader_data)

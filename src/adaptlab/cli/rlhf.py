@@ -17,8 +17,6 @@ from adaptlab.rlhf.ppo_config import PPOConfig
 from adaptlab.rlhf.reward import RewardModel
 from adaptlab.training.options import TrainingOptions
 
-rlhf_app = typer.Typer(help="Learning from human preferences: reward models, PPO, DPO, policy evaluation.", no_args_is_help=True)
-
 PreferenceData = opt(str, "Preference data: pairs, rankings or HH-RLHF dialogues (.jsonl[.gz], .json, .csv), a feedback project, or a Hub id.", "--data")
 Output = opt(Path, "Artifact directory to write (default: runs/<data>-<command>, e.g. runs/prefs-reward-model).", "--output", "-o")
 PREFERENCE_OPTIONS = {
@@ -115,7 +113,6 @@ def ppo(values: dict) -> None:
               f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")
 
 
-@rlhf_app.command("eval")
 def rlhf_eval(
     policies: Annotated[list[Path], typer.Argument(help="A policy artifact from `adaptlab rlhf ppo` (compared with its base), or several generators (sft, dpo, ppo artifacts) compared with one --reference.", metavar="POLICY...")],
     reward: Annotated[str, typer.Option(help="Reward to score with: reward-model or classifier artifact, or module:function.")],
@@ -170,9 +167,25 @@ def rlhf_eval(
     out.print(f"{output / 'results.md'}", highlight=False)
 
 
-_REWARD = {**PREFERENCE_OPTIONS, **dataclass_options(RewardModel, first=(TrainingOptions,)), "as_json": JsonOpt}
-rlhf_app.command("reward")(command("rlhf_reward", "Train a reward model on human preferences (Bradley-Terry); reports held-out pairwise accuracy.", _REWARD, reward))
-rlhf_app.command("ppo")(command("rlhf_ppo", "Optimise a causal LM with PPO against a reward, with a KL penalty to the reference policy.",
-                                {**PPO_OPTIONS, **dataclass_options(PPOConfig)}, ppo, decoder=True))
-rlhf_app.command("dpo")(command("rlhf_dpo", "Direct preference optimisation (TRL's DPOTrainer) on the same preference data; no reward model.",
-                                {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo, decoder=True))
+def add_reward(app: typer.Typer) -> None:
+    """The reward family's command: ``rlhf reward``."""
+    options = {**PREFERENCE_OPTIONS, **dataclass_options(RewardModel, first=(TrainingOptions,)), "as_json": JsonOpt}
+    app.command("reward")(command("rlhf_reward", "Train a reward model on human preferences (Bradley-Terry); reports "
+                                  "held-out pairwise accuracy.", options, reward))
+
+
+def add_ppo(app: typer.Typer) -> None:
+    """The ppo family's command: ``rlhf ppo``."""
+    app.command("ppo")(command("rlhf_ppo", "Optimise a causal LM with PPO against a reward, with a KL penalty to the "
+                               "reference policy.", {**PPO_OPTIONS, **dataclass_options(PPOConfig)}, ppo, decoder=True))
+
+
+def add_dpo(app: typer.Typer) -> None:
+    """The dpo family's command: ``rlhf dpo``."""
+    app.command("dpo")(command("rlhf_dpo", "Direct preference optimisation (TRL's DPOTrainer) on the same preference "
+                               "data; no reward model.", {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo, decoder=True))
+
+
+def add_tools(app: typer.Typer) -> None:
+    """The group's own command: ``rlhf eval`` (policies against a reward)."""
+    app.command("eval")(rlhf_eval)

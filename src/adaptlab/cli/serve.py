@@ -82,15 +82,14 @@ def _check_artifacts(named: dict[str, Path]) -> None:
     """Every artifact's manifest and checksums, and that its strategy is a classifier this server can load, before
     torch is imported (a generator artifact goes to --generator)."""
     from adaptlab.artifacts import read_manifest
-    from adaptlab.methods import get_strategy
+    from adaptlab.families import family_of
 
     for name, path in named.items():
         manifest = read_manifest(path)
-        try:
-            get_strategy(manifest["strategy"])
-        except AdaptlabError:
-            raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' artifact, not a classifier; serve "
-                                f"generators with --generator {name}={path}") from None
+        family = family_of(manifest["strategy"], f"artifact '{path}'")
+        if family.name != "classifier":
+            hint = f"; serve generators with --generator {name}={path}" if family.generator else ""
+            raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' artifact, not a classifier{hint}")
 
 
 def parse_artifact_arguments(values: list[str]) -> dict[str, Path]:

@@ -15,9 +15,6 @@ from adaptlab.cli.common import (JsonOpt, OverwriteOpt, command, preflight, data
 from adaptlab.sft.job import SFTJob
 from adaptlab.training.options import TrainingOptions
 
-sft_app = typer.Typer(help="Supervised fine-tuning of causal LMs on conversations, prompt/completion pairs or plain text.",
-                      no_args_is_help=True)
-
 # name -> (annotation, GenerationDataConfig field); None unless given, so YAML values survive
 DATA_OPTIONS = {
     "data": opt(str, "wiki-descriptions, wikipedia, a .jsonl/.csv/.parquet/.txt file, a folder of .txt, or a Hub id.", "--data"),
@@ -129,13 +126,15 @@ def evaluate(
     print_generation_result(result, None)
 
 
-def _register() -> None:
+def add_train(app: typer.Typer) -> None:
+    """The sft family's command: ``sft train``."""
     own = dataclass_options(SFTJob, exclude=("seed",), first=(TrainingOptions,))
     annotations = {**DATA_OPTIONS, **own, "config": CONFIG, "output": OUTPUT, "overwrite": OverwriteOpt, "as_json": JsonOpt}
     doc = ("Fine-tune a causal LM (full, last-k, LoRA, prefix or prompt tuning) and measure replies, perplexity and "
            "forgetting; writes an artifact that `generate`, `serve`, `rag ask`, `merge` and `rlhf` accept.")
-    sft_app.command("train")(command("sft_train", doc, annotations, train, decoder=True))
-    sft_app.command("eval")(evaluate)
+    app.command("train")(command("sft_train", doc, annotations, train, decoder=True))
 
 
-_register()
+def add_tools(app: typer.Typer) -> None:
+    """The group's own command: ``sft eval`` (prompting baselines and any generator artifact)."""
+    app.command("eval")(evaluate)

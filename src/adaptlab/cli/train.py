@@ -1,5 +1,6 @@
-"""``adaptlab train STRATEGY``: one command per registered strategy, its options generated from the strategy's
-parameter fields (help text and defaults live next to the field, in ``adaptlab.methods``)."""
+"""``adaptlab train STRATEGY``: the classifier family's commands, one per strategy (built-in or a registered PEFT
+method), its options generated from the strategy's parameter fields (help text and defaults live next to the field,
+in ``adaptlab.methods``)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ from rich.table import Table
 
 from adaptlab.cli.common import (DATA_OPTIONS, ConfigOpt, JsonOpt, OutputOpt, OverwriteOpt, command, dataclass_options,
                                  default_output, format_params, given, out, stop_reason)
-from adaptlab.methods import STRATEGIES
+from adaptlab.methods import all_strategies
 from adaptlab.training.options import TrainingOptions
-
-train_app = typer.Typer(help="Train one adaptation strategy and save its artifact.", no_args_is_help=True)
-
 
 def run_training(strategy: str, values: dict) -> None:
     from adaptlab.config import train_config
@@ -66,15 +64,12 @@ def print_result(result) -> None:
                   f"{training['samples_per_second']:.0f} samples/s, {training['seconds']:.1f} s; {stop_reason(training)}")
 
 
-def _register(name: str, cls: type) -> None:
-    # --seed is the data option (it seeds the split and, by default, training)
-    own = dataclass_options(cls, exclude=("seed",), first=(TrainingOptions,))
-    annotations = {**{k: a for k, (a, _) in DATA_OPTIONS.items()}, **own,
-                   "config": ConfigOpt, "output": OutputOpt, "overwrite": OverwriteOpt, "as_json": JsonOpt}
-    run = lambda values: run_training(name, values)
-    train_app.command(name)(command(f"train_{name.replace('-', '_')}", cls.description, annotations, run,
-                                             decoder=cls.needs_decoder))
-
-
-for _name, _cls in STRATEGIES.items():
-    _register(_name, _cls)
+def add_commands(app: typer.Typer) -> None:
+    """``train NAME`` for every classifier strategy."""
+    for name, cls in all_strategies().items():
+        # --seed is the data option (it seeds the split and, by default, training)
+        own = dataclass_options(cls, exclude=("seed",), first=(TrainingOptions,))
+        annotations = {**{k: a for k, (a, _) in DATA_OPTIONS.items()}, **own,
+                       "config": ConfigOpt, "output": OutputOpt, "overwrite": OverwriteOpt, "as_json": JsonOpt}
+        app.command(name)(command(f"train_{name.replace('-', '_')}", cls.description, annotations,
+                                  lambda values, name=name: run_training(name, values), decoder=cls.needs_decoder))

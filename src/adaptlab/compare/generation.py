@@ -20,18 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptlab.adapt import default_lr
-from adaptlab.compare.entry import Entry
+from adaptlab.compare.runs import EntryRunner, ModelInfo
 from adaptlab.errors import AdaptlabError
+from adaptlab.families import Entry
 
-GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
-    Entry("zero-shot", "prompting", {"shots": 0}, "the instruction prompt alone, no weights changed",
-          seeded=False, epochs=False),
-    Entry("few-shot", "prompting", {"selection": "random"},
-          "k training conversations as earlier chat turns (draw kept on validation loss)", epochs=False),
-    Entry("knn-shot", "prompting", {"selection": "nearest"},
-          "the k training examples nearest each prompt (minilm embeddings) as demonstrations", seeded=False, epochs=False),
-    Entry("rag", "rag", {"k": 3}, "the top-3 passages retrieved from --documents put before the prompt",
-          seeded=False, epochs=False, in_default_ladder=False),
+#: the SFT family's rungs (the prompting and retrieval rungs are the prompting family's, DPO's the dpo family's:
+#: ``adaptlab.families``); learning rates from the adaptation layer's table
+SFT_ENTRIES = (
     Entry("prompt-tuning", "sft", {"method": "prompt-tuning", "lr": default_lr("sft", "prompt-tuning")},
           "20 trained input embeddings (PEFT)", lr_sensitive=True),
     Entry("prefix-tuning", "sft", {"method": "prefix-tuning", "lr": default_lr("sft", "prefix-tuning")},
@@ -39,9 +34,9 @@ GENERATION_ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("lora", "sft", {"method": "lora", "lr": default_lr("sft", "lora")}, "LoRA r=16 on every linear layer (PEFT)"),
     Entry("last-k", "sft", {"method": "last-k", "layers": 2, "lr": default_lr("sft", "last-k")}, "the last 2 transformer blocks trained"),
     Entry("full", "sft", {"method": "full", "lr": default_lr("sft", "full")}, "every weight trained"),
-    Entry("dpo", "dpo", {"beta": 0.1}, "DPO on --preferences starting from the lora run (its cost included)",
-          in_default_ladder=False),
-)}
+)
+DEFAULT_GENERATION_MODELS = ("smollm2-135m",)
+QUALITY_METRICS = ("rouge_l", "token_f1", "exact_match")  # the one that ranks (--metric)
 
 
 @dataclass(frozen=True)
@@ -79,94 +74,192 @@ GENERATION_PRESETS = {
 }
 
 
-def generation_params(entry: Entry, model: str, preset: GenerationPreset, epochs: int | None) -> dict:
-    """An entry's parameters under a preset (before the user's overrides)."""
-    params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens}
-    if entry.strategy == "sft":
-        params.update(batch_size=preset.batch_size, max_length=preset.max_length, forgetting_sample=preset.forgetting_sample)
-        params.update({"epochs": epochs} if epochs else {"epochs": preset.max_epochs, "max_steps": preset.max_steps,
-                                                         "patience": preset.patience, "max_minutes": preset.max_minutes})
-        if entry.lr_sensitive and preset.lr_search and not epochs:
-            params["lr_search"] = True
-    elif entry.strategy == "dpo":
-        params.update(epochs=epochs or 1, batch_size=preset.batch_size, max_length=preset.max_length,
-                      forgetting_sample=preset.forgetting_sample)
-    elif entry.name in ("few-shot", "knn-shot"):
-        params["shots"] = preset.shots
+def check_plan(plan) -> None:
+    """What only a generation comparison checks: the metric, and that the inputs of the optional entries exist."""
+    if plan.tune:
+        raise AdaptlabError("--tune is for classification comparisons (generation entries keep their settings)")
+    if plan.metric not in QUALITY_METRICS:
+        raise AdaptlabError(f"--metric must be one of {', '.join(QUALITY_METRICS)}, not '{plan.metric}'")
+    if plan.preferences is not None and not Path(plan.preferences).is_file() and _looks_local(plan.preferences):
+        raise AdaptlabError(f"--preferences '{plan.preferences}' does not exist; pass a preference file (JSONL/CSV) or a Hub id")
+    for document in plan.documents or []:
+        if not str(document).strip():
+            raise AdaptlabError("--documents lists an empty name; give files, folders, wikipedia or a store")
+        if not str(document).startswith(("postgresql://", "postgres://")) and document != "wikipedia" \
+                and not Path(document).exists():
+            raise AdaptlabError(f"--documents '{document}' does not exist; give files, folders, wikipedia or a store")
+
+
+def check_models(models: list[str], info: dict[str, ModelInfo]) -> None:
+    encoders = [m for m in models if info[m].kind != "decoder"]
+    if encoders:
+        raise AdaptlabError(f"--models {', '.join(encoders)}: a generation comparison needs causal LMs (e.g. smollm2-135m)")
+
+
+def _looks_local(name: str) -> bool:
+    """A Hub id is ``owner/name``; anything else (a file name, an extension, a relative or absolute path) is a file."""
+    parts = name.split("/")
+    return len(parts) != 2 or name.startswith((".", "~")) or Path(name).suffix.lower() in {".jsonl", ".json", ".csv", ".gz", ".parquet"}
+
+
+class Prompting(EntryRunner):
+    """The prompting family's entries (and ``rag``): the base model evaluated with demonstrations or retrieved
+    passages in the prompt; no weights change, so nothing can be forgotten (measured as zero, not skipped)."""
+
+    KEYS = {"prompting": ("model", "shots", "selection", "draws", "max_new_tokens", "generate_limit", "device"),
+            "rag": ("model", "k", "max_new_tokens", "generate_limit", "device", "documents")}
+
+    def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
+        params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens}
+        if entry.name in ("few-shot", "knn-shot"):
+            params["shots"] = preset.shots
         if entry.name == "few-shot":
             params["draws"] = preset.draws
-    return params
+        return params
+
+    def param_names(self, entry: Entry) -> set[str]:
+        return set(self.KEYS[entry.strategy])
+
+    def check(self, entry: Entry, params: dict) -> None:
+        unknown_names(entry, params, self.param_names(entry))
+        if params.get("shots", 0) < 0 or min(params.get("draws", 1), params.get("k", 1), params["max_new_tokens"]) < 1:
+            raise AdaptlabError(f"entry '{entry.name}': shots must be >= 0 and draws, k, max_new_tokens >= 1")
+
+    def run(self, spec: dict, run_dir: Path) -> dict:
+        from adaptlab.measure import measure
+
+        started, splits = time.perf_counter(), _splits(spec)
+        params = spec["params"]
+        with measure() as cost:
+            setup = _retrieval(params, run_dir) if spec["strategy"] == "rag" else None
+            result = _prompting(params, splits, spec["seed"], setup)
+        return {"status": "done", "spec": spec, "data": splits.describe(), "base_model": result["base_model"],
+                "params": params, "metrics": result["metrics"], "per_example": result["per_example"],
+                "samples": result["details"]["samples"], "forgetting": _no_forgetting(), "artifact_bytes": 0,
+                "cost": {"trainable_params": 0, "total_params": None, "peak_rss_mb": cost.as_dict()["peak_rss_mb"],
+                         "train_seconds": round(setup[1], 2) if setup else 0.0,
+                         "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]},
+                "resumed_from_epoch": None, "stopped": None, "steps": None, "lr_chosen": None,
+                "wall_seconds": round(time.perf_counter() - started, 2)}
 
 
-def generation_param_names(entry: Entry) -> set[str]:
-    """What an entry takes: its job's parameters (SFT, DPO) or the prompting options."""
-    from adaptlab.params import params_of
+class SupervisedFineTuning(EntryRunner):
+    """The SFT family's entries: ``adaptlab.sft`` with each method, under the preset's step budget."""
 
-    if entry.strategy == "sft":
+    def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
+        params = {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens, "batch_size": preset.batch_size,
+                  "max_length": preset.max_length, "forgetting_sample": preset.forgetting_sample}
+        params.update({"epochs": plan.epochs} if plan.epochs else {"epochs": preset.max_epochs, "max_steps": preset.max_steps,
+                                                                   "patience": preset.patience, "max_minutes": preset.max_minutes})
+        if entry.lr_sensitive and preset.lr_search and not plan.epochs:
+            params["lr_search"] = True
+        return params
+
+    def param_names(self, entry: Entry) -> set[str]:
+        from adaptlab.params import params_of
         from adaptlab.sft.job import SFTJob
 
         return {f.name for f in params_of(SFTJob)}
-    if entry.strategy == "dpo":
+
+    def check(self, entry: Entry, params: dict) -> None:
+        from adaptlab.sft.job import SFTJob
+
+        unknown_names(entry, params, self.param_names(entry))
+        SFTJob(**params)  # constructing only stores and checks the values
+
+    def run(self, spec: dict, run_dir: Path) -> dict:
+        from adaptlab.jobs import work_dir
+        from adaptlab.sft.job import SFTJob, fit_sft
+
+        started, splits = time.perf_counter(), _splits(spec)
+        artifact = run_dir / "artifact"
+        resume = (work_dir(artifact) / "checkpoints" / "last.ckpt").exists()
+        job = SFTJob(**spec["params"], seed=spec["seed"], forgetting_baseline=str(_baseline(spec, run_dir)), resume=resume)
+        manifest = fit_sft(job, splits, artifact, overwrite=True).manifest
+        cost = manifest["cost"]
+        return {**self.result(spec, manifest, started), "per_example": job.per_example_, "samples": job.samples_,
+                "forgetting": manifest["metrics"]["forgetting"],
+                "cost": {key: cost.get(key) for key in ("trainable_params", "total_params", "peak_rss_mb", "train_seconds")}
+                | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
+
+
+class PreferenceOptimisation(EntryRunner):
+    """The dpo family's entry: DPO from the LoRA run's artifact, then the same test metrics and forgetting as every
+    other entry (its cost includes the LoRA run's)."""
+
+    KEYS = ("preferences", "max_new_tokens", "generate_limit", "forgetting_sample")
+
+    def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
+        return {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens, "epochs": plan.epochs or 1,
+                "batch_size": preset.batch_size, "max_length": preset.max_length, "forgetting_sample": preset.forgetting_sample}
+
+    def param_names(self, entry: Entry) -> set[str]:
+        from adaptlab.params import params_of
         from adaptlab.rlhf.dpo import DPOPolicy
 
-        return {f.name for f in params_of(DPOPolicy)} | set(_ENTRY_KEYS["dpo"])
-    return set(_ENTRY_KEYS[entry.strategy])
+        return {f.name for f in params_of(DPOPolicy)} | set(self.KEYS)
+
+    def check(self, entry: Entry, params: dict) -> None:
+        from adaptlab.rlhf.dpo import DPOPolicy
+
+        unknown_names(entry, params, self.param_names(entry))
+        DPOPolicy(**{k: v for k, v in params.items() if k not in self.KEYS})
+
+    def run(self, spec: dict, run_dir: Path) -> dict:
+        import json
+
+        from adaptlab.measure import measure
+        from adaptlab.rlhf import read_preferences, split_preferences
+        from adaptlab.rlhf.dpo import train_dpo
+        from adaptlab.sft.evaluate import cached_probe, forgetting_deltas
+
+        started, splits, seed = time.perf_counter(), _splits(spec), spec["seed"]
+        params = dict(spec["params"])
+        lora = run_dir.parents[1] / "lora" / run_dir.name  # runs/<model>/<entry>/seed-<s>
+        if not (lora / "result.json").exists():
+            raise AdaptlabError("the dpo entry starts from the lora run, which has not finished; see the lora entry's error")
+        lora_result = json.loads((lora / "result.json").read_text(encoding="utf-8"))
+        evaluation = {key: params.pop(key) for key in ("max_new_tokens", "generate_limit", "device") if key in params}
+        size = params.pop("forgetting_sample", 200)
+        base, preferences = params.pop("model"), params.pop("preferences")
+        pairs, _ = read_preferences(preferences)
+        split = split_preferences(pairs, preferences, seed=seed)
+        artifact = run_dir / "artifact"
+        manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
+                             device=evaluation.get("device"), overwrite=True)
+        with measure() as cost:
+            result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
+            after = _probe(str(artifact), size)
+            before = cached_probe(_baseline(spec, run_dir), lambda: _probe(base, size))
+        return {**self.result(spec, manifest, started), "data": splits.describe(), "metrics": result["metrics"],
+                "per_example": result["per_example"], "samples": result["details"]["samples"],
+                "forgetting": forgetting_deltas(before, after),
+                "cost": {"trainable_params": manifest["cost"]["trainable_params"] + lora_result["cost"]["trainable_params"],
+                         "total_params": manifest["cost"].get("total_params"),
+                         "peak_rss_mb": max(manifest["cost"]["peak_rss_mb"], cost.as_dict()["peak_rss_mb"]),
+                         "train_seconds": round(manifest["cost"]["train_seconds"] + lora_result["cost"]["train_seconds"], 2),
+                         "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
 
 
-def check_generation_params(entry: Entry, params: dict) -> None:
-    """Unknown names and bad values fail while planning, not in a worker minutes later."""
-    takes = generation_param_names(entry)
+PROMPTING, SFT, DPO = Prompting(), SupervisedFineTuning(), PreferenceOptimisation()
+
+
+def unknown_names(entry: Entry, params: dict, takes: set[str]) -> None:
     unknown = sorted(set(params) - takes)
     if unknown:
         raise AdaptlabError(f"entry '{entry.name}' takes no parameter {', '.join(map(repr, unknown))}; "
                             f"it takes: {', '.join(sorted(takes))}")
-    if entry.strategy == "sft":
-        from adaptlab.sft.job import SFTJob
-
-        SFTJob(**params)  # constructing only stores and checks the values
-    elif entry.strategy == "dpo":
-        from adaptlab.rlhf.dpo import DPOPolicy
-
-        DPOPolicy(**{k: v for k, v in params.items() if k not in _ENTRY_KEYS["dpo"]})
-    elif params.get("shots", 0) < 0 or min(params.get("draws", 1), params.get("k", 1), params["max_new_tokens"]) < 1:
-        raise AdaptlabError(f"entry '{entry.name}': shots must be >= 0 and draws, k, max_new_tokens >= 1")
 
 
-#: what the prompting entries take, and what the dpo entry takes beside DPOPolicy's parameters
-_ENTRY_KEYS = {
-    "prompting": ("model", "shots", "selection", "draws", "max_new_tokens", "generate_limit", "device"),
-    "rag": ("model", "k", "max_new_tokens", "generate_limit", "device", "documents"),
-    "dpo": ("preferences", "max_new_tokens", "generate_limit", "forgetting_sample"),
-}
-
-
-# -- one run, in the worker process ----------------------------------------------------------------------
-def run_generation(spec: dict, run_dir: Path) -> dict:
-    """Evaluate or train one generation entry; the result the summary reads."""
+def _splits(spec: dict):
     from adaptlab.config import GenerationDataConfig
-    from adaptlab.measure import measure
 
-    started = time.perf_counter()
-    splits = GenerationDataConfig(**spec["data"]).load()
-    params, seed = dict(spec["params"]), spec["seed"]
-    size = params.get("forgetting_sample", 200)  # one probe of each base model (and probe size) per comparison
-    baseline = run_dir.parents[1] / f"forgetting-baseline-{size}.json"
-    if spec["strategy"] in ("prompting", "rag"):
-        with measure() as cost:
-            setup = _retrieval(params, run_dir) if spec["strategy"] == "rag" else None
-            result = _prompting(params, splits, seed, setup)
-        measured = cost.as_dict()
-        run = {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
-               "forgetting": _no_forgetting(), "artifact_bytes": 0, "base_model": result["base_model"],
-               "cost": {"trainable_params": 0, "total_params": None, "peak_rss_mb": measured["peak_rss_mb"],
-                        "train_seconds": round(setup[1], 2) if setup else 0.0,
-                        "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
-    elif spec["strategy"] == "sft":
-        run = _sft(params, splits, seed, run_dir, baseline)
-    else:
-        run = _dpo(params, splits, seed, run_dir, baseline)
-    return {"status": "done", "spec": spec, "data": splits.describe(), **run,
-            "wall_seconds": round(time.perf_counter() - started, 2)}
+    return GenerationDataConfig(**spec["data"]).load()
+
+
+def _baseline(spec: dict, run_dir: Path) -> Path:
+    """One forgetting probe of each base model (and probe size) per comparison, shared by its runs."""
+    return run_dir.parents[1] / f"forgetting-baseline-{spec['params'].get('forgetting_sample', 200)}.json"
 
 
 def _prompting(params: dict, splits, seed: int, setup) -> dict:
@@ -176,59 +269,6 @@ def _prompting(params: dict, splits, seed: int, setup) -> dict:
                               draws=params.get("draws", 1), seed=seed, context=setup[0] if setup else None,
                               max_new_tokens=params["max_new_tokens"], generate_limit=params.get("generate_limit"),
                               device=params.get("device"))
-
-
-def _sft(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict:
-    from adaptlab.jobs import work_dir
-    from adaptlab.sft.job import SFTJob, fit_sft
-
-    artifact = run_dir / "artifact"
-    resume = (work_dir(artifact) / "checkpoints" / "last.ckpt").exists()
-    job = SFTJob(**params, seed=seed, forgetting_baseline=str(baseline), resume=resume)
-    manifest = fit_sft(job, splits, artifact, overwrite=True).manifest
-    cost = manifest["cost"]
-    return {"metrics": manifest["metrics"], "per_example": job.per_example_, "samples": job.samples_,
-            "forgetting": manifest["metrics"]["forgetting"], "artifact_bytes": manifest["size_bytes"],
-            "base_model": manifest["base_model"], "resumed_from_epoch": (manifest["training"] or {}).get("resumed_from_epoch"),
-            "stopped": (manifest["training"] or {}).get("stopped"), "steps": (manifest["training"] or {}).get("steps"),
-            "lr_chosen": ((manifest["training"] or {}).get("lr_search") or {}).get("chosen"),
-            "cost": {key: cost.get(key) for key in ("trainable_params", "total_params", "peak_rss_mb", "train_seconds")}
-            | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
-
-
-def _dpo(params: dict, splits, seed: int, run_dir: Path, baseline: Path) -> dict:
-    """DPO from the LoRA run's artifact, then the same test metrics and forgetting as every other entry."""
-    import json
-
-    from adaptlab.measure import measure
-    from adaptlab.rlhf import read_preferences, split_preferences
-    from adaptlab.rlhf.dpo import train_dpo
-    from adaptlab.sft.evaluate import cached_probe, forgetting_deltas
-
-    lora = run_dir.parents[1] / "lora" / run_dir.name  # runs/<model>/<entry>/seed-<s>
-    if not (lora / "result.json").exists():
-        raise AdaptlabError("the dpo entry starts from the lora run, which has not finished; see the lora entry's error")
-    lora_result = json.loads((lora / "result.json").read_text(encoding="utf-8"))
-    evaluation = {key: params.pop(key) for key in ("max_new_tokens", "generate_limit", "device") if key in params}
-    size = params.pop("forgetting_sample", 200)
-    base, preferences = params.pop("model"), params.pop("preferences")
-    pairs, _ = read_preferences(preferences)
-    split = split_preferences(pairs, preferences, seed=seed)
-    artifact = run_dir / "artifact"
-    manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
-                         device=evaluation.get("device"), overwrite=True)
-    with measure() as cost:
-        result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
-        after = _probe(str(artifact), size)
-        before = cached_probe(baseline, lambda: _probe(base, size))
-    forgetting = forgetting_deltas(before, after)
-    return {"metrics": result["metrics"], "per_example": result["per_example"], "samples": result["details"]["samples"],
-            "forgetting": forgetting, "artifact_bytes": manifest["size_bytes"], "base_model": manifest["base_model"],
-            "cost": {"trainable_params": manifest["cost"]["trainable_params"] + lora_result["cost"]["trainable_params"],
-                     "total_params": manifest["cost"].get("total_params"),
-                     "peak_rss_mb": max(manifest["cost"]["peak_rss_mb"], cost.as_dict()["peak_rss_mb"]),
-                     "train_seconds": round(manifest["cost"]["train_seconds"] + lora_result["cost"]["train_seconds"], 2),
-                     "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
 
 
 def _probe(model: str, size: int) -> dict:

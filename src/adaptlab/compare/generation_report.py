@@ -11,7 +11,8 @@ import html
 from pathlib import Path
 
 from adaptlab.compare.generation_summary import LABELS
-from adaptlab.compare.plan import short_model
+from adaptlab.compare.runs import short_model
+from adaptlab.compare.stats import count
 from adaptlab.compare.report import (STYLE, failures_section, leaderboard_html, scatter_png, settings_table, stopped_cell,
                                      write_page)
 
@@ -33,20 +34,13 @@ def _row(rank: int, entry: dict, metric: str) -> list[str]:
         _number(None if (entry.get("replies_ended") or {}).get("mean") is None else 100 * entry["replies_ended"]["mean"], 0),
         _percent(entry["forgetting_ppl_relative"]), _number(None if entry["forgetting_rt_accuracy_delta"] is None
                                                             else 100 * entry["forgetting_rt_accuracy_delta"], 1, True),
-        _count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", stopped_cell(entry), _number(entry["generated_tokens_per_second"], 0),
+        count(entry["trainable_params"]), f"{entry['train_seconds']:.0f}" if entry["train_seconds"] else "none", stopped_cell(entry), _number(entry["generated_tokens_per_second"], 0),
         f"{entry['peak_rss_mb']:.0f}", f"{entry['artifact_mb']:.2g}",
     ]
 
 
 def _percent(value) -> str:
     return "-" if value is None else f"{100 * value:+.1f}%"
-
-
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
 
 
 def leaderboard_table(results: dict):

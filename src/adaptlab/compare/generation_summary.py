@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptlab.compare.generation import GENERATION_ENTRIES
 from adaptlab.compare.plan import ComparePlan, Run, short_model
-from adaptlab.compare.summary import BOOTSTRAP_SAMPLES, CONFIDENCE, collect_runs, hardware, recommendation
+from adaptlab.compare.stats import CONFIDENCE, interval, mark_pareto, mark_ties, resamples
+from adaptlab.compare.summary import collect_runs, hardware, recommendation
+from adaptlab.families import Entry
 
 LABELS = {"rouge_l": "ROUGE-L", "token_f1": "token F1", "exact_match": "exact match"}
 
@@ -26,7 +27,7 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
         if failed:
             failures.append({"entry": entry, "model": model, "errors": failed})
         if done:  # prompting entries write no artifact
-            entries.append(_entry_summary(entry, model, done, [a for a, r in zip(artifacts, done) if r["artifact_bytes"]]))
+            entries.append(_entry_summary(plan.entries[entry], model, done, [a for a, r in zip(artifacts, done) if r["artifact_bytes"]]))
     metric = plan.metric
     entries.sort(key=lambda e: -e[metric]["mean"])
     if entries:
@@ -46,7 +47,8 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
     }
 
 
-def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str]) -> dict:
+def _entry_summary(ladder_entry: Entry, model: str, done: list[dict], artifacts: list[str]) -> dict:
+    entry = ladder_entry.name
     def stat(values) -> dict:
         values = np.asarray([v for v in values if v is not None], dtype=float)
         if not len(values):
@@ -62,7 +64,7 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
     forgetting = [r["forgetting"] for r in done]
     summary = {
         "entry": entry, "model": model, "strategy": done[0]["spec"]["strategy"],
-        "description": GENERATION_ENTRIES[entry].description, "runs": len(done), "seeded": GENERATION_ENTRIES[entry].seeded,
+        "description": ladder_entry.description, "runs": len(done), "seeded": ladder_entry.seeded,
         **{m: {**stat([t[m] for t in tests]), "per_run": [t[m] for t in tests]} for m in LABELS},
         "eval_loss": stat([t.get("loss") for t in tests]), "perplexity": stat([t.get("perplexity") for t in tests]),
         # the share of replies that ended by themselves (end-of-turn before max_new_tokens); "stopped" below is how
@@ -92,30 +94,17 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
 
 def _intervals_and_ties(entries: list[dict], metric: str) -> None:
     n = min(len(e["_scores"][metric]) for e in entries)
-    resamples = np.random.default_rng(0).integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+    indices = resamples(n)
     for entry in entries:
         for name in LABELS:
-            values = entry["_scores"][name][:n][resamples].mean(axis=1)
-            low, high = np.quantile(values, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-            entry[name]["ci95"] = [round(float(low), 4), round(float(high), 4)]
-    best = entries[0]["_scores"][metric][:n][resamples].mean(axis=1)
-    for entry in entries:
-        ahead = float((best > entry["_scores"][metric][:n][resamples].mean(axis=1)).mean())
-        entry["p_best_ahead"] = round(ahead, 4)
-        entry["tied_with_best"] = entry is entries[0] or ahead < CONFIDENCE
+            entry[name]["ci95"] = interval(entry["_scores"][name][:n], indices)
+    mark_ties(entries, lambda e: e["_scores"][metric][:n], indices)
 
 
 def _mark_pareto(entries: list[dict], metric: str) -> None:
-    """On a front when no other entry is at least as good and at least as cheap (better in one): quality vs
-    training time, vs trainable parameters, and vs forgetting (general-text perplexity increase)."""
-    costs = (("train_seconds", "pareto_time"), ("trainable_params", "pareto_params"), ("forgetting_ppl_delta", "pareto_forgetting"))
-    for cost, flag in costs:
-        for entry in entries:
-            quality, price = entry[metric]["mean"], entry[cost] or 0
-            entry[flag] = not any(
-                other is not entry and other[metric]["mean"] >= quality and (other[cost] or 0) <= price
-                and (other[metric]["mean"] > quality or (other[cost] or 0) < price)
-                for other in entries)
+    """Quality vs training time, vs trainable parameters, and vs forgetting (general-text perplexity increase)."""
+    mark_pareto(entries, lambda e: e[metric]["mean"], (("train_seconds", "pareto_time"), ("trainable_params", "pareto_params"),
+                                                       ("forgetting_ppl_delta", "pareto_forgetting")))
 
 
 def _side_by_side(entries: list[dict]) -> list[dict]:

@@ -65,7 +65,7 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     if values.get("task") == "":
         raise AdaptlabError("--task is empty; give classification or generation (or leave it out to infer it)")
     task = values.get("task") or infer_task(str(data_values.get("source", DataConfig.source)))
-    config = GenerationDataConfig if task == "generation" else DataConfig
+    config = data_config_class(task)
     check_keys(data_values, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
     values["task"] = task
     for key in ("models", "strategies", "documents"):
@@ -88,7 +88,7 @@ def _check_file_alone(base: dict, where: str) -> None:
     values = {k: v for k, v in base.items() if k != "data"}
     data = dict(base.get("data") or {})
     task = values.get("task") or infer_task(str(data.get("source", DataConfig.source)))
-    config = GenerationDataConfig if task == "generation" else DataConfig
+    config = data_config_class(task)
     check_keys(data, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
     for key in ("models", "strategies", "documents"):
         if isinstance(values.get(key), str):
@@ -112,3 +112,11 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
                                 "quote it, e.g. lora.target_modules='[query, value]'") from None
         overrides.setdefault(name, {})[key.replace("-", "_")] = value
     return overrides
+
+
+def data_config_class(task: str) -> type:
+    """The data options' dataclass of ``task`` (a task that does not exist is refused by name)."""
+    from adaptlab.compare.tasks import get_task
+    from adaptlab.families import resolve
+
+    return resolve(get_task(task).data_config)

@@ -14,19 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from adaptlab._io import atomic_file
-from adaptlab.compare.plan import short_model
-
-
-def _count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
+from adaptlab.compare.runs import short_model
+from adaptlab.compare.stats import count
 
 
 def _params(entry: dict) -> str:
     fraction = entry["trainable_fraction"]
-    shown = _count(entry["trainable_params"])
+    shown = count(entry["trainable_params"])
     if fraction is None:
         return shown
     percent = 100 * fraction

@@ -43,12 +43,7 @@ ELAPSED = "elapsed.json"  # wall seconds of every invocation so far (resumes add
 
 def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Comparison:
     """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html``."""
-    if plan.task == "generation":
-        from adaptlab.compare.generation_report import write_report
-        from adaptlab.compare.generation_summary import summarise
-    else:
-        from adaptlab.compare.report import write_report
-        from adaptlab.compare.summary import summarise
+    from adaptlab.families import resolve
 
     plan.check()
     data = plan.data_config()
@@ -75,9 +70,9 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
     finally:  # interrupted or not, this invocation's time counts: a resumed comparison reports its whole cost
         wall_seconds = earlier + time.perf_counter() - started
         write_json(elapsed, {"seconds": round(wall_seconds, 1)})
-    results = summarise(plan, data, runs, output, wall_seconds=wall_seconds)
+    results = resolve(plan.kind.summarise)(plan, data, runs, output, wall_seconds=wall_seconds)
     write_json(output / "results.json", results)
-    write_report(results, output / "report.html")
+    resolve(plan.kind.write_report)(results, output / "report.html")
     return Comparison(output, results)
 
 
@@ -117,8 +112,15 @@ def _die_with_parent() -> None:
 
 
 def _worker_env() -> dict:
+    """The worker's environment: this one, plus the modules that registered families or methods here (and this
+    process's import path, so they import there too)."""
+    from adaptlab.families import PLUGIN_ENV, PLUGIN_MODULES
+
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if PLUGIN_MODULES:
+        env[PLUGIN_ENV] = ",".join(PLUGIN_MODULES)
+        env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
     return env
 
 

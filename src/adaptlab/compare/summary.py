@@ -1,10 +1,6 @@
-"""Turn per-run results into the comparison: per-entry means, intervals, Pareto fronts, a recommendation.
-
-Uncertainty has two sources and both are reported: training seeds (mean ± std over ``--seeds`` runs) and the
-finite test set (a 95% bootstrap interval: test examples resampled with replacement, each example's
-correctness averaged over seeds). Two entries are called *tied* when a paired bootstrap on the same resampled
-examples shows the better one ahead in fewer than 95% of resamples.
-"""
+"""Turn per-run classification results into the comparison: per-entry means, intervals, Pareto fronts, a
+recommendation (the statistics, shared with generation, are ``adaptlab.compare.stats``'s; an example's score here
+is its correctness averaged over seeds)."""
 
 from __future__ import annotations
 
@@ -14,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptlab.compare.plan import ENTRIES, ComparePlan, Run, short_model
+from adaptlab.compare.plan import ComparePlan, Run, short_model
+from adaptlab.compare.stats import CONFIDENCE, interval, mark_pareto, mark_ties, resamples
+from adaptlab.families import Entry
 
-BOOTSTRAP_SAMPLES = 2000
-CONFIDENCE = 0.95
 TIME_TOLERANCE = 0.10  # training times this close to the fastest count as equal when choosing the cheapest
 UNTUNED_GAP = 0.10  # an untuned gradient entry this far behind the best macro-F1 gets a note to tune it
 
@@ -29,23 +25,15 @@ def summarise(plan: ComparePlan, data, runs: list[Run], output: Path, wall_secon
             failures.append({"entry": entry, "model": model, "errors": failed})
         if done:
             labels = labels or done[0]["labels"]
-            entries.append(_entry_summary(entry, model, done, artifacts))
+            entries.append(_entry_summary(plan.entries[entry], model, done, artifacts))
     entries.sort(key=lambda e: -e["accuracy"]["mean"])
-    rng = np.random.default_rng(0)
-    resamples = None
     if entries:
-        n = len(entries[0]["_correct"])
-        resamples = rng.integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+        indices = resamples(len(entries[0]["_correct"]))
         for entry in entries:
-            scores = entry["_correct"][resamples].mean(axis=1)
-            low, high = np.quantile(scores, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-            entry["accuracy"]["ci95"] = [round(float(low), 4), round(float(high), 4)]
-        best = entries[0]
-        for entry in entries:
-            ahead = (best["_correct"][resamples].mean(1) > entry["_correct"][resamples].mean(1)).mean()
-            entry["p_best_ahead"] = round(float(ahead), 4)
-            entry["tied_with_best"] = entry is best or bool(ahead < CONFIDENCE)
-        _mark_pareto(entries)
+            entry["accuracy"]["ci95"] = interval(entry["_correct"], indices)
+        mark_ties(entries, lambda e: e["_correct"], indices)
+        # two fronts: accuracy vs training time, accuracy vs trainable parameters
+        mark_pareto(entries, lambda e: e["accuracy"]["mean"], (("train_seconds", "pareto_time"), ("trainable_params", "pareto_params")))
     for entry in entries:
         del entry["_correct"]
     from adaptlab._version import __version__
@@ -87,7 +75,8 @@ def collect_runs(runs: list[Run], output: Path, data) -> list[tuple[tuple[str, s
     return collected
 
 
-def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str]) -> dict:
+def _entry_summary(ladder_entry: Entry, model: str, done: list[dict], artifacts: list[str]) -> dict:
+    entry = ladder_entry.name
     accuracy = np.array([r["metrics"]["test"]["accuracy"] for r in done])
     macro_f1 = np.array([r["metrics"]["test"]["macro_f1"] for r in done])
     labels = np.array(done[0]["test_labels"])
@@ -105,9 +94,9 @@ def _entry_summary(entry: str, model: str, done: list[dict], artifacts: list[str
         "entry": entry,
         "model": model,
         "strategy": first["spec"]["strategy"],
-        "description": ENTRIES[entry].description,
+        "description": ladder_entry.description,
         "runs": len(done),
-        "seeded": ENTRIES[entry].seeded,
+        "seeded": ladder_entry.seeded,
         "accuracy": {"mean": round(float(accuracy.mean()), 4), "std": _std(accuracy), "per_run": accuracy.round(4).tolist()},
         "macro_f1": {"mean": round(float(macro_f1.mean()), 4), "std": _std(macro_f1)},
         "val_accuracy": round(float(np.mean([r["metrics"]["val"]["accuracy"] for r in done])), 4),
@@ -140,20 +129,6 @@ def _std(values: np.ndarray) -> float | None:
 
 def _sizes(entries: list[dict]) -> dict:
     return {"sizes": entries[0]["sizes"]} if entries else {}
-
-
-def _mark_pareto(entries: list[dict]) -> None:
-    """An entry is on a front when no other entry is at least as accurate and at least as cheap (and better in
-    one). Two fronts: accuracy vs training time, accuracy vs trainable parameters."""
-    for cost, flag in (("train_seconds", "pareto_time"), ("trainable_params", "pareto_params")):
-        for entry in entries:
-            entry[flag] = not any(
-                other is not entry
-                and other["accuracy"]["mean"] >= entry["accuracy"]["mean"]
-                and other[cost] <= entry[cost]
-                and (other["accuracy"]["mean"] > entry["accuracy"]["mean"] or other[cost] < entry[cost])
-                for other in entries
-            )
 
 
 def recommend(entries: list[dict]) -> list[str]:

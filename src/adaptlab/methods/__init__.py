@@ -16,10 +16,19 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
+def all_strategies() -> dict[str, type[Strategy]]:
+    """The built-in strategies and one per PEFT method registered for classifiers (``register_peft_method``)."""
+    from adaptlab.adapt.registry import PEFT_METHODS
+    from adaptlab.methods.peft_methods import registered_strategy
+
+    return {**STRATEGIES, **{name: registered_strategy(m) for name, m in PEFT_METHODS.items() if "classifier" in m.lr}}
+
+
 def get_strategy(name: str) -> type[Strategy]:
-    if name not in STRATEGIES:
-        raise AdaptlabError(f"unknown strategy '{name}' (available: {', '.join(STRATEGIES)})")
-    return STRATEGIES[name]
+    strategies = all_strategies()
+    if name not in strategies:
+        raise AdaptlabError(f"unknown strategy '{name}' (available: {', '.join(strategies)})")
+    return strategies[name]
 
 
-__all__ = ["STRATEGIES", "FeatureClassifier", "Strategy", "get_strategy"]
+__all__ = ["STRATEGIES", "FeatureClassifier", "Strategy", "all_strategies", "get_strategy"]

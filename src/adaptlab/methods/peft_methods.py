@@ -121,3 +121,18 @@ class PromptTuning(PromptTuningOptions, PromptLearningStrategy):
     method = "prompt-tuning"
 
     lr: float = param(default_lr("classifier", "prompt-tuning"), "Peak learning rate.", above=0, maximum=10)
+
+
+_REGISTERED: dict[str, type[PeftStrategy]] = {}
+
+
+def registered_strategy(method) -> type[PeftStrategy]:
+    """The classifier strategy of a PEFT method registered with ``adaptlab.adapt.register_peft_method``: its options
+    class and ``PeftStrategy`` (the adapter saved in PEFT's format with the new head), made once per method."""
+    if method.name not in _REGISTERED:
+        namespace = {"__annotations__": {"lr": "float"}, "__module__": __name__, "name": method.name,
+                     "description": method.description, "method": method.name,
+                     "lr": param(method.lr["classifier"], "Peak learning rate.", above=0, maximum=10)}
+        title = "".join(part.capitalize() for part in method.name.replace("_", "-").split("-"))
+        _REGISTERED[method.name] = dataclass(kw_only=True, eq=False)(type(title, (method.options, PeftStrategy), namespace))
+    return _REGISTERED[method.name]

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.models.loading import GENERATOR_STRATEGIES, ModelRef, loading, model_kind, prepare_tokenizer, resolve_model
+from adaptlab.families import generator_strategies, is_generator
+from adaptlab.models.loading import ModelRef, loading, model_kind, prepare_tokenizer, resolve_model
 from adaptlab.models.registry import PACKAGED_MODELS
 from adaptlab.runtime import Runtime
 
@@ -65,9 +66,9 @@ def _from_artifact(path: Path, name: str) -> tuple:
     from adaptlab.artifacts import read_manifest
 
     manifest = read_manifest(path)
-    if manifest["strategy"] not in GENERATOR_STRATEGIES:
+    if not is_generator(manifest["strategy"]):
         raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' classifier, not a generator; use a causal "
-                            f"LM or an artifact of {', '.join(GENERATOR_STRATEGIES)}")
+                            f"LM or an artifact of {', '.join(generator_strategies())}")
     tokenizer = artifact_tokenizer(path)
     if (path / "model").is_dir():
         model = AutoModelForCausalLM.from_pretrained(path / "model")

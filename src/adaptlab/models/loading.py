@@ -17,11 +17,10 @@ from pathlib import Path
 
 from adaptlab._io import atomic_directory
 from adaptlab.errors import AdaptlabError
+from adaptlab.families import generator_strategies, is_generator
 from adaptlab.hub import check_hub_name
 from adaptlab.models.registry import PACKAGED_MODELS, PackagedModel, cache_root
 
-#: artifact strategies that hold a causal LM to generate with
-GENERATOR_STRATEGIES = ("sft", "dpo-policy", "ppo-policy")
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".json", ".model", ".txt"}
 
 
@@ -83,9 +82,9 @@ def check_model(name: str, decoder: bool = False) -> None:
         from adaptlab.artifacts import read_manifest
 
         manifest = read_manifest(path)  # its checksums: a damaged artifact is refused now, not after the imports
-        if decoder and manifest["strategy"] not in GENERATOR_STRATEGIES:
+        if decoder and not is_generator(manifest["strategy"]):
             raise AdaptlabError(f"artifact '{path}' is a '{manifest['strategy']}' classifier, not a generator; use a "
-                                f"causal LM or an artifact of {', '.join(GENERATOR_STRATEGIES)}")
+                                f"causal LM or an artifact of {', '.join(generator_strategies())}")
         if (path / "model" / "config.json").is_file():
             check_model_files(path / "model", name)
         elif not decoder:  # an adapter artifact is a base model only for the generators that stack on it
