@@ -68,7 +68,7 @@ def train_row(spec: str, epochs: int, out: Path) -> None:
     pairs, _ = read_preferences(str(HH), skip_invalid=True)
     split = split_preferences(pairs, str(HH), seed=0)
     params = row_params(spec, epochs)
-    manifest = train_reward_model(split, Path(tempfile.mkdtemp()) / "rm", progress=False, **params)
+    manifest = train_reward_model(split, Path(tempfile.mkdtemp()) / "rm", progress=False, **params).manifest.to_json()
     test = manifest["metrics"]["test"]
     chat = manifest["params"].get("chat")
     row = {"spec": spec, "backbone": params["model"], "method": params["method"], "max_length": params["max_length"],

@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,11 +27,9 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.measure import measure
 from adaptlab.model_card import finish_artifact_files
 from adaptlab.params import option_name
+from adaptlab.results import COST_KEYS, JobResult
 from adaptlab.runtime import Runtime
 
-#: the keys of every manifest's ``cost``, whatever the family (None where a figure does not apply)
-COST_KEYS = ("trainable_params", "total_params", "train_seconds", "train_samples_per_second", "eval_seconds",
-             "inference_texts_per_second", "peak_rss_mb", "peak_cuda_mb")
 #: the keys every manifest has (``write_artifact`` adds format, files, sizes, versions and the date)
 MANIFEST_KEYS = ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training", "details")
 RUN_RECORD = "run.json"  # in a work directory: the data and settings its checkpoints belong to
@@ -190,12 +187,6 @@ class Job(Protocol):
     def training_report(self) -> dict | None: ...
     def details(self) -> dict: ...
     def save(self, directory: Path) -> None: ...
-
-
-@dataclass(frozen=True)
-class JobResult:
-    artifact: Path
-    manifest: dict
 
 
 def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[str], data_description: dict,

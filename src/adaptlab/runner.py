@@ -20,21 +20,16 @@ from adaptlab.jobs import run_job
 from adaptlab.measure import measure
 from adaptlab.methods import Strategy, get_strategy
 from adaptlab.metrics import classification_metrics
+from adaptlab.results import JobResult
 from adaptlab.runtime import Runtime
 
 THROUGHPUT_SAMPLE = 64  # test texts timed for inference throughput, recomputed without any cache
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    artifact: Path
-    manifest: dict
+class TrainResult(JobResult):
     #: the kept model's test-set class probabilities (for paired comparisons); not stored in the artifact
     test_proba: np.ndarray | None = None
-
-    @property
-    def metrics(self) -> dict:
-        return self.manifest["metrics"]["test"]
 
 
 class ClassifierJob:

@@ -346,7 +346,7 @@ def train_retriever(values: dict) -> None:
     RetrieverTuner(**given(values))  # a bad option fails before the data is read
     check_output(output, overwrite, inputs=[pairs, values.get("model")], trains=True)
     split = split_pairs(read_pairs(pairs), seed=values.get("seed") or 0, source=str(pairs))
-    manifest = train(split, output, overwrite=overwrite, **given(values))
+    manifest = train(split, output, overwrite=overwrite, **given(values)).manifest.to_json()
     if as_json:
         print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
         return

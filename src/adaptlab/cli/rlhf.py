@@ -50,7 +50,7 @@ def reward(values: dict) -> None:
 
     as_json = values.pop("as_json")
     split, kind, output, overwrite = _preferences(values, RewardModel, "reward-model")
-    manifest = train_reward_model(split, output, overwrite=overwrite, **given(values))
+    manifest = train_reward_model(split, output, overwrite=overwrite, **given(values)).manifest.to_json()
     if as_json:
         print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
         return
@@ -65,7 +65,7 @@ def dpo(values: dict) -> None:
     from adaptlab.rlhf.dpo import train_dpo
 
     split, _, output, overwrite = _preferences(values, DPOPolicy, "dpo")
-    manifest = train_dpo(split, output, overwrite=overwrite, **given(values))
+    manifest = train_dpo(split, output, overwrite=overwrite, **given(values)).manifest.to_json()
     test = manifest["metrics"]["test"]
     out.print(f"DPO on {split.describe()['pairs']['train']} pairs -> {output}; held-out preference accuracy "
               f"{test.get('rewards/accuracies', float('nan')):.3f}, margin {test.get('rewards/margins', float('nan')):.3f}")
@@ -107,7 +107,7 @@ def ppo(values: dict) -> None:
     from adaptlab.rlhf.rewards import load_reward
 
     manifest = train_ppo(model, prompt_list, load_reward(spec, label, device), config, output, reward_spec=spec,
-                         resume=resume, device=device, overwrite=overwrite)
+                         resume=resume, device=device, overwrite=overwrite).manifest.to_json()
     metrics = manifest["metrics"]
     out.print(f"{metrics['steps']} PPO steps: mean reward {metrics['reward_first_steps']:.3f} (first 3) -> "
               f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")

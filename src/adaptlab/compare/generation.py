@@ -226,7 +226,7 @@ class PreferenceOptimisation(EntryRunner):
         split = split_preferences(pairs, preferences, seed=seed)
         artifact = run_dir / "artifact"
         manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
-                             device=evaluation.get("device"), overwrite=True)
+                             device=evaluation.get("device"), overwrite=True).manifest.to_json()
         with measure() as cost:
             result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
             after = _probe(str(artifact), size)

@@ -27,6 +27,7 @@ import numpy as np
 from adaptlab.adapt import apply, default_lr
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
+from adaptlab.results import JobResult
 from adaptlab.models.loading import resolve_model
 from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.runtime import Runtime
@@ -229,9 +230,9 @@ class RetrieverTuner(TrainingOptions):
             (target / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.passage_length}))
 
 
-def train_retriever(data: PairSplit, output: str | Path, *, overwrite: bool = False, **params) -> dict:
+def train_retriever(data: PairSplit, output: str | Path, *, overwrite: bool = False, **params) -> JobResult:
     """Fine-tune, evaluate on the held-out passages' questions, and write the artifact; returns the manifest."""
     check_names(RetrieverTuner, params, "train_retriever", "the retriever")
     job = RetrieverTuner(**params)
     return run_job(job, data, output, seed=job.seed, labels=[], data_description=data.describe(),
-                   train_examples=len(data.train), resume=job.resume, overwrite=overwrite).manifest
+                   train_examples=len(data.train), resume=job.resume, overwrite=overwrite)

@@ -23,6 +23,7 @@ from adaptlab.adapt import apply, default_lr, lora_options, lr_help
 from adaptlab.artifacts import read_manifest
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
+from adaptlab.results import JobResult
 from adaptlab.measure import measure
 from adaptlab.models.loading import resolve_model
 from adaptlab.params import check_fields, check_names, param, recorded_params
@@ -218,10 +219,10 @@ def prompt_bootstrap_interval(correct: np.ndarray, prompts: list[str], draws: in
     return [round(float(np.percentile(accuracy, 2.5)), 4), round(float(np.percentile(accuracy, 97.5)), 4)]
 
 
-def train_reward_model(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> dict:
+def train_reward_model(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> JobResult:
     """Fit, evaluate on the held-out prompts' pairs, and write the artifact; returns the manifest."""
     check_names(RewardModel, params, "train_reward_model", "the reward model")
     model = RewardModel(**params)
     result = run_job(model, data, output, seed=model.seed, labels=["reward"], data_description=data.describe(),
                      train_examples=len(data.train), resume=model.resume, overwrite=overwrite)
-    return result.manifest
+    return result
