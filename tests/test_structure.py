@@ -17,7 +17,7 @@ checked for cycles.
 
 0. foundation, no model code: ``errors``, ``_io`` (atomic writes), ``_version``, ``params`` (parameter fields),
    ``runtime`` (device and precision), ``hub``, ``measure``, ``metrics``, ``progress``, ``schemas`` (file
-   schemas), ``artifacts`` (the artifact format: read, verify, seal), ``families`` (the registry of families: it
+   schemas), ``artifacts`` (the artifact format: read, verify, seal), ``results`` (the typed manifest and job result), ``families`` (the registry of families: it
    names the modules of higher layers only as strings, resolved when used, as a plugin registry does).
 1. data and models: ``data`` (files, loaders, splits, the Wikipedia corpus), ``models`` (names, loading,
    classifier and causal LM wrappers), ``model_card`` (describes a base model from ``models.registry``),
@@ -44,7 +44,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FACADE = "adaptlab"
 LAYERS = {
     **dict.fromkeys(("errors", "_io", "_version", "params", "runtime", "hub", "measure", "metrics", "progress", "schemas",
-                     "artifacts", "families"), 0),
+                     "artifacts", "results", "families"), 0),
     **dict.fromkeys(("data", "models", "model_card", "sampling"), 1),
     **dict.fromkeys(("adapt", "embeddings", "generation", "prompting", "training", "jobs"), 2),
     **dict.fromkeys(("methods", "runner", "merge", "sft", "rlhf", "rag", "feedback"), 3),

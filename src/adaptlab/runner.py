@@ -196,4 +196,6 @@ def load_artifact(path: str | Path, **runtime: Any) -> Any:
         raise AdaptlabError(f"artifact '{path}' is a {family.name} artifact, which load_artifact cannot load")
     loader = resolve(family.load)
     takes = inspect.signature(loader).parameters
-    return loader(str(path), **{k: v for k, v in runtime.items() if k in takes})
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()):  # a loader without **runtime
+        runtime = {k: v for k, v in runtime.items() if k in takes}
+    return loader(str(path), **runtime)

@@ -62,10 +62,9 @@ def compare(
         if comparison.results["failures"]:
             raise typer.Exit(1)
         return
-    if comparison.results.get("task") == "generation":
-        from adaptlab.compare.generation_report import leaderboard_table
-    else:
-        from adaptlab.compare.report import leaderboard_table
+    from adaptlab.families import resolve
+
+    leaderboard_table = resolve(plan.kind.leaderboard)
     wide = Console(width=max(out.width, 140))  # the leaderboards have 11-15 columns; let a narrow pipe wrap lines
     wide.print(leaderboard_table(comparison.results))
     for line in comparison.results["recommendation"]:

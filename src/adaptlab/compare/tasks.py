@@ -27,6 +27,7 @@ class Task:
     check: Callable[[Any], None]  # what only this task refuses in a plan
     summarise: Ref  # (plan, data, runs, output, wall_seconds) -> results.json's content
     write_report: Ref  # (results, path) -> None
+    leaderboard: Ref  # (results) -> the rich table the command line prints
     check_models: Callable[[list[str], dict[str, ModelInfo]], None] = lambda models, info: None
     #: the data was read as the other task's: convert (``DataConfig`` -> ``GenerationDataConfig``) or refuse
     adopt_data: Callable[[Any], Any] = lambda data: data
@@ -62,11 +63,11 @@ def _tasks() -> dict[str, Task]:
         "classification": Task("classification", "adaptlab.config:DataConfig", classification.PRESETS,
                                classification.DEFAULT_MODELS, classification.check_plan,
                                "adaptlab.compare.summary:summarise", "adaptlab.compare.report:write_report",
-                               adopt_data=_classification_data),
+                               "adaptlab.compare.report:leaderboard_table", adopt_data=_classification_data),
         "generation": Task("generation", "adaptlab.config:GenerationDataConfig", generation.GENERATION_PRESETS,
                            generation.DEFAULT_GENERATION_MODELS, generation.check_plan,
                            "adaptlab.compare.generation_summary:summarise", "adaptlab.compare.generation_report:write_report",
-                           check_models=generation.check_models, adopt_data=_generation_data),
+                           "adaptlab.compare.generation_report:leaderboard_table", check_models=generation.check_models, adopt_data=_generation_data),
     }
 
 
