@@ -15,6 +15,13 @@ of a traceback after training. Precisions:
 
 Lightning's own names (``32``, ``bf16-mixed``, ``16-mixed``, ``bf16-true``) are accepted for one release as
 aliases, with a deprecation line on stderr.
+
+What a job's precision covers: SFT trains with ``lightning()`` and evaluates (losses, replies, forgetting
+probe) under ``autocast()`` of the same runtime, so ``bf16`` is bf16 autocast in both; DPO passes ``trl()`` to
+TRL, whose evaluation runs under the same autocast as its training; PPO and ``rlhf eval`` run in fp32 only
+(no option); the classifiers that train a transformer, reward models and the retriever predict in fp32 (for
+them the option is the training precision); embedding (``Embedder``) uses ``autocast()`` for inference;
+serving takes these names but resolves ``auto`` its own way (``adaptlab.serve.precision``).
 """
 
 from __future__ import annotations
@@ -103,7 +110,8 @@ class Runtime:
         return "bf16" if native_bf16(device) else "fp32"
 
     def autocast(self, training: bool | None = None) -> contextlib.AbstractContextManager:
-        """The inference context for this precision (a no-op in fp32)."""
+        """The inference context for this precision (a no-op in fp32). For a training runtime it is the precision
+        training used (``lightning()``/``trl()``), so a job evaluates in the precision it trained in."""
         precision = self.resolved_precision(training)
         if precision == "fp32":
             return contextlib.nullcontext()

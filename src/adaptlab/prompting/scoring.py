@@ -5,6 +5,11 @@ summed over tokens (multi-token labels are handled exactly by teacher forcing) o
 (``normalize_length``). Prompts that share a prefix (instruction + demonstrations) compute its key/value
 cache once and every query continues from a copy of it; query x label pairs run in batches of similar length
 (sorted, so little padding is computed); only the positions that predict label tokens go through the LM head.
+
+Plain and PEFT models alike: a LoRA model is scored as above; a prompt-learning one (prompt tuning, prefix
+tuning, p-tuning) through its full forward, which is where PEFT adds the virtual tokens, and without the shared
+prefix cache (the virtual tokens must come before the prefix, not after it). Scores are computed in whatever
+autocast context the caller runs them in (a job's ``Runtime.autocast()``).
 """
 
 from __future__ import annotations
@@ -39,11 +44,23 @@ def target_logprobs(hidden: torch.Tensor, lm_head, rows: list[int], positions: l
     return logprobs[torch.arange(len(targets), device=device), torch.tensor(targets, device=device)]
 
 
+def _identity(logits: torch.Tensor) -> torch.Tensor:
+    return logits
+
+
 class LabelScorer:
+    """Label-word log-likelihoods of a causal LM (see the module docstring): the one scorer behind in-context
+    classification (the ``zero-shot`` and ``few-shot`` entries), reranking and the SFT forgetting probe."""
+
     def __init__(self, model, tokenizer, *, batch_size: int = 16, reuse_prefix: bool = True,
                  normalize_length: bool = False, progress: bool = False) -> None:
+        from adaptlab.models.causal import decoder_and_head
+
         self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.reuse_prefix, self.normalize_length = batch_size, reuse_prefix, normalize_length
+        # prompt learning: only the full forward adds the virtual tokens (and a cached prefix would precede them)
+        self.full_forward = decoder_and_head(model) is None
+        self.reuse_prefix = reuse_prefix and not self.full_forward
+        self.batch_size, self.normalize_length = batch_size, normalize_length
         self.progress = progress
         self.pad_id = pad_id(tokenizer)
         self.context = max_positions(model)
@@ -62,27 +79,42 @@ class LabelScorer:
                 "use fewer demonstrations (--k), shorter texts or a shorter template"
             )
 
-    @torch.inference_mode()
     def score(self, items: Sequence[tuple[str, str]], continuations: Sequence[str]) -> np.ndarray:
         """Log-likelihoods, shape (len(items), len(continuations)); ``items`` are (prefix, query) pairs.
 
         When every label word is a single token (the usual case), one forward pass per query scores all
         labels from the same next-token distribution; otherwise each (query, label) pair is its own sequence.
         """
+        prefixes: dict[str, list[int]] = {}
+        encoded = []
+        for prefix, query in items:
+            if prefix not in prefixes:
+                prefixes[prefix] = self.encode(prefix)
+            encoded.append((prefixes[prefix], self.encode(query)))
+        return self.score_ids(encoded, continuations)
+
+    @torch.inference_mode()
+    def score_ids(self, items: Sequence[tuple[Sequence[int], Sequence[int]]], continuations: Sequence[str]) -> np.ndarray:
+        """``score`` for prompts already tokenized: (prefix ids, query ids) pairs, e.g. chat prompts rendered by
+        the tokenizer's template; items with the same prefix ids share its key/value cache."""
         labels = self.label_ids(continuations)
         single_token = all(len(label) == 1 for label in labels)
         out = np.zeros((len(items), len(labels)), dtype=np.float64)
-        groups: dict[str, list[int]] = defaultdict(list)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (prefix, _) in enumerate(items):
-            groups[prefix].append(i)
+            groups[tuple(prefix)].append(i)
         with progress_bar(f"scoring {len(items)} prompts", total=len(items), enabled=self.progress) as advance:
             for prefix, members in groups.items():
-                prefix_ids = self.encode(prefix)
-                cache = self._prefix_cache(prefix_ids) if self.reuse_prefix and prefix_ids else None
+                prefix_ids = list(prefix)
+                # the cache is reused when each query adds a token to it (an empty query is scored from the prefix)
+                reuse = self.reuse_prefix and prefix_ids and all(len(items[i][1]) for i in members)
+                cache = self._prefix_cache(prefix_ids) if reuse else None
                 lead = [] if cache is not None else prefix_ids
                 rows = []  # (item, token ids, [(position, target token, label index)])
                 for i in members:
-                    query = lead + self.encode(items[i][1])
+                    query = lead + list(items[i][1])
+                    if not query:
+                        raise AdaptlabError("a prompt to score is empty: the first label token needs a position to follow")
                     if single_token:
                         rows.append((i, query, [(len(query) - 1, label[0], k) for k, label in enumerate(labels)]))
                     else:
@@ -114,8 +146,13 @@ class LabelScorer:
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(batch))
             kwargs["past_key_values"] = batch_cache
-        hidden = self.model.get_decoder()(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                          use_cache=cache is not None, **kwargs).last_hidden_state
+        if self.full_forward:  # prompt tuning prepends its virtual tokens' outputs: the last positions are the input's
+            hidden = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits[:, -input_ids.shape[1]:]
+            head = _identity
+        else:
+            hidden = self.model.get_decoder()(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                              use_cache=cache is not None, **kwargs).last_hidden_state
+            head = self.model.get_output_embeddings()
         rows, positions, targets, cells = [], [], [], []
         for row, (item, _, wanted) in enumerate(batch):
             for position, token, k in wanted:
@@ -123,6 +160,6 @@ class LabelScorer:
                 positions.append(position)  # the position whose output predicts this label token
                 targets.append(token)
                 cells.append((item, k))
-        scores = target_logprobs(hidden, self.model.get_output_embeddings(), rows, positions, targets).cpu().numpy()
+        scores = target_logprobs(hidden, head, rows, positions, targets).cpu().numpy()
         for (item, k), value in zip(cells, scores):
             out[item, k] += value

@@ -6,6 +6,9 @@ adaptlab only prepares the data (its preference formats and prompt-level split),
 layer's ``peft_config``, which TRL applies) and the artifact, through the shared job runner. With LoRA the reference is the base with the
 adapter disabled (TRL's default for PEFT models). TRL evaluates on the validation prompts during training; the
 test prompts are scored once, after it.
+
+Precision: ``--precision`` goes to TRL as ``Runtime.trl()``; training and TRL's evaluation (validation and test
+pairs) both run the model under that autocast (bf16 autocast for ``bf16``, none for ``fp32``), as SFT does.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ class DPOPolicy(lora_options("dpo")):
     batch_size: int = param(4, "Pairs per step.", minimum=1, below=2**31)
     max_length: int = param(512, "Tokens per prompt + response.", minimum=8, maximum=100_000)
     seed: int = param(0, "Seed.", minimum=0, below=2**32)
-    precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32.",
-                           choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
+    precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32. "
+                           "Training and the held-out evaluation alike.", choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 

@@ -3,6 +3,8 @@ policies (SFT-only, DPO, PPO, any generator) with one reference.
 
 Every policy samples (same seed, same settings) one response per prompt; the reward scores them all; the KL is
 estimated on each policy's own samples as the mean over prompts of sum_t log pi(y_t) - log pi_ref(y_t).
+Sampling and the log-probabilities run in fp32 whatever precision a policy was trained in (``rlhf eval`` has no
+``--precision``): the comparison is between policies, not between precisions.
 """
 
 from __future__ import annotations

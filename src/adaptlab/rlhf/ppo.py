@@ -5,6 +5,9 @@ rewards (score on the last token, ``-kl_coef * (log pi - log pi_ref)`` on every 
 advantages (whitened), then several epochs of clipped policy and value updates over minibatches. With LoRA
 (the default) the reference policy is the same network with the adapter disabled: no second copy.
 The arithmetic lives in ``ppo_core`` and is unit-tested there; this module is the loop around it.
+
+Precision: PPO runs in fp32 only, rollouts (generation), scoring passes and updates alike; it has no
+``--precision`` option.
 """
 
 from __future__ import annotations
@@ -268,7 +271,7 @@ class PPOJob:
                  resume: bool, progress: bool) -> None:
         config.check()
         self.model, self.reward, self.config, self.reward_spec = model, reward, config, reward_spec
-        self.runtime = Runtime(device, "fp32", training=True)  # PPO runs without autocast
+        self.runtime = Runtime(device, "fp32", training=True)  # fp32 only: PPO has no --precision (module docstring)
         self.resume, self.progress = resume, progress
 
     def fit(self, prompts: list[str], workdir: Path) -> None:

@@ -11,7 +11,8 @@ from adaptlab.params import check_fields, param
 
 @dataclass(kw_only=True)
 class PPOConfig(lora_options("ppo")):
-    """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``)."""
+    """PPO's settings (names and defaults in the spirit of TRL's former ``PPOConfig``). There is no precision
+    setting: PPO trains and generates in fp32 only (``adaptlab.rlhf.ppo``)."""
 
     steps: int = param(20, "PPO steps (one batch of rollouts each).", minimum=1, maximum=1_000_000)
     batch_size: int = param(8, "Prompts per step.", minimum=1, below=2**31)

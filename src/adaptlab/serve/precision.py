@@ -12,6 +12,10 @@ by more than ``BF16_TOLERANCE``. Why both rules, measured on this project's 2-co
   SmolLM2 label-word scorer's move by up to 0.06 and 10% of its labels flip: it stays in fp32.
 
 ``fp32`` gives every artifact's own numbers exactly; ``bf16`` autocasts every pass of every model.
+
+The names are ``adaptlab.runtime``'s and mean what they mean for every job: ``fp32`` no autocast, ``bf16``
+bfloat16 autocast over fp32 weights (``Runtime.resolved_precision`` decides where ``auto`` may use it). Only
+``auto``'s two extra rules above are serving's own, and ``fp16`` (a CUDA training option) is not offered.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.runtime import Runtime
+from adaptlab.runtime import PRECISIONS, Runtime
 
 BF16_MIN_BATCH = 8  # smallest pass ``auto`` runs in bf16 (the measured CPU crossover)
 BF16_TOLERANCE = 1e-2  # largest probability change on the probe texts ``auto`` accepts
@@ -72,7 +76,7 @@ class PrecisionPlan:
         return run
 
 
-SERVE_PRECISIONS = ("auto", "fp32", "bf16")
+SERVE_PRECISIONS = tuple(p for p in PRECISIONS if p != "fp16")  # auto, fp32, bf16
 
 
 def check_serve_precision(precision: str) -> None:

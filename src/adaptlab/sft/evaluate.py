@@ -5,9 +5,12 @@
   whether the model stopped by itself (emitted its end-of-turn token) or ran into ``max_new_tokens``.
 - ``reply_metrics``: exact match and token F1 (SQuAD normalisation) and ROUGE-L against the references.
 - ``forgetting_probe``: perplexity on general text no training saw, and zero-shot Rotten Tomatoes accuracy by
-  label scoring; measured before and after tuning, the deltas are the forgetting.
+  label scoring (``LabelScorer``, as the classification ``zero-shot`` entry scores); measured before and after
+  tuning, the deltas are the forgetting.
 
-Every function works on plain and PEFT models alike (prompt tuning's virtual tokens included).
+Every function works on plain and PEFT models alike (prompt tuning's virtual tokens included). None of them
+chooses a precision: they run in the caller's autocast context, and ``SFTJob.evaluate`` runs them all under the
+job's ``Runtime.autocast()``, so ``--precision bf16`` means bf16 autocast in evaluation as in training.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from adaptlab.models.loading import pad_batch, pad_id
 from adaptlab.sft.template import IGNORE, encode_text
 
 RT_QUESTION = "Is the sentiment of this movie review positive or negative? Answer with one word.\n\nReview: "
+RT_LABEL_WORDS = ("negative", "positive")  # the reply scored for label 0 and label 1
 RT_SAMPLE = 200  # Rotten Tomatoes test-pool sentences scored for the forgetting probe
 GENERAL_MAX_TOKENS = 128  # tokens of each general text scored (the opening of a Wikipedia summary)
 
@@ -115,26 +119,30 @@ def forgetting_sample(size: int = RT_SAMPLE, forgetting_text: str | None = None)
     return general, rotten_tomatoes_probe(size)
 
 
-@torch.inference_mode()
-def rt_accuracy(model, tokenizer, texts: Sequence[str], labels: np.ndarray, batch_size: int = 16) -> float:
-    """Zero-shot accuracy by comparing the next-token scores of "negative" and "positive" after the question."""
+def rt_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """The probe's prompts: ``RT_QUESTION`` and the sentence as a user turn, rendered as inference renders it."""
     from adaptlab.sft.template import encode_prompt
 
-    from adaptlab.models.causal import decoder_and_head
+    return [encode_prompt(tokenizer, [{"role": "user", "content": RT_QUESTION + t}]) for t in texts]
 
-    words = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("negative", "positive")]
-    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": RT_QUESTION + t}]) for t in texts]
-    parts = decoder_and_head(model)
-    predictions = []
-    for start in range(0, len(prompts), batch_size):
-        ids, mask = pad_batch(prompts[start : start + batch_size], pad_id(tokenizer), side="left")
-        inputs = {"input_ids": ids.to(model.device), "attention_mask": mask.to(model.device)}
-        if parts is None:  # prompt learning: the full forward adds the virtual tokens
-            logits = model(**inputs).logits[:, -1]
-        else:  # the LM head at the last position only
-            logits = parts[1](parts[0](**inputs).last_hidden_state[:, -1])
-        predictions += logits[:, words].argmax(-1).tolist()
-    return round(float(np.mean(np.asarray(predictions) == labels)), 4)
+
+def rt_accuracy(model, tokenizer, texts: Sequence[str], labels: np.ndarray, batch_size: int = 16) -> float:
+    """Zero-shot accuracy: the assistant's reply to the ``RT_QUESTION`` chat prompt scored as "negative" or
+    "positive" by ``adaptlab.prompting.scoring.LabelScorer`` (each label word's full log-likelihood), the scorer
+    of the classification ``zero-shot`` entry; the prompt is this probe's own, not that entry's template. The
+    tokens every prompt starts with (the chat template's opening and the question) are read once and shared
+    through the scorer's key/value cache; prompt-learning PEFT models are scored through their full forward."""
+    from adaptlab.prompting.scoring import LabelScorer
+
+    prompts = rt_prompts(tokenizer, texts)
+    if not prompts:
+        raise AdaptlabError("the Rotten Tomatoes probe has no sentence to score")
+    shared = 0  # the common opening, short of the shortest prompt's last token (each query keeps one)
+    while shared < min(len(p) for p in prompts) - 1 and len({p[shared] for p in prompts}) == 1:
+        shared += 1
+    items = [(p[:shared], p[shared:]) for p in prompts]
+    scores = LabelScorer(model, tokenizer, batch_size=batch_size).score_ids(items, RT_LABEL_WORDS)
+    return round(float(np.mean(scores.argmax(1) == np.asarray(labels))), 4)
 
 
 def forgetting_probe(model, tokenizer, general_texts: Sequence[str], rt: tuple[list[str], np.ndarray]) -> dict:

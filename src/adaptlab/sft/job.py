@@ -9,7 +9,8 @@ from the last checkpoint, DDP through ``--devices``/``--strategy``.
 
 Evaluation (after ``fit``, on the test split once): held-out loss and perplexity, greedy replies scored by
 exact match, token F1 and ROUGE-L, mean length and the share that stopped by itself, a few samples, and the
-forgetting probe before and after (general-text perplexity, zero-shot Rotten Tomatoes accuracy).
+forgetting probe before and after (general-text perplexity, zero-shot Rotten Tomatoes accuracy by
+``LabelScorer``), all under the job's ``Runtime.autocast()``: the precision training ran in.
 """
 
 from __future__ import annotations
@@ -152,18 +153,21 @@ class SFTJob(lora_options("sft"), LastKOptions, PromptTuningOptions, TrainingOpt
         merged = self.method == "lora"
         if merged:
             self.model_.merge_adapter()
-        try:
-            metrics: dict[str, Any] = {"val": sequence_loss(self.model_, self.kept_["val"], pad)}
-            test = sequence_loss(self.model_, self.kept_["test"], pad) if self.kept_["test"] else {}
-            if splits.kind == "chat":
-                test.update(self._replies(splits.test.records))
-            metrics["test"] = test
-            after = self._probe(before=False) if self.forgetting else None
-        finally:
-            if merged:
-                self.model_.unmerge_adapter()
-        if after is not None:
-            metrics["forgetting"] = forgetting_deltas(self._probe(before=True), after)
+        # Every pass (losses, replies, both forgetting probes) in the precision training ran in: --precision bf16
+        # is bf16 autocast here too; fp32 (the default on a CPU) is no context at all.
+        with self.runtime.autocast():
+            try:
+                metrics: dict[str, Any] = {"val": sequence_loss(self.model_, self.kept_["val"], pad)}
+                test = sequence_loss(self.model_, self.kept_["test"], pad) if self.kept_["test"] else {}
+                if splits.kind == "chat":
+                    test.update(self._replies(splits.test.records))
+                metrics["test"] = test
+                after = self._probe(before=False) if self.forgetting else None
+            finally:
+                if merged:
+                    self.model_.unmerge_adapter()
+            if after is not None:
+                metrics["forgetting"] = forgetting_deltas(self._probe(before=True), after)
         return metrics
 
     def _replies(self, records: list) -> dict:
