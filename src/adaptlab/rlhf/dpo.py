@@ -20,6 +20,7 @@ from typing import Any
 from adaptlab.adapt import default_lr, lora_options, lr_help, peft_config
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
+from adaptlab.results import JobResult
 from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime
@@ -129,9 +130,9 @@ class DPOPolicy(lora_options("dpo")):
         save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
 
 
-def train_dpo(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> dict:
+def train_dpo(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> JobResult:
     """Train with DPO and write the policy artifact; returns the manifest."""
     check_names(DPOPolicy, params, "train_dpo", "DPO")
     job = DPOPolicy(**params)
     return run_job(job, data, output, seed=job.seed, labels=[], data_description=data.describe(),
-                   train_examples=len(data.train), overwrite=overwrite).manifest
+                   train_examples=len(data.train), overwrite=overwrite)

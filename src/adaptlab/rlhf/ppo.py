@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from adaptlab.jobs import run_job, training_log_path
+from adaptlab.results import JobResult
 from adaptlab.params import recorded_params
 from adaptlab.rlhf import ppo_core as core
 from adaptlab.rlhf.ppo_config import PPOConfig
@@ -326,10 +327,10 @@ class PPOJob:
 
 def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOConfig, output: str | Path, *,
               reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True,
-              overwrite: bool = False) -> dict:
+              overwrite: bool = False) -> JobResult:
     """Train and write the policy artifact (adapter or weights, value head, log, training prompts, manifest)."""
     prompts = list(prompts)
     job = PPOJob(model, reward, config, reward_spec, device, resume, progress)
     described = {"prompts": len(prompts), "fingerprint": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
     return run_job(job, prompts, output, seed=config.seed, labels=[], data_description=described,
-                   train_examples=config.steps * config.batch_size, resume=resume, overwrite=overwrite).manifest
+                   train_examples=config.steps * config.batch_size, resume=resume, overwrite=overwrite)

@@ -32,13 +32,21 @@ PROMPT_LEARNING = ("prefix-tuning", "prompt-tuning")
 SAMPLES = 5  # (prompt, reference, output) rows kept in the manifest
 
 
+def sft_methods() -> tuple[str, ...]:
+    """The built-in methods and the PEFT methods registered for SFT (``adaptlab.adapt.register_peft_method``)."""
+    from adaptlab.adapt import PEFT_METHODS
+
+    return METHODS + tuple(name for name, method in PEFT_METHODS.items() if "sft" in method.lr)
+
+
 @dataclass(kw_only=True, eq=False)
 class SFTJob(lora_options("sft"), LastKOptions, PromptTuningOptions, TrainingOptions):
     """Adapt a causal LM to generate like the training data (``adaptlab sft``)."""
 
     name = "sft"
     model: str = param("smollm2-135m", "Causal LM to adapt: short name, Hub id, local directory, or an sft/dpo/ppo artifact.")
-    method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning.", choices=METHODS)
+    method: str = param("lora", "full, last-k, lora, prefix-tuning or prompt-tuning (or a PEFT method registered with "
+                        "adaptlab.adapt.register_peft_method, with its default options).")
     lr: float | None = param(None, lr_help("sft") + " These are the generation ladder's measured rates; until this release "
                              "sft's own were full 2e-5, last-k 5e-5, lora 2e-4, prefix-tuning 5e-3.", above=0, maximum=10)
     epochs: int = param(2, "Training epochs.", minimum=1, maximum=10_000)
@@ -69,6 +77,9 @@ class SFTJob(lora_options("sft"), LastKOptions, PromptTuningOptions, TrainingOpt
 
     def __post_init__(self) -> None:
         check_fields(self)
+        methods = sft_methods()
+        if self.method not in methods:
+            raise AdaptlabError(f"--method must be one of {', '.join(methods)}, not {self.method!r}")
         if self.lr is None:
             self.lr = default_lr("sft", self.method)
         self.check_training()
@@ -134,7 +145,10 @@ class SFTJob(lora_options("sft"), LastKOptions, PromptTuningOptions, TrainingOpt
         starts from real tokens' keys and values unless ``prefix_init`` is random."""
         from adaptlab.adapt.peft_factory import init_prefix_from_ids
 
-        model = apply(lm, self.method, self, "sft", model_name=f"model '{self.model}'", tokenizer_path=self.ref_.path)
+        from adaptlab.adapt import PEFT_METHODS
+
+        options = PEFT_METHODS[self.method].options() if self.method in PEFT_METHODS else self
+        model = apply(lm, self.method, options, "sft", model_name=f"model '{self.model}'", tokenizer_path=self.ref_.path)
         if self.method == "prefix-tuning" and (self.init_text or self.prefix_init == "data"):
             ids = (self.tokenizer_(self.init_text, add_special_tokens=False)["input_ids"] if self.init_text
                    else self.kept_["train"][0][0])
