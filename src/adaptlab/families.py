@@ -250,6 +250,17 @@ def _register_builtins() -> None:
         job="adaptlab.rlhf.ppo_config:PPOConfig", train="adaptlab.rlhf.ppo:train_ppo", command=("rlhf", "ppo"),
         cli="adaptlab.cli.rlhf:add_ppo", load="adaptlab.generation:Generator"))
     register_family(Family(
+        "grpo", "GRPO with reward functions (TRL)", ("grpo-policy",), generator=True, job="adaptlab.rlhf.grpo:GRPOPolicy",
+        train="adaptlab.rlhf.grpo:train_grpo", command=("rlhf", "grpo"), cli="adaptlab.cli.rlhf:add_grpo",
+        load="adaptlab.generation:Generator",
+        entries={"generation": (Entry("grpo", "grpo", {}, "GRPO with --reward functions starting from the lora run (its "
+                                      "cost included)", in_default_ladder=False, starts_from="lora", needs_option="reward"),)},
+        compare="adaptlab.compare.generation:GRPO"))
+    register_family(Family(
+        "rloo", "RLOO with reward functions (TRL)", ("rloo-policy",), generator=True, job="adaptlab.rlhf.grpo:RLOOPolicy",
+        train="adaptlab.rlhf.grpo:train_rloo", command=("rlhf", "rloo"), cli="adaptlab.cli.rlhf:add_rloo",
+        load="adaptlab.generation:Generator"))
+    register_family(Family(
         "retriever", "An embedding model tuned on (question, passage) pairs", ("retriever",),
         job="adaptlab.rag.retriever:RetrieverTuner", train="adaptlab.rag.retriever:train_retriever",
         command=("rag", "train-retriever"), cli="adaptlab.cli.rag:add_train_retriever",

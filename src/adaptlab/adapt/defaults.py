@@ -45,6 +45,10 @@ TASKS: dict[str, TaskDefaults] = {
     "dpo": TaskDefaults("CAUSAL_LM", {"lora": 5e-5, "full": 5e-7}, LoraDefaults(16, None, 0.05, "all-linear"),
                         "`rlhf dpo` and the generation ladder's dpo entry"),
     "ppo": TaskDefaults("CAUSAL_LM", {"lora": 1e-4, "full": 1e-4}, LoraDefaults(16, None, 0.0, "all-linear"), "`rlhf ppo`"),
+    "grpo": TaskDefaults("CAUSAL_LM", {"lora": 2e-5, "full": 1e-6}, LoraDefaults(16, None, 0.0, "all-linear"),
+                         "`rlhf grpo` (full: TRL's default rate; lora: a starting point, not yet measured here)"),
+    "rloo": TaskDefaults("CAUSAL_LM", {"lora": 2e-5, "full": 1e-6}, LoraDefaults(16, None, 0.0, "all-linear"),
+                         "`rlhf rloo` (as grpo)"),
     "retriever": TaskDefaults("FEATURE_EXTRACTION", {"full": 3e-5}, None, "`rag train-retriever`"),
 }
 

@@ -33,6 +33,7 @@ def compare(
     metric: Annotated[Optional[str], typer.Option(help="Generation: rouge_l (default), token_f1 or exact_match ranks the entries and decides ties.")] = None,
     documents: Annotated[Optional[list[str]], typer.Option("--documents", help="Generation: files, folders, wikipedia or an existing store; adds the rag entry.")] = None,
     preferences: Annotated[Optional[str], typer.Option(help="Generation: preference pairs (JSONL/CSV/feedback export); adds dpo after lora.")] = None,
+    reward: Annotated[Optional[list[str]], typer.Option("--reward", help="Generation: a reward function for the grpo entry (as rlhf grpo --reward; repeat to combine); adds grpo after lora.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a strategy parameter: ENTRY.PARAM=VALUE, e.g. lora.r=16, all.batch_size=16.")] = None,
     device: DEVICE = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML file describing the comparison; options given here override it.")] = None,
@@ -51,7 +52,7 @@ def compare(
                    "prompt_column": prompt_column, "completion_column": completion_column,
                    "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size}
     options = {"task": task, "preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
-               "tune": tune, "metric": metric, "documents": documents or None, "preferences": preferences,
+               "tune": tune, "metric": metric, "documents": documents or None, "preferences": preferences, "reward": reward or None,
                "device": device, "output": output, "params": parse_overrides(set_ or [])}
     plan = compare_plan(config, data_values, options)
     for model in plan.models or []:  # every model checked before the first one loads

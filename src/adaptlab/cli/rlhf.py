@@ -186,6 +186,64 @@ def add_dpo(app: typer.Typer) -> None:
                                "data; no reward model.", {**PREFERENCE_OPTIONS, **dataclass_options(DPOPolicy)}, dpo, decoder=True))
 
 
+RL_DATA_OPTIONS = {
+    "data": opt(str, "Prompts with reference answers: arithmetic (the shipped verifiable task), wiki-descriptions, or a "
+                "prompt/completion or chat file (.jsonl/.csv/.parquet) or Hub id.", "--data"),
+    "reward": Annotated[Optional[list[str]], typer.Option("--reward", help="A reward function NAME[:ARGUMENT][@WEIGHT]: "
+                        "exact, numeric[:TOL], regex:PATTERN, json-schema:FILE, length:MIN-MAX, a reward-model artifact or "
+                        "module:function; repeat to combine (weights add).")],
+    "train_size": opt(int, "Sub-sample the training prompts."),
+    "val_size": opt(int, "Sub-sample the validation prompts."),
+    "test_size": opt(int, "Sub-sample the test prompts (scored once, after training)."),
+    "output": Output, "overwrite": OverwriteOpt,
+}
+
+
+def _reinforce(job_class, train, what: str, values: dict) -> None:
+    """GRPO or RLOO: options and rewards checked, then the data read and split, then training."""
+    from adaptlab.data.generation import load_generation_splits
+    from adaptlab.jobs import check_output
+
+    data, output, overwrite, as_json = values.pop("data"), values.pop("output"), values.pop("overwrite"), values.pop("as_json")
+    sizes = {k: values.pop(k) for k in ("train_size", "val_size", "test_size")}
+    if data is None:
+        raise AdaptlabError("--data is required: prompts with reference answers (e.g. --data arithmetic)")
+    params = {**given(values), "reward": values.get("reward") or []}
+    job_class(**params)  # bad options and rewards fail before the data is read or a model loads
+    output = default_output(output, data, what)
+    check_output(output, overwrite, inputs=[data, params.get("model")], trains=True)
+    splits = load_generation_splits(data, seed=params.get("seed") or 0, **sizes)
+    manifest = train(splits, output, overwrite=overwrite, **params).manifest.to_json()
+    if as_json:
+        print(json.dumps({"artifact": str(output), "metrics": manifest["metrics"], "cost": manifest["cost"]}, indent=2))
+        return
+    training, test = manifest["training"], manifest["metrics"]["test"]
+    rewards = ", ".join(f"{name} {value:.3f}" for name, value in test["rewards"].items())
+    out.print(f"{what.upper()}: {training['steps']} steps, training reward {training['reward_first_steps']} (first 3) -> "
+              f"{training['reward_last_steps']} (last 3); held-out greedy replies ({test['n']} prompts): {rewards}; "
+              f"policy -> {output}", highlight=False)
+
+
+def add_grpo(app: typer.Typer) -> None:
+    """The grpo family's command: ``rlhf grpo``."""
+    from adaptlab.rlhf.grpo import GRPOPolicy, train_grpo
+
+    options = {**RL_DATA_OPTIONS, **dataclass_options(GRPOPolicy), "as_json": JsonOpt}
+    app.command("grpo")(command("rlhf_grpo", "GRPO (TRL's GRPOTrainer): sample a group of completions per prompt, score them "
+                                "with reward functions, move towards the better ones.", options,
+                                lambda values: _reinforce(GRPOPolicy, train_grpo, "grpo", values), decoder=True))
+
+
+def add_rloo(app: typer.Typer) -> None:
+    """The rloo family's command: ``rlhf rloo``."""
+    from adaptlab.rlhf.grpo import RLOOPolicy, train_rloo
+
+    options = {**RL_DATA_OPTIONS, **dataclass_options(RLOOPolicy), "as_json": JsonOpt}
+    app.command("rloo")(command("rlhf_rloo", "RLOO (TRL's RLOOTrainer): as grpo, each completion against the mean reward of "
+                                "the others in its group.", options, lambda values: _reinforce(RLOOPolicy, train_rloo, "rloo", values),
+                                decoder=True))
+
+
 def add_tools(app: typer.Typer) -> None:
     """The group's own command: ``rlhf eval`` (policies against a reward)."""
     app.command("eval")(rlhf_eval)

@@ -78,8 +78,8 @@ def check_plan(plan) -> None:
     from adaptlab.compare.tuning import tuning_settings
     from adaptlab.families import ladder
 
-    if plan.documents or plan.preferences or plan.metric != "rouge_l":
-        raise AdaptlabError("--documents, --preferences and --metric are for generation tasks (--task generation)")
+    if plan.documents or plan.preferences or plan.reward or plan.metric != "rouge_l":
+        raise AdaptlabError("--documents, --preferences, --reward and --metric are for generation tasks (--task generation)")
     if plan.preset in PRESETS:
         tuning_settings(plan.tune, PRESETS[plan.preset].tune, {n: e for n, (e, _) in ladder("classification").items()})
 

@@ -82,6 +82,10 @@ def check_plan(plan) -> None:
         raise AdaptlabError(f"--metric must be one of {', '.join(QUALITY_METRICS)}, not '{plan.metric}'")
     if plan.preferences is not None and not Path(plan.preferences).is_file() and _looks_local(plan.preferences):
         raise AdaptlabError(f"--preferences '{plan.preferences}' does not exist; pass a preference file (JSONL/CSV) or a Hub id")
+    if plan.reward:  # every reward function is checked before any run starts
+        from adaptlab.rlhf.reward_functions import check_rewards
+
+        check_rewards(plan.reward)
     for document in plan.documents or []:
         if not str(document).strip():
             raise AdaptlabError("--documents lists an empty name; give files, folders, wikipedia or a store")
@@ -183,50 +187,54 @@ class SupervisedFineTuning(EntryRunner):
                 | {"generated_tokens_per_second": manifest["metrics"]["test"].get("generated_tokens_per_second")}}
 
 
-class PreferenceOptimisation(EntryRunner):
-    """The dpo family's entry: DPO from the LoRA run's artifact, then the same test metrics and forgetting as every
-    other entry (its cost includes the LoRA run's)."""
+class FromLoraRun(EntryRunner):
+    """Entries that continue the LoRA run's artifact (DPO, GRPO), then get the same test metrics and forgetting as
+    every other entry; their cost includes the LoRA run's."""
 
-    KEYS = ("preferences", "max_new_tokens", "generate_limit", "forgetting_sample")
+    job = ""  # "module:class" of the job whose parameters the entry takes
+    KEYS: tuple[str, ...] = ("max_new_tokens", "generate_limit", "forgetting_sample")  # the entry's own, beside the job's
 
     def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
         return {**entry.params, "model": model, "max_new_tokens": preset.max_new_tokens, "epochs": plan.epochs or 1,
-                "batch_size": preset.batch_size, "max_length": preset.max_length, "forgetting_sample": preset.forgetting_sample}
+                "batch_size": preset.batch_size, "forgetting_sample": preset.forgetting_sample}
+
+    def job_params(self, params: dict) -> dict:
+        return {k: v for k, v in params.items() if k not in self.KEYS}
 
     def param_names(self, entry: Entry) -> set[str]:
+        from adaptlab.families import resolve
         from adaptlab.params import params_of
-        from adaptlab.rlhf.dpo import DPOPolicy
 
-        return {f.name for f in params_of(DPOPolicy)} | set(self.KEYS)
+        return {f.name for f in params_of(resolve(self.job))} | set(self.KEYS)
 
     def check(self, entry: Entry, params: dict) -> None:
-        from adaptlab.rlhf.dpo import DPOPolicy
+        from adaptlab.families import resolve
 
         unknown_names(entry, params, self.param_names(entry))
-        DPOPolicy(**{k: v for k, v in params.items() if k not in self.KEYS})
+        resolve(self.job)(**self.job_params(params))
+
+    def train(self, params: dict, splits, start: str, artifact: Path, seed: int) -> dict:
+        """Train from ``start`` into ``artifact``; the manifest."""
+        raise NotImplementedError
 
     def run(self, spec: dict, run_dir: Path) -> dict:
         import json
 
         from adaptlab.measure import measure
-        from adaptlab.rlhf import read_preferences, split_preferences
-        from adaptlab.rlhf.dpo import train_dpo
         from adaptlab.sft.evaluate import cached_probe, forgetting_deltas
 
         started, splits, seed = time.perf_counter(), _splits(spec), spec["seed"]
         params = dict(spec["params"])
         lora = run_dir.parents[1] / "lora" / run_dir.name  # runs/<model>/<entry>/seed-<s>
         if not (lora / "result.json").exists():
-            raise AdaptlabError("the dpo entry starts from the lora run, which has not finished; see the lora entry's error")
+            raise AdaptlabError(f"the {spec['entry']} entry starts from the lora run, which has not finished; see the lora "
+                                "entry's error")
         lora_result = json.loads((lora / "result.json").read_text(encoding="utf-8"))
         evaluation = {key: params.pop(key) for key in ("max_new_tokens", "generate_limit", "device") if key in params}
         size = params.pop("forgetting_sample", 200)
-        base, preferences = params.pop("model"), params.pop("preferences")
-        pairs, _ = read_preferences(preferences)
-        split = split_preferences(pairs, preferences, seed=seed)
+        base = params.pop("model")
         artifact = run_dir / "artifact"
-        manifest = train_dpo(split, artifact, **params, model=str(lora / "artifact"), seed=seed,
-                             device=evaluation.get("device"), overwrite=True).manifest.to_json()
+        manifest = self.train({**params, "device": evaluation.get("device")}, splits, str(lora / "artifact"), artifact, seed)
         with measure() as cost:
             result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
             after = _probe(str(artifact), size)
@@ -241,7 +249,43 @@ class PreferenceOptimisation(EntryRunner):
                          "generated_tokens_per_second": result["cost"]["generated_tokens_per_second"]}}
 
 
-PROMPTING, SFT, DPO = Prompting(), SupervisedFineTuning(), PreferenceOptimisation()
+class PreferenceOptimisation(FromLoraRun):
+    """The dpo family's entry: DPO on ``--preferences`` from the LoRA run."""
+
+    job = "adaptlab.rlhf.dpo:DPOPolicy"
+    KEYS = ("preferences", *FromLoraRun.KEYS)
+
+    def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
+        return {**super().params(entry, model, plan, preset, info), "max_length": preset.max_length}
+
+    def train(self, params: dict, splits, start: str, artifact: Path, seed: int) -> dict:
+        from adaptlab.rlhf import read_preferences, split_preferences
+        from adaptlab.rlhf.dpo import train_dpo
+
+        preferences = params.pop("preferences")
+        pairs, _ = read_preferences(preferences)
+        split = split_preferences(pairs, preferences, seed=seed)
+        return train_dpo(split, artifact, **params, model=start, seed=seed, overwrite=True).manifest.to_json()
+
+
+class Reinforcement(FromLoraRun):
+    """The grpo family's entry: GRPO with ``--reward`` on the comparison's own training prompts, from the LoRA run."""
+
+    job = "adaptlab.rlhf.grpo:GRPOPolicy"
+
+    def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
+        params = super().params(entry, model, plan, preset, info)
+        params.update(max_completion_length=preset.max_new_tokens, max_steps=preset.max_steps)
+        params.pop("epochs")
+        return params
+
+    def train(self, params: dict, splits, start: str, artifact: Path, seed: int) -> dict:
+        from adaptlab.rlhf.grpo import train_grpo
+
+        return train_grpo(splits, artifact, **params, model=start, seed=seed, progress=False, overwrite=True).manifest.to_json()
+
+
+PROMPTING, SFT, DPO, GRPO = Prompting(), SupervisedFineTuning(), PreferenceOptimisation(), Reinforcement()
 
 
 def unknown_names(entry: Entry, params: dict, takes: set[str]) -> None:

@@ -45,6 +45,8 @@ class ComparePlan:
     documents: list[str] | None = None
     #: generation: preference pairs for the ``dpo`` entry (added after ``lora`` when given)
     preferences: str | None = None
+    #: generation: reward functions for the ``grpo`` entry (added after ``lora`` when given), as ``rlhf grpo --reward``
+    reward: list[str] | None = None
     output: str | None = None
     device: str | None = None
 
@@ -56,6 +58,8 @@ class ComparePlan:
             self.models = list(get_task(self.task).default_models)
         if isinstance(self.documents, str):
             self.documents = [self.documents]
+        if isinstance(self.reward, str):
+            self.reward = [self.reward]
 
     @property
     def kind(self) -> Task:

@@ -31,6 +31,7 @@ class PlanFile(TypedDict, total=False):
     metric: str
     documents: list[str] | str
     preferences: str
+    reward: list[str] | str
     output: str
     device: str
     tune: int | dict[str, Any] | None

@@ -33,6 +33,8 @@ from adaptlab.hub import HUB_ID, check_hub_name
 NAMED_TASKS = {
     "wiki-descriptions": "Wikipedia article opening -> its short description (9,799 rows, offline)",
     "wikipedia": "Wikipedia summaries as plain text, for domain adaptation (about 10,000 articles, offline)",
+    "arithmetic": "Arithmetic word problems with a numeric answer, generated offline (4,000 rows): the verifiable task "
+                  "for GRPO and RLOO with --reward numeric",
 }
 WIKI_INSTRUCTION = "Write the short description of the Wikipedia article that begins:\n\n"
 ROLES = ("system", "user", "assistant")
@@ -92,6 +94,12 @@ def load_generation_data(source: str | Path, *, prompt_column: str = "prompt", c
     columns = (prompt_column, completion_column, messages_column, text_column)
     if name == "wiki-descriptions":
         return _wiki_descriptions(system)
+    if name == "arithmetic":
+        from adaptlab.data.arithmetic import INSTRUCTION, arithmetic_problems
+
+        problems = arithmetic_problems()
+        return GenerationData("chat", [_conversation(INSTRUCTION + q, a, system) for q, a in problems],
+                              [q for q, _ in problems], name)
     if name == "wikipedia":
         titles, articles = wikipedia_articles(held_out=False)
         return GenerationData("text", [a["extract"] for a in articles], titles, name)
