@@ -23,7 +23,7 @@ checked for cycles.
    classifier and causal LM wrappers), ``model_card`` (describes a base model from ``models.registry``),
    ``sampling`` (generation options and few-shot files, read with ``data.files``).
 2. what runs on a model: ``adapt`` (how a model's weights are adapted: freezing, PEFT configs), ``embeddings``,
-   ``generation``, ``prompting``, ``training`` (the Lightning engine), ``jobs`` (the job runner and the artifact
+   ``generation``, ``structured`` (grammar-constrained decoding), ``prompting``, ``training`` (the Lightning engine), ``jobs`` (the job runner and the artifact
    writer, which adds the model card).
 3. the families: ``methods`` and ``runner`` (classification), ``merge``, ``sft``, ``rlhf``, ``rag`` and
    ``feedback`` (ranking projects; ``rlhf`` reads a project's pairs, so it shares their layer).
@@ -46,7 +46,7 @@ LAYERS = {
     **dict.fromkeys(("errors", "_io", "_version", "params", "runtime", "hub", "measure", "metrics", "progress", "schemas",
                      "artifacts", "results", "families"), 0),
     **dict.fromkeys(("data", "models", "model_card", "sampling"), 1),
-    **dict.fromkeys(("adapt", "embeddings", "generation", "prompting", "training", "jobs"), 2),
+    **dict.fromkeys(("adapt", "embeddings", "generation", "structured", "prompting", "training", "jobs"), 2),
     **dict.fromkeys(("methods", "runner", "merge", "sft", "rlhf", "rag", "feedback"), 3),
     **dict.fromkeys(("config", "compare", "serve"), 4),
     **dict.fromkeys(("cli", "__main__"), 5),

@@ -8,6 +8,12 @@ token limit, and, when the base carries several LoRA adapters, its own adapter (
 ``adapter_names`` per row, ``__base__`` for none), so requests for different adapters of one base are served
 from the same weights in the same pass. Pieces of text reach each request's queue as soon as they are decoded,
 so streaming stays token by token; a request whose client went away is dropped from the batch.
+
+A row may also ask for log-probabilities (``logprobs``: the chosen token's under the model's own distribution,
+before temperature or any constraint, and the ``k`` most likely), for its prompt's tokens (``prompt_logprobs``,
+read from the prompt's forward pass: what ``echo`` with ``max_tokens: 0`` returns), and be held to a grammar
+(``constraint``, an ``adaptlab.structured.Constraint``: disallowed tokens are masked before the row's token is
+chosen). Free and constrained rows share the batch; the mask is computed for constrained rows only.
 """
 
 from __future__ import annotations
@@ -34,8 +40,24 @@ class Request:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     adapter: str | None = None
+    logprobs: int | None = None  # the chosen token's log-probability and this many alternatives; None: none
+    prompt_logprobs: int | None = None  # the same for every prompt token (the first has none)
+    constraint: object | None = None  # an adaptlab.structured.Constraint the reply must follow
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: int
+    logprob: float | None  # None: the prompt's first token, which nothing predicts
+    top: tuple[tuple[int, float], ...] = ()  # (token, log-probability), most likely first
+
+
+class Piece(str):
+    """A piece of a reply's text; ``logprobs``: the tokens decoded since the previous piece (when asked for)."""
+
+    logprobs: tuple = ()
 
 
 @dataclass
@@ -45,6 +67,8 @@ class Finished:
     reason: str  # "stop" (end of turn or a stop string) or "length"
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # the reply's tokens (those of the text returned), when asked for
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 class BatchedDecoder:
@@ -111,12 +135,29 @@ class BatchedDecoder:
         generators = [None if r.temperature == 0 else torch.Generator(device).manual_seed(r.seed or 0) for r in batch]
         output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **extra)
         cache = output.past_key_values
+        for i, row in enumerate(rows):
+            if row.request.prompt_logprobs is not None:
+                row.prompt_records = _prompt_logprobs(output.logits[i], row.request.prompt_ids, row.request.prompt_logprobs)
+            if row.request.max_new_tokens == 0:  # the prompt's log-probabilities only (echo)
+                for item in row.finish("length"):
+                    emit(row.request, item)
         for _ in range(max(r.max_new_tokens for r in batch)):
-            tokens = [_next_token(output.logits[i, -1], r.temperature, r.top_p, g) for i, (r, g) in enumerate(zip(batch, generators))]
-            for row, token in zip(rows, tokens):
-                if not row.done:
-                    for item in row.add(token, self.eos):
-                        emit(row.request, item)
+            if all(row.done or row.request.cancelled.is_set() for row in rows):
+                break
+            tokens = []
+            for i, (row, r, g) in enumerate(zip(rows, batch, generators)):
+                if row.done:
+                    tokens.append(self.pad)
+                    continue
+                logits = output.logits[i, -1]
+                scores = logits if r.constraint is None else r.constraint.mask(logits.float().clone())
+                token = _next_token(scores, r.temperature, r.top_p, g)
+                if r.constraint is not None:
+                    r.constraint.accept(token)
+                record = None if r.logprobs is None else _token_logprob(logits, token, r.logprobs)
+                tokens.append(token)
+                for item in row.add(token, self.eos, record):
+                    emit(row.request, item)
             if all(row.done or row.request.cancelled.is_set() for row in rows):
                 break
             step = torch.tensor([[t if not row.done else self.pad] for t, row in zip(tokens, rows)], device=device)
@@ -142,18 +183,24 @@ class _Row:
     def __init__(self, request: Request, tokenizer) -> None:
         self.request, self.tokenizer = request, tokenizer
         self.tokens: list[int] = []
+        self.records: list[TokenLogprob] = []  # the tokens' log-probabilities, when the request asks for them
+        self.prompt_records: list[TokenLogprob] | None = None
         self.sent = 0  # characters of the decoded text already emitted
+        self.sent_records = 0
         self.done = False
         self.hold = max((len(s) for s in request.stop), default=1) - 1  # a stop string may be forming
 
-    def add(self, token: int, eos: int | None) -> list:
+    def add(self, token: int, eos: int | None, record: TokenLogprob | None = None) -> list:
         if token == eos:
             return self.finish("stop")
         self.tokens.append(token)
+        if record is not None:
+            self.records.append(record)
         text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         for stop in self.request.stop:
             at = text.find(stop)
             if at >= 0:
+                self.records = self.records[: self._tokens_before(at)]
                 return self._emit(text[:at]) + self.finish("stop", counted=True)
         if len(self.tokens) >= self.request.max_new_tokens:
             return self._emit(text) + self.finish("length", counted=True)
@@ -161,14 +208,48 @@ class _Row:
             return []
         return self._emit(text[: len(text) - self.hold] if self.hold else text)
 
+    def _tokens_before(self, at: int) -> int:
+        """How many of the tokens it takes to reach character ``at`` (a stop string's start) of the text."""
+        count = 0
+        while count < len(self.tokens) and len(self.tokenizer.decode(self.tokens[:count], skip_special_tokens=True)) < at:
+            count += 1
+        return count
+
     def _emit(self, text: str) -> list:
-        piece, self.sent = text[self.sent:], max(self.sent, len(text))
-        return [piece] if piece else []
+        piece, self.sent = Piece(text[self.sent:]), max(self.sent, len(text))
+        if not piece:
+            return []
+        piece.logprobs, self.sent_records = tuple(self.records[self.sent_records:]), len(self.records)
+        return [piece]
 
     def finish(self, reason: str, counted: bool = False) -> list:
         items = [] if counted else self._emit(self.tokenizer.decode(self.tokens, skip_special_tokens=True))
         self.done = True
-        return items + [Finished(reason, len(self.request.prompt_ids), len(self.tokens))]
+        return items + [Finished(reason, len(self.request.prompt_ids), len(self.tokens),
+                                 None if self.request.logprobs is None else self.records, self.prompt_records)]
+
+
+def _token_logprob(logits: torch.Tensor, token: int, top: int) -> TokenLogprob:
+    """``token``'s log-probability under the model's distribution ``logits`` and the ``top`` most likely."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = logprobs.topk(top) if top else None
+    return TokenLogprob(token, float(logprobs[token]),
+                        () if best is None else tuple(zip(best.indices.tolist(), best.values.tolist())))
+
+
+def _prompt_logprobs(logits: torch.Tensor, prompt: list[int], top: int) -> list[TokenLogprob]:
+    """Every prompt token's log-probability given the tokens before it (``logits``: one left-padded row of the
+    prompt's forward pass, so the prompt is its last ``len(prompt)`` positions)."""
+    start = logits.shape[0] - len(prompt)
+    logprobs = torch.log_softmax(logits[start:-1].float(), dim=-1)
+    targets = torch.tensor(prompt[1:], device=logprobs.device)
+    chosen = logprobs.gather(1, targets[:, None])[:, 0].tolist()
+    best = logprobs.topk(top, dim=-1) if top else None
+    records = [TokenLogprob(prompt[0], None)]
+    for position, token in enumerate(prompt[1:]):
+        alternatives = () if best is None else tuple(zip(best.indices[position].tolist(), best.values[position].tolist()))
+        records.append(TokenLogprob(token, chosen[position], alternatives))
+    return records
 
 
 def _next_token(logits: torch.Tensor, temperature: float, top_p: float, generator) -> int:
