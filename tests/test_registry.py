@@ -282,5 +282,6 @@ def test_registration_refuses_clashes_and_leaves_the_default_ladders_alone(toys)
 def test_every_generator_family_and_no_other_is_a_generator():
     from adaptlab.families import FAMILIES, generator_strategies
 
-    assert set(generator_strategies()) == {"sft", "dpo-policy", "ppo-policy"}
-    assert {f.name for f in FAMILIES.values() if f.generator} == {"sft", "dpo", "ppo"}
+    policies = {"dpo", "ppo", "orpo", "simpo", "kto", "grpo", "rloo"}
+    assert set(generator_strategies()) == {"sft"} | {f"{name}-policy" for name in policies}
+    assert {f.name for f in FAMILIES.values() if f.generator} == {"sft"} | policies

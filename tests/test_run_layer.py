@@ -101,6 +101,10 @@ def test_every_family_writes_one_manifest_schema_and_loads_back(tiny_bert, tiny_
     from adaptlab.results import JobResult, Manifest
     from adaptlab.rlhf import PPOConfig, read_preferences, split_preferences, train_ppo, train_reward_model
     from adaptlab.rlhf.dpo import train_dpo
+    from adaptlab.rlhf.grpo import train_grpo, train_rloo
+    from adaptlab.rlhf.kto import read_thumbs, split_thumbs, train_kto
+    from adaptlab.rlhf.orpo import train_orpo
+    from adaptlab.rlhf.simpo import train_simpo
 
     rows = [{"prompt": f"Question {i}?", "chosen": f"A kind, helpful answer number {i}.", "rejected": "no."} for i in range(30)]
     prefs = tmp_path / "prefs.jsonl"
@@ -117,6 +121,13 @@ def test_every_family_writes_one_manifest_schema_and_loads_back(tiny_bert, tiny_
         "ppo": train_ppo(str(tiny_llama), [f"Prompt {i}:" for i in range(8)], lambda p, r: [float(len(x)) for x in r],
                          PPOConfig(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=4), tmp_path / "ppo", progress=False),
         "retriever": train_retriever(pairs, tmp_path / "ret", model=str(tiny_sentence_bert), epochs=1, progress=False),
+        "orpo": train_orpo(split, tmp_path / "orpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False),
+        "simpo": train_simpo(split, tmp_path / "simpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False),
+        "kto": train_kto(split_thumbs(read_thumbs(str(prefs)), str(prefs)), tmp_path / "kto", model=str(tiny_llama), epochs=1,
+                         max_length=64, progress=False),
+        **{name: train(adaptlab.load_generation_splits("arithmetic", train_size=4, val_size=2, test_size=2), tmp_path / name,
+                       model=str(tiny_llama), reward=["numeric"], max_steps=1, batch_size=2, num_generations=2,
+                       max_completion_length=3, progress=False) for name, train in (("grpo", train_grpo), ("rloo", train_rloo))},
     }
     assert set(results) == {f.name for f in FAMILIES.values() if f.strategies}  # every family with artifacts
     keys = {name: sorted(r.manifest.to_json()) for name, r in results.items()}
@@ -133,7 +144,7 @@ def test_every_family_writes_one_manifest_schema_and_loads_back(tiny_bert, tiny_
     loaded = {name: adaptlab.load_artifact(result.artifact) for name, result in results.items()}
     np.testing.assert_array_equal(loaded["classifier"].predict_proba(toy_splits.test.texts), results["classifier"].test_proba)
     options = SamplingOptions(max_new_tokens=3)
-    for name in ("sft", "dpo", "ppo"):  # generators: loading twice gives the same weights, so the same greedy text
+    for name in ("sft", "dpo", "ppo", "orpo", "simpo", "kto", "grpo", "rloo"):  # generators: loading twice gives the same weights, so the same greedy text
         assert isinstance(loaded[name], Generator)
         assert loaded[name].generate("Say 3.", options) == adaptlab.load_artifact(results[name].artifact).generate("Say 3.", options)
     scores = loaded["reward"].score(["Question 1?"], ["A kind answer."])

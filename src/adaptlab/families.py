@@ -65,8 +65,10 @@ class Entry:
     lr_sensitive: bool = False
     #: another entry whose run this one starts from (``dpo`` from ``lora``): listed after it, refused without it
     starts_from: str | None = None
-    #: the comparison option this entry needs, and adds it to the default ladder when given (``--documents``)
+    #: the comparison option this entry needs (``--documents``); giving it adds the entry to the default ladder unless
+    #: ``joins_when_given`` is False (the rarer preference trainers: listed with ``--strategies`` only)
     needs_option: str | None = None
+    joins_when_given: bool = True
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,17 @@ def _register_builtins() -> None:
         "ppo", "PPO of a causal LM against a reward, with a KL penalty", ("ppo-policy",), generator=True,
         job="adaptlab.rlhf.ppo_config:PPOConfig", train="adaptlab.rlhf.ppo:train_ppo", command=("rlhf", "ppo"),
         cli="adaptlab.cli.rlhf:add_ppo", load="adaptlab.generation:Generator"))
+    for name, job, title in (("orpo", "ORPOPolicy", "ORPO: odds-ratio preference optimisation, no reference model (TRL)"),
+                             ("simpo", "SimPOPolicy", "SimPO: length-normalised preference optimisation, no reference model (TRL)"),
+                             ("kto", "KTOPolicy", "KTO: thumbs up/down, unpaired feedback (TRL)")):
+        register_family(Family(
+            name, title, (f"{name}-policy",), generator=True, job=f"adaptlab.rlhf.{name}:{job}",
+            train=f"adaptlab.rlhf.{name}:train_{name}", command=("rlhf", name), cli=f"adaptlab.cli.rlhf:add_{name}",
+            load="adaptlab.generation:Generator",
+            entries={"generation": (Entry(name, name, {}, f"{title.split(':')[0]} on --preferences starting from the lora "
+                                          "run (its cost included)", in_default_ladder=False, starts_from="lora",
+                                          needs_option="preferences", joins_when_given=False),)},
+            compare=f"adaptlab.compare.generation:{name.upper()}"))
     register_family(Family(
         "grpo", "GRPO with reward functions (TRL)", ("grpo-policy",), generator=True, job="adaptlab.rlhf.grpo:GRPOPolicy",
         train="adaptlab.rlhf.grpo:train_grpo", command=("rlhf", "grpo"), cli="adaptlab.cli.rlhf:add_grpo",

@@ -244,6 +244,62 @@ def add_rloo(app: typer.Typer) -> None:
                                 decoder=True))
 
 
+def _pairs_trainer(job_class, train, what: str, values: dict) -> None:
+    """ORPO or SimPO on preference pairs: options checked, data read and split, then training."""
+    split, _, output, overwrite = _preferences(values, job_class, what)
+    test = train(split, output, overwrite=overwrite, **given(values)).manifest.metrics.test
+    out.print(f"{what.upper()} on {split.describe()['pairs']['train']} pairs -> {output}; held-out reward accuracy "
+              f"{test.get('rewards/accuracies', float('nan')):.3f}, margin {test.get('rewards/margins', float('nan')):.3f}",
+              highlight=False)
+
+
+def add_orpo(app: typer.Typer) -> None:
+    """The orpo family's command: ``rlhf orpo``."""
+    from adaptlab.rlhf.orpo import ORPOPolicy, train_orpo
+
+    app.command("orpo")(command("rlhf_orpo", "ORPO (TRL): SFT on the chosen replies plus an odds-ratio penalty on the "
+                                "rejected ones; one stage, no reference model.", {**PREFERENCE_OPTIONS, **dataclass_options(ORPOPolicy)},
+                                lambda values: _pairs_trainer(ORPOPolicy, train_orpo, "orpo", values), decoder=True))
+
+
+def add_simpo(app: typer.Typer) -> None:
+    """The simpo family's command: ``rlhf simpo``."""
+    from adaptlab.rlhf.simpo import SimPOPolicy, train_simpo
+
+    app.command("simpo")(command("rlhf_simpo", "SimPO (TRL's CPO trainer, simpo loss): length-normalised likelihood as the "
+                                 "reward, a target margin, no reference model.", {**PREFERENCE_OPTIONS, **dataclass_options(SimPOPolicy)},
+                                 lambda values: _pairs_trainer(SimPOPolicy, train_simpo, "simpo", values), decoder=True))
+
+
+def _kto(values: dict) -> None:
+    from adaptlab.jobs import check_output
+    from adaptlab.rlhf.kto import KTOPolicy, read_thumbs, split_thumbs, train_kto
+
+    data, output, overwrite = values.pop("data"), values.pop("output"), values.pop("overwrite")
+    train_size = values.pop("train_size")
+    values.pop("skip_invalid")
+    if data is None:
+        raise AdaptlabError("--data is required: {prompt, completion, label} rows, or preference pairs")
+    KTOPolicy(**given(values))  # a bad option fails before the data is read
+    output = default_output(output, data, "kto")
+    check_output(output, overwrite, inputs=[data, values.get("model")], trains=True)
+    split = split_thumbs(read_thumbs(data), data, seed=values.get("seed") or 0, train_size=train_size)
+    test = train_kto(split, output, overwrite=overwrite, **given(values)).manifest.metrics.test
+    rows = split.describe()["rows"]["train"]
+    out.print(f"KTO on {rows} thumbs -> {output}; held-out rewards chosen {test.get('rewards/chosen', float('nan')):.3f}, "
+              f"rejected {test.get('rewards/rejected', float('nan')):.3f}", highlight=False)
+
+
+def add_kto(app: typer.Typer) -> None:
+    """The kto family's command: ``rlhf kto``."""
+    from adaptlab.rlhf.kto import KTOPolicy
+
+    data = opt(str, "Thumbs up/down: {prompt, completion, label} rows (.jsonl/.csv/.parquet; label true/false), or "
+               "preference pairs (each read as one up and one down).", "--data")
+    app.command("kto")(command("rlhf_kto", "KTO (TRL): learn from replies marked good or bad one by one, no pairs needed.",
+                               {**PREFERENCE_OPTIONS, "data": data, **dataclass_options(KTOPolicy)}, _kto, decoder=True))
+
+
 def add_tools(app: typer.Typer) -> None:
     """The group's own command: ``rlhf eval`` (policies against a reward)."""
     app.command("eval")(rlhf_eval)

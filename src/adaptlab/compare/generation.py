@@ -250,22 +250,28 @@ class FromLoraRun(EntryRunner):
 
 
 class PreferenceOptimisation(FromLoraRun):
-    """The dpo family's entry: DPO on ``--preferences`` from the LoRA run."""
+    """The entries of the preference families (dpo, orpo, simpo, kto): trained on ``--preferences`` from the LoRA run
+    (KTO reads each pair as a thumbs-up and a thumbs-down row)."""
 
-    job = "adaptlab.rlhf.dpo:DPOPolicy"
     KEYS = ("preferences", *FromLoraRun.KEYS)
+
+    def __init__(self, job: str, trainer: str, thumbs: bool = False) -> None:
+        self.job, self.trainer, self.thumbs = job, trainer, thumbs
 
     def params(self, entry: Entry, model: str, plan, preset: GenerationPreset, info: ModelInfo) -> dict:
         return {**super().params(entry, model, plan, preset, info), "max_length": preset.max_length}
 
     def train(self, params: dict, splits, start: str, artifact: Path, seed: int) -> dict:
+        from adaptlab.families import resolve
         from adaptlab.rlhf import read_preferences, split_preferences
-        from adaptlab.rlhf.dpo import train_dpo
+        from adaptlab.rlhf.kto import ThumbSplit, thumbs_from_pairs
 
         preferences = params.pop("preferences")
         pairs, _ = read_preferences(preferences)
         split = split_preferences(pairs, preferences, seed=seed)
-        return train_dpo(split, artifact, **params, model=start, seed=seed, overwrite=True).manifest.to_json()
+        if self.thumbs:
+            split = ThumbSplit(*(thumbs_from_pairs(getattr(split, part)) for part in ("train", "val", "test")), preferences)
+        return resolve(self.trainer)(split, artifact, **params, model=start, seed=seed, overwrite=True).manifest.to_json()
 
 
 class Reinforcement(FromLoraRun):
@@ -285,7 +291,11 @@ class Reinforcement(FromLoraRun):
         return train_grpo(splits, artifact, **params, model=start, seed=seed, progress=False, overwrite=True).manifest.to_json()
 
 
-PROMPTING, SFT, DPO, GRPO = Prompting(), SupervisedFineTuning(), PreferenceOptimisation(), Reinforcement()
+PROMPTING, SFT, GRPO = Prompting(), SupervisedFineTuning(), Reinforcement()
+DPO = PreferenceOptimisation("adaptlab.rlhf.dpo:DPOPolicy", "adaptlab.rlhf.dpo:train_dpo")
+ORPO = PreferenceOptimisation("adaptlab.rlhf.orpo:ORPOPolicy", "adaptlab.rlhf.orpo:train_orpo")
+SIMPO = PreferenceOptimisation("adaptlab.rlhf.simpo:SimPOPolicy", "adaptlab.rlhf.simpo:train_simpo")
+KTO = PreferenceOptimisation("adaptlab.rlhf.kto:KTOPolicy", "adaptlab.rlhf.kto:train_kto", thumbs=True)
 
 
 def unknown_names(entry: Entry, params: dict, takes: set[str]) -> None:

@@ -117,7 +117,7 @@ def plan_runs(task: Task, plan, models: dict[str, ModelInfo]) -> list[Run]:
     task.check_models(plan.models, models)
     entries, preset = task.entries(), task.presets[plan.preset]
     names = plan.strategies or [n for n, (e, _) in entries.items()
-                                if e.in_default_ladder or (e.needs_option and getattr(plan, e.needs_option))]
+                                if e.in_default_ladder or (e.needs_option and e.joins_when_given and getattr(plan, e.needs_option))]
     runs, takers = [], set()
     for name in sorted(names, key=list(entries).index):
         entry, family = entries[name]
