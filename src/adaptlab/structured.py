@@ -66,6 +66,20 @@ def check_schema(schema, where: str = "the JSON schema") -> dict | bool:
     return schema
 
 
+def read_schema(path) -> dict | bool:
+    """A JSON Schema file (``adaptlab generate --json-schema``), checked before any model loads."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise AdaptlabError(f"--json-schema file '{path}' does not exist")
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AdaptlabError(f"--json-schema file '{path}' is not JSON: {exc}") from None
+    return check_schema(schema, f"--json-schema file '{path}'")
+
+
 class Grammars:
     """Compiled grammars for one tokenizer (and the model's logits width, which may exceed the vocabulary)."""
 

@@ -28,10 +28,12 @@ def generate(
     top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).")] = 0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     stream: Annotated[bool, typer.Option(help="Print tokens as they are generated.", metavar="")] = True,
+    json_schema: Annotated[Optional[Path], typer.Option(help="A JSON Schema file: the reply is JSON valid under it (constrained decoding).")] = None,
     device: DEVICE = None,
 ) -> None:
     """Generate text with a causal LM, streamed to the terminal."""
     from adaptlab.sampling import SamplingOptions, read_examples
+    from adaptlab.structured import read_schema
 
     if not prompt.strip():  # refused before the model loads
         raise AdaptlabError("the prompt is empty or only whitespace; give the text to generate from")
@@ -43,16 +45,17 @@ def generate(
     shots = read_examples(examples) if examples else []
     options = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
     options.check()
+    schema = read_schema(json_schema) if json_schema is not None else None
     from adaptlab.generation import Generator  # torch: imported once every option is checked
 
     generator = Generator(model, device)
     text = prompt if raw else generator.render_chat(prompt, system, shots)
     if stream:
-        for piece in generator.stream(text, options):
+        for piece in generator.stream(text, options, json_schema=schema):
             print(piece, end="", flush=True)
         print()
     else:
-        print(generator.generate(text, options))
+        print(generator.generate(text, options, json_schema=schema))
 
 
 def merge(
