@@ -27,6 +27,7 @@ checked for cycles.
    writer, which adds the model card).
 3. the families: ``methods`` and ``runner`` (classification), ``merge``, ``sft``, ``rlhf``, ``rag`` and
    ``feedback`` (ranking projects; ``rlhf`` reads a project's pairs, so it shares their layer).
+   ``export`` (a generator written as GGUF or an Ollama directory).
 4. what combines families: ``config`` (run files name methods and SFT jobs), ``compare``, ``serve``.
 5. the command line: ``cli``, ``__main__``.
 
@@ -47,7 +48,7 @@ LAYERS = {
                      "artifacts", "results", "families"), 0),
     **dict.fromkeys(("data", "models", "model_card", "sampling"), 1),
     **dict.fromkeys(("adapt", "embeddings", "generation", "structured", "prompting", "training", "jobs"), 2),
-    **dict.fromkeys(("methods", "runner", "merge", "sft", "rlhf", "rag", "feedback"), 3),
+    **dict.fromkeys(("methods", "runner", "merge", "sft", "rlhf", "rag", "feedback", "export"), 3),
     **dict.fromkeys(("config", "compare", "serve"), 4),
     **dict.fromkeys(("cli", "__main__"), 5),
 }

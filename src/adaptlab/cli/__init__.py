@@ -58,6 +58,7 @@ def build_app(argv: list[str]) -> typer.Typer:
         group = group_app(name) if name == invoked else typer.Typer(help=help_text, no_args_is_help=True)
         app.add_typer(group, name=name, help=help_text)
     app.add_typer(feedback.feedback_app, name="feedback", help="Collect human rankings of model outputs in a browser, for reward models.")
+    app.add_typer(resolve("adaptlab.cli.export:export_app"), name="export", help="Export a generator to GGUF (llama.cpp) or an Ollama model directory.")
     app.command()(compare.compare)
     app.command()(serve.serve)
     for command in (tools.generate, tools.merge, tools.predict, tools.embed, tools.models):
