@@ -95,7 +95,7 @@ def test_auto_tool_calls_are_parsed_from_the_tagged_text():
 
 
 def test_chat_logprobs_in_openai_shape_and_equal_to_the_model(served):
-    registry, _, client = served
+    _, _, client = served
     reply = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=6, temperature=0, logprobs=True, top_logprobs=3)
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens and all(len(entry.top_logprobs) == 3 for entry in content)
