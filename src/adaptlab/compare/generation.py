@@ -221,6 +221,7 @@ class FromLoraRun(EntryRunner):
         import json
 
         from adaptlab.measure import measure
+        from adaptlab.runtime import Runtime
         from adaptlab.sft.evaluate import cached_probe, forgetting_deltas
 
         started, splits, seed = time.perf_counter(), _splits(spec), spec["seed"]
@@ -235,10 +236,12 @@ class FromLoraRun(EntryRunner):
         base = params.pop("model")
         artifact = run_dir / "artifact"
         manifest = self.train({**params, "device": evaluation.get("device")}, splits, str(lora / "artifact"), artifact, seed)
+        runtime = Runtime(evaluation.get("device"), params.get("precision", "auto"), training=True)
         with measure() as cost:
             result = _prompting({"model": str(artifact), **evaluation}, splits, seed, None)
-            after = _probe(str(artifact), size)
-            before = cached_probe(_baseline(spec, run_dir), lambda: _probe(base, size))
+            with runtime.autocast():  # the forgetting probe in the precision the entry trained in, as SFT's is
+                after = _probe(str(artifact), size)
+                before = cached_probe(_baseline(spec, run_dir), lambda: _probe(base, size))
         return {**self.result(spec, manifest, started), "data": splits.describe(), "metrics": result["metrics"],
                 "per_example": result["per_example"], "samples": result["details"]["samples"],
                 "forgetting": forgetting_deltas(before, after),
