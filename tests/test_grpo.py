@@ -60,7 +60,7 @@ def test_a_user_function_is_called_with_the_data_columns_and_checked(tmp_path, m
         scores("my_rewards:broken", ["a"])
 
 
-def test_grpo_cli_trains_scores_and_writes_a_generator(cli, tiny_llama, tmp_path):
+def test_grpo_cli_trains_scores_and_writes_a_generator(cli, tiny_llama, tmp_path, monkeypatch):
     out = tmp_path / "grpo"
     code, stdout, err = cli("rlhf", "grpo", "--data", "arithmetic", "--model", tiny_llama, "--reward", "numeric",
                             "--reward", "length:1-3@0.5", *TINY_RL, "-o", out, "--json")
@@ -73,6 +73,16 @@ def test_grpo_cli_trains_scores_and_writes_a_generator(cli, tiny_llama, tmp_path
     assert isinstance(adaptlab.load_artifact(out), adaptlab.generation.Generator)
     code, _, err = cli("generate", "--model", out, "--max-new-tokens", "2", "--no-stream", "What is 2 + 2?")
     assert code == 0, err
+    trained = json.loads((out / "train_prompts.json").read_text())
+    assert len(trained) == 8  # recorded, so `rlhf eval` holds them out
+    (tmp_path / "lengths.py").write_text("def score(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join([trained[0], "What is 3 + 4?", "What is 5 + 1?", "What is 2 + 9?", "What is 8 - 3?"]))
+    code, stdout, err = cli("rlhf", "eval", out, "--reward", "lengths:score", "--prompts", prompts, "-n", "4",
+                            "--max-new-tokens", "3", "-o", tmp_path / "eval")
+    assert code == 0, err
+    assert json.loads((tmp_path / "eval" / "results.json").read_text())["prompts"] == 4
 
     started = time.perf_counter()
     code, _, err = cli("rlhf", "grpo", "--data", "arithmetic", "--model", tiny_llama, "--reward", "regex:(", "-o", tmp_path / "x")

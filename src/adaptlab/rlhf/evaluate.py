@@ -24,7 +24,7 @@ from adaptlab.rlhf import ppo_core as core
 
 
 def held_out(policy: str | Path, candidates: Sequence[str], n: int | None) -> list[str]:
-    """The first ``n`` of ``candidates`` the policy was not trained on (PPO policies record their prompts)."""
+    """The first ``n`` of ``candidates`` the policy was not trained on (every ``rlhf`` policy records its prompts)."""
     from adaptlab.rlhf.ppo import TRAIN_PROMPTS
 
     recorded = Path(policy) / TRAIN_PROMPTS
@@ -38,9 +38,13 @@ def held_out(policy: str | Path, candidates: Sequence[str], n: int | None) -> li
 def _load_policy(path: Path, device):
     from adaptlab.models.causal import load_causal_lm
 
+    from adaptlab.families import generator_strategies, is_generator
+
     manifest = read_manifest(path)
-    if manifest["strategy"] != "ppo-policy":
-        raise AdaptlabError(f"'{path}' is a '{manifest['strategy']}' artifact, not a policy from `adaptlab rlhf ppo`")
+    if not is_generator(manifest["strategy"]) or manifest["strategy"] == "sft":
+        raise AdaptlabError(f"'{path}' is a '{manifest['strategy']}' artifact, not a policy from `adaptlab rlhf` "
+                            f"({', '.join(s for s in generator_strategies() if s != 'sft')}); compare an sft model with "
+                            "--reference")
     base, tokenizer, _ = load_causal_lm(manifest["base_model"]["name"], str(device))
     if (path / "adapter").exists():
         from peft import PeftModel

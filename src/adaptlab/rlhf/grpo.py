@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab._io import write_json
 from adaptlab.adapt import default_lr, lora_options, lr_help, peft_config
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
@@ -95,6 +96,7 @@ class GRPOPolicy(lora_options("grpo")):
         ensure_chat_template(self.tokenizer_)
         self.functions_ = build_rewards(self.rewards_, self.device)
         train = prompt_rows(data.train)
+        self.train_prompts_ = sorted({row["prompt"][-1]["content"] for row in train})
         args = config_class(
             output_dir=str(workdir), learning_rate=self.lr, num_train_epochs=self.epochs, max_steps=self.max_steps or -1,
             per_device_train_batch_size=self.batch_size * self.num_generations, num_generations=self.num_generations,
@@ -164,8 +166,10 @@ class GRPOPolicy(lora_options("grpo")):
 
     def save(self, directory: Path) -> None:
         from adaptlab.models.causal import save_generator
+        from adaptlab.rlhf.ppo import TRAIN_PROMPTS
 
         save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
+        write_json(directory / TRAIN_PROMPTS, self.train_prompts_)  # `rlhf eval` holds them out
 
 
 @dataclass(kw_only=True, eq=False)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaptlab._io import write_json
 from adaptlab.adapt import LoraOptions, default_lr, peft_config
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
@@ -80,6 +81,7 @@ class TRLPolicy(LoraOptions):
         from adaptlab.models.causal import load_causal_lm
 
         trainer_class, config_class = self.trainer_classes()
+        self.train_prompts_ = sorted({row.prompt for row in data.train})
         lm, self.tokenizer_, self.ref_ = load_causal_lm(self.model, str(self.runtime.torch_device))
         args = config_class(
             output_dir=str(workdir), learning_rate=self.lr, num_train_epochs=self.epochs,
@@ -136,8 +138,10 @@ class TRLPolicy(LoraOptions):
 
     def save(self, directory: Path) -> None:
         from adaptlab.models.causal import save_generator
+        from adaptlab.rlhf.ppo import TRAIN_PROMPTS
 
         save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
+        write_json(directory / TRAIN_PROMPTS, self.train_prompts_)  # `rlhf eval` holds them out
 
 
 def train_policy(job_class: type[TRLPolicy], data, output: str | Path, overwrite: bool, params: dict[str, Any]) -> JobResult:
