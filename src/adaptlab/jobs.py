@@ -29,6 +29,7 @@ from adaptlab.model_card import finish_artifact_files
 from adaptlab.params import option_name
 from adaptlab.results import COST_KEYS, JobResult
 from adaptlab.runtime import Runtime
+from adaptlab.training.tracking import tracked_run
 
 #: the keys every manifest has (``write_artifact`` adds format, files, sizes, versions and the date)
 MANIFEST_KEYS = ("strategy", "base_model", "labels", "data", "params", "runtime", "metrics", "cost", "training", "details")
@@ -207,7 +208,9 @@ def run_job(job: Job, data: Any, output: str | Path, *, seed: int, labels: list[
     check_resumable(workdir, {"data": data_description, "params": job.get_params()}, resume)
     seed_everything(seed)
     try:
-        return _fit_evaluate_write(job, data, output, workdir, runtime, labels, data_description, train_examples)
+        # --logger mlflow|wandb: one tracking run around fit, evaluation and the artifact (adaptlab.training.tracking)
+        with tracked_run(job.get_params(), output):
+            return _fit_evaluate_write(job, data, output, workdir, runtime, labels, data_description, train_examples)
     except BaseException:  # interrupted or failed: keep checkpoints to resume from, but no empty work directory
         if workdir.is_dir() and [p.name for p in workdir.iterdir()] == [RUN_RECORD]:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -251,6 +254,7 @@ def _fit_evaluate_write(job: Job, data: Any, output: Path, workdir: Path, runtim
         if log.exists():
             shutil.copy(log, directory / TRAINING_LOG)
         events = sorted((workdir / "logs").glob("events.out.tfevents.*"))  # --logger tensorboard
+        events += sorted(workdir.glob("runs/*/events.out.tfevents.*"))  # TRL's (DPO)
         if events:
             (directory / TENSORBOARD).mkdir()
             for event in events:

@@ -127,10 +127,15 @@ class Runtime:
         devices = [device.index] if device.index is not None else 1
         return {"accelerator": accelerator, "devices": devices, "precision": _LIGHTNING[self.resolved_precision(training=True)]}
 
-    def trl(self) -> dict:
-        """transformers/TRL ``TrainingArguments`` for this device and precision."""
+    def trl(self, logger: str | None = None) -> dict:
+        """transformers/TRL ``TrainingArguments`` for this device and precision; with ``logger`` (a job's
+        ``--logger``) also ``report_to``: TRL's own integration for tensorboard, mlflow or wandb (it logs into the
+        job's tracking run, ``adaptlab.training.tracking``), none otherwise."""
         precision = self.resolved_precision(training=True)
-        return {"use_cpu": self.torch_device.type == "cpu", "bf16": precision == "bf16", "fp16": precision == "fp16"}
+        args = {"use_cpu": self.torch_device.type == "cpu", "bf16": precision == "bf16", "fp16": precision == "fp16"}
+        if logger is not None:
+            args["report_to"] = [logger] if logger in ("tensorboard", "mlflow", "wandb") else "none"
+        return args
 
     def describe(self) -> dict:
         """What a manifest records: the device type and the precision actually used."""

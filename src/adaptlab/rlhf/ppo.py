@@ -33,6 +33,7 @@ from adaptlab.rlhf.ppo_config import PPOConfig
 from adaptlab.rlhf.prompts import read_prompts, review_prompts  # noqa: F401  (also importable from here)
 from adaptlab.rlhf.rewards import RewardFn, checked_reward
 from adaptlab.runtime import Runtime
+from adaptlab.training import tracking
 
 TRAIN_PROMPTS = "train_prompts.json"  # in a policy artifact: the prompts PPO trained on
 NEGATIVE_KL = -1.0  # a step's mean KL below this is warned about (as TRL does): sampled tokens the policy finds unlikely
@@ -210,6 +211,8 @@ class PPOTrainer:
                 history.append(self.step(batch))
                 if workdir is not None:
                     _append_csv(training_log_path(workdir), {k: v for k, v in history[-1].items() if k != "samples"})
+                    if tracking.current() is not None:  # --logger mlflow|wandb: the job's tracking run
+                        tracking.current().log_metrics({k: v for k, v in history[-1].items() if k != "step"}, self.step_count)
                     for key, value in history[-1].items() if events is not None else ():
                         if key not in ("step", "samples"):
                             events.add_scalar(f"ppo/{key}", value, self.step_count)

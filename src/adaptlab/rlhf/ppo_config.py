@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from adaptlab.adapt import default_lr, lora_options, lr_help
 from adaptlab.errors import AdaptlabError
 from adaptlab.params import check_fields, param
+from adaptlab.training.tracking import check_logger
 
 
 @dataclass(kw_only=True)
@@ -40,8 +41,9 @@ class PPOConfig(lora_options("ppo")):
               "missing_eos_penalty: the policy learns to finish its sentences.", minimum=0)
     ratio_threshold: float | None = param(
         10.0, "Skip a minibatch update whose mean policy ratio exceeds this (a runaway batch; TRL's ratio_threshold).", above=1)
-    logger: str = param("csv", "Step log: csv (kept in the artifact) or tensorboard (csv plus TensorBoard events, "
-                               "also kept in the artifact under tensorboard/).", choices=("csv", "tensorboard"))
+    logger: str = param("csv", "Step log: csv (kept in the artifact); tensorboard (csv plus TensorBoard events, also kept "
+                               "in the artifact under tensorboard/); mlflow or wandb (csv plus a tracking run with the "
+                               "params, per-step metrics and the artifact).", choices=("csv", "tensorboard", "mlflow", "wandb"))
     seed: int = param(0, "Seed.", minimum=0, below=2**32)
 
     def __post_init__(self) -> None:
@@ -54,8 +56,4 @@ class PPOConfig(lora_options("ppo")):
     def check(self) -> None:
         if self.batch_size % self.mini_batch_size:
             raise AdaptlabError("--batch-size must be a multiple of --mini-batch-size")
-        if self.logger == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+        check_logger(self.logger)  # tensorboard, mlflow, wandb: one line with the pip command if missing

@@ -137,12 +137,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         callbacks.append(clock)
     if options.progress:
         callbacks.append(RichProgressBar(leave=True, console_kwargs={"stderr": True}))  # stdout stays clean for --json
-    logger: Any = False
-    if options.logger == "csv":
-        log = training_log_path(workdir)  # the job runner copies it into the artifact
-        logger = L.pytorch.loggers.CSVLogger(log.parent.parent, name=log.parent.name, version="")
-    elif options.logger == "tensorboard":
-        logger = L.pytorch.loggers.TensorBoardLogger(workdir, name="logs", version="")
+    logger: Any = _loggers(options.logger, workdir)
     trainer = L.Trainer(
         max_epochs=epochs,
         **options.lightning_devices(runtime),
@@ -166,7 +161,7 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         ckpt_path = str(last)
         resumed_from = int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1
         stderr.print(f"resuming from {last} (epoch {resumed_from} of {epochs})")
-    earlier_rows = _log_rows_before(training_log_path(workdir), resumed_from) if resumed_from and options.logger == "csv" else []
+    earlier_rows = _log_rows_before(training_log_path(workdir), resumed_from) if resumed_from and options.logger in CSV_LOGGERS else []
     start = time.perf_counter()
     start_score = _score_the_start(trainer, module, data, workdir / "checkpoints" / START, monitor)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
@@ -200,6 +195,32 @@ def fit_module(model: torch.nn.Module, data: BatchDataModule, options: TrainingO
         final_val_loss=None if final_loss is None else float(final_loss),
         lr_search=searched,
     )
+
+
+CSV_LOGGERS = ("csv", "mlflow", "wandb")  # the loggers that keep the CSV log in the artifact
+
+
+def _loggers(name: str, workdir: Path) -> Any:
+    """Lightning's loggers for ``--logger``: the CSV log (copied into the artifact by the job runner) for csv, mlflow
+    and wandb, plus, for mlflow and wandb, Lightning's logger attached to the job's tracking run
+    (``adaptlab.training.tracking``); TensorBoard's event files; or none (False)."""
+    from adaptlab.training import tracking
+
+    if name == "tensorboard":
+        return L.pytorch.loggers.TensorBoardLogger(workdir, name="logs", version="")
+    if name not in CSV_LOGGERS:
+        return False
+    log = training_log_path(workdir)  # the job runner copies it into the artifact
+    loggers: list = [L.pytorch.loggers.CSVLogger(log.parent.parent, name=log.parent.name, version="")]
+    run = tracking.current()
+    if name == "mlflow":
+        uri, experiment = tracking.mlflow_location()
+        loggers.append(L.pytorch.loggers.MLFlowLogger(experiment_name=experiment, tracking_uri=uri,
+                                                      run_id=None if run is None else run.run_id))
+    elif name == "wandb":
+        loggers.append(L.pytorch.loggers.WandbLogger(experiment=None if run is None else run.run,
+                                                     project=tracking.DEFAULT_EXPERIMENT, save_dir=str(workdir)))
+    return loggers[0] if len(loggers) == 1 else loggers
 
 
 def _score_the_start(trainer: L.Trainer, module: L.LightningModule, data: BatchDataModule, path: Path, monitor: str) -> float:

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 from adaptlab.errors import AdaptlabError
 from adaptlab.params import param
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, normalize_precision
+from adaptlab.training.tracking import LOGGERS, check_logger
 
 if TYPE_CHECKING:
     from adaptlab.runtime import Runtime
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
-LOGGERS = ("csv", "tensorboard", "none")
 ACCELERATOR_TO_DEVICE = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda", "mps": "mps"}
 
 
@@ -59,7 +59,8 @@ class TrainingOptions:
                                       "kept; the manifest says the run hit the cap).", above=0, maximum=525_600)
     group_by_length: bool = param(True, "Batch texts of similar length together (less padding).")
     seed: int = param(0, "Seed for the split and for training.", minimum=0, below=2**32)
-    logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, none.", choices=LOGGERS)
+    logger: str = param("csv", "Training log: csv (kept in the artifact), tensorboard, mlflow or wandb (a tracking run with "
+                               "the params, per-step metrics and the artifact; the csv is kept too), none.", choices=LOGGERS)
     devices: str | None = param(None, "Lightning devices for multi-process training: a count or a list such as 0,1.", runtime=True)
     strategy: str = param("auto", "Lightning strategy: auto, ddp, fsdp, deepspeed_stage_2 ...", runtime=True)
     num_nodes: int = param(1, "Machines for multi-node training.", runtime=True, minimum=1, maximum=100_000)
@@ -84,11 +85,7 @@ class TrainingOptions:
         if self.strategy != "auto" and self.strategy not in LIGHTNING_STRATEGIES:
             raise AdaptlabError(f"--strategy must be auto or one of Lightning's: {', '.join(LIGHTNING_STRATEGIES)}; "
                                 f"not '{self.strategy}'")
-        if self.logger == "tensorboard":
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise AdaptlabError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from None
+        check_logger(self.logger)  # tensorboard, mlflow, wandb: one line with the pip command if missing
 
     def epoch_budget(self, batches_per_epoch: int, epochs: int | None = None) -> int:
         """``epochs`` (default ``self.epochs``), or fewer when ``max_steps`` optimiser steps run out first. The budget
