@@ -62,13 +62,18 @@ class GRPOPolicy(lora_options("grpo")):
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32. "
                            "Training and the held-out evaluation alike.", choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
     resume: bool = param(False, "Continue from the last checkpoint of an interrupted run.")
+    logger: str = param("none", "Training log through TRL's report_to (every reward per step): tensorboard, mlflow, wandb "
+                        "or none.", choices=("none", "tensorboard", "mlflow", "wandb"))
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
     def __post_init__(self) -> None:
         from adaptlab.rlhf.reward_functions import check_rewards
 
+        from adaptlab.training.tracking import check_logger
+
         check_fields(self)
+        check_logger(self.logger)
         self.rewards_ = check_rewards(self.reward or [])  # every reward refused now, before any model loads
         if self.lr is None:
             self.lr = default_lr(self.task, self.method)
@@ -102,7 +107,7 @@ class GRPOPolicy(lora_options("grpo")):
             per_device_train_batch_size=self.batch_size * self.num_generations, num_generations=self.num_generations,
             beta=self.beta, epsilon=self.epsilon, max_completion_length=self.max_completion_length,
             temperature=self.temperature, reward_weights=[spec.weight for spec in self.rewards_], seed=self.seed,
-            **self.runtime.trl(), report_to="none", logging_steps=1, save_strategy="steps", save_steps=25,
+            **self.runtime.trl(self.logger), logging_steps=1, save_strategy="steps", save_steps=25,
             save_total_limit=1, disable_tqdm=not self.progress,
         )
         lora = None if self.method == "full" else peft_config(lm, "lora", self, self.task, model_name=f"model '{self.model}'")

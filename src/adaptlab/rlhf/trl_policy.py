@@ -40,11 +40,17 @@ class TRLPolicy(LoraOptions):
     seed: int = param(0, "Seed.", minimum=0, below=2**32)
     precision: str = param("auto", "fp32, bf16 or fp16 (CUDA); auto: bf16 on CUDA GPUs that have it, else fp32. "
                            "Training and the held-out evaluation alike.", choices=PRECISIONS + tuple(DEPRECATED_PRECISIONS))
+    logger: str = param("none", "Training log through TRL's report_to: tensorboard (events kept in the artifact), mlflow "
+                        "or wandb (a tracking run with the params, per-step metrics and the artifact), none.",
+                        choices=("none", "tensorboard", "mlflow", "wandb"))
     device: str | None = param(None, "cpu, cuda, cuda:1 ... (default: cuda if available).", runtime=True)
     progress: bool = param(True, "Show progress bars.", runtime=True, cli=False)
 
     def __post_init__(self) -> None:
+        from adaptlab.training.tracking import check_logger
+
         check_fields(self)
+        check_logger(self.logger)
         if self.lr is None:
             self.lr = default_lr(self.task, self.method)
         if self.method == "lora":
@@ -86,7 +92,7 @@ class TRLPolicy(LoraOptions):
         args = config_class(
             output_dir=str(workdir), learning_rate=self.lr, num_train_epochs=self.epochs,
             per_device_train_batch_size=self.batch_size, per_device_eval_batch_size=self.batch_size,
-            max_length=self.max_length, seed=self.seed, **self.runtime.trl(), report_to="none", logging_steps=1,
+            max_length=self.max_length, seed=self.seed, **self.runtime.trl(self.logger), logging_steps=1,
             save_strategy="no", eval_strategy="epoch", disable_tqdm=not self.progress, **self.config_kwargs(),
         )
         lora = None if self.method == "full" else peft_config(lm, "lora", self, self.task, model_name=f"model '{self.model}'")
