@@ -60,7 +60,7 @@ def main() -> None:
         start = str(work / "sft")
     policy = work / "policy"
     if not (policy / "manifest.json").exists():  # a resumed --workdir keeps its trained policy
-        train_ppo(start, review_prompts(512, seed=0), reward, config, policy,
+        train_ppo(review_prompts(512, seed=0), policy, reward=reward, model=start, config=config,
                   reward_spec="imdb head classifier, log-odds of positive")
     manifest = read_manifest(policy)
     trained = {k: manifest["params"].get(k) for k in ("steps", "lr")}

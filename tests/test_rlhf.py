@@ -404,8 +404,9 @@ def test_ppo_penalises_missing_eos_skips_runaway_minibatches_and_warns_on_negati
     original = ppo_core.token_rewards
     monkeypatch.setattr(ppo_core, "token_rewards", lambda *a: (lambda r, kl: (r, kl - 5.0))(*original(*a)))
     capfd.readouterr()
-    manifest = train_ppo(str(tiny_llama), PROMPTS, colons, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=3,
-                                                                    logger="tensorboard"), tmp_path / "policy", progress=False)
+    with pytest.warns(DeprecationWarning, match="train_ppo"):  # the earlier positional form still works, for one release
+        manifest = train_ppo(str(tiny_llama), PROMPTS, colons, PPOConfig(steps=1, batch_size=2, mini_batch_size=2, max_new_tokens=3,
+                                                                        logger="tensorboard"), tmp_path / "policy", progress=False)
     assert "KL to the reference is negative" in capfd.readouterr().err
     events = list((tmp_path / "policy" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and any(name.startswith("tensorboard/") for name in manifest["files"])

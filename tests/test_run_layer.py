@@ -99,7 +99,7 @@ def test_every_family_writes_one_manifest_schema_and_loads_back(tiny_bert, tiny_
     from adaptlab.generation import Generator, SamplingOptions
     from adaptlab.rag.retriever import QueryPassage, split_pairs, train_retriever
     from adaptlab.results import JobResult, Manifest
-    from adaptlab.rlhf import PPOConfig, read_preferences, split_preferences, train_ppo, train_reward_model
+    from adaptlab.rlhf import read_preferences, split_preferences, train_ppo, train_reward_model
     from adaptlab.rlhf.dpo import train_dpo
     from adaptlab.rlhf.grpo import train_grpo, train_rloo
     from adaptlab.rlhf.kto import read_thumbs, split_thumbs, train_kto
@@ -118,8 +118,8 @@ def test_every_family_writes_one_manifest_schema_and_loads_back(tiny_bert, tiny_
                                   progress=False),
         "reward": train_reward_model(split, tmp_path / "rm", model=str(tiny_bert), epochs=1, progress=False),
         "dpo": train_dpo(split, tmp_path / "dpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False),
-        "ppo": train_ppo(str(tiny_llama), [f"Prompt {i}:" for i in range(8)], lambda p, r: [float(len(x)) for x in r],
-                         PPOConfig(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=4), tmp_path / "ppo", progress=False),
+        "ppo": train_ppo([f"Prompt {i}:" for i in range(8)], tmp_path / "ppo", reward=lambda p, r: [float(len(x)) for x in r],
+                         model=str(tiny_llama), steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=4, progress=False),
         "retriever": train_retriever(pairs, tmp_path / "ret", model=str(tiny_sentence_bert), epochs=1, progress=False),
         "orpo": train_orpo(split, tmp_path / "orpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False),
         "simpo": train_simpo(split, tmp_path / "simpo", model=str(tiny_llama), epochs=1, max_length=64, progress=False),

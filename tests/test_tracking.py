@@ -128,8 +128,8 @@ def test_dpo_and_ppo_runs_log_per_step_metrics_to_the_server(experiment, tiny_ll
 
     mlflow.delete_run(run.info.run_id)  # search_runs lists active runs: the next one is the PPO run
     config = PPOConfig(steps=2, batch_size=2, mini_batch_size=2, max_new_tokens=3, ppo_epochs=1, logger="mlflow")
-    train_ppo(str(tiny_llama), [f"Prompt {i}:" for i in range(4)], lambda p, r: [float(len(x)) for x in r], config,
-              tmp_path / "ppo", progress=False)
+    train_ppo([f"Prompt {i}:" for i in range(4)], tmp_path / "ppo", reward=lambda p, r: [float(len(x)) for x in r],
+              model=str(tiny_llama), config=config, progress=False)
     run = only_run(experiment)
     assert run.info.status == "FINISHED" and run.data.params["reward"] and run.data.params["steps"] == "2"
     assert steps_of(run.info.run_id, "reward_mean") == [1, 2] and "kl" in run.data.metrics

@@ -104,10 +104,9 @@ def ppo(values: dict) -> None:
 
     prompt_list = read_prompts(prompts, column, None, config.seed)  # before torch is imported: a bad file is refused at once
     from adaptlab.rlhf.ppo import train_ppo
-    from adaptlab.rlhf.rewards import load_reward
 
-    manifest = train_ppo(model, prompt_list, load_reward(spec, label, device), config, output, reward_spec=spec,
-                         resume=resume, device=device, overwrite=overwrite).manifest.to_json()
+    manifest = train_ppo(prompt_list, output, reward=spec, reward_label=label, model=model, config=config, resume=resume,
+                         device=device, overwrite=overwrite).manifest.to_json()
     metrics = manifest["metrics"]
     out.print(f"{metrics['steps']} PPO steps: mean reward {metrics['reward_first_steps']:.3f} (first 3) -> "
               f"{metrics['reward_last_steps']:.3f} (last 3), KL {metrics['kl_last']:.2f}; policy -> {output}")

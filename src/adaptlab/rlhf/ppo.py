@@ -17,14 +17,17 @@ import dataclasses
 import hashlib
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job, training_log_path
 from adaptlab.results import JobResult
 from adaptlab.params import recorded_params
@@ -328,12 +331,33 @@ class PPOJob:
         (directory / TRAIN_PROMPTS).write_text(json.dumps(self.prompts_, ensure_ascii=False), encoding="utf-8")
 
 
-def train_ppo(model: str, prompts: Sequence[str], reward: RewardFn, config: PPOConfig, output: str | Path, *,
-              reward_spec: str = "function", resume: bool = False, device: str | None = None, progress: bool = True,
-              overwrite: bool = False) -> JobResult:
-    """Train and write the policy artifact (adapter or weights, value head, log, training prompts, manifest)."""
+def train_ppo(prompts: Sequence[str], output: str | Path, *legacy: Any, reward: RewardFn | str | None = None,
+              model: str = "smollm2-135m", config: PPOConfig | None = None, reward_label: str | None = None,
+              reward_spec: str | None = None, resume: bool = False, device: str | None = None, progress: bool = True,
+              overwrite: bool = False, **params: Any) -> JobResult:
+    """PPO on ``prompts`` against ``reward``; writes the policy artifact (adapter or weights, value head, log, training
+    prompts, manifest). ``reward``: a function ``(prompts, responses) -> scores``, or what ``--reward`` takes (a
+    reward-model artifact, a classifier artifact with ``reward_label``, ``module:function``); ``params``: ``PPOConfig``'s
+    fields (or a ready ``config``). The form of earlier releases, ``train_ppo(model, prompts, reward, config, output)``,
+    still works for one release, with a deprecation warning."""
+    if isinstance(prompts, str) and not isinstance(output, (str, Path)) and len(legacy) == 3:
+        warnings.warn("train_ppo(model, prompts, reward, config, output) is deprecated: use train_ppo(prompts, output, "
+                      "reward=..., model=..., config=...)", DeprecationWarning, stacklevel=2)
+        model, prompts, (reward, config, output) = prompts, output, legacy
+    elif legacy:
+        raise AdaptlabError("train_ppo takes (prompts, output, reward=..., model=..., **params)")
+    if config is None:
+        config = PPOConfig(**params)
+    elif params:
+        raise AdaptlabError(f"train_ppo: give PPO settings as config= or as keywords, not both ({', '.join(params)})")
+    if reward is None:
+        raise AdaptlabError("train_ppo needs reward=: a function (prompts, responses) -> scores, or a reward artifact")
+    if isinstance(reward, str):
+        from adaptlab.rlhf.rewards import load_reward
+
+        reward_spec, reward = reward, load_reward(reward, reward_label, device)
     prompts = list(prompts)
-    job = PPOJob(model, reward, config, reward_spec, device, resume, progress)
+    job = PPOJob(model, reward, config, reward_spec or "function", device, resume, progress)
     described = {"prompts": len(prompts), "fingerprint": hashlib.sha256("\n".join(prompts).encode()).hexdigest()[:16]}
     return run_job(job, prompts, output, seed=config.seed, labels=[], data_description=described,
                    train_examples=config.steps * config.batch_size, resume=resume, overwrite=overwrite)
