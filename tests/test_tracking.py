@@ -138,6 +138,7 @@ def test_dpo_and_ppo_runs_log_per_step_metrics_to_the_server(experiment, tiny_ll
 
 def test_the_command_line_logs_to_mlflows_local_store_without_a_server(cli, tiny_bert, tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts go to ./mlruns beside a SQLite store: not into the checkout
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # what MLflow's default (./mlflow.db) is, in a place of the test's
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     data = write_csv(tmp_path / "toy.csv", sentiment_rows(10))
@@ -152,6 +153,7 @@ def test_the_command_line_logs_to_mlflows_local_store_without_a_server(cli, tiny
 def test_a_failed_job_ends_its_run_failed(tmp_path, monkeypatch):
     from adaptlab.training import tracking
 
+    monkeypatch.chdir(tmp_path)  # MLflow's artifacts go to ./mlruns beside a SQLite store: not into the checkout
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "failing")
     with pytest.raises(RuntimeError), tracking.tracked_run({"logger": "mlflow", "lr": 0.1}, tmp_path / "never-written"):
