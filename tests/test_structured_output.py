@@ -128,7 +128,7 @@ def test_echo_with_max_tokens_0_returns_the_prompts_log_probabilities(served):
     logprobs = reply.choices[0].logprobs
     assert len(logprobs.token_logprobs) == len(ids) + 1 and logprobs.token_logprobs[-1] == max(logprobs.top_logprobs[-1].values())
     plain = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=4, temperature=0, logprobs=2)
-    assert len(plain.choices[0].logprobs.tokens) == plain.usage.completion_tokens
+    assert len(plain.choices[0].logprobs.tokens) - plain.usage.completion_tokens in (0, 1)  # + the end token, if it ended
     assert plain.choices[0].logprobs.text_offset[0] == len("Once upon a time")
 
 
@@ -194,3 +194,24 @@ def test_generate_cli_json_schema(cli, tiny_llama, tmp_path):
     assert code != 0 and "not a valid JSON schema at properties/a/type" in err
     code, _, err = cli("generate", "--model", tiny_llama, "--json-schema", tmp_path / "missing.json", "Hi")
     assert code != 0 and "does not exist" in err
+
+
+def test_a_reply_that_ends_at_once_still_lists_its_end_token(served):
+    """lm-eval reads the last entry of an echoed reply as the generated token: when the model's next token is the end
+    token, that entry is it (with "" as its text), or the prompt's last token would be dropped from the score."""
+    from adaptlab.serve.decoding import Request, TokenLogprob, _Row
+
+    registry, _, _ = served
+    tokenizer = registry.generators[MODEL].tokenizer
+    row = _Row(Request([5, 6], 1, logprobs=1, prompt_logprobs=1), tokenizer)
+    end = TokenLogprob(tokenizer.eos_token_id, -0.1, ((tokenizer.eos_token_id, -0.1),))
+    (finished,) = row.add(tokenizer.eos_token_id, tokenizer.eos_token_id, end)
+    assert finished.reason == "stop" and finished.logprobs == [end] and finished.completion_tokens == 0
+    from adaptlab.serve.openai_api import _chat_logprobs, _completion_logprobs
+    from adaptlab.structured import Grammars
+
+    vocabulary = Grammars.of(tokenizer).token_bytes
+    prompt = [TokenLogprob(5, None), TokenLogprob(6, -1.0, ((6, -1.0),))]
+    shaped = _completion_logprobs(prompt + finished.logprobs, vocabulary, 0, tokenizer.eos_token_id)
+    assert shaped["token_logprobs"] == [None, -1.0, -0.1] and shaped["tokens"][-1] == ""
+    assert _chat_logprobs(finished.logprobs, vocabulary, tokenizer.eos_token_id) == []

@@ -67,7 +67,8 @@ class Finished:
     reason: str  # "stop" (end of turn or a stop string) or "length"
     prompt_tokens: int
     completion_tokens: int
-    logprobs: list[TokenLogprob] | None = None  # the reply's tokens (those of the text returned), when asked for
+    logprobs: list[TokenLogprob] | None = None  # the reply's tokens (those of the text returned, and the end token
+    # when the reply ended with it), when asked for
     prompt_logprobs: list[TokenLogprob] | None = None
 
 
@@ -191,7 +192,9 @@ class _Row:
         self.hold = max((len(s) for s in request.stop), default=1) - 1  # a stop string may be forming
 
     def add(self, token: int, eos: int | None, record: TokenLogprob | None = None) -> list:
-        if token == eos:
+        if token == eos:  # scored too: a completions reply ends with its end token's entry (lm-eval reads it)
+            if record is not None:
+                self.records.append(record)
             return self.finish("stop")
         self.tokens.append(token)
         if record is not None:

@@ -309,6 +309,7 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         requests = requests_for(body, ids, body.max_completion_tokens or body.max_tokens, generator.adapter,
                                 logprobs=top, constraint=constraint)
         vocabulary = grammars_for(generator).token_bytes if body.logprobs else None
+        eos = generator.tokenizer.eos_token_id
 
         def build(index: int, text: str, finished: Finished) -> dict:
             message, reason = {"role": "assistant", "content": text}, finished.reason
@@ -316,10 +317,10 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
             if calls:
                 rest = _outside_calls(text) if tools[1] == "auto" else ""
                 message, reason = {"role": "assistant", "content": rest or None, "tool_calls": calls}, "tool_calls"
-            logprobs = None if vocabulary is None else {"content": _chat_logprobs(finished.logprobs, vocabulary), "refusal": None}
+            logprobs = None if vocabulary is None else {"content": _chat_logprobs(finished.logprobs, vocabulary, eos), "refusal": None}
             return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason}
 
-        piece = None if vocabulary is None else (lambda p: {"content": _chat_logprobs(p.logprobs, vocabulary), "refusal": None})
+        piece = None if vocabulary is None else (lambda p: {"content": _chat_logprobs(p.logprobs, vocabulary, eos), "refusal": None})
         return await respond(body, body.model, requests, "chat", build, piece, whole=tools is not None)
 
     @router.post("/v1/completions")
@@ -360,15 +361,16 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
                                                               constraint=constraint)]
         texts = [p if isinstance(p, str) else generator.tokenizer.decode(p) for p in prompts for _ in range(body.n)]
         vocabulary = grammars_for(generator).token_bytes if body.logprobs is not None else None
+        eos = generator.tokenizer.eos_token_id
 
         def build(index: int, text: str, finished: Finished) -> dict:
             records = (finished.prompt_logprobs or [] if body.echo else []) + (finished.logprobs or [])
             logprobs = None if vocabulary is None else \
-                _completion_logprobs(records, vocabulary, 0 if body.echo else len(texts[index]))
+                _completion_logprobs(records, vocabulary, 0 if body.echo else len(texts[index]), eos)
             return {"index": index, "text": (texts[index] if body.echo else "") + text, "logprobs": logprobs,
                     "finish_reason": finished.reason}
 
-        piece = None if vocabulary is None else (lambda p, start: _completion_logprobs(p.logprobs, vocabulary, start))
+        piece = None if vocabulary is None else (lambda p, start: _completion_logprobs(p.logprobs, vocabulary, start, eos))
         return await respond(body, body.model, requests, "completion", build, piece)
 
     @router.post("/v1/embeddings")
@@ -454,21 +456,25 @@ def _token_text(vocabulary: list[bytes], token: int) -> str:
     return vocabulary[token].decode("utf-8", errors="replace") if token < len(vocabulary) else ""
 
 
-def _chat_logprobs(records, vocabulary: list[bytes]) -> list[dict]:
-    """OpenAI's chat ``logprobs.content``: one entry per token, with its bytes and alternatives."""
+def _chat_logprobs(records, vocabulary: list[bytes], eos: int | None = None) -> list[dict]:
+    """OpenAI's chat ``logprobs.content``: one entry per token of the content (the end token is left out), with
+    its bytes and alternatives."""
     def entry(token: int, logprob: float) -> dict:
         raw = vocabulary[token] if token < len(vocabulary) else b""
         return {"token": _token_text(vocabulary, token), "logprob": logprob, "bytes": list(raw)}
 
-    return [{**entry(r.token, r.logprob), "top_logprobs": [entry(t, lp) for t, lp in r.top]} for r in records or ()]
+    return [{**entry(r.token, r.logprob), "top_logprobs": [entry(t, lp) for t, lp in r.top]}
+            for r in records or () if r.token != eos]
 
 
-def _completion_logprobs(records: list[TokenLogprob], vocabulary: list[bytes], offset: int) -> dict:
+def _completion_logprobs(records: list[TokenLogprob], vocabulary: list[bytes], offset: int, eos: int | None = None) -> dict:
     """OpenAI's completions ``logprobs``: ``tokens``, ``token_logprobs``, ``top_logprobs`` (token -> log-prob;
-    null where the token has no prediction, the echoed prompt's first) and ``text_offset`` (from ``offset``)."""
+    null where the token has no prediction, the echoed prompt's first) and ``text_offset`` (from ``offset``). A
+    reply that ended with the end token lists it last, as "" (it adds no text): lm-evaluation-harness reads the
+    last entry as the generated token and the ones before it as the prompt's."""
     tokens, offsets = [], []
     for record in records:
-        tokens.append(_token_text(vocabulary, record.token))
+        tokens.append("" if record.token == eos and record is records[-1] else _token_text(vocabulary, record.token))
         offsets.append(offset)
         offset += len(tokens[-1])
     top = [None if r.logprob is None else {_token_text(vocabulary, t): lp for t, lp in r.top} for r in records]
