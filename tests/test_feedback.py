@@ -35,9 +35,10 @@ def write_candidates(path: Path, n_prompts: int, k: int = 4, evil: bool = False)
     return path
 
 
-def make_project(tmp_path: Path, n_prompts: int = 3, overlap: int = 2, evil: bool = False) -> Path:
+def make_project(tmp_path: Path, n_prompts: int = 3, overlap: int = 2, evil: bool = False, mode: str = "rank") -> Path:
     directory = tmp_path / "project"
-    project.new_project(directory, candidates_path=write_candidates(tmp_path / "c.jsonl", n_prompts, evil=evil), overlap=overlap)
+    project.new_project(directory, candidates_path=write_candidates(tmp_path / "c.jsonl", n_prompts, evil=evil), overlap=overlap,
+                        mode=mode)
     return directory
 
 
@@ -68,6 +69,16 @@ def rank(client: TestClient, state: dict, ranking=None, action: str = "rank", si
     return client.post("/api/submit", json=body, headers={"X-CSRF-Token": state["csrf"]})
 
 
+def judge(client: TestClient, state: dict, up=None, thumbs=None, sid: str | None = None) -> httpx.Response:
+    """Submit thumbs for the shown item: ``up`` the candidate ids given a thumbs up (default: the first half as
+    shown), the rest down; or ``thumbs``, the body's field as given."""
+    if thumbs is None:
+        up = set(state["ids"][: len(state["ids"]) // 2] if up is None else up)
+        thumbs = {"up": [i for i in state["ids"] if i in up], "down": [i for i in state["ids"] if i not in up]}
+    body = {"submission_id": sid or state["submission"], "prompt_id": state["prompt"], "action": "judge", "thumbs": thumbs}
+    return client.post("/api/submit", json=body, headers={"X-CSRF-Token": state["csrf"]})
+
+
 @pytest.fixture
 def setup(tmp_path):
     directory = make_project(tmp_path, evil=True)
@@ -79,7 +90,7 @@ def test_tokens_are_stored_hashed(setup):
     directory, _, tokens = setup
     stored = {r["name"]: r["token_hash"] for r in db(directory).execute("SELECT name, token_hash FROM annotators")}
     assert all(tokens[name] not in stored[name] and len(stored[name]) == 64 for name in tokens)
-    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert db(directory).execute("PRAGMA user_version").fetchone()[0] == 4
     assert db(directory).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -294,16 +305,57 @@ def test_candidates_are_shown_in_a_stored_order_per_annotator(tmp_path):
     assert [tuple(r["id"] for r in dbmod.item(conn, 1, i + 1)[1]) for i in range(6)] == orders
 
 
+def downgrade_to_version_3(directory: Path) -> None:
+    """The project as adaptlab wrote it before thumbs mode (schema version 3): no project.mode, no 'judged' status."""
+    conn = db(directory)
+    conn.executescript("""
+        ALTER TABLE project DROP COLUMN mode;
+        CREATE TABLE old (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+                          prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+                          status TEXT NOT NULL CHECK (status IN ('ranked', 'skipped', 'flagged')),
+                          ranking TEXT, reason TEXT, created REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO old SELECT id, annotator_id, prompt_id, status, ranking, reason, created, undone FROM submissions;
+        DROP TABLE submissions; ALTER TABLE old RENAME TO submissions;
+        CREATE UNIQUE INDEX one_live_per_item ON submissions (annotator_id, prompt_id) WHERE undone = 0;
+        CREATE INDEX live_by_prompt ON submissions (prompt_id) WHERE undone = 0;
+        PRAGMA user_version = 3;""")
+    conn.close()
+
+
 def test_a_version_1_project_is_upgraded_in_place(tmp_path):
     directory = make_project(tmp_path, n_prompts=2, overlap=1)
     project.add_annotator(directory, "alice")
+    downgrade_to_version_3(directory)
     conn = db(directory)
     conn.executescript("ALTER TABLE annotators DROP COLUMN order_seed; DROP TABLE leases; PRAGMA user_version = 1;")
     conn.close()
     upgraded = dbmod.connect(directory)
-    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 4
     assert upgraded.execute("SELECT COUNT(*) FROM leases").fetchone()[0] == 0
     assert sorted(r["id"] for r in dbmod.item(upgraded, 1, 1)[1]) == [1, 2, 3, 4]
+    assert dbmod.mode(upgraded) == "rank"
+
+
+def test_a_version_3_project_is_a_ranking_project_after_the_upgrade(setup):
+    """Projects made before thumbs mode have no mode setting: they are ranking projects, their submissions kept
+    (rows, order and the one-live-per-item rule), and they still export pairs."""
+    directory, app, tokens = setup
+    alice, state = signed_in(app, tokens["alice"])
+    assert rank(alice, state).status_code == 200
+    second = page_state(alice.get("/").text)
+    assert rank(alice, second, action="skip").status_code == 200
+    before = [tuple(r) for r in db(directory).execute("SELECT rowid, * FROM submissions ORDER BY rowid")]
+    downgrade_to_version_3(directory)
+    app = create_app(directory)  # connects, so upgrades
+    conn = db(directory)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4 and conn.execute("SELECT mode FROM project").fetchone()[0] == "rank"
+    assert [tuple(r)[:-1] for r in conn.execute("SELECT rowid, * FROM submissions ORDER BY rowid")] == [r[:-1] for r in before]
+    assert len(project.export(directory)) == 6 and project.export(directory, "pairs") == project.export(directory)
+    alice, _ = signed_in(app, tokens["alice"])
+    assert alice.post("/api/undo", headers={"X-CSRF-Token": page_state(alice.get("/").text)["csrf"]}).json() == {"prompt_id": second["prompt"]}
+    with pytest.raises(sqlite3.IntegrityError):  # the partial unique index survived the rebuild
+        conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, created) VALUES ('x', 1, ?, 'skipped', 0)",
+                     (state["prompt"],))
 
 
 def test_export_formats_feed_read_preferences(setup, tmp_path):
@@ -561,3 +613,221 @@ def test_ranked_project_trains_a_reward_model_directly(tmp_path, tiny_bert, cli)
     assert code == 0, err
     manifest = json.loads((tmp_path / "rm" / "manifest.json").read_text())
     assert sum(manifest["data"]["pairs"].values()) == 8 * 6 and sum(manifest["data"]["prompts"].values()) == 8
+
+
+# --- thumbs mode: each candidate gets a thumbs up or down; the export is KTO rows -----------------------------------
+
+
+@pytest.fixture
+def thumbs_setup(tmp_path):
+    (tmp_path / "thumbs").mkdir()
+    directory = make_project(tmp_path / "thumbs", evil=True, mode="thumbs")
+    tokens = {name: project.add_annotator(directory, name, admin=name == "boss") for name in ("alice", "bob", "carol", "boss")}
+    return directory, create_app(directory), tokens
+
+
+def test_thumbs_submit_retry_conflict_validation_and_undo(thumbs_setup, setup):
+    """The same submission machinery as ranking: idempotent on the submission id, one live submission per item,
+    undo reserves the item for a redo; thumbs must judge every candidate exactly once."""
+    directory, app, tokens = thumbs_setup
+    alice, state = signed_in(app, tokens["alice"])
+    bob, bob_state = signed_in(app, tokens["bob"])
+    page = alice.get("/").text
+    assert 'id="thumbs"' in page and 'id="ranking"' not in page and "Judge the responses" in page
+    assert page.count('aria-label="Thumbs up"') == page.count('aria-label="Thumbs down"') == 4
+    assert state["prompt"] != bob_state["prompt"]  # leases work as for ranking
+    ids = state["ids"]
+    for thumbs in ({"up": ids[:2], "down": ids[2:3]}, {"up": ids, "down": ids[:1]}, {"up": ids[:3], "down": [999]},
+                   "nope", {"up": ids}, {"up": [str(i) for i in ids], "down": []}, {"up": ids, "down": [], "maybe": []}, []):
+        assert judge(alice, state, thumbs=thumbs).status_code == 422, thumbs
+    no_thumbs = {"submission_id": state["submission"], "prompt_id": state["prompt"], "action": "judge"}
+    assert alice.post("/api/submit", json=no_thumbs, headers={"X-CSRF-Token": state["csrf"]}).status_code == 422
+    assert rank(alice, state).status_code == 422  # a ranking in a thumbs project
+    _, rank_app, rank_tokens = setup
+    rank_client, rank_state = signed_in(rank_app, rank_tokens["alice"])
+    refused = judge(rank_client, rank_state)
+    assert refused.status_code == 422 and "rank project" in refused.json()["error"]["message"]  # thumbs in a ranking project
+
+    first = judge(alice, state, up={ids[3], ids[0]})
+    assert first.status_code == 200 and first.json()["stored"] is True
+    retry = judge(alice, state, up={ids[3], ids[0]})
+    assert retry.status_code == 200 and retry.json()["stored"] is False
+    assert judge(bob, bob_state, sid=state["submission"]).status_code == 409  # another annotator reuses the id
+    assert judge(alice, state, sid="another-id-1234").status_code == 409  # same item twice
+    rows = db(directory).execute("SELECT * FROM submissions").fetchall()
+    assert len(rows) == 1 and rows[0]["status"] == "judged" and rows[0]["ranking"] is None
+    assert json.loads(rows[0]["thumbs"]) == {"up": sorted([ids[0], ids[3]]), "down": sorted([ids[1], ids[2]])}
+    assert db(directory).execute("SELECT COUNT(*) FROM leases WHERE annotator_id = 1").fetchone()[0] == 0  # lease -> submission
+
+    nxt = page_state(alice.get("/").text)
+    assert nxt["prompt"] != state["prompt"]
+    assert alice.post("/api/undo", headers={"X-CSRF-Token": state["csrf"]}).json() == {"prompt_id": state["prompt"]}
+    assert project.export(directory) == []  # the undone judgement is not exported
+    again = page_state(alice.get(f"/?prompt={state['prompt']}").text)
+    assert again["prompt"] == state["prompt"] and again["submission"] != state["submission"]
+    assert judge(alice, again, up=set(ids)).json()["stored"] is True  # a redo: all up this time
+    assert [row["label"] for row in project.export(directory)] == [True] * 4
+    assert judge(bob, bob_state, thumbs=None, up=set()).json()["stored"] is True
+    skipped = page_state(bob.get("/").text)
+    assert rank(bob, skipped, action="skip").status_code == 200  # skip and flag work as in ranking mode
+    assert rank(alice, page_state(alice.get("/").text), action="flag", reason="off topic").status_code == 200
+    statuses = [r[0] for r in db(directory).execute("SELECT status FROM submissions WHERE undone = 0 ORDER BY rowid")]
+    assert statuses == ["judged", "judged", "skipped", "flagged"]
+
+
+def test_thumbs_export_rows_cli_admin_and_refusals(thumbs_setup, tmp_path, cli):
+    """One KTO row per judged candidate per annotator (two annotators who judged the same candidate give two rows);
+    read back by `rlhf kto`'s reader; the wrong format for a project's mode is one line, exit 2."""
+    from adaptlab.rlhf.kto import read_thumbs
+
+    directory, app, tokens = thumbs_setup
+    alice, state = signed_in(app, tokens["alice"])
+    bob, _ = signed_in(app, tokens["bob"])
+    bob_state = dict(page_state(bob.get("/").text), prompt=state["prompt"], ids=state["ids"])  # alice's item, still open
+    ids = state["ids"]
+    assert judge(alice, state, up={ids[0]}).status_code == 200
+    assert judge(bob, bob_state, up={ids[0], ids[1]}).status_code == 200
+    texts = {r["id"]: r["text"] for r in db(directory).execute("SELECT id, text FROM candidates")}
+    prompt = db(directory).execute("SELECT text FROM prompts WHERE id = ?", (state["prompt"],)).fetchone()[0]
+    rows = project.export(directory)
+    assert rows == project.export(directory, "kto") and len(rows) == 8
+    by_annotator = rows[:4], rows[4:]
+    assert all(row["prompt"] == prompt and set(row) == {"prompt", "completion", "label"} for row in rows)
+    assert {r["completion"]: r["label"] for r in by_annotator[0]} == {texts[i]: i == ids[0] for i in ids}
+    assert {r["completion"]: r["label"] for r in by_annotator[1]} == {texts[i]: i in (ids[0], ids[1]) for i in ids}
+
+    out = tmp_path / "kto.jsonl"
+    code, stdout, err = cli("feedback", "export", directory, "-o", out)  # a thumbs project's default: kto
+    assert code == 0, err
+    assert json.loads(stdout) == {"output": str(out), "format": "kto", "rows": 8}
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+    thumbs = read_thumbs(str(out))
+    assert len(thumbs) == 8 and sum(t.label for t in thumbs) == 3 and {t.prompt for t in thumbs} == {prompt}
+    code, _, err = cli("feedback", "export", directory, "-o", tmp_path / "p.jsonl", "--format", "pairs")
+    assert code == 2 and "--format kto" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "p.jsonl").exists()
+
+    rank_dir = tmp_path / "ranked"
+    project.new_project(rank_dir, candidates_path=write_candidates(tmp_path / "r.jsonl", 2))
+    code, _, err = cli("feedback", "export", rank_dir, "-o", tmp_path / "r.jsonl.out", "--format", "kto")
+    assert code == 2 and "--format pairs" in err and len(err.strip().splitlines()) == 1
+    empty = tmp_path / "empty-thumbs"
+    project.new_project(empty, candidates_path=write_candidates(tmp_path / "e.jsonl", 2), mode="thumbs")
+    code, _, err = cli("feedback", "export", empty, "-o", tmp_path / "e.out")
+    assert code == 2 and "no judged submissions" in err
+
+    boss, _ = signed_in(app, tokens["boss"])
+    page = boss.get("/admin").text
+    assert 'href="/admin/export?format=kto"' in page and "format=pairs" not in page and "format=rankings" not in page
+    assert re.search(r"alice</th><td>1</td><td>0</td><td>0</td><td>0</td>", page) and '<th scope="col">Judged</th>' in page
+    assert '<strong id="thumbs-agreement">0.750</strong> over 4 comparisons on 4 responses' in page  # 3 of 4 the same
+    download = boss.get("/admin/export?format=kto")
+    assert download.status_code == 200 and 'filename="feedback-kto.jsonl"' in download.headers["content-disposition"]
+    assert [json.loads(line) for line in download.text.splitlines()] == rows
+    assert boss.get("/admin/export").text == download.text  # no format: the project's own
+    refused = boss.get("/admin/export?format=pairs")
+    assert refused.status_code == 422 and "--format kto" in refused.text
+
+
+def test_thumbs_project_cli_and_single_candidates(tmp_path):
+    runner = CliRunner()
+    rows = [{"prompt": "one answer only", "responses": ["just this"]}, {"prompt": "two", "responses": ["a", "b"]}]
+    candidates = tmp_path / "c.jsonl"
+    candidates.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = runner.invoke(feedback_app, ["new", str(tmp_path / "t"), "--candidates", str(candidates), "--mode", "thumbs"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) | {"project": None} == {"project": None, "prompts": 2, "skipped_prompts": 0, "candidates": 3,
+                                                              "overlap": 1, "mode": "thumbs"}  # one candidate can be judged
+    assert db(tmp_path / "t").execute("SELECT mode FROM project").fetchone()[0] == "thumbs"
+    result = runner.invoke(feedback_app, ["new", str(tmp_path / "r"), "--candidates", str(candidates)])
+    assert result.exit_code == 0 and json.loads(result.output)["mode"] == "rank" and json.loads(result.output)["prompts"] == 1
+    result = runner.invoke(feedback_app, ["new", str(tmp_path / "x"), "--candidates", str(candidates), "--mode", "stars"])
+    assert isinstance(result.exception, AdaptlabError) and "--mode must be one of rank, thumbs" in str(result.exception)
+    assert not (tmp_path / "x").exists()
+
+
+def test_untrusted_text_is_escaped_in_thumbs_mode(thumbs_setup):
+    _, app, tokens = thumbs_setup
+    alice, _ = signed_in(app, tokens["alice"])
+    response = alice.get("/")
+    html = response.text
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html and "Evil &lt;b&gt;prompt&lt;/b&gt;" in html
+    assert "<img" not in html and "<b>" not in html and 'href="javascript' not in html and html.count("<script") == 1
+    assert "unsafe-inline" not in response.headers["content-security-policy"]
+
+
+def test_thumbs_export_trains_kto(tmp_path, tiny_llama, cli):
+    """The thumbs loop without the browser: new --mode thumbs -> judge -> export -> `adaptlab rlhf kto --data EXPORT`."""
+    directory = make_project(tmp_path, n_prompts=8, overlap=1, mode="thumbs")
+    client, state = signed_in(create_app(directory), project.add_annotator(directory, "alice"))
+    while state["prompt"] is not None:
+        assert judge(client, state).status_code == 200  # two up, two down per item
+        state = page_state(client.get("/").text)
+    exported = tmp_path / "thumbs.jsonl"
+    code, _, err = cli("feedback", "export", directory, "-o", exported, "--format", "kto")
+    assert code == 0, err
+    code, _, err = cli("rlhf", "kto", "--data", exported, "--model", tiny_llama, "--epochs", "1", "--max-length", "64",
+                       "-o", tmp_path / "kto")
+    assert code == 0, err
+    data = json.loads((tmp_path / "kto" / "manifest.json").read_text())["data"]
+    assert sum(data["rows"].values()) == 8 * 4 and sum(data["thumbs_up"].values()) == 8 * 2
+    assert sum(data["prompts"].values()) == 8
+
+
+def test_browser_judges_with_mouse_and_keyboard(tmp_path, chromium):
+    """Thumbs mode in a real Chromium: buttons and U/D keys, a refused incomplete submission, submit, undo."""
+    from playwright import sync_api
+
+    directory = make_project(tmp_path, n_prompts=2, overlap=1, evil=True, mode="thumbs")
+    link = project.add_annotator(directory, "alice")
+    artifacts = Path(os.environ.get("ADAPTLAB_TEST_ARTIFACTS", tmp_path))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    order = lambda page: [int(i) for i in page.eval_on_selector_all("#thumbs li", "els => els.map(e => e.dataset.id)")]
+    alice = db(directory).execute("SELECT id FROM annotators WHERE name = 'alice'").fetchone()["id"]
+    shown = lambda prompt: [row["id"] for row in dbmod.item(db(directory), prompt, alice)[1]]
+    a, b, c, d = shown(1)
+
+    with serve_in_background(directory) as base, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{base}/login?token={link}")
+        assert page.url == f"{base}/" and order(page) == [a, b, c, d]
+        assert page.locator("#thumbs").inner_text().count("<script>window.__xss=1</script>") == 1
+        assert page.locator("#thumbs img, #thumbs a, #thumbs script").count() == 0
+        response = lambda i: page.get_by_label(f"Response {i} of 4", exact=True)
+        pressed = lambda i, name: response(i).get_by_role("button", name=name).get_attribute("aria-pressed")
+
+        response(1).get_by_role("button", name="Thumbs down").click()
+        response(1).get_by_role("button", name="Thumbs up").click()  # changed their mind
+        assert (pressed(1, "Thumbs up"), pressed(1, "Thumbs down")) == ("true", "false")
+        page.focus(f"#thumbs li[data-id='{b}']")
+        page.keyboard.press("d")  # judged, and focus moves on to the next response
+        assert page.evaluate("document.activeElement.dataset.id") == str(c)
+        page.keyboard.press("u")
+        assert (pressed(2, "Thumbs down"), pressed(3, "Thumbs up")) == ("true", "true")
+        assert page.evaluate("document.activeElement.dataset.id") == str(d)
+        page.get_by_role("button", name="Submit judgements").click()  # response 4 not judged yet: refused here
+        assert "every response" in page.locator("#message").inner_text()
+        assert page.evaluate("document.activeElement.dataset.id") == str(d)
+        assert db(directory).execute("SELECT COUNT(*) FROM submissions").fetchone()[0] == 0
+        page.keyboard.press("ArrowUp")
+        assert page.evaluate("document.activeElement.dataset.id") == str(c)
+        page.keyboard.press("ArrowDown")
+        page.keyboard.press("-")
+        page.screenshot(path=str(artifacts / "feedback-thumbs.png"), full_page=True)
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Submit judgements").click()
+        conn = db(directory)
+        row = conn.execute("SELECT prompt_id, status, thumbs, undone FROM submissions").fetchone()
+        assert (row["prompt_id"], row["status"], row["undone"]) == (1, "judged", 0)
+        assert json.loads(row["thumbs"]) == {"up": sorted([a, c]), "down": sorted([b, d])}
+        assert "1 of 2 done" in page.content() and order(page) == shown(2)
+        assert pressed(1, "Thumbs up") == "false"  # a fresh item starts unjudged
+
+        with page.expect_navigation():
+            page.get_by_role("button", name="Undo last submission").click()
+        assert conn.execute("SELECT undone FROM submissions").fetchone()[0] == 1
+        assert order(page) == [a, b, c, d] and "0 of 2 done" in page.content()
+        assert page.evaluate("typeof window.__xss") == "undefined"
+        browser.close()
+    assert (artifacts / "feedback-thumbs.png").stat().st_size > 10_000

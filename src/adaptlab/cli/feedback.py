@@ -1,4 +1,4 @@
-"""``adaptlab feedback ...``: create a ranking project, add annotators, serve the app, export preferences.
+"""``adaptlab feedback ...``: create a ranking or thumbs project, add annotators, serve the app, export the data.
 
 Wired into the main CLI as a sub-app, so ``AdaptlabError`` raised here becomes the usual one-line error.
 """
@@ -13,7 +13,8 @@ import typer
 
 from adaptlab.errors import AdaptlabError
 
-feedback_app = typer.Typer(help="Human feedback: people rank model outputs in a browser; export pairs for `rlhf reward`.",
+feedback_app = typer.Typer(help="Human feedback: people rank model outputs (or give each a thumbs up/down) in a browser; "
+                                "export pairs for `rlhf reward`/`rlhf dpo` (or KTO rows for `rlhf kto`).",
                            no_args_is_help=True)
 Project = Annotated[Path, typer.Argument(help="Project directory (holds feedback.sqlite).")]
 
@@ -26,16 +27,21 @@ def new(
     model: Annotated[str, typer.Option(help="Causal LM that samples the candidates.")] = "smollm2-135m",
     n: Annotated[int, typer.Option("-n", "--n", max=2**31 - 1, help="Candidates sampled per prompt.")] = 4,
     overlap: Annotated[int, typer.Option(max=1000, help="How many annotators rank each item (above 1 measures agreement).")] = 1,
+    mode: Annotated[str, typer.Option(help="rank: annotators order each prompt's candidates (exports pairs); thumbs: they give "
+                                           "each candidate a thumbs up or down (exports KTO rows).")] = "rank",
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens per candidate.")] = 128,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 would give identical candidates).")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the first candidate; candidate i uses seed + i.")] = 0,
 ) -> None:
-    """Create a ranking project with sampled (or imported) candidates for each prompt."""
+    """Create a ranking (or thumbs) project with sampled (or imported) candidates for each prompt."""
+    from adaptlab.feedback.db import MODES
     from adaptlab.feedback.project import new_project
     from adaptlab.sampling import SamplingOptions
 
+    if mode not in MODES:  # before any model loads
+        raise AdaptlabError(f"--mode must be one of {', '.join(MODES)}, not '{mode}'")
     sampling = SamplingOptions(max_new_tokens, temperature, top_p, top_k, seed=seed)
     sampling.check()  # even when candidates are imported: a wrong value is a mistake either way
     if not model.strip():
@@ -44,7 +50,7 @@ def new(
         from adaptlab.cli.common import preflight
 
         preflight({"model": model}, decoder=True)
-    summary = new_project(project, prompts, model, n, sampling, candidates, overlap)
+    summary = new_project(project, prompts, model, n, sampling, candidates, overlap, mode)
     print(json.dumps(summary))
 
 
@@ -76,7 +82,7 @@ def serve(
                                                     "are shown other items (a later submission is still taken while the item "
                                                     "needs judgements).")] = 300,  # db.LEASE_SECONDS
 ) -> None:
-    """Serve the ranking app for the annotators."""
+    """Serve the ranking (or thumbs) app for the annotators."""
     from adaptlab.feedback.db import check_lease_seconds, connect
 
     if not 1 <= port <= 65535:
@@ -99,19 +105,28 @@ def serve(
 def export(
     project: Project,
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
-    format: Annotated[str, typer.Option("--format", help="pairs (ties give no pair) or rankings (tie-free submissions only).")] = "pairs",
+    format: Annotated[str | None, typer.Option("--format", help="A ranking project: pairs (the default; ties give no pair) or "
+                                                            "rankings (tie-free submissions only). A thumbs project: kto "
+                                                            "(the default): {prompt, completion, label} rows.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace a file already at --output.")] = False,
 ) -> None:
-    """Write the ranked submissions as preference JSONL that `adaptlab rlhf reward --data` reads."""
+    """Write the ranked submissions as preference JSONL that `adaptlab rlhf reward --data` reads (a thumbs project:
+    KTO rows that `adaptlab rlhf kto --data` reads)."""
     from adaptlab._io import atomic_file
-    from adaptlab.feedback.project import export as rows_of
+    from adaptlab.feedback import db
+    from adaptlab.feedback.project import check_format, export_rows
     from adaptlab.jobs import check_output
 
     check_output(output, overwrite, inputs=[project])  # never over (or inside) the project itself
 
-    rows = rows_of(project, format)
+    conn = db.connect(project)
+    try:
+        format = check_format(conn, format)
+        rows = export_rows(conn, format)
+    finally:
+        conn.close()
     if not rows:
-        raise AdaptlabError(f"'{project}' has no ranked submissions to export as {format} yet")
+        raise AdaptlabError(f"'{project}' has no {'judged' if format == 'kto' else 'ranked'} submissions to export as {format} yet")
     with atomic_file(output) as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     print(json.dumps({"output": str(output), "format": format, "rows": len(rows)}))

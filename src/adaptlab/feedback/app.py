@@ -1,4 +1,8 @@
-"""The ranking web app: server-rendered pages, a little inline JavaScript, JSON endpoints for writes.
+"""The feedback web app: server-rendered pages, a little inline JavaScript, JSON endpoints for writes.
+
+In a ranking project the annotator orders an item's candidates; in a thumbs project they give each candidate a
+thumbs up or down. Both pages post to the same ``/api/submit`` (action ``rank`` or ``judge``) and share the
+undo, lease, CSRF and submission-id machinery.
 
 Prompts and candidates are model output, i.e. untrusted: every one goes through ``html.escape`` and is shown
 as text, and a nonce-based Content-Security-Policy blocks any script that slipped through anyway. The
@@ -28,11 +32,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from adaptlab.errors import AdaptlabError
 from adaptlab.feedback import db
-from adaptlab.feedback.project import FORMATS, agreement, export_rows
+from adaptlab.feedback.project import MODE_FORMATS, agreement, check_format, export_rows, thumbs_agreement
 
 COOKIE = "adaptlab_session"
-ACTIONS = {"rank": "ranked", "skip": "skipped", "flag": "flagged"}
+ACTIONS = {"rank": "ranked", "judge": "judged", "skip": "skipped", "flag": "flagged"}
 MAX_BODY_BYTES = 64 * 1024  # a submission is a few hundred bytes; anything near this is not one
 MAX_REASON_CHARS = 500  # the flag reason box holds as much (maxlength)
 
@@ -41,11 +46,15 @@ body { font: 16px/1.5 system-ui, sans-serif; max-width: 62rem; margin: 1rem auto
 header { display: flex; justify-content: space-between; align-items: center; gap: 1rem; flex-wrap: wrap; }
 .prompt, .text { white-space: pre-wrap; overflow-wrap: anywhere; }
 .prompt { background: #f3f4f6; padding: .75rem; border-radius: .4rem; }
-ol#ranking { list-style: none; padding: 0; }
-ol#ranking li { display: grid; grid-template-columns: 2.5rem 1fr auto; gap: .75rem; align-items: start; border: 1px solid #9ca3af;
-  border-radius: .4rem; padding: .6rem; margin: .4rem 0; background: #fff; cursor: grab; }
-ol#ranking li:focus { outline: 3px solid #2563eb; outline-offset: 2px; }
+ol#ranking, ol#thumbs { list-style: none; padding: 0; }
+ol#ranking li, ol#thumbs li { display: grid; grid-template-columns: 2.5rem 1fr auto; gap: .75rem; align-items: start;
+  border: 1px solid #9ca3af; border-radius: .4rem; padding: .6rem; margin: .4rem 0; background: #fff; }
+ol#ranking li { cursor: grab; }
+ol#ranking li:focus, ol#thumbs li:focus { outline: 3px solid #2563eb; outline-offset: 2px; }
 ol#ranking li.tied { border-left: 6px solid #d97706; }
+ol#thumbs li.up { border-left: 6px solid #15803d; }
+ol#thumbs li.down { border-left: 6px solid #b91c1c; }
+button[aria-pressed="true"] { font-weight: 700; background: #dbeafe; border-color: #2563eb; }
 .rank { font-weight: 700; font-size: 1.2rem; }
 .controls { display: flex; flex-direction: column; gap: .25rem; font-size: .9rem; }
 .actions { display: flex; gap: .5rem; flex-wrap: wrap; align-items: end; margin-top: 1rem; }
@@ -55,9 +64,11 @@ button { font: inherit; padding: .35rem .8rem; }
 table { border-collapse: collapse; } td, th { border: 1px solid #9ca3af; padding: .25rem .6rem; text-align: right; }
 """
 
-# Reorders the list (HTML5 drag and drop, Alt+ArrowUp/Down, move buttons), reads ties, posts JSON.
+# Ranking: reorders the list (HTML5 drag and drop, Alt+ArrowUp/Down, move buttons), reads ties. Thumbs: a thumbs up
+# or down per response (its buttons, or U/D on the focused response). Both post JSON to the same endpoint.
 SCRIPT = """
 const list = document.getElementById('ranking');
+const thumbs = document.getElementById('thumbs');
 const main = document.querySelector('main');
 const csrf = document.querySelector('meta[name=csrf-token]').content;
 const say = (text) => { document.getElementById('message').textContent = text; };
@@ -97,11 +108,34 @@ async function post(url, body) {
     } catch (e) { if (attempt >= 2) { say('Network error; please try again.'); return null; } }
   }
 }
+function judge(li, up) {
+  li.dataset.thumb = up ? 'up' : 'down';
+  li.querySelector('.thumb-up').setAttribute('aria-pressed', String(up));
+  li.querySelector('.thumb-down').setAttribute('aria-pressed', String(!up));
+  li.classList.toggle('up', up); li.classList.toggle('down', !up);
+  document.getElementById('status').textContent = li.getAttribute('aria-label') + ': thumbs ' + (up ? 'up' : 'down');
+  if (judgements()) say('');
+}
+function judgements() {
+  const result = {up: [], down: []};
+  for (const li of thumbs.children) {
+    if (!li.dataset.thumb) return null;
+    result[li.dataset.thumb].push(Number(li.dataset.id));
+  }
+  return result;
+}
 async function send(action) {
   const reason = document.getElementById('reason');
   if (action === 'flag' && !reason.value.trim()) { say('Please give a reason for the flag.'); reason.focus(); return; }
+  const judged = action === 'judge' ? judgements() : null;
+  if (action === 'judge' && !judged) {
+    say('Give every response a thumbs up or down first.');
+    [...thumbs.children].find((li) => !li.dataset.thumb).focus();
+    return;
+  }
   const data = await post('/api/submit', {submission_id: main.dataset.submission, prompt_id: Number(main.dataset.prompt),
-                                          action: action, ranking: action === 'rank' ? ranking() : null, reason: reason.value});
+                                          action: action, ranking: action === 'rank' ? ranking() : null, thumbs: judged,
+                                          reason: reason.value});
   if (data) location.assign('/');
 }
 async function undo() {
@@ -129,7 +163,26 @@ if (list) {
     li.querySelector('input.tie').addEventListener('change', renumber);
   }
   renumber();
-  for (const action of ['rank', 'skip', 'flag']) document.getElementById(action).addEventListener('click', () => send(action));
+}
+if (thumbs) {
+  for (const li of thumbs.children) {
+    li.querySelector('.thumb-up').addEventListener('click', () => judge(li, true));
+    li.querySelector('.thumb-down').addEventListener('click', () => judge(li, false));
+    li.addEventListener('keydown', (e) => {
+      if (e.target !== li || e.altKey || e.ctrlKey || e.metaKey) return;
+      const key = e.key.toLowerCase();
+      if (key === 'u' || key === 'd' || key === '+' || key === '-') {  // judge, then on to the next response
+        e.preventDefault(); judge(li, key === 'u' || key === '+');
+        if (li.nextElementSibling) li.nextElementSibling.focus();
+      } else if ((e.key === 'ArrowDown' && li.nextElementSibling) || (e.key === 'ArrowUp' && li.previousElementSibling)) {
+        e.preventDefault(); (e.key === 'ArrowDown' ? li.nextElementSibling : li.previousElementSibling).focus();
+      }
+    });
+  }
+}
+for (const action of ['rank', 'judge', 'skip', 'flag']) {
+  const button = document.getElementById(action);
+  if (button) button.addEventListener('click', () => send(action));
 }
 document.getElementById('undo').addEventListener('click', undo);
 """
@@ -161,6 +214,17 @@ def _candidate(index: int, cid: int, text: str, total: int) -> str:
             f'<div class="controls"><button type="button" class="up" aria-label="Move up">↑ Up</button>'
             f'<button type="button" class="down" aria-label="Move down">↓ Down</button>'
             f'<label><input type="checkbox" class="tie"> Tie with the one above</label></div></li>')
+
+
+def _thumbs_candidate(index: int, cid: int, text: str, total: int) -> str:
+    return (f'<li tabindex="0" data-id="{cid}" aria-describedby="help" aria-label="Response {index} of {total}">'
+            f'<span class="rank" aria-hidden="true">{index}</span><div class="text">{escape(text)}</div>'
+            f'<div class="controls" role="group" aria-label="Judge response {index}">'
+            f'<button type="button" class="thumb-up" aria-pressed="false" aria-label="Thumbs up">👍 Good</button>'
+            f'<button type="button" class="thumb-down" aria-pressed="false" aria-label="Thumbs down">👎 Bad</button></div></li>')
+
+
+TITLES = {"rank": "Rank the responses", "thumbs": "Judge the responses"}
 
 
 def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> FastAPI:
@@ -236,6 +300,7 @@ def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> Fast
         """``prompt``: an item the annotator undid, shown again if it is still open to them (else the next one)."""
         user, csrf = auth(request)
         c = conn()
+        mode = db.mode(c)
         prompt_id = db.next_prompt(c, user.id, lease_seconds, wanted=prompt)
         done, total = db.progress(c, user.id)
         status = (f'<p><label for="progress">Progress: {done} of {total} done</label> '
@@ -244,20 +309,29 @@ def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> Fast
         tail = '<p id="message" role="alert"></p><p id="status" class="visually-hidden" aria-live="polite"></p>'
         if prompt_id is None:
             body = f'<main>{status}<h2>All done</h2><p>No items are left for you. Thank you!</p>{undo}{tail}</main>'
-            return _html("All done", _header(user, csrf) + body + _script(request), request, csrf=csrf)
+            return _html("All done", _header(user, csrf, TITLES[mode]) + body + _script(request), request, csrf=csrf)
         text, candidates = db.item(c, prompt_id, user.id)
-        items = "".join(_candidate(i, row["id"], row["text"], len(candidates)) for i, row in enumerate(candidates, start=1))
+        if mode == "thumbs":
+            items = "".join(_thumbs_candidate(i, row["id"], row["text"], len(candidates)) for i, row in enumerate(candidates, start=1))
+            judge = (f'<h2 id="list-label">Responses</h2>'
+                     f'<p id="help">Give each response a thumbs up (good) or down (bad): use its buttons, or focus it and '
+                     f'press U or D (Arrow Up/Down moves between responses).</p>'
+                     f'<ol id="thumbs" aria-labelledby="list-label">{items}</ol>'
+                     f'<div class="actions"><button type="button" id="judge">Submit judgements</button>')
+        else:
+            items = "".join(_candidate(i, row["id"], row["text"], len(candidates)) for i, row in enumerate(candidates, start=1))
+            judge = (f'<h2 id="list-label">Responses, best first</h2>'
+                     f'<p id="help">Drag a response, or focus it and press Alt+Arrow Up/Down (or use its Up/Down buttons), '
+                     f'to order them best to worst. Tick “Tie” to rank a response equal to the one above it.</p>'
+                     f'<ol id="ranking" aria-labelledby="list-label">{items}</ol>'
+                     f'<div class="actions"><button type="button" id="rank">Submit ranking</button>')
         body = (f'<main data-prompt="{prompt_id}" data-submission="{secrets.token_urlsafe(16)}">{status}'
                 f'<h2 id="prompt-label">Prompt</h2><div class="prompt" aria-labelledby="prompt-label">{escape(text)}</div>'
-                f'<h2 id="list-label">Responses, best first</h2>'
-                f'<p id="help">Drag a response, or focus it and press Alt+Arrow Up/Down (or use its Up/Down buttons), '
-                f'to order them best to worst. Tick “Tie” to rank a response equal to the one above it.</p>'
-                f'<ol id="ranking" aria-labelledby="list-label">{items}</ol>'
-                f'<div class="actions"><button type="button" id="rank">Submit ranking</button>'
-                f'<button type="button" id="skip">Skip</button>'
+                f'{judge}<button type="button" id="skip">Skip</button>'
                 f'<label>Reason for flagging <input id="reason" maxlength="500"></label>'
                 f'<button type="button" id="flag">Flag as problematic</button>{undo}</div>{tail}</main>')
-        return _html("Rank", _header(user, csrf) + body + _script(request), request, csrf=csrf)
+        return _html("Judge" if mode == "thumbs" else "Rank", _header(user, csrf, TITLES[mode]) + body + _script(request),
+                     request, csrf=csrf)
 
     @app.post("/api/submit")
     async def submit(request: Request) -> Response:
@@ -274,13 +348,14 @@ def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> Fast
         sid, prompt_id, action = (body.get(k) if isinstance(body, dict) else None for k in ("submission_id", "prompt_id", "action"))
         if (not isinstance(sid, str) or not 8 <= len(sid) <= 128 or type(prompt_id) is not int or not 0 < prompt_id <= db.MAX_ID
                 or action not in ACTIONS):
-            raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (a positive integer) and action (rank, skip or flag)")
+            raise HTTPException(422, "need submission_id (8-128 characters), prompt_id (a positive integer) and action "
+                                     "(rank, judge, skip or flag)")
         reason = body.get("reason")
         if isinstance(reason, str) and len(reason) > MAX_REASON_CHARS:
             raise HTTPException(422, f"a flag reason is at most {MAX_REASON_CHARS} characters")
         try:
             stored = db.submit(conn(), user.id, sid, prompt_id, ACTIONS[action], body.get("ranking"),
-                               reason if isinstance(reason, str) else None)
+                               reason if isinstance(reason, str) else None, body.get("thumbs"))
         except db.Conflict as exc:
             raise HTTPException(409, str(exc)) from None
         except db.Invalid as exc:
@@ -296,30 +371,43 @@ def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> Fast
     def admin(request: Request) -> Response:
         user, csrf = auth(request, admin=True)
         c = conn()
+        mode = db.mode(c)
         rows = "".join(f'<tr><th scope="row">{escape(r["name"])}{" (admin)" if r["is_admin"] else ""}</th>'
-                       f'<td>{r["ranked"]}</td><td>{r["skipped"]}</td><td>{r["flagged"]}</td><td>{r["undone"]}</td></tr>'
+                       f'<td>{r["done"]}</td><td>{r["skipped"]}</td><td>{r["flagged"]}</td><td>{r["undone"]}</td></tr>'
                        for r in db.annotator_progress(c))
-        agree = agreement(c)
-        pairs = "".join(f'<tr><th scope="row">{escape(p["annotators"][0])} / {escape(p["annotators"][1])}</th>'
-                        f'<td>{p["tau"]:.3f}</td><td>{p["items"]}</td></tr>' for p in agree["pairs"])
-        mean = "n/a" if agree["mean_tau"] is None else f'{agree["mean_tau"]:.3f}'
+        if mode == "thumbs":
+            agree = thumbs_agreement(c)
+            rate = "n/a" if agree["rate"] is None else f'{agree["rate"]:.3f}'
+            agreed = (f'<h2>Agreement</h2><p>Same thumb from two annotators: <strong id="thumbs-agreement">{rate}</strong> '
+                      f'over {agree["comparisons"]} comparisons on {agree["candidates"]} responses judged by several annotators.</p>')
+        else:
+            agree = agreement(c)
+            pairs = "".join(f'<tr><th scope="row">{escape(p["annotators"][0])} / {escape(p["annotators"][1])}</th>'
+                            f'<td>{p["tau"]:.3f}</td><td>{p["items"]}</td></tr>' for p in agree["pairs"])
+            mean = "n/a" if agree["mean_tau"] is None else f'{agree["mean_tau"]:.3f}'
+            agreed = (f'<h2>Agreement</h2><p>Mean Kendall’s tau-b: <strong id="mean-tau">{mean}</strong> over {agree["comparisons"]} '
+                      f'comparisons on {agree["items"]} items ranked by several annotators.</p>'
+                      f'<table><thead><tr><th scope="col">Annotators</th><th scope="col">tau-b</th><th scope="col">Items</th></tr></thead>'
+                      f'<tbody>{pairs}</tbody></table>')
         prompts = c.execute("SELECT COUNT(*) FROM prompts").fetchone()[0]
-        body = (f'<main><p>{prompts} items, overlap {db.settings(c)["overlap"]}.</p>'
-                f'<h2>Progress per annotator</h2><table><thead><tr><th scope="col">Annotator</th><th scope="col">Ranked</th>'
+        kind = {"rank": "ranking", "thumbs": "thumbs up/down"}[mode]
+        body = (f'<main><p>A {kind} project: {prompts} items, overlap {db.settings(c)["overlap"]}.</p>'
+                f'<h2>Progress per annotator</h2><table><thead><tr><th scope="col">Annotator</th>'
+                f'<th scope="col">{"Judged" if mode == "thumbs" else "Ranked"}</th>'
                 f'<th scope="col">Skipped</th><th scope="col">Flagged</th><th scope="col">Undone</th></tr></thead><tbody>{rows}</tbody></table>'
-                f'<h2>Agreement</h2><p>Mean Kendall’s tau-b: <strong id="mean-tau">{mean}</strong> over {agree["comparisons"]} '
-                f'comparisons on {agree["items"]} items ranked by several annotators.</p>'
-                f'<table><thead><tr><th scope="col">Annotators</th><th scope="col">tau-b</th><th scope="col">Items</th></tr></thead>'
-                f'<tbody>{pairs}</tbody></table><h2>Export</h2><ul>'
-                + "".join(f'<li><a href="/admin/export?format={f}" download>{f} (JSONL)</a></li>' for f in FORMATS)
+                f'{agreed}<h2>Export</h2><ul>'
+                + "".join(f'<li><a href="/admin/export?format={f}" download>{f} (JSONL)</a></li>' for f in MODE_FORMATS[mode])
                 + '</ul></main>')
         return _html("Admin", _header(user, csrf, "Feedback project") + body, request, csrf=csrf)
 
     @app.get("/admin/export")
-    def export(request: Request, format: str = "pairs") -> Response:
+    def export(request: Request, format: str | None = None) -> Response:
+        """``format``: pairs or rankings (a ranking project), kto (a thumbs project); none: the project's own."""
         auth(request, admin=True)
-        if format not in FORMATS:
-            raise HTTPException(422, f"format must be one of {', '.join(FORMATS)}")
+        try:
+            format = check_format(conn(), format)
+        except AdaptlabError as exc:
+            raise HTTPException(422, str(exc)) from None
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in export_rows(conn(), format))
         return Response(text, media_type="application/x-ndjson",
                         headers={"Content-Disposition": f'attachment; filename="feedback-{format}.jsonl"'})

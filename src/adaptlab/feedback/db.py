@@ -1,4 +1,4 @@
-"""The ranking project's SQLite store: one file, WAL mode, one short transaction per write.
+"""The feedback project's SQLite store: one file, WAL mode, one short transaction per write.
 
 WAL lets the web server's readers run while one writer commits; ``BEGIN IMMEDIATE`` takes the write lock
 up front so a submission's checks and insert are atomic. Submissions are keyed by a client-generated id,
@@ -8,6 +8,10 @@ A partial unique index keeps one live submission per (annotator, prompt): nobody
 An item shown to an annotator is reserved for them by a lease (one per annotator) that counts towards the
 item's overlap until it expires: annotators working at once are shown different items, so a submission for a
 shown item is not refused, and live submissions + live leases never exceed the overlap (each write keeps that).
+
+A project is in one of two modes (``project.mode``): ``rank`` (order an item's candidates: a ``ranked`` submission
+holds the ranking) or ``thumbs`` (a thumbs up or down for each candidate: a ``judged`` submission holds them). Both
+go through the same submission, lease and undo code; only the judgement stored with a submission differs.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from pathlib import Path
 from adaptlab.errors import AdaptlabError
 
 DB_NAME = "feedback.sqlite"  # adaptlab.rlhf.preferences recognises a project by this file
-SCHEMA_VERSION = 3  # 2: annotators.order_seed (candidates shown in a per-annotator order); 3: leases
-STATUSES = ("ranked", "skipped", "flagged")
+SCHEMA_VERSION = 4  # 2: annotators.order_seed (candidates shown in a per-annotator order); 3: leases; 4: modes, thumbs
+MODES = ("rank", "thumbs")  # what an annotator does with an item's candidates: order them, or judge each up or down
+STATUSES = ("ranked", "judged", "skipped", "flagged")
+DONE = {"rank": "ranked", "thumbs": "judged"}  # the status of a submission that holds the mode's judgement
 SESSION_SECONDS = 7 * 24 * 3600
 LEASE_SECONDS = 300  # long enough to rank one item; an abandoned item goes back to the others this soon
 LEASE_RANGE = (10, 24 * 3600)  # --lease-seconds bounds (see check_lease_seconds)
@@ -39,9 +45,30 @@ CREATE TABLE IF NOT EXISTS leases (annotator_id INTEGER PRIMARY KEY REFERENCES a
 CREATE INDEX IF NOT EXISTS leases_by_prompt ON leases (prompt_id, expires);
 """
 
+# thumbs: {"up": [candidate ids], "down": [candidate ids]}, every candidate of the item in exactly one of them
+SUBMISSIONS = """
+CREATE TABLE {name} (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
+                     prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+                     status TEXT NOT NULL CHECK (status IN ('ranked', 'judged', 'skipped', 'flagged')),
+                     ranking TEXT, reason TEXT, created REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0, thumbs TEXT);
+"""
+SUBMISSION_INDEXES = """
+CREATE UNIQUE INDEX one_live_per_item ON submissions (annotator_id, prompt_id) WHERE undone = 0;
+CREATE INDEX live_by_prompt ON submissions (prompt_id) WHERE undone = 0;
+"""
+
+# Version 3 -> 4: the project gets its mode (rank: what every older project is), and submissions may be 'judged'
+# and hold thumbs. SQLite cannot change a CHECK constraint in place, so the table is rebuilt (rows and rowids kept).
+UPGRADE_TO_4 = ("ALTER TABLE project ADD COLUMN mode TEXT NOT NULL DEFAULT 'rank' CHECK (mode IN ('rank', 'thumbs'));"
+                + SUBMISSIONS.format(name="submissions_v4")
+                + "INSERT INTO submissions_v4 (rowid, id, annotator_id, prompt_id, status, ranking, reason, created, undone) "
+                  "SELECT rowid, id, annotator_id, prompt_id, status, ranking, reason, created, undone FROM submissions;"
+                  "DROP TABLE submissions; ALTER TABLE submissions_v4 RENAME TO submissions;" + SUBMISSION_INDEXES)
+
 SCHEMA = """
 CREATE TABLE project (id INTEGER PRIMARY KEY CHECK (id = 1), overlap INTEGER NOT NULL, k INTEGER NOT NULL,
-                      model TEXT, created REAL NOT NULL);
+                      model TEXT, created REAL NOT NULL,
+                      mode TEXT NOT NULL DEFAULT 'rank' CHECK (mode IN ('rank', 'thumbs')));
 CREATE TABLE prompts (id INTEGER PRIMARY KEY, text TEXT NOT NULL UNIQUE);
 CREATE TABLE candidates (id INTEGER PRIMARY KEY, prompt_id INTEGER NOT NULL REFERENCES prompts(id),
                          text TEXT NOT NULL, source TEXT, UNIQUE (prompt_id, text));
@@ -49,13 +76,7 @@ CREATE TABLE annotators (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, toke
                          is_admin INTEGER NOT NULL DEFAULT 0, order_seed INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
                        csrf TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE submissions (id TEXT PRIMARY KEY, annotator_id INTEGER NOT NULL REFERENCES annotators(id),
-                          prompt_id INTEGER NOT NULL REFERENCES prompts(id),
-                          status TEXT NOT NULL CHECK (status IN ('ranked', 'skipped', 'flagged')),
-                          ranking TEXT, reason TEXT, created REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0);
-CREATE UNIQUE INDEX one_live_per_item ON submissions (annotator_id, prompt_id) WHERE undone = 0;
-CREATE INDEX live_by_prompt ON submissions (prompt_id) WHERE undone = 0;
-""" + LEASES
+""" + SUBMISSIONS.format(name="submissions") + SUBMISSION_INDEXES + LEASES
 
 # Items open to annotator :me at time :now (only item :prompt unless it is NULL): no live submission of theirs,
 # and either their own live lease or room left beside the live submissions and everyone else's live leases.
@@ -123,6 +144,9 @@ def connect(directory: Path, create: bool = False) -> sqlite3.Connection:
     if version == 2:  # a project made before items were reserved: add the (empty) leases table
         conn.executescript(f"BEGIN IMMEDIATE; {LEASES} PRAGMA user_version = 3; COMMIT;")
         version = 3
+    if version == 3:  # a project made before thumbs mode: a ranking project, its submissions kept as they are
+        conn.executescript(f"BEGIN IMMEDIATE; {UPGRADE_TO_4} PRAGMA user_version = 4; COMMIT;")
+        version = 4
     if version != SCHEMA_VERSION:
         conn.close()
         raise AdaptlabError(f"'{path}' has schema version {version}; this adaptlab reads version {SCHEMA_VERSION}")
@@ -163,7 +187,12 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def settings(conn: sqlite3.Connection) -> sqlite3.Row:
-    return conn.execute("SELECT overlap, k, model FROM project").fetchone()
+    return conn.execute("SELECT overlap, k, model, mode FROM project").fetchone()
+
+
+def mode(conn: sqlite3.Connection) -> str:
+    """``rank`` or ``thumbs`` (projects made before modes existed are ``rank``)."""
+    return settings(conn)["mode"]
 
 
 def add_annotator(conn: sqlite3.Connection, name: str, admin: bool) -> str:
@@ -255,14 +284,19 @@ def progress(conn: sqlite3.Connection, annotator_id: int) -> tuple[int, int]:
 
 
 def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prompt_id: int, status: str,
-           ranking: list[list[int]] | None, reason: str | None) -> bool:
+           ranking: list[list[int]] | None, reason: str | None, thumbs: dict | None = None) -> bool:
     """Store one submission in one transaction; False when this exact id was already stored (a retry). Accepted
     while the item is open to the annotator: reserved for them, or (their lease expired, or they never held one)
-    still short of the overlap counting the others' leases; the stored submission takes the place of their lease."""
+    still short of the overlap counting the others' leases; the stored submission takes the place of their lease.
+    ``ranked`` (with ``ranking``) in a rank project, ``judged`` (with ``thumbs``) in a thumbs project."""
     if status not in STATUSES:
         raise Invalid(f"action must be one of {', '.join(STATUSES)}")
     if status == "flagged" and not (reason or "").strip():
         raise Invalid("a flag needs a reason")
+    project_mode = mode(conn)
+    if status in DONE.values() and status != DONE[project_mode]:
+        raise Invalid(f"this is a {project_mode} project: submit {'a ranking' if project_mode == 'rank' else 'thumbs'}, "
+                      f"not {'a ranking' if status == 'ranked' else 'thumbs'}")
     with transaction(conn):
         existing = conn.execute("SELECT annotator_id, prompt_id FROM submissions WHERE id = ?", (submission_id,)).fetchone()
         if existing is not None:
@@ -277,10 +311,13 @@ def submit(conn: sqlite3.Connection, annotator_id: int, submission_id: str, prom
             raise Conflict("this item is not open to you: it already has its annotators, counting those it is reserved for")
         if status == "ranked":
             _check_ranking(ranking, {c["id"] for c in candidates})
-        conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, reason, created) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        if status == "judged":
+            thumbs = _check_thumbs(thumbs, {c["id"] for c in candidates})
+        conn.execute("INSERT INTO submissions (id, annotator_id, prompt_id, status, ranking, reason, created, thumbs) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      (submission_id, annotator_id, prompt_id, status,
-                      json.dumps(ranking) if status == "ranked" else None, (reason or "").strip() or None, time.time()))
+                      json.dumps(ranking) if status == "ranked" else None, (reason or "").strip() or None, time.time(),
+                      json.dumps(thumbs) if status == "judged" else None))
         conn.execute("DELETE FROM leases WHERE annotator_id = ? AND prompt_id = ?", (annotator_id, prompt_id))
     return True
 
@@ -292,6 +329,17 @@ def _check_ranking(ranking, candidate_ids: set[int]) -> None:
     flat = [c for group in ranking for c in group]
     if len(flat) != len(set(flat)) or set(flat) != candidate_ids:
         raise Invalid("ranking must list each of this item's candidates exactly once")
+
+
+def _check_thumbs(thumbs, candidate_ids: set[int]) -> dict[str, list[int]]:
+    """``{"up": [ids], "down": [ids]}`` naming each of the item's candidates exactly once (sorted, as stored)."""
+    if (not isinstance(thumbs, dict) or set(thumbs) != {"up", "down"}
+            or not all(isinstance(v, list) and all(type(c) is int for c in v) for v in thumbs.values())):
+        raise Invalid('thumbs must be {"up": [candidate ids], "down": [candidate ids]}')
+    flat = thumbs["up"] + thumbs["down"]
+    if len(flat) != len(set(flat)) or set(flat) != candidate_ids:
+        raise Invalid("thumbs must judge each of this item's candidates exactly once, up or down")
+    return {"up": sorted(thumbs["up"]), "down": sorted(thumbs["down"])}
 
 
 def undo(conn: sqlite3.Connection, annotator_id: int, lease_seconds: float = LEASE_SECONDS) -> int | None:
@@ -314,10 +362,10 @@ def live_submissions(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 
 def annotator_progress(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-    """Per annotator: live ranked/skipped/flagged counts and undone count."""
+    """Per annotator: live done (ranked or judged)/skipped/flagged counts and undone count."""
     return conn.execute(
         "SELECT a.name, a.is_admin, "
-        "COALESCE(SUM(s.undone = 0 AND s.status = 'ranked'), 0) AS ranked, "
+        "COALESCE(SUM(s.undone = 0 AND s.status IN ('ranked', 'judged')), 0) AS done, "
         "COALESCE(SUM(s.undone = 0 AND s.status = 'skipped'), 0) AS skipped, "
         "COALESCE(SUM(s.undone = 0 AND s.status = 'flagged'), 0) AS flagged, "
         "COALESCE(SUM(s.undone), 0) AS undone "

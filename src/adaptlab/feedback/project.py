@@ -1,7 +1,9 @@
-"""Ranking projects: create one (sampled or imported candidates), add annotators, export, measure agreement.
+"""Feedback projects: create one (sampled or imported candidates), add annotators, export, measure agreement.
 
-The export rows are the pair and ranking formats ``adaptlab.rlhf.read_preferences`` reads, so the result
-goes straight into ``adaptlab rlhf reward``: the collection loop needs no conversion step.
+A ranking project (mode ``rank``) exports the pair and ranking formats ``adaptlab.rlhf.read_preferences`` reads,
+so the result goes straight into ``adaptlab rlhf reward`` (or ``rlhf dpo``); a thumbs project (mode ``thumbs``)
+exports ``{prompt, completion, label}`` rows, the unpaired data ``adaptlab rlhf kto`` reads. The collection loop
+needs no conversion step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from adaptlab.feedback import db
 if TYPE_CHECKING:  # generation imports torch: the web app and export do not need it
     from adaptlab.sampling import SamplingOptions
 
-FORMATS = ("pairs", "rankings")
+FORMATS = ("pairs", "rankings", "kto")
+MODE_FORMATS = {"rank": ("pairs", "rankings"), "thumbs": ("kto",)}  # the first is the mode's default
 
 
 def _jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -77,9 +80,14 @@ def _distinct(responses: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def new_project(directory: Path, prompts_path: Path | None = None, model: str = "smollm2-135m", n: int = 4,
-                options: SamplingOptions | None = None, candidates_path: Path | None = None, overlap: int = 1) -> dict:
+                options: SamplingOptions | None = None, candidates_path: Path | None = None, overlap: int = 1,
+                mode: str = "rank") -> dict:
     """Create the project; returns a summary. Duplicate or blank candidates are dropped (a pair of identical
-    responses teaches nothing and ``read_preferences`` rejects it); prompts left with fewer than two are skipped."""
+    responses teaches nothing and ``read_preferences`` rejects it); in a ``rank`` project, prompts left with fewer
+    than two are skipped (one candidate cannot be ranked; in a ``thumbs`` project it can be judged)."""
+    if mode not in db.MODES:
+        raise AdaptlabError(f"--mode must be one of {', '.join(db.MODES)}, not '{mode}'")
+    least = 2 if mode == "rank" else 1
     if overlap < 1:
         raise AdaptlabError(f"--overlap must be at least 1, not {overlap}")
     if (Path(directory) / db.DB_NAME).exists():  # checked before sampling, which can take a while
@@ -101,19 +109,22 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
             candidates = {p: candidates.get(p, []) for p in wanted}
         model_name = None
     else:
-        if n < 2:
-            raise AdaptlabError(f"-n must be at least 2 candidates to rank, not {n}")
+        if n < least:
+            raise AdaptlabError(f"-n must be at least 2 candidates to rank, not {n}" if mode == "rank"
+                                else f"-n must be at least 1 candidate to judge, not {n}")
         from adaptlab.sampling import SamplingOptions
 
         candidates, model_name = _sample(read_prompts(prompts_path), model, n, options or SamplingOptions(temperature=1.0)), model
-    kept = {p: c for p, c in ((p, _distinct(c)) for p, c in candidates.items()) if len(c) >= 2}
+    kept = {p: c for p, c in ((p, _distinct(c)) for p, c in candidates.items()) if len(c) >= least}
     if not kept:
-        raise AdaptlabError("no prompt has two distinct, non-empty candidates to rank")
+        raise AdaptlabError("no prompt has two distinct, non-empty candidates to rank" if mode == "rank"
+                            else "no prompt has a non-empty candidate to judge")
     with atomic_directory(Path(directory)) as building:  # killed midway: no half-made project is left behind
         conn = db.connect(building, create=True)
         try:
             with db.transaction(conn):
-                conn.execute("INSERT INTO project VALUES (1, ?, ?, ?, ?)", (overlap, max(map(len, kept.values())), model_name, time.time()))
+                conn.execute("INSERT INTO project (id, overlap, k, model, created, mode) VALUES (1, ?, ?, ?, ?, ?)",
+                             (overlap, max(map(len, kept.values())), model_name, time.time(), mode))
                 for prompt, responses in kept.items():
                     prompt_id = conn.execute("INSERT INTO prompts (text) VALUES (?)", (prompt,)).lastrowid
                     conn.executemany("INSERT INTO candidates (prompt_id, text, source) VALUES (?, ?, ?)",
@@ -121,7 +132,7 @@ def new_project(directory: Path, prompts_path: Path | None = None, model: str = 
         finally:
             conn.close()
     return {"project": str(directory), "prompts": len(kept), "skipped_prompts": len(candidates) - len(kept),
-            "candidates": sum(map(len, kept.values())), "overlap": overlap}
+            "candidates": sum(map(len, kept.values())), "overlap": overlap, "mode": mode}
 
 
 def add_annotator(directory: Path, name: str, admin: bool = False) -> str:
@@ -145,9 +156,40 @@ def _ranked(conn) -> list[tuple[str, str, list[list[str]]]]:
             for s in db.live_submissions(conn) if s["status"] == "ranked"]
 
 
-def export_rows(conn, fmt: str) -> list[dict]:
+def _judged(conn) -> list[tuple[str, str, list[tuple[str, bool]]]]:
+    """(annotator, prompt, [(candidate text, thumbs up)] in candidate order) for live judged submissions."""
+    texts = {r["id"]: r["text"] for r in conn.execute("SELECT id, text FROM candidates")}
+    prompts = {r["id"]: r["text"] for r in conn.execute("SELECT id, text FROM prompts")}
+    found = []
+    for s in db.live_submissions(conn):
+        if s["status"] == "judged":
+            thumbs = json.loads(s["thumbs"])
+            labels = {c: True for c in thumbs["up"]} | {c: False for c in thumbs["down"]}
+            found.append((s["annotator"], prompts[s["prompt_id"]], [(texts[c], labels[c]) for c in sorted(labels)]))
+    return found
+
+
+def check_format(conn, fmt: str | None) -> str:
+    """The format to export (``None``: the project mode's own, pairs or kto); one line when the mode has no such
+    export. A ranking project does not invent thumbs: its pairs are what ``rlhf kto`` reads (chosen up, rejected
+    down); a thumbs project has no order to make pairs or rankings of."""
+    mode = db.mode(conn)
+    if fmt is None:
+        return MODE_FORMATS[mode][0]
     if fmt not in FORMATS:
         raise AdaptlabError(f"--format must be one of {', '.join(FORMATS)}, not '{fmt}'")
+    if fmt not in MODE_FORMATS[mode]:
+        if mode == "rank":
+            raise AdaptlabError("this is a ranking project: export it with --format pairs (or rankings); "
+                                "`adaptlab rlhf kto` reads pairs as thumbs (chosen up, rejected down)")
+        raise AdaptlabError(f"this is a thumbs project: export it with --format kto (it has no rankings to make {fmt} of)")
+    return fmt
+
+
+def export_rows(conn, fmt: str | None = None) -> list[dict]:
+    fmt = check_format(conn, fmt)
+    if fmt == "kto":  # one row per judged candidate per annotator: two annotators' judgements are two rows
+        return [{"prompt": prompt, "completion": text, "label": up} for _, prompt, judged in _judged(conn) for text, up in judged]
     rows = []
     for _, prompt, groups in _ranked(conn):
         if fmt == "rankings":
@@ -159,13 +201,27 @@ def export_rows(conn, fmt: str) -> list[dict]:
     return rows
 
 
-def export(directory: Path, fmt: str = "pairs") -> list[dict]:
-    """Preference rows from every live ranked submission: all strictly ordered pairs, or tie-free rankings."""
+def export(directory: Path, fmt: str | None = None) -> list[dict]:
+    """Rows from every live submission that holds a judgement. A ranking project: all strictly ordered pairs
+    (``pairs``, the default) or tie-free rankings (``rankings``); a thumbs project: ``kto`` rows, one
+    ``{prompt, completion, label}`` per candidate per annotator who judged it."""
     conn = db.connect(directory)
     try:
         return export_rows(conn, fmt)
     finally:
         conn.close()
+
+
+def thumbs_agreement(conn) -> dict:
+    """For a thumbs project: over every two annotators who judged the same candidate, the share that gave it the
+    same thumb (``rate``, None with no such comparison), and on how many candidates."""
+    by_candidate: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for _, prompt, judged in _judged(conn):
+        for text, up in judged:
+            by_candidate[(prompt, text)].append(up)
+    same = [a == b for labels in by_candidate.values() for a, b in combinations(labels, 2)]
+    return {"rate": sum(same) / len(same) if same else None, "comparisons": len(same),
+            "candidates": sum(len(labels) > 1 for labels in by_candidate.values())}
 
 
 def agreement(conn) -> dict:
