@@ -771,6 +771,10 @@ def test_thumbs_export_trains_kto(tmp_path, tiny_llama, cli):
     data = json.loads((tmp_path / "kto" / "manifest.json").read_text())["data"]
     assert sum(data["rows"].values()) == 8 * 4 and sum(data["thumbs_up"].values()) == 8 * 2
     assert sum(data["prompts"].values()) == 8
+    from adaptlab.rlhf.kto import read_thumbs  # the project directory itself is KTO data too
+
+    assert [(t.prompt, t.completion, t.label) for t in read_thumbs(str(directory))] == \
+        [(r["prompt"], r["completion"], r["label"]) for r in map(json.loads, exported.read_text().splitlines())]
 
 
 def test_browser_judges_with_mouse_and_keyboard(tmp_path, chromium):

@@ -48,10 +48,23 @@ def thumbs_from_pairs(pairs) -> list[Thumb]:
 
 
 def read_thumbs(source: str | Path) -> list[Thumb]:
-    """Unpaired feedback rows, or preference pairs read as thumbs; one line naming the row and field when malformed."""
+    """Unpaired feedback rows (a file, or a thumbs-mode feedback project), or preference pairs read as thumbs; one line
+    naming the row and field when malformed."""
     from adaptlab.data.files import read_table
 
+    from adaptlab.feedback import db, project
+
     path = Path(source)
+    if path.is_dir() and (path / db.DB_NAME).is_file():  # a feedback project: its own export (thumbs or pairs)
+        conn = db.connect(path)
+        try:
+            thumbs_mode = db.mode(conn) == "thumbs"
+        finally:
+            conn.close()
+        if thumbs_mode:
+            groups: dict[str, int] = {}
+            return [Thumb(r["prompt"], r["completion"], bool(r["label"]), groups.setdefault(r["prompt"], len(groups)))
+                    for r in project.export(path, "kto")]
     if path.is_file():
         frame, row_name = read_table(path, need="one {prompt, completion, label} row per reply")
         if {"prompt", "completion", "label"} <= set(frame.columns):
