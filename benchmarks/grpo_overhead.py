@@ -3,7 +3,9 @@
 Both sides train SmolLM2-135M-Instruct (the packaged Q4_1 GGUF, de-quantised to float) with the same LoRA config
 (built by adaptlab's adaptation layer and handed to TRL in both cases), the same prompts (the shipped ``arithmetic``
 task), the same reward function (``numeric``), group size, batch, completion length, learning rate and seed, in one
-process, alternating A B B A. The figure is TRL's ``train_runtime`` per optimiser step on each side (model loading
+process, alternating A B B A, both in fp32. (TRL's own default, ``bf16=None``, resolves to bf16 autocast on a CPU, which
+on one without native bf16 is an order of magnitude slower: about 100 s per step against 7.7 in a first attempt on
+the AVX2 machine of the result file; adaptlab's ``auto`` precision picks fp32 there.) The figure is TRL's ``train_runtime`` per optimiser step on each side (model loading
 outside it on both), median over the runs; ``seconds_per_step_ratio`` = TRL / adaptlab (>= 0.95: the wrapper costs
 nothing).
 
@@ -52,7 +54,8 @@ def trl_side(splits, steps: int, work: Path) -> float:
     args = GRPOConfig(output_dir=str(work), learning_rate=SETTINGS["lr"], max_steps=steps,
                       per_device_train_batch_size=SETTINGS["batch_size"] * SETTINGS["num_generations"],
                       num_generations=SETTINGS["num_generations"], max_completion_length=SETTINGS["max_completion_length"],
-                      seed=SETTINGS["seed"], use_cpu=True, report_to="none", logging_steps=1, save_strategy="no",
+                      seed=SETTINGS["seed"], use_cpu=True, bf16=False, fp16=False,  # fp32, as adaptlab's auto on this CPU
+                      report_to="none", logging_steps=1, save_strategy="no",
                       disable_tqdm=True)
     trainer = GRPOTrainer(model=model, reward_funcs=build_rewards(check_rewards(["numeric"])), args=args,
                           train_dataset=Dataset.from_list(prompt_rows(splits.train)), processing_class=tokenizer,
@@ -79,7 +82,8 @@ def main() -> None:
     adaptlab_median, trl_median = statistics.median(seconds["adaptlab"]), statistics.median(seconds["trl"])
     save("grpo_overhead", {
         "model": "smollm2-135m (the packaged Q4_1 GGUF, de-quantised to float)",
-        "settings": {**SETTINGS, "steps": args.steps, "method": "lora", "reward": "numeric", "task": "arithmetic"},
+        "settings": {**SETTINGS, "steps": args.steps, "method": "lora", "reward": "numeric", "task": "arithmetic",
+                     "precision": "fp32 on both sides (TRL given bf16=False: its default resolves to bf16 autocast)"},
         "order": "A B B A (A = adaptlab), B A A B in every other block",
         "seconds_per_step": {"adaptlab": [round(s, 3) for s in seconds["adaptlab"]], "trl": [round(s, 3) for s in seconds["trl"]]},
         "adaptlab_seconds_per_step": round(adaptlab_median, 3), "trl_seconds_per_step": round(trl_median, 3),
