@@ -207,7 +207,7 @@ def test_a_reply_that_ends_at_once_still_lists_its_end_token(served):
     end = TokenLogprob(tokenizer.eos_token_id, -0.1, ((tokenizer.eos_token_id, -0.1),))
     (finished,) = row.add(tokenizer.eos_token_id, tokenizer.eos_token_id, end)
     assert finished.reason == "stop" and finished.logprobs == [end] and finished.completion_tokens == 0
-    from adaptlab.serve.openai_api import _chat_logprobs, _completion_logprobs
+    from adaptlab.serve.openai_shapes import chat_logprobs as _chat_logprobs, completion_logprobs as _completion_logprobs
     from adaptlab.structured import Grammars
 
     vocabulary = Grammars.of(tokenizer).token_bytes

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptlab._io import write_json
 from adaptlab.adapt import default_lr, lora_options, lr_help, peft_config
 from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.results import JobResult
+from adaptlab.rlhf.trl_policy import TrainedPolicy
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime
 
 EVAL_LIMIT = 256  # held-out prompts generated and scored per split
@@ -39,7 +39,7 @@ def prompt_rows(part) -> list[dict]:
 
 
 @dataclass(kw_only=True, eq=False)
-class GRPOPolicy(lora_options("grpo")):
+class GRPOPolicy(lora_options("grpo"), TrainedPolicy):
     """A GRPO training job (``adaptlab.jobs.Job``); ``RLOOPolicy`` changes only the trainer."""
 
     name = "grpo-policy"
@@ -143,19 +143,6 @@ class GRPOPolicy(lora_options("grpo")):
                     {"prompt": r["prompt"][-1]["content"], "reference": r["answer"], "output": t}
                     for r, t in zip(rows[:5], replies["texts"][:5])]}
 
-    def inference_rate(self, data) -> None:
-        return None  # generation speed is the base model's; `rlhf eval` measures the policy
-
-    def cost(self) -> dict:
-        model = self.trainer_.model
-        return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "total_params": sum(p.numel() for p in model.parameters())}
-
-    def base_model(self) -> dict:
-        from adaptlab.models.causal import base_record
-
-        return base_record(self.model, self.ref_)
-
     def get_params(self) -> dict:
         return {k: v for k, v in recorded_params(self).items() if k != "resume"}
 
@@ -168,13 +155,6 @@ class GRPOPolicy(lora_options("grpo")):
 
     def details(self) -> dict:
         return {"rewards": [{"name": s.name, "spec": s.text, "weight": s.weight} for s in self.rewards_]}
-
-    def save(self, directory: Path) -> None:
-        from adaptlab.models.causal import save_generator
-        from adaptlab.rlhf.ppo import TRAIN_PROMPTS
-
-        save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
-        write_json(directory / TRAIN_PROMPTS, self.train_prompts_)  # `rlhf eval` holds them out
 
 
 @dataclass(kw_only=True, eq=False)

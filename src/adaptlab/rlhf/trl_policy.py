@@ -24,8 +24,34 @@ from adaptlab.results import JobResult
 from adaptlab.runtime import DEPRECATED_PRECISIONS, PRECISIONS, Runtime
 
 
+class TrainedPolicy:
+    """What every TRL-trained policy job says about itself once ``fit`` has set ``trainer_``, ``tokenizer_``, ``ref_``
+    and ``train_prompts_``: its cost, its base model, and its generator artifact (with the prompts it trained on, which
+    ``rlhf eval`` holds out). Shared by ``TRLPolicy`` (pairs, thumbs) and the GRPO/RLOO jobs."""
+
+    def inference_rate(self, data) -> None:
+        return None  # generation speed is the base model's; `rlhf eval` measures the policy
+
+    def cost(self) -> dict:
+        model = self.trainer_.model
+        return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                "total_params": sum(p.numel() for p in model.parameters())}
+
+    def base_model(self) -> dict:
+        from adaptlab.models.causal import base_record
+
+        return base_record(self.model, self.ref_)
+
+    def save(self, directory: Path) -> None:
+        from adaptlab.models.causal import save_generator
+        from adaptlab.rlhf.ppo import TRAIN_PROMPTS
+
+        save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
+        write_json(directory / TRAIN_PROMPTS, self.train_prompts_)  # `rlhf eval` holds them out
+
+
 @dataclass(kw_only=True, eq=False)
-class TRLPolicy(LoraOptions):
+class TRLPolicy(TrainedPolicy, LoraOptions):
     """Subclasses set ``name`` (the artifact's strategy), ``task`` (its row of the defaults table) and implement
     ``trainer_classes``, ``config_kwargs`` and ``rows``; their own options are dataclass fields, as here."""
 
@@ -119,19 +145,6 @@ class TRLPolicy(LoraOptions):
         with contextlib.redirect_stdout(sys.stderr):  # TRL prints the evaluation's log too
             return {"test": scores(data.test, "test"), "val": scores(data.val, "val")}
 
-    def inference_rate(self, data) -> None:
-        return None  # generation speed is the base model's; `rlhf eval` measures the policy
-
-    def cost(self) -> dict:
-        model = self.trainer_.model
-        return {"trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "total_params": sum(p.numel() for p in model.parameters())}
-
-    def base_model(self) -> dict:
-        from adaptlab.models.causal import base_record
-
-        return base_record(self.model, self.ref_)
-
     def get_params(self) -> dict:
         return recorded_params(self)
 
@@ -142,12 +155,6 @@ class TRLPolicy(LoraOptions):
     def details(self) -> dict:
         return {}
 
-    def save(self, directory: Path) -> None:
-        from adaptlab.models.causal import save_generator
-        from adaptlab.rlhf.ppo import TRAIN_PROMPTS
-
-        save_generator(self.trainer_.model, self.tokenizer_, directory, self.base_model())
-        write_json(directory / TRAIN_PROMPTS, self.train_prompts_)  # `rlhf eval` holds them out
 
 
 def train_policy(job_class: type[TRLPolicy], data, output: str | Path, overwrite: bool, params: dict[str, Any]) -> JobResult:

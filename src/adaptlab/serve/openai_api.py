@@ -43,82 +43,16 @@ import base64
 import json
 import time
 import uuid
-from typing import Literal
 
 import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
 from adaptlab.errors import AdaptlabError
-from adaptlab.serve.decoding import BatchedDecoder, Finished, Request, TokenLogprob
-from adaptlab.serve.validation import CheckedBody
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # clients send fields a server may not implement
-
-
-class ContentPart(_Lenient):
-    """One part of a message's content; only text parts are read (typed, so ``"text": 3`` is a 422, not a 500)."""
-
-    type: str
-    text: str | None = None
-
-
-class Message(_Lenient):
-    role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
-    tool_calls: list[dict] | None = None  # an assistant turn that called tools
-
-    def text(self) -> str:
-        if isinstance(self.content, list):  # content parts: the text ones
-            return "".join(part.text or "" for part in self.content if part.type == "text")
-        return self.content or ""
-
-
-class Sampling(_Lenient, CheckedBody):
-    model: str
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=16)
-    stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, lt=2**63)
-    stream: bool = False
-    stream_options: dict | None = None
-    presence_penalty: float = Field(0.0, ge=-2, le=2)  # accepted, not implemented
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)  # accepted, not implemented
-    response_format: dict | None = None  # {"type": "text" | "json_object" | "json_schema", "json_schema": {...}}
-
-    def stops(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-
-
-class ChatRequest(Sampling):
-    messages: list[Message]  # an empty list is refused by the route, with the other empty inputs (400)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0)  # at most 20: checked by the route (400)
-    tools: list[dict] | None = None
-    tool_choice: str | dict | None = None
-    parallel_tool_calls: bool | None = None  # accepted: a reply holds one call
-
-
-class CompletionRequest(Sampling):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=0)  # OpenAI's default for completions; 0 only with echo
-    logprobs: int | None = Field(None, ge=0)  # at most 5: checked by the route (400)
-    echo: bool = False
-    best_of: int | None = Field(None, ge=1, le=20)  # accepted, not implemented
-
-MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS = 5, 20  # OpenAI's limits
-
-
-class EmbeddingRequest(_Lenient, CheckedBody):
-    model: str
-    input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"
+from adaptlab.serve.decoding import BatchedDecoder, Finished, Request
+from adaptlab.serve import openai_shapes as shapes
+from adaptlab.serve.openai_requests import (MAX_COMPLETION_LOGPROBS, MAX_TOP_LOGPROBS, ChatRequest, CompletionRequest,
+                                            EmbeddingRequest, Sampling)
 
 
 def openai_router(registry, decoders: dict, executor, options, api_error) -> APIRouter:
@@ -265,7 +199,7 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         if body.stream:
             return StreamingResponse(_whole_events(body, name, choices, finished, created, rid), media_type="text/event-stream")
         return {"id": rid, "object": "chat.completion" if kind == "chat" else "text_completion", "created": created,
-                "model": name, "choices": choices, "usage": _usage(finished)}
+                "model": name, "choices": choices, "usage": shapes.usage(finished)}
 
     @router.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest):
@@ -284,7 +218,7 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         if tools is not None and body.response_format and body.response_format.get("type") != "text":
             raise bad("send response_format or tools, not both (or tool_choice: \"none\")")
         template = generator.tokenizer.chat_template or ""
-        messages = [_template_message(m, "tool_calls" in template) for m in body.messages]
+        messages = [shapes.template_message(m, "tool_calls" in template) for m in body.messages]
         extra = {}
         if tools is not None:
             if "tools" in template:
@@ -313,14 +247,14 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
 
         def build(index: int, text: str, finished: Finished) -> dict:
             message, reason = {"role": "assistant", "content": text}, finished.reason
-            calls = _tool_calls(text, tools) if tools is not None and reason == "stop" else []
+            calls = shapes.tool_calls(text, tools) if tools is not None and reason == "stop" else []
             if calls:
-                rest = _outside_calls(text) if tools[1] == "auto" else ""
+                rest = shapes.outside_calls(text) if tools[1] == "auto" else ""
                 message, reason = {"role": "assistant", "content": rest or None, "tool_calls": calls}, "tool_calls"
-            logprobs = None if vocabulary is None else {"content": _chat_logprobs(finished.logprobs, vocabulary, eos), "refusal": None}
+            logprobs = None if vocabulary is None else {"content": shapes.chat_logprobs(finished.logprobs, vocabulary, eos), "refusal": None}
             return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason}
 
-        piece = None if vocabulary is None else (lambda p: {"content": _chat_logprobs(p.logprobs, vocabulary, eos), "refusal": None})
+        piece = None if vocabulary is None else (lambda p: {"content": shapes.chat_logprobs(p.logprobs, vocabulary, eos), "refusal": None})
         return await respond(body, body.model, requests, "chat", build, piece, whole=tools is not None)
 
     @router.post("/v1/completions")
@@ -366,11 +300,11 @@ def openai_router(registry, decoders: dict, executor, options, api_error) -> API
         def build(index: int, text: str, finished: Finished) -> dict:
             records = (finished.prompt_logprobs or [] if body.echo else []) + (finished.logprobs or [])
             logprobs = None if vocabulary is None else \
-                _completion_logprobs(records, vocabulary, 0 if body.echo else len(texts[index]), eos)
+                shapes.completion_logprobs(records, vocabulary, 0 if body.echo else len(texts[index]), eos)
             return {"index": index, "text": (texts[index] if body.echo else "") + text, "logprobs": logprobs,
                     "finish_reason": finished.reason}
 
-        piece = None if vocabulary is None else (lambda p, start: _completion_logprobs(p.logprobs, vocabulary, start, eos))
+        piece = None if vocabulary is None else (lambda p, start: shapes.completion_logprobs(p.logprobs, vocabulary, start, eos))
         return await respond(body, body.model, requests, "completion", build, piece)
 
     @router.post("/v1/embeddings")
@@ -406,87 +340,6 @@ def _logits_width(model) -> int:
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
 
 
-def _template_message(message: Message, template_has_calls: bool) -> dict:
-    """A request message as the chat template reads it; an assistant turn's tool calls written as the
-    ``<tool_call>`` text the model is asked to produce, for templates that do not render ``tool_calls``."""
-    role = "system" if message.role == "developer" else message.role
-    calls = [c.get("function") or {} for c in message.tool_calls or [] if isinstance(c, dict)]
-    if not calls:
-        return {"role": role, "content": message.text()}
-    if template_has_calls:
-        return {"role": role, "content": message.text(), "tool_calls": message.tool_calls}
-    from adaptlab.structured import TOOL_CLOSE, TOOL_OPEN
-
-    def arguments(call: dict):
-        try:
-            return json.loads(call.get("arguments") or "{}") if isinstance(call.get("arguments"), str) else call.get("arguments")
-        except json.JSONDecodeError:
-            return call.get("arguments")
-
-    written = "".join(f"{TOOL_OPEN}{json.dumps({'name': c.get('name'), 'arguments': arguments(c)}, ensure_ascii=False)}{TOOL_CLOSE}"
-                      for c in calls)
-    return {"role": role, "content": message.text() + written}
-
-
-def _tool_calls(text: str, tools: tuple) -> list[dict]:
-    """The calls in a finished reply, in OpenAI's shape (``arguments`` a JSON string)."""
-    _, mode, name = tools
-    if mode == "named":
-        found = [{"name": name, "arguments": text}]
-    elif mode == "required":
-        try:
-            call = json.loads(text)
-        except json.JSONDecodeError:
-            return []
-        found = [{"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)}]
-    else:
-        from adaptlab.structured import parse_tool_calls
-
-        found = [{"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)} for c in parse_tool_calls(text)[1]]
-    return [{"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function", "function": call} for call in found]
-
-
-def _outside_calls(text: str) -> str:
-    from adaptlab.structured import parse_tool_calls
-
-    return parse_tool_calls(text)[0]
-
-
-def _token_text(vocabulary: list[bytes], token: int) -> str:
-    return vocabulary[token].decode("utf-8", errors="replace") if token < len(vocabulary) else ""
-
-
-def _chat_logprobs(records, vocabulary: list[bytes], eos: int | None = None) -> list[dict]:
-    """OpenAI's chat ``logprobs.content``: one entry per token of the content (the end token is left out), with
-    its bytes and alternatives."""
-    def entry(token: int, logprob: float) -> dict:
-        raw = vocabulary[token] if token < len(vocabulary) else b""
-        return {"token": _token_text(vocabulary, token), "logprob": logprob, "bytes": list(raw)}
-
-    return [{**entry(r.token, r.logprob), "top_logprobs": [entry(t, lp) for t, lp in r.top]}
-            for r in records or () if r.token != eos]
-
-
-def _completion_logprobs(records: list[TokenLogprob], vocabulary: list[bytes], offset: int, eos: int | None = None) -> dict:
-    """OpenAI's completions ``logprobs``: ``tokens``, ``token_logprobs``, ``top_logprobs`` (token -> log-prob;
-    null where the token has no prediction, the echoed prompt's first) and ``text_offset`` (from ``offset``). A
-    reply that ended with the end token lists it last, as "" (it adds no text): lm-evaluation-harness reads the
-    last entry as the generated token and the ones before it as the prompt's."""
-    tokens, offsets = [], []
-    for record in records:
-        tokens.append("" if record.token == eos and record is records[-1] else _token_text(vocabulary, record.token))
-        offsets.append(offset)
-        offset += len(tokens[-1])
-    top = [None if r.logprob is None else {_token_text(vocabulary, t): lp for t, lp in r.top} for r in records]
-    return {"tokens": tokens, "token_logprobs": [r.logprob for r in records], "top_logprobs": top, "text_offset": offsets}
-
-
-def _usage(finished: list[Finished]) -> dict:
-    prompt = sum(f.prompt_tokens for f in finished[:1]) if len({f.prompt_tokens for f in finished}) == 1 else sum(f.prompt_tokens for f in finished)
-    completion = sum(f.completion_tokens for f in finished)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
 async def _events(body: Sampling, name: str, requests: list[Request], kind: str, created: int, rid: str, items,
                   piece_logprobs=None):
     """Server-sent events in OpenAI's chunk format (each piece with its tokens' logprobs when asked for)."""
@@ -520,7 +373,7 @@ async def _events(body: Sampling, name: str, requests: list[Request], kind: str,
     except Exception:  # the status line is gone: report the error in the stream, as OpenAI does (no internals)
         yield f"data: {json.dumps({'error': {'message': 'generation failed', 'type': 'internal_error', 'param': None, 'code': None}})}\n\n"
     if (body.stream_options or {}).get("include_usage") and finished:
-        yield chunk([], usage=_usage(finished))
+        yield chunk([], usage=shapes.usage(finished))
     yield "data: [DONE]\n\n"
 
 
@@ -540,5 +393,5 @@ async def _whole_events(body: Sampling, name: str, choices: list[dict], finished
         yield chunk([{"index": c["index"], "delta": delta, "finish_reason": None, "logprobs": c["logprobs"]}])
         yield chunk([{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"], "logprobs": None}])
     if (body.stream_options or {}).get("include_usage"):
-        yield chunk([], usage=_usage(finished))
+        yield chunk([], usage=shapes.usage(finished))
     yield "data: [DONE]\n\n"
