@@ -355,3 +355,94 @@ def test_prompt_learning_adapters_are_served_one_request_at_a_time(learnable_lla
         reply = client.completions.create(model="prefix", prompt="Say something 1.", max_tokens=4, temperature=0)
         assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 4
         assert test_client.get("/health").json()["generation_batches"]["prefix"]["requests"] == 1
+
+
+def test_adapters_load_and_unload_at_run_time_without_losing_requests(learnable_llama, tiny_llama, adapters, tmp_path,
+                                                                       monkeypatch):
+    """vLLM's /v1/load_lora_adapter and /v1/unload_lora_adapter on a base served plain: the adapter answers as
+    when served from the start, /v1/models follows at once, and requests already running when their adapter is
+    unloaded all finish (the weights go after them)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from adaptlab.serve import load_registry
+    from adaptlab.serve.decoding import BatchedDecoder, requests_using
+
+    registry = load_registry({}, [f"base={learnable_llama}"], None, "cpu")
+    test_client, client = make_client(registry, api_key="k")
+    auth = {"Authorization": "Bearer k"}
+    post = lambda route, body: test_client.post(f"/v1/{route}_lora_adapter", json=body, headers=auth)
+    ask = lambda model: client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say something 5."}],
+                                                       max_tokens=4, temperature=0).choices[0].message.content
+    with test_client:
+        base = ask("base")
+        loaded = post("load", {"lora_name": "red", "lora_path": str(adapters["red"])})
+        assert loaded.status_code == 200 and loaded.text == "Success: LoRA adapter 'red' added successfully."
+        listed = {m.id: m.model_extra for m in client.models.list().data}
+        assert listed["red"]["parent"] == "base"
+        assert ask("red").split()[0] == "red" and ask("base") == base  # the base wrapped, its answers unchanged
+        assert post("load", {"lora_name": "blue", "lora_path": str(adapters["blue"])}).status_code == 200
+        assert ask("blue").split()[0] == "blue" and ask("red").split()[0] == "red"
+        assert registry.generators["blue"].model is registry.generators["base"].model  # one copy of the base
+
+        # refusals, one line each
+        duplicate = post("load", {"lora_name": "red", "lora_path": str(adapters["red"])})
+        assert duplicate.status_code == 400 and "has already been loaded" in duplicate.json()["error"]["message"]
+        other = tmp_path / "other-base"
+        get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=2, target_modules="all-linear")).save_pretrained(other)
+        refused = post("load", {"lora_name": "other", "lora_path": str(other)}).json()["error"]["message"]
+        assert f"trained on '{tiny_llama}'" in refused and "'base'" in refused and "\n" not in refused
+        assert "no LoRA adapter" in post("load", {"lora_name": "x", "lora_path": str(tmp_path / "none")}).json()["error"]["message"]
+        assert post("unload", {"lora_name": "base"}).status_code == 400
+        assert post("unload", {"lora_name": "green"}).status_code == 404
+        assert test_client.post("/v1/unload_lora_adapter", json={"lora_name": "red"}).status_code == 401  # no key
+
+        # unload while requests for it are inside the model: they all finish, the unload waits for them
+        started, release, decode = threading.Event(), threading.Event(), BatchedDecoder.decode
+
+        def held(self, batch, emit):
+            started.set()
+            assert release.wait(60)
+            return decode(self, batch, emit)
+
+        monkeypatch.setattr(BatchedDecoder, "decode", held)
+        replies, unloaded = [], []
+        running = [threading.Thread(target=lambda: replies.append(ask("red"))) for _ in range(4)]
+        running[0].start()
+        assert started.wait(60)  # one request inside the model, the next three queued behind it
+        for thread in running[1:]:
+            thread.start()
+        adapter = registry.generators["red"].adapter
+        for _ in range(500):
+            if requests_using(adapter) == 4:
+                break
+            threading.Event().wait(0.02)
+        assert requests_using(adapter) == 4
+        unloading = threading.Thread(target=lambda: unloaded.append(post("unload", {"lora_name": "red"})))
+        unloading.start()
+        for _ in range(100):  # the name leaves the list at once, before the weights go
+            if "red" not in {m.id for m in client.models.list().data}:
+                break
+            threading.Event().wait(0.02)
+        assert "red" not in {m.id for m in client.models.list().data} and not unloaded
+        with pytest.raises(openai.NotFoundError):
+            ask("red")
+        release.set()
+        for thread in running + [unloading]:
+            thread.join(60)
+        assert len(replies) == 4 and all(r.split()[0] == "red" for r in replies)  # none lost
+        assert unloaded[0].text == "Success: LoRA adapter 'red' removed successfully."
+        assert ask("blue").split()[0] == "blue" and ask("base") == base
+        assert post("unload", {"lora_name": "blue"}).status_code == 200  # the last adapter: kept until the next one
+        assert post("load", {"lora_name": "red", "lora_path": str(adapters["red"])}).status_code == 200
+        assert ask("red").split()[0] == "red" and ask("base") == base
+        assert list(registry.generators["base"].model.peft_config) == [registry.generators["red"].adapter]
+
+
+def test_adapters_are_not_loaded_at_run_time_without_an_api_key(learnable_llama, adapters):
+    from adaptlab.serve import load_registry
+
+    test_client, _ = make_client(load_registry({}, [f"base={learnable_llama}"], None, "cpu"))
+    with test_client:
+        refused = test_client.post("/v1/load_lora_adapter", json={"lora_name": "red", "lora_path": str(adapters["red"])})
+    assert refused.status_code == 403 and "--api-key" in refused.json()["error"]["message"]

@@ -10,7 +10,8 @@ Only the llama architecture is mapped (SmolLM2, Llama 2/3, TinyLlama, Mistral-st
 byte-level BPE tokenizer (``tokenizer.ggml.model = gpt2``); anything else is refused in one line before a byte
 is written.
 
-Types: ``f16`` stores every matrix in half precision and every vector (the norms) in float32; ``q8_0`` stores
+Types: ``f32`` stores every weight as float32 (lossless: logits as the artifact's, for checks and further
+conversion, at twice f16's size); ``f16`` stores every matrix in half precision and every vector (the norms) in float32; ``q8_0`` stores
 every matrix whose rows are a multiple of 32 in Q8_0 (8-bit blocks of 32 with one f16 scale), the rest as f16.
 Measured on an SFT LoRA artifact of SmolLM2-135M loaded back through transformers' GGUF loader
 (tests/test_export.py, 20 chat prompts, every position of prompt + 20-token greedy reply, all 49,152 logits):
@@ -38,7 +39,7 @@ from pathlib import Path
 from adaptlab._io import atomic_directory, atomic_file, umask_mode
 from adaptlab.errors import AdaptlabError
 
-TYPES = ("f16", "q8_0")
+TYPES = ("f32", "f16", "q8_0")
 #: the largest difference from the artifact's logits a round trip may show, as measured on SmolLM2-135M (see the
 #: module's docstring): f16 0.058, q8_0 1.58; with headroom. Relative to the logits' scale f16 is within 1e-2.
 F16_LOGIT_TOLERANCE = 0.1
@@ -213,7 +214,8 @@ def _add_hyperparameters(writer, config, name: str, type: str) -> None:
         writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
         writer.add_rope_scaling_factor(float(rope["factor"]))
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if type == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+    writer.add_file_type(file_types[type])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
@@ -243,7 +245,7 @@ def _tensors(model, type: str):
             data = permute(data, heads, heads)
         elif hf_name.endswith("self_attn.k_proj.weight"):
             data = permute(data, heads, kv_heads)
-        if data.ndim == 1:
+        if data.ndim == 1 or type == "f32":
             yield gguf_name, data.astype(np.float32), None
         elif type == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
             qtype = gguf.GGMLQuantizationType.Q8_0

@@ -15,8 +15,9 @@ export_app = typer.Typer(help=HELP, no_args_is_help=True)
 
 Source = Annotated[str, typer.Argument(help="A generator artifact (LoRA is merged first), a causal LM directory or a "
                                             "model name such as smollm2-135m.", show_default=False)]
-Type = Annotated[str, typer.Option("--type", help="f16 (matrices in half precision) or q8_0 (8-bit blocks; about "
-                                                  "half the size, logits move by tenths).")]
+Type = Annotated[str, typer.Option("--type", help="f16 (matrices in half precision), f32 (lossless, twice "
+                                                  "f16's size) or q8_0 (8-bit blocks; about half f16's size, logits move "
+                                                  "by tenths).")]
 
 
 @export_app.command("gguf")

@@ -19,7 +19,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     generator: Annotated[Optional[list[str]], typer.Option(help="Causal LM for /v1/chat/completions, /v1/completions, /v1/generate and /v1/rag/ask (repeatable): MODEL or NAME=MODEL, e.g. smollm2-135m or sft=runs/sft-lora (LoRA artifacts of one base share it).")] = None,
     embedder: Annotated[Optional[list[str]], typer.Option(help="Embedding model for /v1/embeddings (repeatable), e.g. minilm.")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' on every /v1 route (or set ADAPTLAB_API_KEY).", envvar="ADAPTLAB_API_KEY")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Require 'Authorization: Bearer KEY' on every /v1 route (or set ADAPTLAB_API_KEY); also lets clients load and unload LoRA adapters at run time (POST /v1/load_lora_adapter, /v1/unload_lora_adapter).", envvar="ADAPTLAB_API_KEY")] = None,
     max_concurrent: Annotated[int, typer.Option(help="Most generations in flight on the OpenAI routes; more get 429.")] = 64,
     generation_batch: Annotated[int, typer.Option(help="Most generation requests decoded together (1: one at a time).")] = 16,
     rag_store: Annotated[Optional[str], typer.Option("--store", "--rag-store", help="RAG store for /v1/rag/ask (a LanceDB directory or postgresql:// URL), as `rag --store`.")] = None,

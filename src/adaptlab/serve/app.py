@@ -230,9 +230,11 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
             "rag": None if registry.rag is None else {"store": registry.rag.store.location, "chunks": registry.rag.store.count()},
         }
 
+    from adaptlab.serve.adapters import adapter_router
     from adaptlab.serve.openai_api import openai_router
 
     app.include_router(openai_router(registry, decoders, executor, options, ApiError))
+    app.include_router(adapter_router(registry, decoders, executor, options, ApiError))
 
     @app.post("/v1/classify", response_model=ClassifyResponse)
     async def classify(request: ClassifyRequest) -> dict:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from adaptlab.models.loading import pad_batch, pad_id
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter batch
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: requests live in a weak set
 class Request:
     prompt_ids: list[int]
     max_new_tokens: int
@@ -45,6 +46,18 @@ class Request:
     constraint: object | None = None  # an adaptlab.structured.Constraint the reply must follow
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        _LIVE.add(self)
+
+
+#: every request not yet garbage: an adapter's weights are deleted only when none still running uses it
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def requests_using(adapter: str | None) -> int:
+    """Requests for ``adapter`` created and not finished, cancelled or dropped (their stream sets ``cancelled``)."""
+    return sum(1 for request in list(_LIVE) if request.adapter == adapter and not request.cancelled.is_set())
 
 
 @dataclass(frozen=True)
