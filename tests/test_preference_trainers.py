@@ -64,3 +64,32 @@ def test_preference_entries_in_a_generation_comparison(cli, tiny_llama, tmp_path
     assert results["failures"] == [] and {e["entry"] for e in results["entries"]} == {"lora", "orpo", "kto"}
     for entry in results["entries"]:
         assert entry["forgetting_ppl_delta"] is not None
+
+
+@pytest.mark.parametrize("trainer", ["orpo", "simpo"])
+def test_prompts_longer_than_max_length_are_cut_from_the_left_not_nan(trainer, tiny_llama, tmp_path):
+    """A multi-turn prompt that alone fills --max-length would leave an empty completion, which ORPO and SimPO
+    average over zero tokens: NaN losses and NaN weights. The prompt is cut from the left instead."""
+    import math
+
+    import torch
+
+    from adaptlab.rlhf import read_preferences, split_preferences
+    from adaptlab.rlhf.trl_policy import fit_prompt
+
+    history = " ".join(f"Human: tell me about colour {j}. Assistant: colour {j} is fine." for j in range(40))
+    rows = [{"prompt": f"{history} Human: say the colour number {i}.", "chosen": "red", "rejected": "I cannot say."}
+            for i in range(20)]
+    path = write_jsonl(tmp_path / "long.jsonl", rows)
+    pairs, _ = read_preferences(str(path))
+    train = getattr(__import__(f"adaptlab.rlhf.{trainer}", fromlist=["x"]), f"train_{trainer}")
+    result = train(split_preferences(pairs, str(path)), tmp_path / trainer, model=str(tiny_llama), epochs=1,
+                   max_length=64, progress=False).manifest.to_json()
+    assert all(math.isfinite(v) for k, v in result["metrics"]["test"].items() if isinstance(v, float) and "logps" in k)
+    generator = adaptlab.load_artifact(tmp_path / trainer)
+    assert all(torch.isfinite(p).all() for p in generator.model.parameters())
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    cut = fit_prompt(tokenizer, rows[0]["prompt"], 64)
+    assert rows[0]["prompt"].endswith(cut.strip()[-30:]) and len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= 33

@@ -148,6 +148,13 @@ def test_bad_reward_input_exits_2(cli, tmp_path):
     assert code == 2 and "at least 5 are needed" in err
 
 
+def test_a_reward_max_length_beyond_the_models_positions_is_one_line(cli, tmp_path, tiny_bert):
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", learnable_pairs(12))
+    code, _, err = cli("rlhf", "reward", "--data", pairs, "--model", tiny_bert, "--max-length", "256", "-o", tmp_path / "rm")
+    assert code == 2 and "--max-length 256 is more than the 128 positions" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "rm").exists()
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "hh_rlhf_harmless_test.jsonl.gz").exists(), reason="../shared/data HH-RLHF pairs are not here")
 def test_the_real_hh_rlhf_file_reads_and_splits_by_prompt():
     """What a reward model trained on HH-RLHF achieves is measured in benchmarks/results/reward_model_hh_rlhf.json

@@ -45,7 +45,7 @@ class DPOPolicy(lora_options("dpo"), TRLPolicy):
         return {"beta": self.beta}
 
     def rows(self, pairs, tokenizer) -> list[dict]:
-        return pair_rows(pairs, tokenizer)
+        return pair_rows(pairs, tokenizer, self.max_length)
 
 
 def train_dpo(data: PreferenceSplit, output: str | Path, *, overwrite: bool = False, **params: Any) -> JobResult:

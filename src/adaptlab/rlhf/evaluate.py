@@ -129,7 +129,8 @@ def compare_policies(policies: Sequence[str | Path], prompts: Sequence[str], rew
     samples = [{"prompt": prompt, **{name: {"text": texts[name][i], "reward": round(float(scores[name][i]), 3)} for name in texts}}
                for i, prompt in enumerate(prompts[:10])]
     return {"reference": reference, "prompts": len(prompts), "max_new_tokens": max_new_tokens,
-            "reward_reference": float(scores["reference"].mean()), "policies": rows, "samples": samples}
+            "reward_reference": float(scores["reference"].mean()), "policies": rows, "samples": samples,
+            "rewards_per_prompt": {name: [round(float(x), 4) for x in values] for name, values in scores.items()}}
 
 
 def write_comparison(result: dict, directory: Path) -> None:

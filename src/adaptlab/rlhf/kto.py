@@ -16,7 +16,7 @@ from adaptlab.adapt import lora_options, lr_help
 from adaptlab.errors import AdaptlabError
 from adaptlab.params import param
 from adaptlab.results import JobResult
-from adaptlab.rlhf.trl_policy import TRLPolicy, train_policy
+from adaptlab.rlhf.trl_policy import TRLPolicy, fit_prompt, train_policy
 
 _UP, _DOWN = {"true", "1", "up", "good", "yes", "1.0"}, {"false", "0", "down", "bad", "no", "0.0"}
 
@@ -114,10 +114,11 @@ class KTOPolicy(lora_options("kto"), TRLPolicy):
         return {"beta": self.beta, "desirable_weight": self.desirable_weight, "undesirable_weight": self.undesirable_weight}
 
     def rows(self, thumbs, tokenizer) -> list[dict]:
+        prompts = [fit_prompt(tokenizer, t.prompt, self.max_length) for t in thumbs]
         if tokenizer.chat_template:
-            return [{"prompt": [{"role": "user", "content": t.prompt}], "completion": [{"role": "assistant", "content": t.completion}],
-                     "label": t.label} for t in thumbs]
-        return [{"prompt": t.prompt, "completion": " " + t.completion, "label": t.label} for t in thumbs]
+            return [{"prompt": [{"role": "user", "content": prompt}], "completion": [{"role": "assistant", "content": t.completion}],
+                     "label": t.label} for prompt, t in zip(prompts, thumbs)]
+        return [{"prompt": prompt, "completion": " " + t.completion, "label": t.label} for prompt, t in zip(prompts, thumbs)]
 
     def eval_dataset(self, dataset):
         trainer = self.trainer_  # KTO tokenizes in __init__; its own preparation, for the held-out rows

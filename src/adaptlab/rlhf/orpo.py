@@ -31,7 +31,7 @@ class ORPOPolicy(lora_options("orpo"), TRLPolicy):
         return {"beta": self.beta}
 
     def rows(self, pairs, tokenizer) -> list[dict]:
-        return pair_rows(pairs, tokenizer)
+        return pair_rows(pairs, tokenizer, self.max_length)
 
     def eval_dataset(self, dataset):
         return tokenized_pairs(self.trainer_, dataset)

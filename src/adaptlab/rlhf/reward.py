@@ -25,7 +25,7 @@ from adaptlab.errors import AdaptlabError
 from adaptlab.jobs import run_job
 from adaptlab.results import JobResult
 from adaptlab.measure import measure
-from adaptlab.models.loading import resolve_model
+from adaptlab.models.loading import max_positions, resolve_model
 from adaptlab.params import check_fields, check_names, param, recorded_params
 from adaptlab.rlhf.preferences import Pair, PreferenceSplit
 from adaptlab.runtime import Runtime
@@ -73,6 +73,10 @@ class RewardModel(lora_options("reward"), TrainingOptions):
 
         self.ref_ = resolve_model(self.model)
         bundle = load_classifier(self.ref_, ["reward"])  # one output: the scalar reward
+        limit = max_positions(bundle.model)
+        if limit is not None and self.max_length > limit:  # would fail inside the first forward pass otherwise
+            raise AdaptlabError(f"--max-length {self.max_length} is more than the {limit} positions of model "
+                                f"'{self.model}'; give --max-length {limit} or less")
         self.tokenizer_ = bundle.tokenizer
         return apply(bundle.model, self.method, self, "reward", keep=bundle.new_modules, model_name=f"model '{self.model}'")
 

@@ -33,7 +33,7 @@ class SimPOPolicy(lora_options("simpo"), TRLPolicy):
         return {"loss_type": "simpo", "cpo_alpha": 0.0, "beta": self.beta, "simpo_gamma": self.gamma}
 
     def rows(self, pairs, tokenizer) -> list[dict]:
-        return pair_rows(pairs, tokenizer)
+        return pair_rows(pairs, tokenizer, self.max_length)
 
     def eval_dataset(self, dataset):
         return tokenized_pairs(self.trainer_, dataset)

@@ -165,12 +165,25 @@ def train_policy(job_class: type[TRLPolicy], data, output: str | Path, overwrite
                    train_examples=job.count(data.train), overwrite=overwrite)
 
 
-def pair_rows(pairs, tokenizer) -> list[dict]:
-    """(prompt, chosen, rejected) in TRL's conversational format when the tokenizer has a chat template, else text."""
+def fit_prompt(tokenizer, prompt: str, max_length: int | None) -> str:
+    """``prompt`` cut from the left to half of ``max_length`` tokens (its end, the last turn, matters most), as the
+    reward model cuts it: a prompt that fills ``max_length`` would leave an empty completion, which ORPO and SimPO
+    average over zero tokens (NaN losses that poison the weights) and DPO and KTO drop."""
+    if max_length is None:
+        return prompt
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    budget = max_length // 2
+    return prompt if len(ids) <= budget else tokenizer.decode(ids[-budget:])
+
+
+def pair_rows(pairs, tokenizer, max_length: int | None = None) -> list[dict]:
+    """(prompt, chosen, rejected) in TRL's conversational format when the tokenizer has a chat template, else text;
+    long prompts cut from the left (``fit_prompt``)."""
+    prompts = [fit_prompt(tokenizer, p.prompt, max_length) for p in pairs]
     if tokenizer.chat_template:
-        return [{"prompt": [{"role": "user", "content": p.prompt}], "chosen": [{"role": "assistant", "content": p.chosen}],
-                 "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
-    return [{"prompt": p.prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected} for p in pairs]
+        return [{"prompt": [{"role": "user", "content": prompt}], "chosen": [{"role": "assistant", "content": p.chosen}],
+                 "rejected": [{"role": "assistant", "content": p.rejected}]} for prompt, p in zip(prompts, pairs)]
+    return [{"prompt": prompt, "chosen": " " + p.chosen, "rejected": " " + p.rejected} for prompt, p in zip(prompts, pairs)]
 
 
 def tokenized_pairs(trainer, dataset):
