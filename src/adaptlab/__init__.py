@@ -60,7 +60,7 @@ def __getattr__(name: str) -> Any:
 
 
 def load_splits(
-    source: str | Path,
+    source: str | Path | None = None,
     *,
     text_column: str = "text",
     label_column: str = "label",
@@ -69,12 +69,23 @@ def load_splits(
     train_size: int | None = None,
     val_size: int | None = None,
     test_size: int | None = None,
+    train_data: str | Path | None = None,
+    val_data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    keep_splits: bool = False,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
 ) -> "Splits":
-    """Load and validate a dataset, then cut its deterministic stratified train/validation/test split."""
-    from adaptlab.data import load_data, split_data
+    """Load and validate a dataset, then cut its deterministic stratified train/validation/test split
+    (``test_fraction``, ``val_fraction`` of it) -- or keep the user's own: ``train_data`` + ``test_data`` (+
+    ``val_data``, else cut from train), each a file, named dataset, Hub id or Hub ``NAME:SPLIT``; ``keep_splits``
+    keeps a Hub dataset's named splits. Sizes then sub-sample each split."""
+    from adaptlab.config import DataConfig
 
-    data = load_data(source, text_column=text_column, label_column=label_column, id_column=id_column)
-    return split_data(data, seed=seed, train_size=train_size, val_size=val_size, test_size=test_size)
+    return DataConfig(source=source, text_column=text_column, label_column=label_column, id_column=id_column, seed=seed,
+                      train_size=train_size, val_size=val_size, test_size=test_size, train_data=train_data and str(train_data),
+                      val_data=val_data and str(val_data), test_data=test_data and str(test_data), keep_splits=keep_splits,
+                      test_fraction=test_fraction, val_fraction=val_fraction).load()
 
 
 def embed(texts: Sequence[str], model: str = "minilm", pooling: str = "mean", **options: Any) -> "np.ndarray":

@@ -25,7 +25,7 @@ from adaptlab.errors import AdaptlabError
 
 @dataclass
 class DataConfig:
-    source: str = "rotten_tomatoes"
+    source: str | None = "rotten_tomatoes"  # None: the user's own splits (train_data, test_data) name the data
     text_column: str = "text"
     label_column: str = "label"
     id_column: str | None = None
@@ -33,22 +33,49 @@ class DataConfig:
     train_size: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    train_data: str | None = None  # the user's own splits, kept as given (``adaptlab.data.given``)
+    val_data: str | None = None
+    test_data: str | None = None
+    keep_splits: bool = False  # a Hub dataset's named splits instead of adaptlab's cut
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    train_per_class: int | None = None  # a learning curve's point (``compare --train-sizes``)
 
     def __post_init__(self) -> None:
-        for name in ("seed", "train_size", "val_size", "test_size"):
-            value = getattr(self, name)
+        for name in ("seed", "train_size", "val_size", "test_size", "train_per_class"):
+            value = getattr(self, name, None)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise AdaptlabError(f"data option '{name}' must be an integer, not {value!r}")
             if name != "seed" and value is not None and value < 1:
                 raise AdaptlabError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+                raise AdaptlabError(f"--{name.replace('_', '-')} must be a fraction between 0 and 1, not {value!r}")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise AdaptlabError(f"--test-fraction {self.test_fraction} and --val-fraction {self.val_fraction} leave no "
+                                "training rows; make their sum less than 1")
+        own = self.train_data or self.val_data or self.test_data
+        if own and self.source not in (None, type(self).source, self.train_data):
+            raise AdaptlabError(f"give --data '{self.source}' or your own splits (--train-data, --test-data), not both")
+        if own:
+            self.source = self.train_data or self.source  # what the outputs are named after
+        elif self.source is None:
+            raise AdaptlabError("no data: give --data, or your own splits with --train-data and --test-data")
 
     def load(self):
-        """The splits ``adaptlab.load_splits`` gives for these options, by the same two calls: the public facade sits
-        above every module, so none imports it."""
+        """The splits ``adaptlab.load_splits`` gives for these options: the public facade sits above every module,
+        so none imports it."""
         from adaptlab.data import load_data, split_data
+        from adaptlab.data.given import load_given
 
-        data = load_data(self.source, text_column=self.text_column, label_column=self.label_column, id_column=self.id_column)
-        return split_data(data, seed=self.seed, train_size=self.train_size, val_size=self.val_size, test_size=self.test_size)
+        columns = {"text_column": self.text_column, "label_column": self.label_column, "id_column": self.id_column}
+        if self.train_data or self.val_data or self.test_data:
+            data = load_given({"train": self.train_data, "val": self.val_data, "test": self.test_data}, **columns)
+        else:
+            data = load_data(self.source, keep_splits=self.keep_splits, **columns)
+        return split_data(data, seed=self.seed, train_size=self.train_size, val_size=self.val_size, test_size=self.test_size,
+                          test_fraction=self.test_fraction, val_fraction=self.val_fraction, train_per_class=self.train_per_class)
 
 
 @dataclass
@@ -197,9 +224,14 @@ class GenerationDataConfig:
     train_size: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    train_data: str | None = None  # the user's own splits, as for classification
+    val_data: str | None = None
+    test_data: str | None = None
+    test_fraction: float = 0.1
+    val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        DataConfig.__post_init__(self)  # the same checks of seed and sizes
+        DataConfig.__post_init__(self)  # the same checks of seed, sizes, fractions and own splits
 
     def load(self):
         from adaptlab.data.generation import load_generation_splits

@@ -33,6 +33,12 @@ Seed = opt(int, "Seed for the split and for training (default: 0).")
 TrainSize = opt(int, "Sub-sample the training split to this many examples, stratified (default: all).")
 ValSize = opt(int, "Sub-sample the validation split (default: all).")
 TestSize = opt(int, "Sub-sample the test split (default: all).")
+TrainData = opt(str, "Your own training split (a file, named dataset, Hub id or Hub NAME:SPLIT); needs --test-data.")
+ValData = opt(str, "Your own validation split (default: cut from --train-data, --val-fraction of it).")
+TestData = opt(str, "Your own test split, kept exactly as given (never trained on, never used for selection).")
+KeepSplits = opt(bool, "Keep a Hub dataset's own train/validation/test splits instead of cutting adaptlab's.", "--keep-splits")
+TestFraction = opt(float, "Share of the data cut as the test split (default: 0.2).")
+ValFraction = opt(float, "Share of the data cut as the validation split (default: 0.1; of --train-data when that is given).")
 ConfigOpt = opt(Path, "YAML file describing the run; options given here override it.", "--config")
 OutputOpt = opt(str, "Artifact directory to write (default: runs/<data>-<strategy>).", "--output", "-o")
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON to stdout.", metavar="")]
@@ -43,7 +49,9 @@ DEVICE = opt(str, "cpu, cuda, cuda:1 ... (default: cuda if available).")
 DATA_OPTIONS = {
     "data": (DataOpt, "source"), "text_column": (TextCol, "text_column"), "label_column": (LabelCol, "label_column"),
     "id_column": (IdCol, "id_column"), "seed": (Seed, "seed"), "train_size": (TrainSize, "train_size"),
-    "val_size": (ValSize, "val_size"), "test_size": (TestSize, "test_size"),
+    "val_size": (ValSize, "val_size"), "test_size": (TestSize, "test_size"), "train_data": (TrainData, "train_data"),
+    "val_data": (ValData, "val_data"), "test_data": (TestData, "test_data"), "keep_splits": (KeepSplits, "keep_splits"),
+    "test_fraction": (TestFraction, "test_fraction"), "val_fraction": (ValFraction, "val_fraction"),
 }
 
 

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, JsonOpt, LabelCol, TextCol, out, preflight
+from adaptlab.cli.common import (DEVICE, DataOpt, IdCol, JsonOpt, KeepSplits, LabelCol, TestData, TestFraction, TextCol, TrainData,
+                                 ValData, ValFraction, out, preflight)
 
 
 def compare(
@@ -21,12 +22,19 @@ def compare(
     train_size: Annotated[Optional[int], typer.Option(help="Training examples, stratified (default: the preset's).")] = None,
     val_size: Annotated[Optional[int], typer.Option(help="Validation examples (default: the preset's).")] = None,
     test_size: Annotated[Optional[int], typer.Option(help="Test examples (default: the preset's).")] = None,
+    train_data: TrainData = None,
+    val_data: ValData = None,
+    test_data: TestData = None,
+    keep_splits: KeepSplits = None,
+    test_fraction: TestFraction = None,
+    val_fraction: ValFraction = None,
     task: Annotated[Optional[str], typer.Option(help="classification or generation (default: generation for prompt/completion or chat data, e.g. wiki-descriptions).")] = None,
     prompt_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the prompt (default prompt).")] = None,
     completion_column: Annotated[Optional[str], typer.Option(help="Generation data: column with the reply (default completion).")] = None,
     preset: Annotated[Optional[str], typer.Option(help="quick (default; < 15 min on 2 CPU cores), standard or full: data sizes, epochs, draws.")] = None,
     models: Annotated[Optional[str], typer.Option(help="Comma-separated models (default minilm,smollm2-135m): classifier strategies run on the encoders, prompting on the causal LMs.")] = None,
     strategies: Annotated[Optional[str], typer.Option(help="Comma-separated subset of the ladder. Classification: zero-shot, few-shot, features-logreg, features-rf, head, last-k, full, lora, prefix-tuning, p-tuning, prompt-tuning, soft-prompt. Generation: zero-shot, few-shot, knn-shot, rag, prompt-tuning, prefix-tuning, lora, last-k, full, dpo.")] = None,
+    train_sizes: Annotated[Optional[str], typer.Option(help="Learning curves: the ladder at each training size, e.g. 8,16,32,64,all (examples per class for classification, rows for generation), on one test set; the report draws quality vs size and says which entry to use at which budget.")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="Training seeds per strategy: mean ± std, the split stays the same (default: 1).")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs for every gradient-based strategy (default: the preset's).")] = None,
     tune: Annotated[Optional[int], typer.Option(help="Classification: trials of learning-rate / epochs (/ LoRA rank) search per gradient entry, scored on validation only (default: the preset's: quick 0, standard 4, full 6).")] = None,
@@ -50,10 +58,12 @@ def compare(
 
     data_values = {"source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
                    "prompt_column": prompt_column, "completion_column": completion_column,
-                   "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size}
+                   "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size,
+                   "train_data": train_data, "val_data": val_data, "test_data": test_data, "keep_splits": keep_splits,
+                   "test_fraction": test_fraction, "val_fraction": val_fraction}
     options = {"task": task, "preset": preset, "models": models, "strategies": strategies, "seeds": seeds, "epochs": epochs,
                "tune": tune, "metric": metric, "documents": documents or None, "preferences": preferences, "reward": reward or None,
-               "device": device, "output": output, "params": parse_overrides(set_ or [])}
+               "device": device, "output": output, "params": parse_overrides(set_ or []), "train_sizes": train_sizes}
     plan = compare_plan(config, data_values, options)
     for model in plan.models or []:  # every model checked before the first one loads
         preflight({"model": model, "device": plan.device})
@@ -65,9 +75,13 @@ def compare(
         return
     from adaptlab.families import resolve
 
-    leaderboard_table = resolve(plan.kind.leaderboard)
     wide = Console(width=max(out.width, 140))  # the leaderboards have 11-15 columns; let a narrow pipe wrap lines
-    wide.print(leaderboard_table(comparison.results))
+    if "learning_curves" in comparison.results:
+        from adaptlab.compare.curves import curve_table
+
+        wide.print(curve_table(comparison.results))
+    else:
+        wide.print(resolve(plan.kind.leaderboard)(comparison.results))
     for line in comparison.results["recommendation"]:
         out.print(f"• {line}")
     for failure in comparison.results["failures"]:

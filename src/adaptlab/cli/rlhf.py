@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, format_params, given,
-                                 opt, out, preflight)
+from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, TestData, TrainData, ValData, command, dataclass_options,
+                                 default_output, format_params, given, opt, out, preflight)
 from adaptlab.errors import AdaptlabError
 from adaptlab.rlhf.dpo import DPOPolicy
 from adaptlab.rlhf.ppo_config import PPOConfig
@@ -194,6 +194,7 @@ RL_DATA_OPTIONS = {
     "train_size": opt(int, "Sub-sample the training prompts."),
     "val_size": opt(int, "Sub-sample the validation prompts."),
     "test_size": opt(int, "Sub-sample the test prompts (scored once, after training)."),
+    "train_data": TrainData, "val_data": ValData, "test_data": TestData,
     "output": Output, "overwrite": OverwriteOpt,
 }
 
@@ -204,13 +205,14 @@ def _reinforce(job_class, train, what: str, values: dict) -> None:
     from adaptlab.jobs import check_output
 
     data, output, overwrite, as_json = values.pop("data"), values.pop("output"), values.pop("overwrite"), values.pop("as_json")
-    sizes = {k: values.pop(k) for k in ("train_size", "val_size", "test_size")}
-    if data is None:
-        raise AdaptlabError("--data is required: prompts with reference answers (e.g. --data arithmetic)")
+    sizes = {k: values.pop(k) for k in ("train_size", "val_size", "test_size", "train_data", "val_data", "test_data")}
+    if data is None and not sizes["train_data"]:
+        raise AdaptlabError("--data is required: prompts with reference answers (e.g. --data arithmetic), or your own "
+                            "splits with --train-data and --test-data")
     params = {**given(values), "reward": values.get("reward") or []}
     job_class(**params)  # bad options and rewards fail before the data is read or a model loads
-    output = default_output(output, data, what)
-    check_output(output, overwrite, inputs=[data, params.get("model")], trains=True)
+    output = default_output(output, data or sizes["train_data"], what)
+    check_output(output, overwrite, inputs=[data or sizes["train_data"], params.get("model")], trains=True)
     splits = load_generation_splits(data, seed=params.get("seed") or 0, **sizes)
     manifest = train(splits, output, overwrite=overwrite, **params).manifest.to_json()
     if as_json:

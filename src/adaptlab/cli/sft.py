@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from adaptlab.cli.common import (JsonOpt, OverwriteOpt, command, preflight, dataclass_options, default_output, format_params, given, opt,
-                                 out, stop_reason)
+from adaptlab.cli.common import (JsonOpt, OverwriteOpt, TestData, TrainData, ValData, command, preflight, dataclass_options,
+                                 default_output, format_params, given, opt, out, stop_reason)
 from adaptlab.sft.job import SFTJob
 from adaptlab.training.options import TrainingOptions
 
@@ -27,6 +27,9 @@ DATA_OPTIONS = {
     "train_size": opt(int, "Sub-sample the training split (default: all)."),
     "val_size": opt(int, "Sub-sample the validation split (default: all)."),
     "test_size": opt(int, "Sub-sample the test split (default: all)."),
+    "train_data": TrainData, "val_data": ValData, "test_data": TestData,
+    "test_fraction": opt(float, "Share of the example groups cut as the test split (default: 0.1)."),
+    "val_fraction": opt(float, "Share cut as the validation split (default: 0.1; of --train-data when that is given)."),
 }
 CONFIG = opt(str, "YAML file with data/params/output sections; options given here override it.", "--config")
 OUTPUT = opt(str, "Artifact directory to write (default: runs/<data>-sft-<method>).", "--output", "-o")

@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adaptlab.cli.common import DEVICE, DataOpt, IdCol, LabelCol, OverwriteOpt, Seed, TestSize, TextCol, TrainSize, ValSize, out, preflight
+from adaptlab.cli.common import (DEVICE, DataOpt, IdCol, KeepSplits, LabelCol, OverwriteOpt, Seed, TestData, TestFraction, TestSize,
+                                 TextCol, TrainData, TrainSize, ValData, ValFraction, ValSize, out, preflight)
 from adaptlab.errors import AdaptlabError
 
 
@@ -194,16 +195,25 @@ def describe_data(
     train_size: TrainSize = None,
     val_size: ValSize = None,
     test_size: TestSize = None,
+    train_data: TrainData = None,
+    val_data: ValData = None,
+    test_data: TestData = None,
+    keep_splits: KeepSplits = None,
+    test_fraction: TestFraction = None,
+    val_fraction: ValFraction = None,
 ) -> None:
     """Validate a dataset and show its labels and the train/validation/test split adaptlab would use."""
     from adaptlab.config import DataConfig
 
     values = {
         "source": data, "text_column": text_column, "label_column": label_column, "id_column": id_column,
-        "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size,
+        "seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size, "train_data": train_data,
+        "val_data": val_data, "test_data": test_data, "keep_splits": keep_splits, "test_fraction": test_fraction,
+        "val_fraction": val_fraction,
     }
     splits = DataConfig(**{k: v for k, v in values.items() if v is not None}).load()
-    table = Table(title=f"{splits.train.source}: stratified split, seed {splits.seed}")
+    how = "your own splits" if splits.train.origins else f"stratified split, seed {splits.seed}"
+    table = Table(title=f"{splits.train.source}: {how}")
     table.add_column("split")
     table.add_column("examples", justify="right")
     for label in splits.label_names:

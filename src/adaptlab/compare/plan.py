@@ -49,6 +49,9 @@ class ComparePlan:
     reward: list[str] | None = None
     output: str | None = None
     device: str | None = None
+    #: learning curves: the ladder at each of these training sizes (per class for classification; "all" = the
+    #: whole training split) on one test set (``adaptlab.compare.curves``); None: one comparison
+    train_sizes: list[int | str] | None = None
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -60,6 +63,9 @@ class ComparePlan:
             self.documents = [self.documents]
         if isinstance(self.reward, str):
             self.reward = [self.reward]
+        from adaptlab.compare.curves import parse_train_sizes
+
+        self.train_sizes = parse_train_sizes(self.train_sizes)
 
     @property
     def kind(self) -> Task:
@@ -94,11 +100,17 @@ class ComparePlan:
             if repeated:
                 raise AdaptlabError(f"{option} lists {', '.join(repeated)} more than once")
         check_entries(task, self)
+        if self.train_sizes and (self.data.train_size is not None or getattr(self.data, "train_per_class", None) is not None):
+            raise AdaptlabError("give --train-size or --train-sizes (a learning curve), not both")
 
     def data_config(self) -> DataConfig | GenerationDataConfig:
         """The data options with the preset's sizes filled in where the user gave none."""
         preset = self.kind.presets[self.preset]
         sizes = {k: getattr(preset, k) for k in ("train_size", "val_size", "test_size")}
+        if getattr(self.data, "train_per_class", None) is not None:  # a learning curve's point sets its own size
+            sizes.pop("train_size")
+        if getattr(self.data, "train_data", None):  # the user's own splits are used whole unless sized explicitly
+            return self.data
         return dataclasses.replace(self.data, **{k: v for k, v in sizes.items() if getattr(self.data, k) is None})
 
     def runs(self, models: dict[str, ModelInfo]) -> list[Run]:

@@ -29,6 +29,7 @@ class PlanFile(TypedDict, total=False):
     epochs: int | None
     params: dict[str, dict[str, Any] | None]
     metric: str
+    train_sizes: list[int | str] | str
     documents: list[str] | str
     preferences: str
     reward: list[str] | str
@@ -65,7 +66,7 @@ def compare_plan(yaml_path: str | Path | None, data: dict, options: dict) -> Com
     values = {**base, **{k: v for k, v in options.items() if v is not None}}
     if values.get("task") == "":
         raise AdaptlabError("--task is empty; give classification or generation (or leave it out to infer it)")
-    task = values.get("task") or infer_task(str(data_values.get("source", DataConfig.source)))
+    task = values.get("task") or infer_task(str(data_values.get("source") or data_values.get("train_data") or DataConfig.source))
     config = data_config_class(task)
     check_keys(data_values, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
     values["task"] = task
@@ -88,7 +89,7 @@ def _check_file_alone(base: dict, where: str) -> None:
     size or an unknown strategy in the YAML is a mistake in the file, whatever this run takes from it)."""
     values = {k: v for k, v in base.items() if k != "data"}
     data = dict(base.get("data") or {})
-    task = values.get("task") or infer_task(str(data.get("source", DataConfig.source)))
+    task = values.get("task") or infer_task(str(data.get("source") or data.get("train_data") or DataConfig.source))
     config = data_config_class(task)
     check_keys(data, {f.name for f in dataclasses.fields(config)}, f"{where}, section data ({task} data)")
     for key in ("models", "strategies", "documents"):

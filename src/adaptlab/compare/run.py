@@ -42,10 +42,15 @@ ELAPSED = "elapsed.json"  # wall seconds of every invocation so far (resumes add
 
 
 def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Comparison:
-    """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html``."""
+    """Run (or resume) every run of ``plan``, then write ``results.json`` and ``report.html`` (with ``train_sizes``:
+    one comparison per size and the learning curves, ``adaptlab.compare.curves``)."""
     from adaptlab.families import resolve
 
     plan.check()
+    if plan.train_sizes:
+        from adaptlab.compare.curves import run_learning_curves
+
+        return run_learning_curves(plan, lambda sub: run_comparison(sub, rerun_failed=rerun_failed))
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
     output = Path(plan.output or f"runs/{Path(str(data.source)).stem}-compare")  # the CLI's rule: runs/<data>-<what>
@@ -71,6 +76,8 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
         wall_seconds = earlier + time.perf_counter() - started
         write_json(elapsed, {"seconds": round(wall_seconds, 1)})
     results = resolve(plan.kind.summarise)(plan, data, runs, output, wall_seconds=wall_seconds)
+    described = splits.describe()  # which rows were tested on, and where each split came from
+    results["data"].update({key: described[key] for key in ("fingerprints", "split_origins") if key in described})
     write_json(output / "results.json", results)
     resolve(plan.kind.write_report)(results, output / "report.html")
     return Comparison(output, results)

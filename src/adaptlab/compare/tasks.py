@@ -44,7 +44,8 @@ def _generation_data(data):
     from adaptlab.config import DataConfig, GenerationDataConfig
 
     if isinstance(data, DataConfig):
-        return GenerationDataConfig(**{k: getattr(data, k) for k in ("source", "seed", "train_size", "val_size", "test_size")})
+        keys = ("source", "seed", "train_size", "val_size", "test_size", "train_data", "val_data", "test_data", "val_fraction")
+        return GenerationDataConfig(**{k: getattr(data, k) for k in keys})
     return data
 
 

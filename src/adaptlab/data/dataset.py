@@ -40,6 +40,8 @@ class LabeledTexts:
     ids: list[str] | None = None
     #: the split each row belongs to (train / val / test) when the data brings its own (a ``split`` column)
     splits: list[str] | None = None
+    #: where each split came from, when the user gave them as separate sources (``adaptlab.data.given``)
+    origins: dict[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -53,6 +55,7 @@ class LabeledTexts:
             source=self.source,
             ids=None if self.ids is None else [self.ids[i] for i in indices],
             splits=None if self.splits is None else [self.splits[i] for i in indices],
+            origins=self.origins,
         )
 
     def class_counts(self) -> dict[str, int]:

@@ -69,6 +69,7 @@ class GenerationSplits:
     val: GenerationData
     test: GenerationData
     seed: int
+    origins: dict | None = None  # where each split came from, when the user gave them (``adaptlab.data.given``)
 
     @property
     def kind(self) -> str:
@@ -79,6 +80,7 @@ class GenerationSplits:
             "source": self.train.source, "kind": self.kind, "seed": self.seed,
             "sizes": {name: len(getattr(self, name)) for name in ("train", "val", "test")},
             "fingerprints": {name: getattr(self, name).fingerprint() for name in ("train", "val", "test")},
+            **({"split_origins": self.origins} if self.origins else {}),
         }
 
 
@@ -122,6 +124,8 @@ def split_generation(data: GenerationData, *, seed: int = 0, test_fraction: floa
     """Split by group: test groups first, then validation, the rest trains; sizes sub-sample each pool (as for
     classification, so the test set does not depend on ``train_size``)."""
     check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
+    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
     groups = sorted(set(data.groups))
     if len(groups) < 3:
         raise AdaptlabError(f"data '{data.source}' has {len(groups)} example group(s); a train/validation/test split "
@@ -142,14 +146,27 @@ def split_generation(data: GenerationData, *, seed: int = 0, test_fraction: floa
     return GenerationSplits(chosen["train"], chosen["val"], chosen["test"], seed)
 
 
-def load_generation_splits(source: str | Path, *, seed: int = 0, train_size: int | None = None,
-                           val_size: int | None = None, test_size: int | None = None, **columns) -> GenerationSplits:
-    """``load_generation_data`` then ``split_generation``: the Python API's one call.
+def load_generation_splits(source: str | Path | None = None, *, seed: int = 0, train_size: int | None = None,
+                           val_size: int | None = None, test_size: int | None = None, train_data: str | Path | None = None,
+                           val_data: str | Path | None = None, test_data: str | Path | None = None,
+                           test_fraction: float = 0.1, val_fraction: float = 0.1, **columns) -> GenerationSplits:
+    """``load_generation_data`` then ``split_generation`` (``test_fraction``, ``val_fraction`` of the groups): the
+    Python API's one call; or the user's own ``train_data`` + ``test_data`` (+ ``val_data``, else cut from train).
 
     >>> splits = adaptlab.load_generation_splits("wiki-descriptions", train_size=512, test_size=64)
     """
-    return split_generation(load_generation_data(source, **columns), seed=seed, train_size=train_size,
-                            val_size=val_size, test_size=test_size)
+    sizes = {"seed": seed, "train_size": train_size, "val_size": val_size, "test_size": test_size}
+    if train_data or val_data or test_data:
+        if source is not None and str(source) != str(train_data):
+            raise AdaptlabError(f"give --data '{source}' or your own splits (--train-data, --test-data), not both")
+        from adaptlab.data.given import load_given_generation
+
+        return load_given_generation({"train": train_data, "val": val_data, "test": test_data}, val_fraction=val_fraction,
+                                     **sizes, **columns)
+    if source is None:
+        raise AdaptlabError("no data: give --data, or your own splits with --train-data and --test-data")
+    return split_generation(load_generation_data(source, **columns), test_fraction=test_fraction,
+                            val_fraction=val_fraction, **sizes)
 
 
 def general_text_sample() -> list[str]:

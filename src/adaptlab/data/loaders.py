@@ -30,6 +30,7 @@ NAMED_DATASETS = {
     "wiki-topics": "Wikipedia article openings -> their topic (People, Geography, Mathematics...): 8,976 rows, 11 classes",
 }
 _INTEGER = re.compile(r"^[+-]?\d+$")
+_SPLIT = re.compile(r"^[\w.-]+(\[[\w:%+-]*\])?$")  # a Hub split, optionally sliced: test, train[:10%]
 
 
 def load_data(
@@ -38,8 +39,11 @@ def load_data(
     text_column: str = "text",
     label_column: str = "label",
     id_column: str | None = None,
+    keep_splits: bool = False,
 ) -> LabeledTexts:
-    """Load a named dataset (``rotten_tomatoes``, ``imdb``, ``wiki-topics``), a CSV/JSONL/Parquet file, or a Hub dataset id."""
+    """Load a named dataset (``rotten_tomatoes``, ``imdb``, ``wiki-topics``), a CSV/JSONL/Parquet file, a Hub dataset
+    id (every labelled split pooled, or kept as the rows' splits with ``keep_splits``) or one split of it
+    (``NAME:SPLIT``)."""
     name = str(source)
     if name == "wiki-topics":
         return _wiki_topics()
@@ -48,9 +52,13 @@ def load_data(
     path = Path(name).expanduser()
     if path.exists() or path.suffix.lower() in FILE_SUFFIXES:
         return _load_file(path, text_column, label_column, id_column)
-    if HUB_ID.match(name):
-        check_hub_name(name, "dataset", NAMED_DATASETS, "--data")
-        return _load_hub(name, text_column, label_column, id_column)
+    hub, colon, split = name.partition(":")
+    if colon and hub in NAMED_DATASETS:
+        raise AdaptlabError(f"data '{name}': the named dataset '{hub}' has no named splits here; give '{hub}' (adaptlab "
+                            "cuts the split) or your own files with --train-data and --test-data")
+    if HUB_ID.match(hub) and (not colon or _SPLIT.match(split)):
+        check_hub_name(hub, "dataset", NAMED_DATASETS, "--data")
+        return _load_hub(hub, text_column, label_column, id_column, split=split or None, keep_splits=keep_splits)
     raise AdaptlabError(
         f"data '{name}' is not a named dataset ({', '.join(NAMED_DATASETS)}), an existing file, "
         "or a Hugging Face Hub dataset id; check the spelling or the path"
@@ -92,8 +100,10 @@ def _load_file(path: Path, text_column: str, label_column: str, id_column: str |
     return _from_frame(frame, str(path), text_column, label_column, id_column, row_name)
 
 
-def _load_hub(name: str, text_column: str, label_column: str, id_column: str | None) -> LabeledTexts:
-    """Load every labelled split of a Hub dataset; adaptlab then cuts its own stratified split.
+def _load_hub(name: str, text_column: str, label_column: str, id_column: str | None, split: str | None = None,
+              keep_splits: bool = False) -> LabeledTexts:
+    """Load one split (``split``) or every labelled split of a Hub dataset; adaptlab then cuts its own stratified
+    split, unless ``keep_splits``: the rows keep the dataset's train / validation / test (other splits are left out).
 
     Splits whose labels are all -1 (unlabelled test sets, as in GLUE) are dropped.
     """
@@ -102,7 +112,7 @@ def _load_hub(name: str, text_column: str, label_column: str, id_column: str | N
     import datasets
 
     try:
-        dataset_dict = datasets.load_dataset(name)
+        dataset_dict = datasets.load_dataset(name) if split is None else {split: datasets.load_dataset(name, split=split)}
     except Exception as exc:  # datasets raises many types for "not found" and "no network"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise AdaptlabError(
@@ -110,13 +120,17 @@ def _load_hub(name: str, text_column: str, label_column: str, id_column: str | N
             f"use a local .csv/.jsonl/.parquet file or a named dataset ({', '.join(NAMED_DATASETS)})"
         ) from None
     frames, label_names = [], None
-    for split in dataset_dict.values():
-        feature = split.features.get(label_column)
+    for split_name, part in dataset_dict.items():
+        feature = part.features.get(label_column)
         if feature is not None and hasattr(feature, "names"):
             label_names = list(feature.names)
-        frame = split.to_pandas()
+        frame = part.to_pandas()
         if label_column in frame and (frame[label_column] == -1).all():
             continue
+        if keep_splits:
+            if SPLIT_NAMES.get(split_name) is None:
+                continue
+            frame = frame.assign(split=SPLIT_NAMES[split_name])
         frames.append(frame)
     if not frames:
         raise AdaptlabError(f"dataset '{name}' has no labelled split in column '{label_column}'")

@@ -34,6 +34,7 @@ class Splits:
         """What the manifest records about the data: where from, sizes, balance, content hashes."""
         return {
             "source": self.train.source,
+            **({"split_origins": self.train.origins} if self.train.origins else {}),
             "seed": self.seed,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
             "class_counts": {"train": self.train.class_counts(), "test": self.test.class_counts()},
@@ -64,9 +65,14 @@ def split_data(
     train_size: int | None = None,
     val_size: int | None = None,
     test_size: int | None = None,
+    train_per_class: int | None = None,
 ) -> Splits:
-    """Split ``data`` into stratified train/validation/test sets; sizes sub-sample each pool."""
-    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
+    """Split ``data`` into stratified train/validation/test sets; sizes sub-sample each pool (``train_per_class``:
+    that many training examples of each class, or all of a class that has fewer; the smaller draws are part of the
+    larger ones, so a learning curve adds examples rather than swapping them)."""
+    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size, train_per_class=train_per_class)
+    if train_size is not None and train_per_class is not None:
+        raise AdaptlabError("give --train-size or a number of examples per class, not both")
     if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
     counts = np.bincount(data.labels, minlength=len(data.label_names))
@@ -77,7 +83,7 @@ def split_data(
                 f"at least {MIN_PER_CLASS} per class (add examples or remove the label)"
             )
     if data.splits is not None:
-        train_pool, val_pool, test_pool = _given_splits(data)
+        train_pool, val_pool, test_pool = _given_splits(data, val_fraction, seed)
     else:
         rng = np.random.default_rng(seed)
         n = len(data)
@@ -89,22 +95,28 @@ def split_data(
         # Keep validation proportionate to a sub-sampled training set (about 1:8), but never tiny.
         val_size = min(len(val_pool), max(train_size // 8, 10 * len(data.label_names)))
     # Each split sub-samples with its own generator, so e.g. the test subset ignores --train-size.
-    train = _subsample(train_pool, data.labels, train_size, "--train-size", "training", np.random.default_rng([seed, 1]))
+    if train_per_class is not None:
+        if val_size is None:
+            val_size = min(len(val_pool), max(train_per_class * len(data.label_names) // 8, 10 * len(data.label_names)))
+        train = _per_class(train_pool, data.labels, train_per_class, np.random.default_rng([seed, 1]))
+    else:
+        train = _subsample(train_pool, data.labels, train_size, "--train-size", "training", np.random.default_rng([seed, 1]))
     val = _subsample(val_pool, data.labels, val_size, "--val-size", "validation", np.random.default_rng([seed, 2]))
     test = _subsample(test_pool, data.labels, test_size, "--test-size", "test", np.random.default_rng([seed, 3]))
     return Splits(train=data.subset(train), val=data.subset(val), test=data.subset(test), seed=seed)
 
 
-def _given_splits(data: LabeledTexts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pools the data's ``split`` column names; a validation pool cut from training (stratified, a tenth) when
-    the data has none, so early stopping never looks at the test split."""
+def _given_splits(data: LabeledTexts, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pools the data names (a ``split`` column, or the user's own sources); a validation pool cut from training
+    (stratified, ``val_fraction`` of it) when the data has none, so early stopping never looks at the test split."""
     pools = {name: np.array([i for i, s in enumerate(data.splits) if s == name], dtype=np.int64) for name in ("train", "val", "test")}
     for name in ("train", "test"):
         if not len(pools[name]):
             raise AdaptlabError(f"data '{data.source}': column 'split' names no {name} rows; every split needs some")
     if not len(pools["val"]):
-        pools["val"], pools["train"] = _stratified_take(pools["train"], data.labels, max(len(pools["train"]) // 10, 1),
-                                                        np.random.default_rng(0))
+        pools["val"], pools["train"] = _stratified_take(pools["train"], data.labels,
+                                                        max(round(len(pools["train"]) * val_fraction), 1),
+                                                        np.random.default_rng([seed, 0]))
     return pools["train"], pools["val"], pools["test"]
 
 
@@ -120,6 +132,13 @@ def _subsample(pool: np.ndarray, labels: np.ndarray, size: int | None, option: s
         )
     taken, _ = _stratified_take(pool, labels, size, rng)
     return taken
+
+
+def _per_class(pool: np.ndarray, labels: np.ndarray, k: int, rng) -> np.ndarray:
+    """The first ``k`` of a fixed shuffle of each class's pool: the draw for a smaller ``k`` is part of a larger one."""
+    order = rng.permutation(pool)
+    taken = [order[labels[order] == label][:k] for label in np.unique(labels[pool])]
+    return np.sort(np.concatenate(taken))
 
 
 def _stratified_take(pool: np.ndarray, labels: np.ndarray, k: int, rng) -> tuple[np.ndarray, np.ndarray]:
