@@ -121,3 +121,31 @@ def test_generation_splits_from_own_files(tmp_path, tiny_llama, cli):
     assert code == 0, err
     manifest = json.loads((tmp_path / "sft" / "manifest.json").read_text())
     assert manifest["data"]["split_origins"]["test"] == str(test) and manifest["data"]["sizes"]["test"] == 12
+
+
+def test_hub_datasets_keep_their_splits_or_give_one(monkeypatch):
+    """A Hub dataset's own train/validation/test with --keep-splits, one split with NAME:SPLIT (a local DatasetDict
+    stands in for the download; the code under test is adaptlab's handling of what datasets returns)."""
+    import datasets
+
+    import adaptlab
+
+    parts = {"train": rows(0, 60), "validation": rows(60, 72), "test": rows(72, 102), "unsupervised": rows(200, 210)}
+    hub = datasets.DatasetDict({name: datasets.Dataset.from_list(records) for name, records in parts.items()})
+
+    def load_dataset(name, split=None):
+        assert name == "someone/reviews"
+        return hub if split is None else hub[split]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    import adaptlab.hub
+
+    adaptlab.hub.hub_unreachable.cache_clear()
+    monkeypatch.setattr(adaptlab.hub, "hub_unreachable", lambda: None)  # no network here: the stand-in is the Hub
+    kept = adaptlab.load_splits("someone/reviews", keep_splits=True)
+    assert kept.test.texts == [r["text"] for r in parts["test"]] and kept.val.texts == [r["text"] for r in parts["validation"]]
+    assert len(kept.train) == 60  # "unsupervised" is none of train/validation/test: left out
+    pooled = adaptlab.load_splits("someone/reviews")
+    assert len(pooled.train) + len(pooled.val) + len(pooled.test) == 112
+    own = adaptlab.load_splits(train_data="someone/reviews:train", test_data="someone/reviews:test")
+    assert own.test.texts == [r["text"] for r in parts["test"]] and len(own.train) + len(own.val) == 60

@@ -148,11 +148,16 @@ def test_bad_reward_input_exits_2(cli, tmp_path):
     assert code == 2 and "at least 5 are needed" in err
 
 
-def test_a_reward_max_length_beyond_the_models_positions_is_one_line(cli, tmp_path, tiny_bert):
-    pairs = write_jsonl(tmp_path / "pairs.jsonl", learnable_pairs(12))
-    code, _, err = cli("rlhf", "reward", "--data", pairs, "--model", tiny_bert, "--max-length", "256", "-o", tmp_path / "rm")
-    assert code == 2 and "--max-length 256 is more than the 128 positions" in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "rm").exists()
+def test_a_reward_max_length_beyond_the_models_positions_is_cut_to_them(tmp_path, tiny_bert):
+    """A pair longer than the model's 128 positions would fail inside a forward pass: pairs are cut to them."""
+    from adaptlab.rlhf import read_preferences, split_preferences, train_reward_model
+
+    rows = [{"prompt": "word " * 300 + f"question {i}", "chosen": "yes good", "rejected": "no bad"} for i in range(12)]
+    path = write_jsonl(tmp_path / "long.jsonl", rows)
+    pairs, _ = read_preferences(str(path))
+    manifest = train_reward_model(split_preferences(pairs, str(path)), tmp_path / "rm", model=str(tiny_bert),
+                                  max_length=256, epochs=1, progress=False).manifest.to_json()
+    assert manifest["params"]["max_length"] == 128
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "hh_rlhf_harmless_test.jsonl.gz").exists(), reason="../shared/data HH-RLHF pairs are not here")

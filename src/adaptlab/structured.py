@@ -66,18 +66,20 @@ def check_schema(schema, where: str = "the JSON schema") -> dict | bool:
     return schema
 
 
-def read_schema(path) -> dict | bool:
-    """A JSON Schema file (``adaptlab generate --json-schema``), checked before any model loads."""
+def read_schema(path, where: str | None = None) -> dict | bool:
+    """A JSON Schema file (``adaptlab generate --json-schema``, the ``json-schema`` reward), checked before any model
+    loads; ``where`` names it in errors (default: ``--json-schema file 'PATH'``)."""
     from pathlib import Path
 
     path = Path(path)
-    if not path.is_file():
-        raise AdaptlabError(f"--json-schema file '{path}' does not exist")
+    where = where or f"--json-schema file '{path}'"
+    if not str(path) or not path.is_file():
+        raise AdaptlabError(f"{where} does not exist")
     try:
         schema = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdaptlabError(f"--json-schema file '{path}' is not JSON: {exc}") from None
-    return check_schema(schema, f"--json-schema file '{path}'")
+        raise AdaptlabError(f"{where} is not JSON: {' '.join(str(exc).split())[:160]}") from None
+    return check_schema(schema, where)
 
 
 class Grammars:

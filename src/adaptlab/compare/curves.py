@@ -53,10 +53,9 @@ def quality_key(results: dict) -> str:
     return results.get("metric", "accuracy")
 
 
-def run_learning_curves(plan, run_one):
-    """Every size's comparison (``run_one(sub_plan)``), then the curves; returns the last ``Comparison``'s class."""
-    from adaptlab.compare.run import Comparison
-
+def run_learning_curves(plan, run_one) -> tuple[Path, dict]:
+    """Every size's comparison (``run_one(sub_plan)``, which returns its ``results.json`` content), then the curves:
+    ``(output directory, the curves' results)``."""
     output = Path(plan.output or f"runs/{Path(str(plan.data.source)).stem}-compare")
     per_class = plan.task == "classification"
     whole = dataclasses.replace(plan.data, train_size=None, **({"train_per_class": None} if per_class else {}))
@@ -69,11 +68,11 @@ def run_learning_curves(plan, run_one):
         else:
             data = dataclasses.replace(plan.data, train_size=full if size == ALL else size)
         sub = dataclasses.replace(plan, data=data, train_sizes=None, output=str(output / f"size-{size}"))
-        per_size[size] = run_one(sub).results
+        per_size[size] = run_one(sub)
     results = curve_results(per_size, per_class)
     write_json(output / "results.json", results)
     write_curve_report(results, output / "report.html")
-    return Comparison(output, results)
+    return output, results
 
 
 def curve_results(per_size: dict, per_class: bool) -> dict:

@@ -50,7 +50,7 @@ def run_comparison(plan: ComparePlan, *, rerun_failed: bool = True) -> Compariso
     if plan.train_sizes:
         from adaptlab.compare.curves import run_learning_curves
 
-        return run_learning_curves(plan, lambda sub: run_comparison(sub, rerun_failed=rerun_failed))
+        return Comparison(*run_learning_curves(plan, lambda sub: run_comparison(sub, rerun_failed=rerun_failed).results))
     data = plan.data_config()
     splits = data.load()  # validates the data (one-line errors) before any process starts
     output = Path(plan.output or f"runs/{Path(str(data.source)).stem}-compare")  # the CLI's rule: runs/<data>-<what>

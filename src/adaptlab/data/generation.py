@@ -159,14 +159,56 @@ def load_generation_splits(source: str | Path | None = None, *, seed: int = 0, t
     if train_data or val_data or test_data:
         if source is not None and str(source) != str(train_data):
             raise AdaptlabError(f"give --data '{source}' or your own splits (--train-data, --test-data), not both")
-        from adaptlab.data.given import load_given_generation
-
-        return load_given_generation({"train": train_data, "val": val_data, "test": test_data}, val_fraction=val_fraction,
-                                     **sizes, **columns)
+        return _given_generation_splits({"train": train_data, "val": val_data, "test": test_data}, val_fraction=val_fraction,
+                                        **sizes, **columns)
     if source is None:
         raise AdaptlabError("no data: give --data, or your own splits with --train-data and --test-data")
     return split_generation(load_generation_data(source, **columns), test_fraction=test_fraction,
                             val_fraction=val_fraction, **sizes)
+
+
+def _given_generation_splits(sources: dict[str, str | None], *, seed: int = 0, val_fraction: float = 0.1,
+                             train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
+                             **columns) -> GenerationSplits:
+    """The user's own splits of generation data (as ``adaptlab.data.given`` does for labelled texts): a validation
+    part cut from training by whole groups when not given; a test (or validation) conversation that is also a
+    training one is refused with the count."""
+    from adaptlab.data.given import PARTS, option_name, part_word
+
+    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
+    if not sources.get("train") or not sources.get("test"):
+        missing = "--train-data" if not sources.get("train") else "--test-data"
+        raise AdaptlabError(f"{missing} is missing: your own splits need at least a training and a test source "
+                            "(--val-data is optional; it is cut from the training rows when not given)")
+    parts = {part: load_generation_data(source, **columns) for part, source in sources.items() if source}
+    kinds = {part: data.kind for part, data in parts.items()}
+    if len(set(kinds.values())) > 1:
+        raise AdaptlabError(f"your splits hold different kinds of data ({', '.join(f'{p}: {k}' for p, k in kinds.items())}); "
+                            "give every split the same shape (chat, prompt/completion or plain text)")
+    key = lambda record: json.dumps(record, sort_keys=True)
+    seen = {key(record) for record in parts["train"].records}
+    for part in ("val", "test"):
+        if part in parts and (shared := sum(key(record) in seen for record in parts[part].records)):
+            raise AdaptlabError(f"{option_name(part)} '{sources[part]}' shares {shared} row(s) with the training data "
+                                f"'{sources['train']}' (the same conversation); remove them so the {part_word(part)} rows are unseen")
+    rng = np.random.default_rng([seed, 0])
+    if "val" not in parts:  # whole groups of the training data, so no conversation sits in both
+        train = parts["train"]
+        groups = sorted(set(train.groups))
+        held = set(rng.permutation(groups)[:max(1, round(len(groups) * val_fraction))].tolist())
+        if len(held) == len(groups):
+            raise AdaptlabError(f"--train-data '{sources['train']}' has {len(groups)} example group(s); cutting a "
+                                "validation part from it needs at least 2 (add examples or give --val-data)")
+        parts["val"] = train.subset([i for i, g in enumerate(train.groups) if g in held])
+        parts["train"] = train.subset([i for i, g in enumerate(train.groups) if g not in held])
+    chosen = {}
+    for k, (part, size) in enumerate((("train", train_size), ("val", val_size), ("test", test_size))):
+        data = parts[part]
+        if size is not None and size < len(data):
+            data = data.subset(np.sort(np.random.default_rng([seed, k + 1]).choice(len(data), size, replace=False)).tolist())
+        chosen[part] = data
+    origins = {part: str(sources[part]) if sources.get(part) else "cut from the training data" for part in PARTS}
+    return GenerationSplits(chosen["train"], chosen["val"], chosen["test"], seed, origins)
 
 
 def general_text_sample() -> list[str]:

@@ -6,7 +6,7 @@ become the test split, none of them is trained on, and nothing is pooled and re-
 ``NAME:SPLIT`` (``imdb:test``). Without a validation source one is cut from the training rows (stratified, a
 ``val_fraction`` of them), so early stopping never looks at the test rows.
 
-Refused in one line, before any model loads: a test (or validation) row whose text is also a training row, with the
+Generation data takes the same options (``adaptlab.data.generation``). Refused in one line, before any model loads: a test (or validation) row whose text is also a training row, with the
 count; a label the training rows never have (a classifier cannot predict a class it never saw).
 """
 
@@ -40,14 +40,14 @@ def load_given(sources: dict[str, str | None], **columns) -> LabeledTexts:
         unseen = sorted(set(data.label_names[i] for i in np.unique(data.labels)) - set(names))
         if unseen:
             count = sum(data.label_names[label] in unseen for label in data.labels)
-            raise AdaptlabError(f"{_option(part)} '{sources[part]}' has the label '{unseen[0]}' ({count} row(s)"
+            raise AdaptlabError(f"{option_name(part)} '{sources[part]}' has the label '{unseen[0]}' ({count} row(s)"
                                 f"{f', {len(unseen)} labels in all' if len(unseen) > 1 else ''}) that the training data "
                                 f"'{sources['train']}' never has; a classifier cannot predict a class it never saw: add "
                                 "training rows of it or remove those rows")
         shared = sum(text in seen for text in data.texts)
         if shared:
-            raise AdaptlabError(f"{_option(part)} '{sources[part]}' shares {shared} row(s) with the training data "
-                                f"'{sources['train']}' (the same text); remove them so the {_word(part)} rows are unseen")
+            raise AdaptlabError(f"{option_name(part)} '{sources[part]}' shares {shared} row(s) with the training data "
+                                f"'{sources['train']}' (the same text); remove them so the {part_word(part)} rows are unseen")
     if "val" in parts and (shared := len(set(parts["val"].texts) & set(parts["test"].texts))):
         raise AdaptlabError(f"--val-data '{sources['val']}' shares {shared} row(s) with the test data '{sources['test']}'; "
                             "remove them so model selection never sees a test row")
@@ -64,55 +64,10 @@ def load_given(sources: dict[str, str | None], **columns) -> LabeledTexts:
     return LabeledTexts(texts, np.asarray(labels, dtype=np.int64), names, described, ids, splits, origins)
 
 
-def _option(part: str) -> str:
+def option_name(part: str) -> str:
     return {"val": "--val-data", "test": "--test-data"}[part]
 
 
-def _word(part: str) -> str:
+def part_word(part: str) -> str:
     return {"val": "validation", "test": "test"}[part]
 
-
-def load_given_generation(sources: dict[str, str | None], *, seed: int = 0, val_fraction: float = 0.1,
-                          train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
-                          **columns):
-    """The same for generation data (``GenerationSplits``): a validation part cut from training by whole groups when
-    not given; a test (or validation) conversation that is also a training one is refused with the count."""
-    import json
-
-    from adaptlab.data.generation import GenerationSplits, load_generation_data
-    from adaptlab.data.splits import check_split_options
-
-    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-    if not sources.get("train") or not sources.get("test"):
-        missing = "--train-data" if not sources.get("train") else "--test-data"
-        raise AdaptlabError(f"{missing} is missing: your own splits need at least a training and a test source "
-                            "(--val-data is optional; it is cut from the training rows when not given)")
-    parts = {part: load_generation_data(source, **columns) for part, source in sources.items() if source}
-    kinds = {part: data.kind for part, data in parts.items()}
-    if len(set(kinds.values())) > 1:
-        raise AdaptlabError(f"your splits hold different kinds of data ({', '.join(f'{p}: {k}' for p, k in kinds.items())}); "
-                            "give every split the same shape (chat, prompt/completion or plain text)")
-    key = lambda record: json.dumps(record, sort_keys=True)
-    seen = {key(record) for record in parts["train"].records}
-    for part in ("val", "test"):
-        if part in parts and (shared := sum(key(record) in seen for record in parts[part].records)):
-            raise AdaptlabError(f"{_option(part)} '{sources[part]}' shares {shared} row(s) with the training data "
-                                f"'{sources['train']}' (the same conversation); remove them so the {_word(part)} rows are unseen")
-    rng = np.random.default_rng([seed, 0])
-    if "val" not in parts:  # whole groups of the training data, so no conversation sits in both
-        train = parts["train"]
-        groups = sorted(set(train.groups))
-        held = set(rng.permutation(groups)[:max(1, round(len(groups) * val_fraction))].tolist())
-        if len(held) == len(groups):
-            raise AdaptlabError(f"--train-data '{sources['train']}' has {len(groups)} example group(s); cutting a "
-                                "validation part from it needs at least 2 (add examples or give --val-data)")
-        parts["val"] = train.subset([i for i, g in enumerate(train.groups) if g in held])
-        parts["train"] = train.subset([i for i, g in enumerate(train.groups) if g not in held])
-    chosen = {}
-    for k, (part, size) in enumerate((("train", train_size), ("val", val_size), ("test", test_size))):
-        data = parts[part]
-        if size is not None and size < len(data):
-            data = data.subset(np.sort(np.random.default_rng([seed, k + 1]).choice(len(data), size, replace=False)).tolist())
-        chosen[part] = data
-    origins = {part: str(sources[part]) if sources.get(part) else "cut from the training data" for part in PARTS}
-    return GenerationSplits(chosen["train"], chosen["val"], chosen["test"], seed, origins)

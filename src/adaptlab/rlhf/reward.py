@@ -74,9 +74,8 @@ class RewardModel(lora_options("reward"), TrainingOptions):
         self.ref_ = resolve_model(self.model)
         bundle = load_classifier(self.ref_, ["reward"])  # one output: the scalar reward
         limit = max_positions(bundle.model)
-        if limit is not None and self.max_length > limit:  # would fail inside the first forward pass otherwise
-            raise AdaptlabError(f"--max-length {self.max_length} is more than the {limit} positions of model "
-                                f"'{self.model}'; give --max-length {limit} or less")
+        if limit is not None and self.max_length > limit:  # a longer pair would fail inside a forward pass
+            self.max_length = limit  # the manifest's params record the length used
         self.tokenizer_ = bundle.tokenizer
         return apply(bundle.model, self.method, self, "reward", keep=bundle.new_modules, model_name=f"model '{self.model}'")
 

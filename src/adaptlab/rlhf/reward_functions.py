@@ -194,18 +194,12 @@ def _answers(answer, completions, where: str) -> list:
 
 
 def _schema_validator(argument: str | None, where: str):
+    """The schema file read and checked as ``generate --json-schema`` reads it (one reader, one set of errors)."""
     import jsonschema
 
-    path = Path(argument or "")
-    if not argument or not path.is_file():
-        raise AdaptlabError(f"{where}: the schema file '{argument}' does not exist")
-    try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-        validator = jsonschema.validators.validator_for(schema)
-        validator.check_schema(schema)
-    except (ValueError, jsonschema.SchemaError) as exc:
-        raise AdaptlabError(f"{where}: '{path}' is not a valid JSON schema ({' '.join(str(exc).split())[:160]})") from None
-    return validator(schema)
+    from adaptlab.structured import read_schema
+
+    return jsonschema.Draft202012Validator(read_schema(argument or "", f"{where}: the schema file '{argument}'"))
 
 
 def _user_function(spec: RewardSpec, where: str) -> Callable:
