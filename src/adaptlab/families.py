@@ -53,7 +53,7 @@ class Entry:
     strategy: str  # the classifier strategy, or the family's run kind (``sft``, ``dpo``, ``prompting``...)
     params: dict
     description: str
-    #: "decoder": needs a causal LM (prompting); "any": runs on any model
+    #: "decoder": needs a causal LM (prompting); "encoder": an encoder only (setfit); "any": runs on any model
     needs: str = "any"
     #: False when the result cannot depend on the training seed (then it runs once and counts for every seed)
     seeded: bool = True
@@ -225,7 +225,8 @@ def _register_builtins() -> None:
         compare="adaptlab.compare.generation:PROMPTING"))
     register_family(Family(
         "classifier", "Text classifiers: every adaptation strategy of an encoder or a causal LM",
-        ("icl", "soft-prompt", "features", "head", "last-k", "full", "lora", "prefix-tuning", "p-tuning", "prompt-tuning"),
+        ("icl", "soft-prompt", "features", "head", "last-k", "full", "lora", "prefix-tuning", "p-tuning", "prompt-tuning",
+         "setfit"),
         job="adaptlab.methods:get_strategy", train="adaptlab.runner:train", command=("train", "*"),
         cli="adaptlab.cli.train:add_commands", load="adaptlab.runner:Artifact",
         entries={"classification": "adaptlab.compare.classification:ENTRIES"},

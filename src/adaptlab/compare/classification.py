@@ -37,6 +37,11 @@ ENTRIES: dict[str, Entry] = {e.name: e for e in (
     Entry("prompt-tuning", "prompt-tuning", {}, "20 trained input embeddings + head", lr_sensitive=True),
     Entry("soft-prompt", "soft-prompt", {}, "prompt tuning of the causal LM through its label words",
           needs="decoder", in_default_ladder=False, lr_sensitive=True),
+    # not in the default ladder: its pairs grow with the training set (2 x 20 per text: 40,000 for quick's 1,000
+    # texts, 2,500 steps of 16 pairs; minilm took 0.75-0.8 s a step on 2 CPU cores, so about half an hour) where quick
+    # gives a run 3 minutes; it is the few-shot rung (--train-sizes 8,16,...), listed with --strategies
+    Entry("setfit", "setfit", {}, "SetFit: contrastive tuning of the encoder on generated pairs + logistic regression",
+          needs="encoder", epochs=False, in_default_ladder=False),
 )}
 
 
@@ -88,10 +93,12 @@ class Classifiers(EntryRunner):
     """Plans and runs the classifier family's entries: each one is ``adaptlab.train`` of its strategy."""
 
     def targets(self, entry: Entry, models: list[str], info: dict[str, ModelInfo]) -> list[str]:
-        """Classifier entries run on each encoder (on the decoders only when no encoder is listed); prompting entries
-        on each causal LM."""
+        """Classifier entries run on each encoder (on the decoders only when no encoder is listed, except the
+        encoder-only ones); prompting entries on each causal LM."""
         encoders = [m for m in models if info[m].kind == "encoder"]
         decoders = [m for m in models if info[m].kind == "decoder"]
+        if entry.needs == "encoder":
+            return encoders
         return decoders if entry.needs == "decoder" else (encoders or decoders)
 
     def params(self, entry: Entry, model: str, plan, preset: Preset, info: ModelInfo) -> dict:

@@ -7,12 +7,13 @@ from adaptlab.methods.finetune import FullFineTune, LastKLayers
 from adaptlab.methods.head import HeadOnly
 from adaptlab.methods.icl import InContextClassifier
 from adaptlab.methods.peft_methods import Lora, PrefixTuning, PromptTuning, PTuning
+from adaptlab.methods.setfit import SetFitClassifier
 from adaptlab.methods.soft_prompt import SoftPromptClassifier
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (InContextClassifier, SoftPromptClassifier, FeatureClassifier, HeadOnly, LastKLayers, FullFineTune,
-                Lora, PrefixTuning, PTuning, PromptTuning)
+                Lora, PrefixTuning, PTuning, PromptTuning, SetFitClassifier)
 }
 
 
