@@ -81,7 +81,9 @@ def load_splits(
     ``val_data``, else cut from train), each a file, named dataset, Hub id or Hub ``NAME:SPLIT``; ``keep_splits``
     keeps a Hub dataset's named splits. Sizes then sub-sample each split."""
     from adaptlab.config import DataConfig
+    from adaptlab.data.splits import check_split_options
 
+    check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)  # the API's own wording
     return DataConfig(source=source, text_column=text_column, label_column=label_column, id_column=id_column, seed=seed,
                       train_size=train_size, val_size=val_size, test_size=test_size, train_data=train_data and str(train_data),
                       val_data=val_data and str(val_data), test_data=test_data and str(test_data), keep_splits=keep_splits,
