@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptlab.data.files import FILE_SUFFIXES, read_table, read_utf8
-from adaptlab.data.splits import check_split_options
+from adaptlab.data.splits import check_fractions, check_split_options
 from adaptlab.data.wikipedia import opening, wikipedia_articles
 from adaptlab.errors import AdaptlabError
 from adaptlab.hub import HUB_ID, check_hub_name
@@ -124,8 +124,7 @@ def split_generation(data: GenerationData, *, seed: int = 0, test_fraction: floa
     """Split by group: test groups first, then validation, the rest trains; sizes sub-sample each pool (as for
     classification, so the test set does not depend on ``train_size``)."""
     check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
-        raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
+    check_fractions(test_fraction, val_fraction)
     groups = sorted(set(data.groups))
     if len(groups) < 3:
         raise AdaptlabError(f"data '{data.source}' has {len(groups)} example group(s); a train/validation/test split "
@@ -137,12 +136,8 @@ def split_generation(data: GenerationData, *, seed: int = 0, test_fraction: floa
     pools = {name: [i for i, g in enumerate(data.groups) if part[g] == name] for name in ("train", "val", "test")}
     if val_size is None and train_size is not None:
         val_size = min(len(pools["val"]), max(train_size // 8, 32))
-    chosen = {}
-    for k, (name, size) in enumerate((("train", train_size), ("val", val_size), ("test", test_size))):
-        pool = np.asarray(pools[name])
-        if size is not None and size < len(pool):
-            pool = np.sort(np.random.default_rng([seed, k + 1]).choice(pool, size, replace=False))
-        chosen[name] = data.subset(pool.tolist())
+    chosen = _sub_sampled({name: (data, pools[name]) for name in ("train", "val", "test")}, seed,
+                          train=train_size, val=val_size, test=test_size)
     return GenerationSplits(chosen["train"], chosen["val"], chosen["test"], seed)
 
 
@@ -167,19 +162,29 @@ def load_generation_splits(source: str | Path | None = None, *, seed: int = 0, t
                             val_fraction=val_fraction, **sizes)
 
 
+def _sub_sampled(pools: dict[str, tuple[GenerationData, range | list[int]]], seed: int, **sizes) -> dict:
+    """Each split's pool (rows of its data) sub-sampled to its size, each with a generator of its own, so the test
+    rows do not depend on ``train_size``."""
+    chosen = {}
+    for k, name in enumerate(("train", "val", "test")):
+        data, pool = pools[name]
+        pool, size = np.asarray(pool), sizes[name]
+        if size is not None and size < len(pool):
+            pool = np.sort(np.random.default_rng([seed, k + 1]).choice(pool, size, replace=False))
+        chosen[name] = data.subset(pool.tolist())
+    return chosen
+
+
 def _given_generation_splits(sources: dict[str, str | None], *, seed: int = 0, val_fraction: float = 0.1,
                              train_size: int | None = None, val_size: int | None = None, test_size: int | None = None,
                              **columns) -> GenerationSplits:
     """The user's own splits of generation data (as ``adaptlab.data.given`` does for labelled texts): a validation
     part cut from training by whole groups when not given; a test (or validation) conversation that is also a
     training one is refused with the count."""
-    from adaptlab.data.given import PARTS, option_name, part_word
+    from adaptlab.data.given import PARTS, check_sources, option_name, part_word
 
     check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size)
-    if not sources.get("train") or not sources.get("test"):
-        missing = "--train-data" if not sources.get("train") else "--test-data"
-        raise AdaptlabError(f"{missing} is missing: your own splits need at least a training and a test source "
-                            "(--val-data is optional; it is cut from the training rows when not given)")
+    check_sources(sources)
     parts = {part: load_generation_data(source, **columns) for part, source in sources.items() if source}
     kinds = {part: data.kind for part, data in parts.items()}
     if len(set(kinds.values())) > 1:
@@ -201,12 +206,8 @@ def _given_generation_splits(sources: dict[str, str | None], *, seed: int = 0, v
                                 "validation part from it needs at least 2 (add examples or give --val-data)")
         parts["val"] = train.subset([i for i, g in enumerate(train.groups) if g in held])
         parts["train"] = train.subset([i for i, g in enumerate(train.groups) if g not in held])
-    chosen = {}
-    for k, (part, size) in enumerate((("train", train_size), ("val", val_size), ("test", test_size))):
-        data = parts[part]
-        if size is not None and size < len(data):
-            data = data.subset(np.sort(np.random.default_rng([seed, k + 1]).choice(len(data), size, replace=False)).tolist())
-        chosen[part] = data
+    chosen = _sub_sampled({part: (data, range(len(data))) for part, data in parts.items()}, seed,
+                          train=train_size, val=val_size, test=test_size)
     origins = {part: str(sources[part]) if sources.get(part) else "cut from the training data" for part in PARTS}
     return GenerationSplits(chosen["train"], chosen["val"], chosen["test"], seed, origins)
 

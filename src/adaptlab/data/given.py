@@ -25,14 +25,11 @@ def load_given(sources: dict[str, str | None], **columns) -> LabeledTexts:
     of the training rows; ``origins`` records where each part came from (the manifest keeps it)."""
     from adaptlab.data.loaders import load_data
 
-    if not sources.get("train") or not sources.get("test"):
-        missing = "--train-data" if not sources.get("train") else "--test-data"
-        raise AdaptlabError(f"{missing} is missing: your own splits need at least a training and a test source "
-                            "(--val-data is optional; it is cut from the training rows when not given)")
+    check_sources(sources)
     parts = {part: load_data(source, **columns) for part, source in sources.items() if source}
     train = parts["train"]
     names = train.label_names
-    seen = {text: row for row, text in enumerate(train.texts)}
+    seen = set(train.texts)
     for part in ("val", "test"):
         if part not in parts:
             continue
@@ -62,6 +59,14 @@ def load_given(sources: dict[str, str | None], **columns) -> LabeledTexts:
     origins = {part: str(sources[part]) if part in parts else "cut from the training data" for part in PARTS}
     described = " + ".join(f"{part}={sources[part]}" for part in PARTS if part in parts)
     return LabeledTexts(texts, np.asarray(labels, dtype=np.int64), names, described, ids, splits, origins)
+
+
+def check_sources(sources: dict[str, str | None]) -> None:
+    """Training and test sources are both needed (validation is optional), whatever the kind of data."""
+    if not sources.get("train") or not sources.get("test"):
+        missing = "--train-data" if not sources.get("train") else "--test-data"
+        raise AdaptlabError(f"{missing} is missing: your own splits need at least a training and a test source "
+                            "(--val-data is optional; it is cut from the training rows when not given)")
 
 
 def option_name(part: str) -> str:

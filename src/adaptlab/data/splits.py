@@ -56,6 +56,12 @@ def check_split_options(seed: Any, **sizes: Any) -> None:
             raise AdaptlabError(f"--{name.replace('_', '-')} must be a whole number of at least 1, not {size!r}")
 
 
+def check_fractions(test_fraction: float, val_fraction: float) -> None:
+    """Both in (0, 1) with room left for training (classification and generation splits alike)."""
+    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
+        raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
+
+
 def split_data(
     data: LabeledTexts,
     *,
@@ -73,8 +79,7 @@ def split_data(
     check_split_options(seed, train_size=train_size, val_size=val_size, test_size=test_size, train_per_class=train_per_class)
     if train_size is not None and train_per_class is not None:
         raise AdaptlabError("give --train-size or a number of examples per class, not both")
-    if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
-        raise AdaptlabError("test and validation fractions must be in (0, 1) and sum to less than 1")
+    check_fractions(test_fraction, val_fraction)
     counts = np.bincount(data.labels, minlength=len(data.label_names))
     for name, count in zip(data.label_names, counts):
         if count < MIN_PER_CLASS:
