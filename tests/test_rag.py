@@ -276,11 +276,19 @@ def test_ask_answers_from_the_retrieved_chunk_and_lists_sources(cli, corpus, tmp
     assert code == 0, err
     reply = json.loads(out.strip().splitlines()[-1])
     assert "1889" in reply["answer"] and Path(reply["sources"][0]["source"]).name == "eiffel.txt" and len(reply["sources"]) == 1
+    assert reply["supported"] is True and reply["invalid_citations"] == []  # 1889 is the passage's own word
     code, out, err = cli("rag", "ask", "What do cats do when content?", "--store", tmp_path / "store", "-k", "3",
                          "--max-new-tokens", "30")
     assert code == 0 and "[1] Cats" in out and "[3]" in out  # streamed answer, then the numbered sources
     code, out, _ = cli("rag", "ask", "In which year was the Eiffel Tower completed?", "--no-retrieval", "--max-new-tokens", "20", "--json")
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["sources"] == []
+    assert json.loads(out.strip().splitlines()[-1])["supported"] is None  # closed-book: no passage to be supported by
+    # the real model as the judge of its own answers (rag eval --judge)
+    code, out, err = cli("rag", "eval", "--squad", tiny_squad(tmp_path / "squad.json"), "--answers", "3", "--judge", "smollm2-135m",
+                         "-o", tmp_path / "judged", "--json")
+    assert code == 0, err
+    judged = json.loads(out)["answers"]["judged"]
+    assert judged["n"] == 3 and 0 < judged["context_relevance"] < 1 and 0 <= judged["faithfulness"] <= 1
 
 
 @pytest.mark.slow

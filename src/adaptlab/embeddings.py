@@ -175,12 +175,16 @@ class Embedder:
 
 
 def _default_max_length(path: str, tokenizer) -> int:
+    """The sentence-transformers length the model declares, else the tokenizer's (at most ``MAX_DEFAULT_LENGTH``);
+    never more than the positions the model has (a small model behind a long-context tokenizer)."""
     sentence_config = Path(path) / "sentence_bert_config.json"
-    if sentence_config.exists():
-        declared = json.loads(sentence_config.read_text()).get("max_seq_length")
-        if declared:
-            return int(declared)
-    return int(min(tokenizer.model_max_length, MAX_DEFAULT_LENGTH))
+    declared = json.loads(sentence_config.read_text()).get("max_seq_length") if sentence_config.exists() else None
+    length = int(declared) if declared else int(min(tokenizer.model_max_length, MAX_DEFAULT_LENGTH))
+    try:
+        positions = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        positions = None
+    return min(length, int(positions)) if isinstance(positions, int) and positions > 0 else length
 
 
 class EmbeddingCache:

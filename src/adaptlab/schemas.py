@@ -138,6 +138,10 @@ class StoreMeta(Row):
     dim: int | None = Field(ge=1, description="the vectors' dimension (null before the first document)")
     chunk_size: int = Field(ge=1, description="tokens per chunk, at least 1")
     chunk_overlap: int = Field(ge=0, description="tokens shared by consecutive chunks, at least 0")
+    adapted: dict | None = Field(None, description="what `rag adapt` chose: retrieval {mode, dense_weight, bm25_weight}, "
+                                                   "rerank {spec, depth}, and the scores it chose them by")
+    reembedding: dict | None = Field(None, description="while `rag adapt` re-embeds the store: the new embedder and the "
+                                                       "chunks done (searches are refused until it is finished)")
 
 
 # -- parsing ----------------------------------------------------------------------------------------------------

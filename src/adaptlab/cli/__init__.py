@@ -21,8 +21,9 @@ from adaptlab.families import GROUPS, in_group, load_plugins, resolve
 
 HELP = "Adapt a language model to your task in every way the field knows, and measure which is worth it."
 LAZY_GROUPS = GROUPS  # group -> help: built only when invoked
-#: a group's commands that are not a family's: group -> function adding them to the group's app
-GROUP_TOOLS = {"sft": "adaptlab.cli.sft:add_tools", "rlhf": "adaptlab.cli.rlhf:add_tools", "rag": "adaptlab.cli.rag:add_tools"}
+#: a group's commands that are not a family's: group -> functions adding them to the group's app
+GROUP_TOOLS = {"sft": ("adaptlab.cli.sft:add_tools",), "rlhf": ("adaptlab.cli.rlhf:add_tools",),
+               "rag": ("adaptlab.cli.rag:add_tools", "adaptlab.cli.rag_adapt:add_adapt")}
 
 
 def verbosity(
@@ -40,8 +41,8 @@ def verbosity(
 def group_app(name: str) -> typer.Typer:
     """A command group: its own tools, then every registered family's command in it."""
     app = typer.Typer(help=GROUPS[name], no_args_is_help=True)
-    if name in GROUP_TOOLS:
-        resolve(GROUP_TOOLS[name])(app)
+    for add in GROUP_TOOLS.get(name, ()):
+        resolve(add)(app)
     for family in in_group(name):
         resolve(family.cli)(app)
     return app

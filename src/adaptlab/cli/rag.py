@@ -7,37 +7,16 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from adaptlab.cli.common import (DEVICE, JsonOpt, OverwriteOpt, command, dataclass_options, default_output, err,
                                  format_params, given, opt, out, preflight)
+from adaptlab.cli.rag_common import (Bm25WeightOpt, DenseWeightOpt, RerankDepthOpt, RerankOpt, RetrievalOpt, StoreOpt,
+                                     WhereOpt, check_search, configure, existing_store)
 from adaptlab.errors import AdaptlabError
-from adaptlab.rag.rerank import check_rerank
 from adaptlab.rag.retriever import RetrieverTuner
 from adaptlab.training.options import TrainingOptions
-
-
-StoreOpt = Annotated[str, typer.Option("--store", help="Vector store: a LanceDB directory, or a postgresql:// URL (pgvector).")]
-RetrievalOpt = Annotated[str, typer.Option("--retrieval", help="dense (by meaning), bm25 (by words) or hybrid (both, fused by reciprocal rank).")]
-DenseWeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the dense ranking in the fusion.")]
-Bm25WeightOpt = Annotated[float, typer.Option(help="hybrid: the weight of the BM25 ranking in the fusion.")]
-WhereOpt = Annotated[Optional[list[str]], typer.Option("--where", help="Only chunks whose FIELD equals VALUE (source, title, locator or a JSONL field such as topic); repeat to combine.", metavar="FIELD=VALUE")]
-
-RerankOpt = Annotated[Optional[str], typer.Option("--rerank", help="Re-rank the first --rerank-depth candidates: likelihood[:MODEL] (the reader's query likelihood, default SmolLM2) or cross-encoder:NAME.")]
-RerankDepthOpt = Annotated[int, typer.Option(help="Candidates the re-ranker reads per query (its cost grows with it).")]
-
-
-def _reranking(rerank: str | None, depth: int, device: str | None) -> dict:
-    """RagIndex's reranker arguments; this loads the re-ranker's model, so check_rerank and the store come first."""
-    from adaptlab.rag.rerank import make_reranker
-
-    return {"reranker": make_reranker(rerank, device), "rerank_depth": depth}
-
-
-def _retrieval(mode: str, dense_weight: float, bm25_weight: float, where: list[str] | None):
-    from adaptlab.rag.retrieval import Retrieval, parse_filters
-
-    return Retrieval(mode, dense_weight, bm25_weight, parse_filters(where))
 
 
 def rag_index(
@@ -88,12 +67,12 @@ def rag_search(
     query: Annotated[str, typer.Argument(help="What to look for.")],
     store: StoreOpt = "rag-store",
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="How many chunks.")] = 5,
-    retrieval: RetrievalOpt = "dense",
-    dense_weight: DenseWeightOpt = 1.0,
-    bm25_weight: Bm25WeightOpt = 1.0,
+    retrieval: RetrievalOpt = None,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     where: WhereOpt = None,
     rerank: RerankOpt = None,
-    rerank_depth: RerankDepthOpt = 20,
+    rerank_depth: RerankDepthOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rank chunks for QUERY. Scores: dense (1 + cosine) / 2 in [0, 1]; bm25 the BM25 score; hybrid the fused
@@ -103,10 +82,10 @@ def rag_search(
 
     if not query.strip():
         raise AdaptlabError("the query is empty; give the words to look for")
-    settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    check_rerank(rerank, rerank_depth)
-    index = RagIndex(existing_store(store), progress=False, retrieval=settings)  # a damaged store fails here, before a model loads
-    index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, None).values()
+    check_search(retrieval, dense_weight, bm25_weight, where, rerank, rerank_depth)
+    index = RagIndex(existing_store(store), progress=False)  # a damaged store fails here, before a model loads
+    configure(index, retrieval, dense_weight, bm25_weight, where, rerank, rerank_depth)
+    settings = index.retrieval
     hits = index.search(query, k)
     if as_json:  # one JSON document on stdout, for tools
         print(json.dumps({"query": query, "retrieval": settings.mode, "where": dict(settings.where),
@@ -117,7 +96,7 @@ def rag_search(
         table.add_column(column, justify="right" if column in ("#", "score") else "left")
     for rank, hit in enumerate(hits, start=1):
         text = hit.chunk.text if len(hit.chunk.text) <= 200 else hit.chunk.text[:197] + "..."
-        table.add_row(str(rank), f"{hit.score:.3f}", _where(hit), text)
+        table.add_row(str(rank), f"{hit.score:.3f}", escape(_where(hit)), escape(text))  # document text is not markup
     out.print(table)
 
 
@@ -127,63 +106,18 @@ def _where(hit) -> str:
     return f"{chunk.title}{locator}\n{chunk.source}" if chunk.title else chunk.source
 
 
-def existing_store(store: str) -> str:
-    """A store to read from, checked without importing lancedb or a model: it exists, its description is sound
-    and it holds chunks (a PostgreSQL store is checked when it is opened)."""
-    from adaptlab.rag.stores.base import META_FILE
-    from adaptlab.rag.stores.lance import LanceStore
-
-    if not store.strip():
-        raise AdaptlabError("--store is empty; give the directory (or postgresql:// URL) of an index")
-    if store.startswith(("postgresql://", "postgres://")):
-        return store
-    if not Path(store).is_dir():
-        raise AdaptlabError(f"--store '{store}' does not exist; build it with `adaptlab rag index PATH --store {store}`")
-    meta = LanceStore(Path(store)).read_meta()
-    if meta is None and any(Path(store).iterdir()):
-        raise AdaptlabError(f"--store '{store}' is not an adaptlab store (no {META_FILE}); give the --store of `adaptlab rag index`")
-    if meta is None or meta.get("dim") is None or not (Path(store) / "chunks.lance").is_dir():
-        raise AdaptlabError(f"store '{store}' is empty; run `adaptlab rag index PATH --store {store}` first")
-    _check_store_files(Path(store), meta)
-    return store
-
-
-def _check_store_files(store: Path, meta: dict) -> None:
-    """What can be checked of a store without LanceDB or its model: the embedding model it names is there and as wide
-    as the vectors it says it holds, and every data file of its tables ends with Lance's footer (a file cut short or
-    overwritten does not)."""
-    from adaptlab.models.loading import check_model, declared_width
-
-    model = meta["embedding"]["model"]
-    try:
-        check_model(model)
-    except AdaptlabError as exc:
-        raise AdaptlabError(f"store '{store}' was built with embedding model '{model}', which cannot be used: {exc}") from None
-    width = declared_width(model)
-    if width is not None and width != meta["dim"]:
-        raise AdaptlabError(f"store '{store}': its description says {meta['dim']}-dimensional vectors but its embedding "
-                            f"model '{model}' makes {width}; the store is damaged: rebuild it")
-    for table in ("chunks.lance", "documents.lance"):
-        for data_file in sorted((store / table / "data").glob("*.lance")):
-            with data_file.open("rb") as handle:
-                handle.seek(max(0, data_file.stat().st_size - 4))
-                if handle.read(4) != b"LANC":
-                    raise AdaptlabError(f"store '{store}': {table}/data/{data_file.name} is damaged (not a whole Lance "
-                                        f"file); rebuild it: remove it and run `adaptlab rag index PATH --store {store}`")
-
-
 def rag_ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     store: StoreOpt = "rag-store",
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="Chunks given to the model as context (closed-book: --no-retrieval).")] = 3,
     model: Annotated[str, typer.Option(help="Causal LM that answers.")] = "smollm2-135m",
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Closed-book: answer without any context.", metavar="")] = False,
-    retrieval: RetrievalOpt = "dense",
-    dense_weight: DenseWeightOpt = 1.0,
-    bm25_weight: Bm25WeightOpt = 1.0,
+    retrieval: RetrievalOpt = None,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     where: WhereOpt = None,
     rerank: RerankOpt = None,
-    rerank_depth: RerankDepthOpt = 20,
+    rerank_depth: RerankDepthOpt = None,
     max_new_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 160,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     stream: Annotated[bool, typer.Option(help="Print the answer as it is generated.", metavar="")] = True,
@@ -200,11 +134,10 @@ def rag_ask(
     options = SamplingOptions(max_new_tokens=max_new_tokens, temperature=temperature)
     options.check()
     preflight({"device": device, "model": model}, decoder=True)
-    settings = _retrieval(retrieval, dense_weight, bm25_weight, where)
-    check_rerank(rerank, rerank_depth)
-    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
+    check_search(retrieval, dense_weight, bm25_weight, where, rerank, rerank_depth)
+    index = None if no_retrieval else RagIndex(existing_store(store), progress=False, device=device)
     if index is not None:
-        index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, device).values()
+        configure(index, retrieval, dense_weight, bm25_weight, where, rerank, rerank_depth, device)
     answer, pieces = Answerer(index, model, device).stream(question, 0 if no_retrieval else k, options)
     if as_json or not stream:
         for _ in pieces:
@@ -214,17 +147,23 @@ def rag_ask(
             print(piece, end="", flush=True)
         print()
     if as_json:
-        print(json.dumps({"question": question, "answer": answer.text, "cited": answer.cited,
-                          "sources": [describe(h) for h in answer.sources]}, ensure_ascii=False))
+        print(json.dumps({"question": question, **answer.summary(), "sources": [describe(h) for h in answer.sources]},
+                         ensure_ascii=False))
         return
     if not stream:
         print(answer.text)
     for number, hit in enumerate(answer.sources, start=1):
         mark = "*" if number in answer.cited else " "
-        out.print(f"{mark}[{number}] {hit.chunk.title} — {hit.chunk.source}{' ' + hit.chunk.locator if hit.chunk.locator else ''} "
-                  f"(score {hit.score:.3f})", highlight=False)
+        out.print(f"{mark}[{number}] {escape(hit.chunk.title)} — {escape(hit.chunk.source)}"
+                  f"{' ' + escape(hit.chunk.locator) if hit.chunk.locator else ''} (score {hit.score:.3f})", highlight=False)
     if answer.sources:
         out.print("(* = cited in the answer)", style="dim")
+    if answer.invalid_citations:
+        out.print(f"[yellow]removed {', '.join(f'[{n}]' for n in answer.invalid_citations)}: no such passage was retrieved "
+                  f"(there are {len(answer.sources)})[/]", highlight=False)
+    if answer.supported is False:
+        out.print(f"[yellow]no retrieved passage supports this answer: {answer.support:.0%} of its words are in them; "
+                  "it comes from the model, not your documents[/]", highlight=False)
 
 
 def rag_eval(
@@ -236,11 +175,12 @@ def rag_eval(
     k: Annotated[int, typer.Option("-k", "--k", max=2**31 - 1, help="Chunks of context per answer.")] = 3,
     model: Annotated[Optional[list[str]], typer.Option(help="Reader (causal LM or sft artifact) for the answers; repeat to compare readers side by side (the first also answers closed-book). Default smollm2-135m.")] = None,
     retrieval: Annotated[Optional[list[str]], typer.Option("--retrieval", help="dense, bm25 or hybrid; repeat to measure several side by side (the first one answers).")] = None,
-    dense_weight: DenseWeightOpt = 1.0,
-    bm25_weight: Bm25WeightOpt = 1.0,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     where: WhereOpt = None,
     rerank: RerankOpt = None,
-    rerank_depth: RerankDepthOpt = 20,
+    rerank_depth: RerankDepthOpt = None,
+    judge: Annotated[Optional[str], typer.Option(help="With --answers: a model judges the first reader's answers' faithfulness to their passages and the passages' relevance: a causal LM, or an OpenAI-compatible URL with #MODEL (e.g. http://127.0.0.1:8000/v1#smollm2-135m).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Directory for results.json and results.md (default: runs/<squad or queries file>-rag-eval).")] = None,
     device: DEVICE = None,
     as_json: JsonOpt = False,
@@ -253,13 +193,16 @@ def rag_eval(
         raise AdaptlabError("give exactly one of --squad FILE or --queries FILE")
     if answers < 0:
         raise AdaptlabError(f"--answers must be >= 0 (0: retrieval only), not {answers}")
+    from adaptlab.rag.judge import check_judge, probe_judge
+
+    check_judge(judge)
+    if judge is not None and not answers:
+        raise AdaptlabError("--judge judges answers: give --answers N as well")
+    probe_judge(judge)
     for reader in model or [None]:
         preflight({"device": device, "model": reader}, decoder=True)
-    modes = list(dict.fromkeys(retrieval or ["dense"]))
-    settings = _retrieval(modes[0], dense_weight, bm25_weight, where)
-    for mode in modes[1:]:
-        _retrieval(mode, dense_weight, bm25_weight, where)
-    check_rerank(rerank, rerank_depth)
+    for mode in retrieval or [None]:
+        check_search(mode, dense_weight, bm25_weight, where, rerank, rerank_depth)
     output = Path(default_output(output, squad or queries, "rag-eval"))
     if output.exists() and not output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a file; give a directory for results.json and results.md")
@@ -269,19 +212,20 @@ def rag_eval(
     check_output_directory(output, [squad, queries, *([store or "rag-store"] if queries is not None else [])],
                            marker=("results.json", "store"))
     if squad is not None:
-        index, query_list = index_squad(squad, output, store, device, settings)
+        index, query_list = index_squad(squad, output, store, device)
     else:
         query_list = load_queries(queries)
-        index = RagIndex(existing_store(store or "rag-store"), device=device, retrieval=settings)
-    index.reranker, index.rerank_depth = _reranking(rerank, rerank_depth, device).values()
+        index = RagIndex(existing_store(store or "rag-store"), device=device)
+    configure(index, (retrieval or [None])[0], dense_weight, bm25_weight, where, rerank, rerank_depth, device)
+    modes = list(dict.fromkeys(retrieval or [index.retrieval.mode]))
     if limit is not None:
         query_list = query_list[:limit]
     result = evaluate(index, query_list, answers=answers, k=k, model=list(dict.fromkeys(model or ["smollm2-135m"])),
-                      device=device, modes=modes)
+                      device=device, modes=modes, judge=judge)
     write_results(result, output)
     summary = {key: result[key] for key in ("queries", "mode", "retrieval", "search_ms", "modes")}
     if "answers" in result:
-        summary["answers"] = {key: result["answers"][key] for key in ("closed_book", "readers")}
+        summary["answers"] = {key: result["answers"][key] for key in ("closed_book", "readers", "judged") if key in result["answers"]}
     if as_json:  # plain JSON on stdout, for tools; the human line goes to stderr
         print(json.dumps(summary, indent=2))
         err.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
@@ -295,6 +239,10 @@ def rag_eval(
         for row in summary["answers"]["readers"]:
             out.print(f"answers RAG with {row['model']}: em {row['em']:.3f}, f1 {row['f1']:.3f}, cites a passage "
                       f"{row['cited']:.0%}, the gold one {row['cited_relevant']:.0%}", highlight=False)
+        if "judged" in summary["answers"]:
+            judged = summary["answers"]["judged"]
+            out.print(f"judged by {judged['judge']}: faithfulness {judged['faithfulness']:.3f}, context relevance "
+                      f"{judged['context_relevance']:.3f}; agreement (AUC) {judged['agreement']}", highlight=False)
     out.print(f"results: {output / 'results.json'} and {output / 'results.md'}")
 
 
@@ -305,9 +253,9 @@ def rag_reader_data(
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=2**31 - 1, help="Chunks of context per example, as rag ask -k.")] = 3,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N questions.")] = None,
     seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="Where the gold chunk goes when retrieval missed it.")] = 0,
-    retrieval: RetrievalOpt = "dense",
-    dense_weight: DenseWeightOpt = 1.0,
-    bm25_weight: Bm25WeightOpt = 1.0,
+    retrieval: RetrievalOpt = None,
+    dense_weight: DenseWeightOpt = None,
+    bm25_weight: Bm25WeightOpt = None,
     overwrite: OverwriteOpt = False,
     device: DEVICE = None,
 ) -> None:
@@ -318,7 +266,7 @@ def rag_reader_data(
     from adaptlab.rag.evaluate import load_squad
     from adaptlab.rag.reader_data import reader_conversations, write_conversations
 
-    settings = _retrieval(retrieval, dense_weight, bm25_weight, None)
+    check_search(retrieval, dense_weight, bm25_weight, None)
     output = Path(f"{default_output(None, squad, 'reader')}.jsonl") if output is None else output
     if output.is_dir():
         raise AdaptlabError(f"--output '{output}' is a directory; give the conversations file to write (.jsonl)")
@@ -326,7 +274,8 @@ def rag_reader_data(
     if not squad.is_file():
         raise AdaptlabError(f"--squad '{squad}' is not a file")
     _, questions = load_squad(squad)  # a malformed file fails here, before the index and its model load
-    index = RagIndex(existing_store(store), progress=False, device=device, retrieval=settings)
+    index = RagIndex(existing_store(store), progress=False, device=device)
+    configure(index, retrieval, dense_weight, bm25_weight, None)
     rows, counts = reader_conversations(index, questions, k=k, seed=seed, limit=limit)
     output.parent.mkdir(parents=True, exist_ok=True)
     write_conversations(rows, output)

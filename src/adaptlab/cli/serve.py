@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from adaptlab.cli.common import DEVICE, check_can_listen, preflight
-from adaptlab.cli.rag import existing_store
+from adaptlab.cli.rag_common import existing_store
 from adaptlab.errors import AdaptlabError
 
 

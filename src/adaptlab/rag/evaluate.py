@@ -117,10 +117,11 @@ def clean_answer(text: str) -> str:
 
 def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model: str | list[str] = "smollm2-135m",
              max_new_tokens: int = 32, seed: int = 0, device: str | None = None, progress: bool = True,
-             modes: list[str] | None = None) -> dict:
+             modes: list[str] | None = None, judge: str | None = None) -> dict:
     """Retrieval metrics on every query, for each of ``modes`` (default: the index's own retrieval mode; the
     first is the result's headline); on ``answers`` sampled queries with gold answers, EM/F1 with the top-``k``
-    chunks the index's own retrieval finds as context, and closed-book."""
+    chunks the index's own retrieval finds as context, and closed-book; with ``judge`` (``adaptlab.rag.judge``), the
+    first reader's answers' faithfulness and the passages' relevance as that model judges them."""
     import dataclasses
 
     from adaptlab.rag.retrieval import Retrieval
@@ -154,11 +155,11 @@ def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model
     }
     answerable = [q for q in queries if q.answers]
     if answers and answerable:
-        result["answers"] = answer_quality(index, answerable, answers, k, model, max_new_tokens, seed, device, progress)
+        result["answers"] = answer_quality(index, answerable, answers, k, model, max_new_tokens, seed, device, progress, judge)
     return result
 
 
-def answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress) -> dict:
+def answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, progress, judge: str | None = None) -> dict:
     """Closed-book (the first reader) and RAG with every reader in ``model`` (a name or a list: the base model and
     adapted readers side by side) on the same sampled questions and the same retrieved chunks. Besides EM and F1:
     how often a RAG answer cites a passage at all, and how often it cites one from the question's gold document."""
@@ -199,7 +200,18 @@ def answer_quality(index, queries, n, k, model, max_new_tokens, seed, device, pr
                 "rag": texts[("rag", readers[0])][i], "readers": {r: texts[("rag", r)][i] for r in readers}}
                for i, query in enumerate(sample[:8])]
     return {"n": len(sample), "k": k, "generator": readers[0], "rag": rows[0], "closed_book": closed, "readers": rows,
-            "f1_gain_from_retrieval": round(rows[0]["f1"] - closed["f1"], 4), "samples": samples}
+            "f1_gain_from_retrieval": round(rows[0]["f1"] - closed["f1"], 4), "samples": samples,
+            **({"judged": _judged(judge, device, sample, contexts, texts[("rag", readers[0])])} if judge else {})}
+
+
+def _judged(spec: str, device, queries, contexts, answers) -> dict:
+    """The judge's faithfulness and context relevance, with its agreement with the gold answers and passages."""
+    from adaptlab.rag.judge import judge_answers, make_judge
+
+    samples = [{"question": q.question, "answer": answer, "passages": [hit.chunk.text for hit in hits],
+                "gold_passage": [bool(document_ids(hit) & q.relevant) for hit in hits], "f1": token_f1(answer, q.answers)}
+               for q, hits, answer in zip(queries, contexts, answers)]
+    return judge_answers(make_judge(spec, device), samples)
 
 
 def write_results(result: dict, directory: Path) -> None:
@@ -220,6 +232,11 @@ def write_results(result: dict, directory: Path) -> None:
                   f"| closed-book ({a['generator']}) | {a['closed_book']['em']:.4f} | {a['closed_book']['f1']:.4f} | | |"]
         lines += [f"| RAG ({r['model']}) | {r['em']:.4f} | {r['f1']:.4f} | {r['cited']:.3f} | {r['cited_relevant']:.3f} |"
                   for r in a["readers"]]
+        if "judged" in a:
+            j = a["judged"]
+            lines += ["", f"Judged by {j['judge']} (first reader, {j['n']} answers): faithfulness {j['faithfulness']:.4f}, "
+                      f"context relevance {j['context_relevance']:.4f}; agreement with the gold passages and answers "
+                      f"(ROC AUC, 0.5 = none): {j['agreement']}"]
         readers = [r["model"] for r in a["readers"]]
         lines += ["", "| question | gold | closed-book | " + " | ".join(f"RAG ({r})" for r in readers) + " |",
                   "|" + "---|" * (3 + len(readers))]

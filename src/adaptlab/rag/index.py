@@ -17,7 +17,7 @@ import numpy as np
 
 from adaptlab.errors import AdaptlabError
 from adaptlab.progress import progress_bar
-from adaptlab.rag.chunking import Chunker
+from adaptlab.rag.chunking import SPECIAL_TOKENS, Chunker
 from adaptlab.rag.documents import find_sources, iter_records, under_roots
 from adaptlab.rag.retrieval import FUSION_DEPTH, Retrieval, reciprocal_rank_fusion
 from adaptlab.rag.stores import open_store
@@ -42,7 +42,7 @@ class IndexReport:
 class RagIndex:
     def __init__(self, store: str | Path | VectorStore, *, model: str | None = None, chunk_size: int | None = None,
                  chunk_overlap: int | None = None, device: str | None = None, progress: bool = True,
-                 retrieval: Retrieval | None = None, reranker=None, rerank_depth: int = 20) -> None:
+                 retrieval: Retrieval | None = None, reranker=None, rerank_depth: int | None = None) -> None:
         from adaptlab.embeddings import Embedder
 
         for name, value, least in (("--chunk-size", chunk_size, 1), ("--chunk-overlap", chunk_overlap, 0)):
@@ -55,12 +55,19 @@ class RagIndex:
         self.store = open_store(store) if isinstance(store, (str, Path)) else store
         self.meta = self.store.read_meta()
         self.progress = progress
-        self.retrieval = retrieval or Retrieval()  # how search() finds chunks unless a call says otherwise
-        #: an ``adaptlab.rag.rerank.Reranker`` that re-orders the first ``rerank_depth`` candidates of every search
-        self.reranker, self.rerank_depth = reranker, rerank_depth
+        adapted = (self.meta or {}).get("adapted") or {}  # what `rag adapt` chose for this store
+        #: how search() finds chunks unless a call says otherwise: as given, else as adapted, else dense
+        self.retrieval = retrieval or Retrieval(**adapted.get("retrieval", {}))
+        #: an ``adaptlab.rag.rerank.Reranker`` that re-orders the first ``rerank_depth`` candidates of every search;
+        #: by default the adapted one (made at the first search), ``False`` for none
+        stored = adapted.get("rerank") or {}
+        self.reranker = reranker if reranker is not None else (stored.get("spec") or False)
+        self.rerank_depth = rerank_depth or stored.get("depth") or 20
+        self._device = device
         if self.meta is None:
             self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
-            size = 200 if chunk_size is None else chunk_size
+            # 200 tokens unless the embedder reads fewer (a small model: its whole window)
+            size = min(200, self.embedder.max_length - SPECIAL_TOKENS) if chunk_size is None else chunk_size
             self.meta = {
                 "format": 1, "embedding": self._identity(), "dim": None,
                 "chunk_size": size, "chunk_overlap": min(40, size // 5) if chunk_overlap is None else chunk_overlap,
@@ -170,7 +177,11 @@ class RagIndex:
         """``search`` with the query's vector already computed (evaluation embeds all questions in one batch)."""
         retrieval = retrieval or self.retrieval
         self._check_searchable(k)
-        if self.reranker is None:
+        if isinstance(self.reranker, str):  # the adapted re-ranker, loaded when first needed
+            from adaptlab.rag.rerank import make_reranker
+
+            self.reranker = make_reranker(self.reranker, self._device)
+        if not self.reranker:
             return self._first_stage(query, vector, k, retrieval)
         candidates = self._first_stage(query, vector, max(k, self.rerank_depth), retrieval)
         head = self.reranker.rerank(query, candidates[:self.rerank_depth], self.rerank_depth)
@@ -189,5 +200,12 @@ class RagIndex:
     def _check_searchable(self, k: int) -> None:
         if k < 1:
             raise AdaptlabError(f"-k must be at least 1, not {k}")
+        self.check_not_empty()
+        pending = self.meta.get("reembedding")
+        if pending:
+            raise AdaptlabError(f"store '{self.store.location}' is being re-embedded by `adaptlab rag adapt` ({pending['done']} of "
+                                f"{self.store.count()} chunks done); run `adaptlab rag adapt --store {self.store.location}` again to finish")
+
+    def check_not_empty(self) -> None:
         if self.meta.get("dim") is None or self.store.count() == 0:
             raise AdaptlabError(f"store '{self.store.location}' is empty; run `adaptlab rag index PATH --store {self.store.location}` first")

@@ -289,8 +289,7 @@ def create_app(registry: Registry, options: ServeOptions = ServeOptions()) -> Fa
         retrieval = dataclasses.replace(registry.rag.retrieval, mode=request.retrieval or registry.rag.retrieval.mode,
                                         where=tuple(request.where.items()) or registry.rag.retrieval.where)
         hits = await _in_thread(executor, answerer.retrieve, request.question, request.k, retrieval)
-        summary = lambda: {"model": name, "answer": answer.text, "cited": answer.cited,
-                           "sources": [describe(hit) for hit in answer.sources]}
+        summary = lambda: {"model": name, **answer.summary(), "sources": [describe(hit) for hit in answer.sources]}
         if request.stream:  # pieces are read here; the generation runs on the compute thread
             answer, pieces = answerer.stream(request.question, request.k, sampling, hits=hits, launch=executor.submit)
             return StreamingResponse(sse(pieces, summary), media_type="text/event-stream")

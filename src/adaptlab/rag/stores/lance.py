@@ -203,6 +203,32 @@ class LanceStore:
         return 0 if table is None else table.count_rows()
 
     @_readable
+    def rows(self) -> tuple[list[ChunkRow], np.ndarray]:
+        """Every chunk and its vector, in the store's order (``rag adapt`` reads the whole store)."""
+        table = self._chunk_table()
+        if table is None:
+            return [], np.zeros((0, 0), np.float32)
+        data = table.to_arrow()
+        fields = self._fields(table)
+        columns = {f: data.column(f).to_pylist() for f in fields}
+        rows = [ChunkRow(**{f: columns[f][i] for f in fields}) for i in range(data.num_rows)]
+        vectors = np.asarray(data.column("vector").to_pylist(), dtype=np.float32).reshape(data.num_rows, -1)
+        return rows, vectors
+
+    @_readable
+    def replace_vectors(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
+        """New vectors for chunks already here (matched by id), in one atomic write; the text index is kept."""
+        import pyarrow as pa
+
+        if not rows:
+            return
+        table = self._chunk_table()
+        ids = pa.array([row.id for row in rows])
+        fixed = pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
+        update = pa.table({"id": ids, "vector": fixed})
+        table.merge_insert("id").when_matched_update_all().execute(update)
+
+    @_readable
     def build_ann_index(self) -> None:
         """An IVF-PQ index for large stores (exact search is used until one is built)."""
         table = self._chunk_table()
@@ -215,9 +241,14 @@ class LanceStore:
 
     @_readable
     def compact(self) -> None:
-        """Merge the small files that incremental updates leave behind, and drop superseded versions."""
+        """Merge the small files that incremental updates (and re-embedding) leave behind, fold new rows into the
+        text index, and drop superseded versions. LanceDB warns that readers of an older version would fail: the
+        one writer here is this process, so the warning is not passed on."""
+        import warnings
         from datetime import timedelta
 
         for table in (self._chunk_table(), self._document_table()):
             if table is not None:
-                table.optimize(cleanup_older_than=timedelta(0))
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="optimize.cleanup_older_than", category=UserWarning)
+                    table.optimize(cleanup_older_than=timedelta(0))

@@ -149,6 +149,18 @@ class PgVectorStore:
     def count(self) -> int:
         return self._sql("SELECT count(*) FROM {p}_chunks").fetchone()[0] if self._has_chunks() else 0
 
+    def rows(self) -> tuple[list[ChunkRow], np.ndarray]:
+        """Every chunk and its vector (``rag adapt`` reads the whole store)."""
+        if not self._has_chunks():
+            return [], np.zeros((0, 0), np.float32)
+        fetched = self._sql(f"SELECT {', '.join(FIELDS[:-1])}, metadata::text, embedding::text FROM {{p}}_chunks ORDER BY id").fetchall()
+        vectors = np.asarray([json.loads(row[-1]) for row in fetched], dtype=np.float32).reshape(len(fetched), -1)
+        return [ChunkRow(*row[:-1]) for row in fetched], vectors
+
+    def replace_vectors(self, rows: list[ChunkRow], vectors: np.ndarray) -> None:
+        """New vectors for chunks already here: ``add`` updates the vector of an id it finds (one transaction)."""
+        self.add(rows, vectors)
+
     def build_ann_index(self) -> None:
         """pgvector's HNSW index over cosine distance (kept up to date by PostgreSQL on every insert)."""
         self._sql("CREATE INDEX IF NOT EXISTS {p}_chunks_hnsw ON {p}_chunks USING hnsw (embedding vector_cosine_ops)")
