@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import sentiment_rows, write_csv, write_jsonl
+from conftest import sentiment_rows, write_csv
 
 CHAT = [{"role": "user", "content": "Name a colour."}]
 TEXT = "Hello there, 1234 colours <|im_start|>user\nhi<|im_end|>\n café"
@@ -153,10 +152,13 @@ def test_an_existing_file_is_replaced_with_overwrite(tiny_llama, tmp_path):
 
 
 # -- the real round trip: an SFT LoRA artifact of SmolLM2 ----------------------------------------------------
+PROMPTS = 10  # chat prompts each real round trip replies to (20 tokens each) and is compared on
+
+
 @pytest.fixture(scope="module")
 def smol_sft(tmp_path_factory) -> dict:
     """A LoRA SFT artifact of smollm2-135m (a few steps: what matters is that the adapter is merged), its greedy
-    replies to 20 chat prompts and its logits on prompt + reply."""
+    replies to PROMPTS chat prompts and its logits on prompt + reply."""
     import adaptlab
     from adaptlab.models.causal import load_causal_lm
 
@@ -166,8 +168,8 @@ def smol_sft(tmp_path_factory) -> dict:
                        generate_limit=2, forgetting=False, progress=False)
     model, tokenizer, _ = load_causal_lm(str(root / "sft"), "cpu")
     prompts = [record[-2]["content"][:200] for record in
-               adaptlab.load_generation_splits("wiki-descriptions", train_size=20, val_size=4, test_size=4).train.records]
-    assert len(prompts) == 20
+               adaptlab.load_generation_splits("wiki-descriptions", train_size=PROMPTS, val_size=4, test_size=4).train.records]
+    assert len(prompts) == PROMPTS
     cases = []
     for prompt in prompts:
         ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
@@ -227,12 +229,12 @@ def _rounded_like_the_file(model, reader):
 
 @pytest.mark.slow
 def test_smollm2_sft_lora_round_trips_through_gguf_f16(smol_sft):
-    """Same greedy text on 20 prompts. Logits: the only difference is f16's rounding of the weights (the export
+    """Same greedy text on every prompt. Logits: the only difference is f16's rounding of the weights (the export
     adds under 1e-3 to it); that rounding moves SmolLM2's logits (up to ~40) by up to ~0.06, 1.5e-3 of their scale."""
     from adaptlab.export import F16_LOGIT_TOLERANCE
 
     figures = compare_with_artifact(smol_sft, "f16")
-    assert figures["same_greedy_text"] == 20
+    assert figures["same_greedy_text"] == PROMPTS
     assert figures["beyond_rounding"] < 1e-3
     assert figures["max_logit_difference_relative"] < 1e-2
     assert figures["max_logit_difference"] < F16_LOGIT_TOLERANCE
@@ -243,7 +245,7 @@ def test_smollm2_sft_lora_round_trips_through_gguf_f32_within_1e_2(smol_sft):
     """Lossless: every logit within 1e-2 of the artifact's (issue 46's round-trip bound, which f16's own rounding
     of the weights cannot meet on SmolLM2), the same greedy text."""
     figures = compare_with_artifact(smol_sft, "f32")
-    assert figures["same_greedy_text"] == 20
+    assert figures["same_greedy_text"] == PROMPTS
     assert figures["max_logit_difference"] < 1e-2
 
 
@@ -254,7 +256,7 @@ def test_smollm2_sft_lora_round_trips_through_gguf_q8_0(smol_sft):
     figures = compare_with_artifact(smol_sft, "q8_0")
     assert figures["beyond_rounding"] < 1e-3
     assert figures["max_logit_difference"] < Q8_0_LOGIT_TOLERANCE
-    assert figures["same_greedy_text"] >= 18
+    assert figures["same_greedy_text"] >= PROMPTS - 1  # Q8_0's rounding may flip a near-tie once
 
 
 @pytest.mark.slow
@@ -277,4 +279,4 @@ def test_the_gguf_runs_in_llama_cpp(smol_sft):
                 break
             tokens.append(token)
         same += smol_sft["tokenizer"].decode(tokens) == case["reply"].replace("<|im_end|>", "")
-    assert same >= 18
+    assert same >= PROMPTS - 1

@@ -6,36 +6,22 @@ from __future__ import annotations
 
 import math
 import re
-import socket
-import threading
-import time
 
 import pytest
 import torch
+
+from conftest import served_on_loopback
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'lm-eval[api]')")
 
 
 @pytest.fixture(scope="module")
 def server(tiny_llama):
-    import uvicorn
-
     from adaptlab.serve import ServeOptions, create_app, load_registry
 
     registry = load_registry({}, [f"tiny={tiny_llama}"], None, "cpu")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uv = uvicorn.Server(uvicorn.Config(create_app(registry, ServeOptions()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=uv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if uv.started:
-            break
-        time.sleep(0.05)
-    yield registry, f"http://127.0.0.1:{port}/v1/completions"
-    uv.should_exit = True
-    thread.join(10)
+    with served_on_loopback(create_app(registry, ServeOptions())) as root:
+        yield registry, f"{root}/v1/completions"
 
 
 def evaluate(url: str, tokenizer, task: str, limit: int, **options) -> dict:

@@ -10,6 +10,7 @@ import pytest
 from adaptlab.errors import AdaptlabError
 from conftest import SHARED_DATA
 from test_rag import pgvector_url  # noqa: F401  (the PostgreSQL server fixture)
+from test_rag_answers import served_llama  # noqa: F401  (adaptlab serve on a tiny Llama, on a free port)
 
 WORDS = ("amber basalt cedar delta ember fjord granite harbor iris juniper kelp lagoon meadow nickel orchid "
          "prairie quartz raven saffron tundra umber valley willow xenon yarrow zephyr").split()
@@ -54,6 +55,24 @@ def test_inverse_cloze_cuts_the_sentence_out_and_never_takes_one_a_neighbour_als
     train, held = split_by_document(queries, 0.34, seed=0)
     assert train and held and not {q.document for q in train} & {q.document for q in held}
     assert sentences("One two. Three four? Five") == [(0, 8), (9, 20), (21, 25)]
+
+
+def test_generated_questions_keep_one_line_questions_and_their_whole_chunk():
+    from adaptlab.rag.pseudo_queries import QUESTION_PROMPT, generated_questions
+    from adaptlab.rag.stores.base import ChunkRow
+
+    rows = [ChunkRow(f"c{i}", "doc", f"r{i}", "", 0, 0, 30, f"Passage {i} about the harbor of town {i}.") for i in range(6)]
+    seen = []
+
+    def write(prompt: str) -> str:
+        seen.append(prompt)
+        number = prompt.rsplit("Passage ", 1)[1].split()[0]
+        return f"Where is the harbor of town {number}?\nExtra line" if int(number) % 2 else "Not a question"
+
+    queries = generated_questions(rows, 6, write, progress=False)
+    assert all(p.startswith(QUESTION_PROMPT.split("{")[0]) for p in seen) and len(seen) == 6
+    assert sorted(q.chunk.id for q in queries) == ["c1", "c3", "c5"]  # replies that are not a question are dropped
+    assert all(q.passage == q.chunk.text and q.kind == "generated" and q.question.endswith("?") for q in queries)
 
 
 # -- the command ------------------------------------------------------------------------------------------------
@@ -129,13 +148,26 @@ def _identity(model) -> dict:
     return identity(str(model), None)
 
 
+def test_a_generator_local_or_served_writes_pseudo_queries(cli, tmp_path, tiny_bert, tiny_llama, served_llama):
+    corpus = write_corpus(tmp_path / "places.jsonl", records=12)
+    store = tmp_path / "store"
+    assert cli("rag", "index", corpus, "--store", store, "--model", tiny_bert, "--chunk-size", "100")[0] == 0
+    for generator in (tiny_llama, f"{served_llama}#tiny"):
+        code, out, err = cli("rag", "adapt", "--store", store, "--generator", generator, "--generated", "4", "--no-tune-embedder", "--json")
+        assert code == 0, err  # a random-weight model rarely writes a question: they are dropped, inverse cloze remains
+        kinds = json.loads(out)["pseudo_queries"]["kinds"]
+        assert kinds["inverse_cloze"] > 0 and 0 <= kinds["generated"] <= 4
+
+
 def test_bad_adapt_options_exit_2_with_one_line(cli, tmp_path, tiny_bert):
     corpus = write_corpus(tmp_path / "places.jsonl", records=4)
     store = tmp_path / "store"
     assert cli("rag", "index", corpus, "--store", store, "--model", tiny_bert, "--chunk-size", "100")[0] == 0
     for args, message in ((("--held-out", "1.5"), "--held-out"), (("--rerank", "magic"), "--rerank"),
                           (("--pseudo-queries", "0", "--no-tune-embedder"), "--generator or --queries"),
-                          (("--queries", tmp_path / "missing.jsonl"), "is not a file")):
+                          (("--queries", tmp_path / "missing.jsonl"), "is not a file"),
+                          (("--generator", "http://127.0.0.1:9/v1"), "#MODEL"),
+                          (("--generator", "http://127.0.0.1:9/v1#m"), "is the server running")):
         code, _, err = cli("rag", "adapt", "--store", store, *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
     code, _, err = cli("rag", "adapt", "--store", tmp_path / "nowhere")
@@ -145,16 +177,18 @@ def test_bad_adapt_options_exit_2_with_one_line(cli, tmp_path, tiny_bert):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "squad_dev_v1.1.json").exists(), reason="../shared/data/squad_dev_v1.1.json is not here")
 def test_adapting_a_real_store_keeps_what_retrieves_best_on_real_questions(cli, tmp_path):
-    """Three SQuAD dev articles with the real MiniLM: the setting chosen on pseudo-queries alone does at least as
-    well on the articles' real questions as the fixed 1:1 fusion, within noise."""
+    """Three SQuAD dev articles with the real MiniLM, and SmolLM2 writing questions too: the setting chosen on
+    pseudo-queries alone does at least as well on the articles' real questions as the fixed 1:1 fusion, within noise."""
     squad = json.loads((SHARED_DATA / "squad_dev_v1.1.json").read_text(encoding="utf-8"))
     subset = tmp_path / "squad3.json"
     subset.write_text(json.dumps({"version": squad["version"], "data": squad["data"][20:23]}))
     code, out, err = cli("rag", "eval", "--squad", subset, "--output", tmp_path / "eval", "--retrieval", "hybrid", "--json")
     assert code == 0, err
     fixed = json.loads(out)["retrieval"]["recall@5"]
-    code, out, err = cli("rag", "adapt", "--store", tmp_path / "eval" / "store", "--no-tune-embedder", "--json")
+    code, out, err = cli("rag", "adapt", "--store", tmp_path / "eval" / "store", "--no-tune-embedder", "--generator",
+                         "smollm2-135m", "--generated", "12", "--json")
     assert code == 0, err
+    assert json.loads(out)["pseudo_queries"]["kinds"]["generated"] >= 6  # SmolLM2-Instruct writes questions
     queries = tmp_path / "queries.jsonl"
     queries.write_text("".join(json.dumps({"question": qa["question"], "relevant": [f"{a['title']}#{n}"]}) + "\n"
                                for a in squad["data"][20:23] for n, p in enumerate(a["paragraphs"]) for qa in p["qas"]))

@@ -8,6 +8,7 @@ import pytest
 
 from adaptlab.rag.answer import Answer
 from adaptlab.rag.stores.base import ChunkRow, Hit
+from conftest import served_on_loopback
 
 
 def hits(*texts: str) -> list[Hit]:
@@ -80,28 +81,12 @@ def test_judge_scores_and_its_agreement_with_gold_are_aggregated_per_question():
 
 @pytest.fixture(scope="module")
 def served_llama(tiny_llama):
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
+    """``adaptlab serve`` on a tiny Llama (served as "tiny"): its OpenAI-compatible root, ``.../v1``."""
     from adaptlab.serve import ServeOptions, create_app, load_registry
 
     registry = load_registry({}, [f"tiny={tiny_llama}"], None, "cpu")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(registry, ServeOptions()), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with served_on_loopback(create_app(registry, ServeOptions())) as root:
+        yield f"{root}/v1"
 
 
 def test_rag_eval_judges_with_a_local_model_and_with_adaptlab_serve(cli, tmp_path, tiny_bert, tiny_llama, served_llama):

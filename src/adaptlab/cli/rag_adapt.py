@@ -22,6 +22,10 @@ def adapt(values: dict) -> None:
     store = existing_store(store or "rag-store")
     if options.queries is not None and not Path(options.queries).is_file():
         raise AdaptlabError(f"--queries '{options.queries}' is not a file")
+    from adaptlab.rag.served import is_served, probe
+
+    if is_served(options.generator):
+        probe(options.generator, "--generator")
     output = default_output(output, store.rstrip("/").split("#")[-1], "retriever") if options.tune_embedder else None
     if output is not None and not Path(output, "manifest.json").is_file():  # one there is reused if tuned on the same
         check_output(output, overwrite, inputs=[store, options.queries], trains=True)  # pseudo-queries, else refused

@@ -52,8 +52,8 @@ class AdaptOptions:
 
     pseudo_queries: int = param(1000, "Inverse-cloze pseudo-queries made from the store's chunks (a sentence as the "
                                       "question, its chunk without it as the answer).", minimum=0, maximum=10**7)
-    generator: str | None = param(None, "Also have this causal LM (a name, local path or sft artifact) write one "
-                                        "question for each of --generated chunks.")
+    generator: str | None = param(None, "Also have this model write one question for each of --generated chunks: a "
+                                        "causal LM (name, local path, sft artifact) or a served one (http://HOST:PORT/v1#MODEL).")
     generated: int = param(200, "Chunks the --generator writes a question for.", minimum=1, maximum=10**7)
     queries: str | None = param(None, "Your labelled queries (JSONL of {question, relevant} rows, as rag eval "
                                       "--queries): they choose the settings instead of held-out pseudo-queries.")
@@ -75,6 +75,10 @@ class AdaptOptions:
         check_fields(self)
         if self.generator is not None and not self.generator.strip():
             raise AdaptlabError("--generator is empty; give a causal LM, or leave the option out")
+        if self.generator is not None:
+            from adaptlab.rag.served import check_spec
+
+            check_spec(self.generator, "--generator")
         if self.pseudo_queries == 0 and self.generator is None and self.queries is None:
             raise AdaptlabError("--pseudo-queries 0 leaves nothing to choose on: give --generator or --queries")
         if self.rerank is not None:
@@ -301,7 +305,11 @@ def finish_reembedding(index, progress: bool = True, device: str | None = None) 
 
 
 def _writer(generator: str, device: str | None):
-    """prompt -> reply with a local causal LM (its chat template; greedy, one short line)."""
+    """prompt -> reply: a served model's (``URL#MODEL``), or a local causal LM's (its chat template; greedy, short)."""
+    from adaptlab.rag.served import is_served, reply
+
+    if is_served(generator):
+        return lambda prompt: reply(generator, prompt, 40, "--generator")
     from adaptlab.generation import Generator
     from adaptlab.sampling import SamplingOptions
 

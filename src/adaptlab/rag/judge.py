@@ -15,13 +15,10 @@ answer is right (token F1 >= 0.5), each as ROC AUC (0.5 = the judge tells nothin
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
-
 import numpy as np
 
 from adaptlab.errors import AdaptlabError
+from adaptlab.rag.served import check_spec, is_served, probe, reply
 
 FAITHFULNESS_PROMPT = ("Passages:\n{passages}\n\nAnswer: {answer}\n\nIs every statement of the answer supported by the "
                        "passages above? Reply with yes or no.")
@@ -36,27 +33,18 @@ def check_judge(spec: str | None) -> None:
         return
     if not spec.strip():
         raise AdaptlabError("--judge is empty; give a causal LM, or an OpenAI-compatible URL such as http://127.0.0.1:8000/v1#MODEL")
-    if spec.startswith(("http://", "https://")) and not spec.partition("#")[2].strip():
-        raise AdaptlabError(f"--judge '{spec}' names no model: append #MODEL, e.g. {spec}#smollm2-135m")
+    check_spec(spec, "--judge")
 
 
 def probe_judge(spec: str | None) -> None:
-    """A served judge answers ``GET /models`` and serves its model: checked before any evaluation work."""
-    if spec is None or not spec.startswith(("http://", "https://")):
-        return
-    url, _, model = spec.partition("#")
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/models", timeout=10) as response:
-            served = [m.get("id") for m in json.loads(response.read()).get("data", [])]
-    except (urllib.error.URLError, OSError, ValueError, AttributeError) as exc:
-        raise AdaptlabError(f"--judge {url}: no usable reply ({type(exc).__name__}: {exc}); is the server running?") from None
-    if served and model not in served:
-        raise AdaptlabError(f"--judge {url} does not serve '{model}'; it serves {', '.join(map(str, served))}")
+    """A served judge answers and serves its model: checked before any evaluation work."""
+    if is_served(spec):
+        probe(spec, "--judge")
 
 
 def make_judge(spec: str, device: str | None = None):
     check_judge(spec)
-    return EndpointJudge(spec) if spec.startswith(("http://", "https://")) else LocalJudge(spec, device)
+    return EndpointJudge(spec) if is_served(spec) else LocalJudge(spec, device)
 
 
 class LocalJudge:
@@ -80,22 +68,10 @@ class EndpointJudge:
     """Greedy replies of a served OpenAI-compatible chat model: 1 for a reply starting with yes, else 0."""
 
     def __init__(self, spec: str) -> None:
-        url, _, self.model = spec.partition("#")
-        self.url = url.rstrip("/") + "/chat/completions"
         self.name = spec
 
     def yes(self, prompts: list[str]) -> np.ndarray:
-        return np.array([float(self._reply(prompt).strip().lower().startswith("yes")) for prompt in prompts])
-
-    def _reply(self, prompt: str) -> str:
-        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}], "max_tokens": 3,
-                           "temperature": 0}).encode()
-        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                return json.loads(response.read())["choices"][0]["message"]["content"] or ""
-        except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
-            raise AdaptlabError(f"--judge {self.url}: no usable reply ({type(exc).__name__}: {exc})") from None
+        return np.array([float(reply(self.name, p, 3, "--judge").strip().lower().startswith("yes")) for p in prompts])
 
 
 def judge_answers(judge, samples: list[dict]) -> dict:
