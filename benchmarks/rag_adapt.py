@@ -7,7 +7,9 @@ questions score retrieval (recall@5 of the gold paragraph, as ``rag eval``) *bef
 store's own chunks choose the fusion and whether a tuned embedder is kept; the questions are not read by it).
 
 Fields: ``recall_at_5_bm25``, ``recall_at_5_dense``, ``recall_at_5_hybrid_fixed``, ``recall_at_5_adapted``,
-``adapt_seconds``, ``chosen`` (what adapt chose and the held-out pseudo-query score that chose it), ``targets``.
+``adapt_seconds``, ``chosen`` (what adapt chose and the held-out pseudo-query score that chose it), ``targets``;
+``after_adapting_in_fixed_modes``: the adapted store's embedder (tuned, if kept) in dense and 1:1 hybrid mode, which
+separates what the embedder did from what the chosen fusion did.
 
     python benchmarks/rag_adapt.py [--pseudo-queries 1000] [--epochs 1] [--workdir DIR]
 """
@@ -64,6 +66,11 @@ def main() -> None:
     after_index = RagIndex(str(work / "store"), progress=False)
     after = recall_at_5(after_index, queries, [after_index.retrieval.mode])[after_index.retrieval.mode]
     print(adapted["retrieval"], adapted["embedder"], after, flush=True)
+    # diagnosis: the store's embedder (tuned, if kept) in the fixed modes, apart from the fusion weights chosen
+    from adaptlab.rag.retrieval import Retrieval
+
+    after_index.retrieval = Retrieval("hybrid")
+    fixed_modes_after = recall_at_5(after_index, queries, ["dense", "hybrid"])
 
     best_single = max(before["dense"], before["bm25"])
     save("rag_adapt", {
@@ -74,6 +81,8 @@ def main() -> None:
         "recall_at_5_bm25": before["bm25"],
         "recall_at_5_hybrid_fixed": before["hybrid"],
         "recall_at_5_adapted": after,
+        "after_adapting_in_fixed_modes": {"recall_at_5_dense": fixed_modes_after["dense"],
+                                          "recall_at_5_hybrid_fixed": fixed_modes_after["hybrid"]},
         "adapt_seconds": round(adapt_seconds, 1),
         "index_seconds": round(index_seconds, 1),
         "chosen": {"retrieval": adapted["retrieval"], "embedder_kept": adapted["embedder"]["kept"],

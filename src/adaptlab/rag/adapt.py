@@ -242,7 +242,10 @@ def _tune_embedder(base_model: str, train: list[PseudoQuery], held: list[PseudoQ
         if recorded.get("data", {}).get("fingerprint") == split.describe()["fingerprint"] and all(
                 recorded.get("params", {}).get(key) == value for key, value in params.items()):
             return str(output)
-    train_retriever(split, output, overwrite=overwrite, resume=True, device=options.device, progress=options.progress, **params)
+    from adaptlab.jobs import work_dir
+
+    resume = work_dir(Path(output)).is_dir()  # an interrupted run's checkpoints: continued
+    train_retriever(split, output, overwrite=overwrite, resume=resume, device=options.device, progress=options.progress, **params)
     return str(output)
 
 
