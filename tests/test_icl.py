@@ -223,3 +223,11 @@ def test_soft_prompt_scores_match_plain_peft_and_reload(tiny_llama, toy_splits, 
         logprobs = torch.log_softmax(logits.float(), -1)
         expected = sum(logprobs[virtual + len(prompt) - 1 + j, t].item() for j, t in enumerate(label))
         assert got[k].item() == pytest.approx(expected, abs=1e-4)
+    # single-token label words: one pass per prompt gives what a sequence per (prompt, label) gives, padding included
+    assert all(len(label) == 1 for label in strategy.label_ids_)
+    prompts = [strategy._encode(strategy.tokenizer_, [text])[0] for text in texts[:3]]
+    width = max(map(len, prompts))
+    ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
+    mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prompts])
+    with torch.no_grad():
+        torch.testing.assert_close(model._single_tokens(ids, mask), model._per_label(ids, mask), atol=1e-4, rtol=1e-4)

@@ -198,7 +198,7 @@ def test_reward_model_learns_real_preferences_far_above_chance(tmp_path):
     chosen, rejected = rng.choice(positive, 600, replace=False), rng.choice(negative, 600, replace=False)
     pairs = [Pair("What did you think of the film?", str(c), str(r), group=i) for i, (c, r) in enumerate(zip(chosen, rejected))]
     split = split_preferences(pairs, "rt-pairs", test=0.4, val=0.1)
-    manifest = train_reward_model(split, tmp_path / "rm", model="minilm", epochs=5, lr=2e-3, max_length=64, progress=False)
+    manifest = train_reward_model(split, tmp_path / "rm", model="minilm", epochs=3, lr=2e-3, max_length=64, progress=False)
     test = manifest["metrics"]["test"]
     correct = round(test["pairwise_accuracy"] * test["pairs"])
     assert test["pairs"] >= 200 and wilson_lower(correct, test["pairs"]) > 0.6, test
