@@ -280,7 +280,7 @@ def test_generation_compare_on_smollm2_and_wiki_descriptions(cli, tmp_path):
     output = tmp_path / "cmp"
     code, out, err = cli("compare", "--data", "wiki-descriptions", "--strategies", "zero-shot,lora", "--train-size", "16",
                          "--val-size", "4", "--test-size", "8", "--set", "all.max_new_tokens=12", "--set", "all.forgetting_sample=16",
-                         "--output", output)
+                         "--set", "lora.epochs=1", "--output", output)
     assert code == 0, err
     results = json.loads((output / "results.json").read_text())
     by = {e["entry"]: e for e in results["entries"]}

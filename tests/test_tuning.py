@@ -144,7 +144,7 @@ def test_compare_tune_on_the_real_encoder_and_a_many_class_task(cli, tmp_path):
     """minilm LoRA on the packaged 11-topic Wikipedia data: the trials run on the real model, the tested model
     is trained with the best trial's settings and learns something (above the majority-class rate)."""
     code, out, err = cli("compare", "--data", "wiki-topics", "--models", "minilm", "--strategies", "lora", "--tune", "2",
-                         "--train-size", "132", "--val-size", "60", "--test-size", "120", "--set", "lora.max_length=64",
+                         "--train-size", "132", "--val-size", "60", "--test-size", "120", "--set", "lora.max_length=64", "--set", "lora.epochs=2",
                          "-o", tmp_path / "c")
     assert code == 0, err
     results = json.loads((tmp_path / "c" / "results.json").read_text())
