@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -19,34 +18,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `pytest -n N`: each worker (and wha
         os.environ[_name] = str(_share)
 
 IN_CI = os.environ.get("CI") == "true"  # .ci/run: the browser and PostgreSQL pieces are installed there, so none may skip
-
-
-@contextlib.contextmanager
-def served_on_loopback(app):
-    """An ASGI app (``adaptlab.serve.create_app``) served by a real uvicorn server on a free loopback port, in a
-    thread: for clients that speak HTTP themselves (lm-evaluation-harness, ``rag eval --judge URL``). Yields the
-    server's root URL."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def require(available: bool, reason: str) -> None:

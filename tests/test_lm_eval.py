@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from conftest import served_on_loopback
+from adaptlab.loopback import serve_in_background
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install 'lm-eval[api]')")
 
@@ -20,7 +20,7 @@ def server(tiny_llama):
     from adaptlab.serve import ServeOptions, create_app, load_registry
 
     registry = load_registry({}, [f"tiny={tiny_llama}"], None, "cpu")
-    with served_on_loopback(create_app(registry, ServeOptions())) as root:
+    with serve_in_background(create_app(registry, ServeOptions()), "adaptlab serve") as root:
         yield registry, f"{root}/v1/completions"
 
 

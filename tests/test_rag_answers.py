@@ -8,7 +8,7 @@ import pytest
 
 from adaptlab.rag.answer import Answer
 from adaptlab.rag.stores.base import ChunkRow, Hit
-from conftest import served_on_loopback
+from adaptlab.loopback import serve_in_background
 
 
 def hits(*texts: str) -> list[Hit]:
@@ -85,7 +85,7 @@ def served_llama(tiny_llama):
     from adaptlab.serve import ServeOptions, create_app, load_registry
 
     registry = load_registry({}, [f"tiny={tiny_llama}"], None, "cpu")
-    with served_on_loopback(create_app(registry, ServeOptions())) as root:
+    with serve_in_background(create_app(registry, ServeOptions()), "adaptlab serve") as root:
         yield f"{root}/v1"
 
 

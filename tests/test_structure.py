@@ -16,7 +16,7 @@ from a higher one. The unit is a top-level module or subpackage of ``adaptlab``;
 checked for cycles.
 
 0. foundation, no model code: ``errors``, ``_io`` (atomic writes), ``_version``, ``params`` (parameter fields),
-   ``runtime`` (device and precision), ``hub``, ``measure``, ``metrics``, ``progress``, ``schemas`` (file
+   ``runtime`` (device and precision), ``hub``, ``loopback`` (an app served in a background thread), ``measure``, ``metrics``, ``progress``, ``schemas`` (file
    schemas), ``artifacts`` (the artifact format: read, verify, seal), ``results`` (the typed manifest and job result), ``families`` (the registry of families: it
    names the modules of higher layers only as strings, resolved when used, as a plugin registry does).
 1. data and models: ``data`` (files, loaders, splits, the Wikipedia corpus), ``models`` (names, loading,
@@ -44,7 +44,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 FACADE = "adaptlab"
 LAYERS = {
-    **dict.fromkeys(("errors", "_io", "_version", "params", "runtime", "hub", "measure", "metrics", "progress", "schemas",
+    **dict.fromkeys(("errors", "_io", "_version", "params", "runtime", "hub", "loopback", "measure", "metrics", "progress", "schemas",
                      "artifacts", "results", "families"), 0),
     **dict.fromkeys(("data", "models", "model_card", "sampling"), 1),
     **dict.fromkeys(("adapt", "embeddings", "generation", "structured", "prompting", "training", "jobs"), 2),

@@ -15,12 +15,10 @@ different items instead of racing for the same one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterator
 from html import escape
 from pathlib import Path
 from typing import Annotated
@@ -281,29 +279,10 @@ def create_app(directory: Path, lease_seconds: float = db.LEASE_SECONDS) -> Fast
     return app
 
 
-@contextlib.contextmanager
-def serve_in_background(directory: Path, timeout: float = 20.0) -> Iterator[str]:
-    """The ranking app under uvicorn on a free loopback port, in a daemon thread; yields its base URL (for tests and
-    the README's screenshot script; `adaptlab feedback serve` runs it in the foreground)."""
-    import socket
-    import time
+def serve_in_background(directory: Path, timeout: float = 20.0):
+    """The ranking app under uvicorn on a free loopback port, in a daemon thread: a context manager yielding its base
+    URL (for tests and the README's screenshot script; `adaptlab feedback serve` runs it in the foreground)."""
+    from adaptlab.loopback import serve_in_background as in_background
 
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(directory), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the ranking app did not start within {timeout:.0f} s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return in_background(create_app(directory), "the ranking app", timeout)
 
