@@ -143,9 +143,9 @@ def test_a_tuned_embedder_re_embeds_the_store_resumably_and_guards_it(cli, tmp_p
 
 
 def _identity(model) -> dict:
-    from adaptlab.rag.adapt import _identity as identity
+    from adaptlab.rag.index import embedding_identity, store_embedder
 
-    return identity(str(model), None)
+    return embedding_identity(store_embedder(str(model)))
 
 
 def test_a_generator_local_or_served_writes_pseudo_queries(cli, tmp_path, tiny_bert, tiny_llama, served_llama):

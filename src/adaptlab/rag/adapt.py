@@ -29,8 +29,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from adaptlab.errors import AdaptlabError
 from adaptlab.params import check_fields, param
 from adaptlab.progress import progress_bar
@@ -145,7 +143,10 @@ def adapt_store(store, output: str | Path | None = None, *, overwrite: bool = Fa
         "seconds": seconds,
     }
     if best["embedder"] == "tuned":
-        index.meta["reembedding"] = {**_identity(tuned, options.device), "done": 0, "adapted": adapted}
+        from adaptlab.rag.index import embedding_identity, store_embedder
+
+        identity = embedding_identity(store_embedder(tuned, options.device))
+        index.meta["reembedding"] = {**identity, "done": 0, "adapted": adapted}
         index.store.write_meta(index.meta)
         adapted = finish_reembedding(index, options.progress, options.device)
     else:
@@ -179,7 +180,9 @@ def _scratch(directory: Path, like, model: str, rows, vectors, edits: dict[str, 
                        chunk_size=like.meta["chunk_size"], chunk_overlap=like.meta["chunk_overlap"])
     edited = [dataclasses.replace(row, text=edits.get(row.id, row.text)) for row in rows]
     if vectors is None:
-        vectors = _embed(scratch.embedder, [row.text for row in edited], f"embedding {len(edited)} chunks", options.progress)
+        scratch.embedder.progress = options.progress  # its own bar, and its cache: re-embedding reuses these vectors
+        vectors = scratch.embedder.embed([row.text for row in edited])
+        scratch.embedder.progress = False
     elif edits:
         vectors = vectors.copy()
         changed = [i for i, row in enumerate(rows) if row.id in edits]
@@ -191,24 +194,14 @@ def _scratch(directory: Path, like, model: str, rows, vectors, edits: dict[str, 
     return scratch
 
 
-def _embed(embedder, texts: list[str], label: str, progress: bool) -> np.ndarray:
-    parts = []
-    with progress_bar(label, len(texts), progress) as advance:
-        for start in range(0, len(texts), REEMBED_BATCH):
-            parts.append(embedder.embed(texts[start:start + REEMBED_BATCH]))
-            advance(len(parts[-1]))
-    return np.concatenate(parts)
-
-
 def score_settings(index, queries, retrieval: Retrieval, vectors=None) -> dict:
     """``rag eval``'s retrieval metrics of ``index`` searched with ``retrieval`` (``vectors``: the queries'
     embeddings, computed here when not given)."""
-    from adaptlab.rag.evaluate import DEPTH, ranked_documents, retrieval_metrics
+    from adaptlab.rag.evaluate import rank_queries, retrieval_metrics
 
     if vectors is None:
         vectors = index.embedder.embed([q.question for q in queries])
-    ranked = [ranked_documents(index.retrieve(q.question, v, DEPTH, retrieval)) for q, v in zip(queries, vectors)]
-    return retrieval_metrics(ranked, queries)
+    return retrieval_metrics(rank_queries(index, queries, vectors, retrieval)[0], queries)
 
 
 def _score_candidates(index, queries, embedder: str, progress: bool) -> list[dict]:
@@ -269,22 +262,14 @@ def _choose_depth(index, queries, best: dict, options: AdaptOptions) -> dict:
             "scores": {str(d): {"recall@5": s["recall@5"], "mrr": s["mrr"]} for d, s in scores.items()}}
 
 
-def _identity(model: str, device: str | None) -> dict:
-    from adaptlab.embeddings import Embedder
-
-    embedder = Embedder(model, "mean", normalize=True, device=device, progress=False)
-    return {"model": embedder.model_name, "fingerprint": embedder.ref.fingerprint(), "pooling": "mean",
-            "normalize": True, "max_length": embedder.max_length}
-
-
 def finish_reembedding(index, progress: bool = True, device: str | None = None) -> dict:
     """Embed the chunks not yet re-embedded with the description's ``reembedding`` model, batch by batch (the
     count done is written after each), then make that model the store's and its ``adapted`` settings current."""
-    from adaptlab.embeddings import Embedder
+    from adaptlab.rag.index import store_embedder
 
     meta, store = index.meta, index.store
     pending = meta["reembedding"]
-    embedder = Embedder(pending["model"], "mean", normalize=True, device=device, progress=False)
+    embedder = store_embedder(pending["model"], device)
     if embedder.ref.fingerprint() != pending["fingerprint"]:
         raise AdaptlabError(f"store '{store.location}' is half re-embedded with '{pending['model']}', which has changed "
                             "since: rebuild the store with `adaptlab rag index`")

@@ -107,6 +107,20 @@ def retrieval_metrics(ranked: list[list[set[str]]], queries: list[Query]) -> dic
     return {name: round(float(np.mean(values)), 4) for name, values in metrics.items()}
 
 
+def rank_queries(index, queries: list[Query], vectors, retrieval, label: str = "retrieving",
+                 progress: bool = False) -> tuple[list[list[set[str]]], list[float]]:
+    """Each query's documents in rank order as ``retrieval`` finds them (``vectors``: the queries' embeddings,
+    None for BM25), and each search's seconds."""
+    ranked, latencies = [], []
+    with progress_bar(label, len(queries), progress) as advance:
+        for query, vector in zip(queries, vectors):
+            tick = time.perf_counter()
+            ranked.append(ranked_documents(index.retrieve(query.question, vector, DEPTH, retrieval)))
+            latencies.append(time.perf_counter() - tick)
+            advance(1)
+    return ranked, latencies
+
+
 def clean_answer(text: str) -> str:
     """Strip citations and a trailing period: '[1] Denver Broncos.' -> 'Denver Broncos'."""
     if not text.strip():
@@ -133,13 +147,7 @@ def evaluate(index, queries: list[Query], *, answers: int = 0, k: int = 3, model
     by_mode = {}
     for mode in modes:
         retrieval: Retrieval = dataclasses.replace(index.retrieval, mode=mode)
-        ranked, latencies = [], []
-        with progress_bar(f"retrieving ({mode})", len(queries), progress) as advance:
-            for query, vector in zip(queries, vectors):
-                tick = time.perf_counter()
-                ranked.append(ranked_documents(index.retrieve(query.question, vector, DEPTH, retrieval)))
-                latencies.append(time.perf_counter() - tick)
-                advance(1)
+        ranked, latencies = rank_queries(index, queries, vectors, retrieval, f"retrieving ({mode})", progress)
         by_mode[mode] = {"retrieval": retrieval_metrics(ranked, queries),
                          "search_ms": {"p50": round(1000 * float(np.percentile(latencies, 50)), 2),
                                        "p95": round(1000 * float(np.percentile(latencies, 95)), 2)}}

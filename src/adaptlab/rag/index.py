@@ -39,12 +39,23 @@ class IndexReport:
     store_seconds: float = 0.0
 
 
+def store_embedder(model: str, device: str | None = None):
+    """The embedder of a store: mean pooling and unit-length vectors (what both stores' cosine scores assume)."""
+    from adaptlab.embeddings import Embedder
+
+    return Embedder(model, "mean", normalize=True, device=device, progress=False)
+
+
+def embedding_identity(embedder) -> dict:
+    """What a store records of its embedder: vectors of another identity are refused."""
+    return {"model": embedder.model_name, "fingerprint": embedder.ref.fingerprint(), "pooling": "mean",
+            "normalize": True, "max_length": embedder.max_length}
+
+
 class RagIndex:
     def __init__(self, store: str | Path | VectorStore, *, model: str | None = None, chunk_size: int | None = None,
                  chunk_overlap: int | None = None, device: str | None = None, progress: bool = True,
                  retrieval: Retrieval | None = None, reranker=None, rerank_depth: int | None = None) -> None:
-        from adaptlab.embeddings import Embedder
-
         for name, value, least in (("--chunk-size", chunk_size, 1), ("--chunk-overlap", chunk_overlap, 0)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise AdaptlabError(f"{name} must be a whole number of at least {least}, not {value!r}")
@@ -65,17 +76,17 @@ class RagIndex:
         self.rerank_depth = rerank_depth or stored.get("depth") or 20
         self._device = device
         if self.meta is None:
-            self.embedder = Embedder(model or "minilm", "mean", normalize=True, device=device, progress=False)
+            self.embedder = store_embedder(model or "minilm", device)
             # 200 tokens unless the embedder reads fewer (a small model: its whole window)
             size = min(200, self.embedder.max_length - SPECIAL_TOKENS) if chunk_size is None else chunk_size
             self.meta = {
-                "format": 1, "embedding": self._identity(), "dim": None,
+                "format": 1, "embedding": embedding_identity(self.embedder), "dim": None,
                 "chunk_size": size, "chunk_overlap": min(40, size // 5) if chunk_overlap is None else chunk_overlap,
             }
         else:
             built = self.meta["embedding"]
-            self.embedder = Embedder(model or built["model"], "mean", normalize=True, device=device, progress=False)
-            if self._identity()["fingerprint"] != built["fingerprint"]:
+            self.embedder = store_embedder(model or built["model"], device)
+            if self.embedder.ref.fingerprint() != built["fingerprint"]:
                 raise AdaptlabError(
                     f"store '{self.store.location}' was built with embedding model '{built['model']}'; it cannot be "
                     f"used with '{model or built['model']}' as it is now (vectors of different models are not comparable): drop --model or use a new --store"
@@ -86,10 +97,6 @@ class RagIndex:
                                         f"re-chunking needs a new --store")
         self.chunker = Chunker(self.embedder.tokenizer, self.meta["chunk_size"], self.meta["chunk_overlap"],
                                max_tokens=self.embedder.max_length)
-
-    def _identity(self) -> dict:
-        return {"model": self.embedder.model_name, "fingerprint": self.embedder.ref.fingerprint(), "pooling": "mean",
-                "normalize": True, "max_length": self.embedder.max_length}
 
     # -- indexing -----------------------------------------------------------------------------------------
     def update(self, paths: str | Path | list[str | Path]) -> IndexReport:
